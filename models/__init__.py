@@ -1,0 +1,4 @@
+"""Siamese change-detection networks, the factory, the checkpoint format and the default model.
+
+Must not read rasters.
+"""

@@ -1,0 +1,1 @@
+"""One module per ``sitewatch`` subcommand (see :mod:`sitewatch.cli` for the module contract)."""

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sitewatch.cli import main
+
+
+def test_help_lists_commands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    assert "sitewatch" in out and "Exit codes" in out
+
+
+def test_no_command_is_usage_error(capsys):
+    assert main([]) == 2
+
+
+def test_unknown_command_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "sitewatch", "nonsense"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr

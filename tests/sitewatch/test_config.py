@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+import yaml
+
+from sitewatch.config import build_config, config_to_dict, load_config, parse_set_overrides, write_config
+from sitewatch.errors import ConfigError
+from sitewatch.jobs import DetectJob, TilesJob
+
+
+@dataclass(frozen=True)
+class Inner:
+    size: int = 3
+    mode: Literal["a", "b"] = "a"
+    bands: tuple[int, ...] = (1, 2, 3)
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    rate: float = 0.5
+    flag: bool = False
+
+
+def test_defaults_then_file_then_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  size: 7\nrate: 0.25\n")
+    cfg = load_config(Outer, f, {"inner.size": 9, "flag": "true", "rate": None})
+    assert cfg.inner.size == 9  # flag beats file
+    assert cfg.rate == 0.25  # a flag that was not given (None) does not override the file
+    assert cfg.flag is True
+    assert cfg.inner.mode == "a"  # default kept
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  sise: 7\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(Outer, f)
+    msg = str(exc.value)
+    assert "sise" in msg and "size" in msg and "mode" in msg and str(f) in msg
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"rate": "fast"}, "expected a number"),
+        ({"inner": {"size": 1.5}}, "expected an integer"),
+        ({"inner": {"mode": "c"}}, "not one of"),
+        ({"flag": "maybe"}, "true or false"),
+        ({"inner": 3}, "mapping"),
+        ({"inner": {"bands": 4}}, "expected a list"),
+    ],
+)
+def test_wrong_types_are_named(data, needle):
+    with pytest.raises(ConfigError, match=needle):
+        build_config(Outer, data)
+
+
+def test_roundtrip_through_yaml(tmp_path):
+    cfg = build_config(Outer, {"inner": {"bands": [4, 3, 2], "name": "x"}})
+    assert cfg.inner.bands == (4, 3, 2)
+    path = write_config(cfg, tmp_path)
+    again = load_config(Outer, path)
+    assert again == cfg
+    assert yaml.safe_load(path.read_text())["inner"]["bands"] == [4, 3, 2]
+
+
+def test_set_overrides_parse_yaml_scalars():
+    assert parse_set_overrides(["tiles.chip_px=256", "tiles.bands=[3,2,1]", "a.b=x"]) == {
+        "tiles.chip_px": 256,
+        "tiles.bands": [3, 2, 1],
+        "a.b": "x",
+    }
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set_overrides(["tiles.chip_px"])
+
+
+def test_stage_validation_becomes_config_error():
+    with pytest.raises(ConfigError, match="chip_size_m"):
+        load_config(TilesJob, None, {"tiles.chip_size_m": -1})
+
+
+def test_job_configs_have_sections():
+    d = config_to_dict(DetectJob())
+    assert set(d) == {"tiles", "detect"}
+    assert d["tiles"]["chip_px"] == 128
+
+
+def test_shipped_configs_load(tmp_path):
+    from pathlib import Path
+
+    import sitewatch.jobs as jobs
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    by_prefix = {
+        "tiles": jobs.TilesJob,
+        "detect": jobs.DetectJob,
+        "train": jobs.TrainJob,
+        "synth": jobs.SynthJob,
+        "evaluate": jobs.EvaluateJob,
+        "review": jobs.ReviewJob,
+    }
+    files = sorted(root.glob("*.yaml"))
+    assert files, "configs/ holds at least one example"
+    for f in files:
+        cls = by_prefix[f.stem.split("-")[0]]
+        load_config(cls, f)

@@ -1,0 +1,1 @@
+"""Synthetic before/after scenes: labelled GeoTIFF datasets the project makes itself."""

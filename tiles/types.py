@@ -1,0 +1,115 @@
+"""Values that travel between stages: a site, and a before/after pair with its metadata.
+
+Contract (DESIGN.md): a pair's ``image`` is shaped ``(2, C, H, W)`` (time first: before, after),
+float32 in ``[0, 1]``, on one grid centred on the site; ``valid`` is ``(2, H, W)`` bool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Mapping
+
+import numpy as np
+
+Status = Literal["ok", "cannot_assess"]
+
+#: xBD joint damage scale; positives for "likely destroyed" are major-damage and destroyed.
+DAMAGE_CLASSES = ("no-damage", "minor-damage", "major-damage", "destroyed", "un-classified")
+POSITIVE_DAMAGE = frozenset({"major-damage", "destroyed"})
+NEGATIVE_DAMAGE = frozenset({"no-damage"})
+
+
+def damage_to_label(damage: str | None) -> int | None:
+    """1 for major-damage/destroyed, 0 for no-damage, None for anything else (left out)."""
+    if damage in POSITIVE_DAMAGE:
+        return 1
+    if damage in NEGATIVE_DAMAGE:
+        return 0
+    return None
+
+
+@dataclass(frozen=True)
+class Site:
+    """One site from the input list.
+
+    Attributes:
+        site_id: unique id from the input.
+        lon, lat: WGS84 degrees (NaN when the row was invalid; see ``problem``).
+        row: 1-based data row in the source file (header excluded), or feature index + 1.
+        name, kind: optional descriptive fields.
+        radius_m: optional radius of the facility in metres (widens the chip).
+        footprint: optional GeoJSON geometry (WGS84) of the facility's footprint.
+        damage: optional xBD damage label for labelled datasets.
+        extra: the input's other columns, passed through to outputs unchanged.
+        problem: why this row cannot be used (e.g. ``"lat 123.4 out of range [-90, 90]"``), or
+            None. Rows with a problem flow through the batch as ``cannot_assess``.
+    """
+
+    site_id: str
+    lon: float
+    lat: float
+    row: int = 0
+    name: str | None = None
+    kind: str | None = None
+    radius_m: float | None = None
+    footprint: Mapping[str, Any] | None = None
+    damage: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class PairMeta:
+    """Everything known about how a pair was made; one row of ``index.csv``.
+
+    Shift is in chip pixels ``(dy, dx)`` of after relative to before (positive = after content
+    sits lower/right), plus its size in metres.
+    """
+
+    site_id: str
+    status: Status
+    reason: str = ""
+    before_scene: str = ""
+    after_scene: str = ""
+    before_time: datetime | None = None
+    after_time: datetime | None = None
+    before_time_source: str = "unknown"
+    after_time_source: str = "unknown"
+    before_gsd_m: float = float("nan")
+    after_gsd_m: float = float("nan")
+    chip_gsd_m: float = float("nan")
+    chip_size_m: float = float("nan")
+    shift_dy_px: float = 0.0
+    shift_dx_px: float = 0.0
+    shift_m: float = 0.0
+    shift_applied: bool = False
+    coreg_confidence: float = float("nan")
+    normalisation: str = "none"
+    valid_fraction: float = 0.0
+    cloud_fraction: float = 0.0
+    blank_fraction: float = 0.0
+    saturated_fraction: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A before/after pair around one site.
+
+    Attributes:
+        site: the input site.
+        meta: how it was made and whether it can be assessed.
+        image: float32 array of shape ``(2, C, H, W)`` in ``[0, 1]`` (before, after), or None when
+            nothing could be read (e.g. outside coverage).
+        valid: bool array of shape ``(2, H, W)``; False where an epoch has no data.
+    """
+
+    site: Site
+    meta: PairMeta
+    image: np.ndarray | None = None
+    valid: np.ndarray | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.meta.status == "ok"

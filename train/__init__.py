@@ -1,0 +1,1 @@
+"""Training: labelled pair datasets, augmentation, the training loop, metrics and calibration."""
