@@ -1,0 +1,252 @@
+"""Fast scoring of before/after pairs with a checkpoint: :class:`Scorer`.
+
+CPU: ``channels_last`` weights and activations plus bfloat16 autocast when the CPU has native
+bfloat16 support (measured several times faster than float32 here; see
+``benchmarks/bench_model.py``), ``torch.inference_mode``. CUDA when present (bfloat16 or float16
+autocast). Optional test-time augmentation over the 8 flips/90-degree rotations with averaged
+logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointMeta, load_checkpoint
+from models.config import ModelConfig
+from sitewatch.errors import ModelError, UsageError
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class ScoreBatch(NamedTuple):
+    """Scores of a batch of ``B`` pairs.
+
+    Attributes:
+        prob: calibrated probability of severe damage ``(B,)`` float64,
+            ``sigmoid(logit / temperature)``.
+        logit: raw site logit ``(B,)`` float64.
+        heatmap: change probability per pixel ``(B, H, W)`` float32 in ``[0, 1]``.
+        embedding: site descriptor ``(B, D)`` float32.
+    """
+
+    prob: np.ndarray
+    logit: np.ndarray
+    heatmap: np.ndarray
+    embedding: np.ndarray
+
+
+def choose_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given (checked).
+
+    Raises:
+        UsageError: an unknown device string or CUDA requested but not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"device {device!r} is not valid; use 'auto', 'cpu' or 'cuda[:N]'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose_precision(device: torch.device, precision: Precision) -> torch.dtype | None:
+    """The autocast dtype for ``device`` (None = plain float32).
+
+    ``"auto"``: bfloat16 on a CPU with native bfloat16 (float32 otherwise, where emulated
+    bfloat16 is slower); bfloat16 on CUDA when supported, else float16.
+    """
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "float16":
+        return torch.float16
+    if precision != "auto":
+        raise UsageError(f"precision {precision!r} is not one of auto, float32, bfloat16, float16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bfloat16() else None
+    return None
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 flips/rotations of the last two axes (``k = 0`` is identity).
+
+    ``k % 4`` quarter turns, then a horizontal flip when ``k >= 4``.
+    """
+    y = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of :func:`dihedral`."""
+    y = torch.flip(x, dims=(-1,)) if k >= 4 else x
+    return torch.rot90(y, -(k % 4), dims=(-2, -1)) if k % 4 else y
+
+
+class Scorer:
+    """Scores before/after pairs with a checkpoint, as fast as the device allows.
+
+    Args:
+        model: a checkpoint folder or ``"default"`` (the bundled model).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        tta: average logits over the 8 flips/90-degree rotations (8x slower).
+        threads: CPU threads for torch (sets ``torch.set_num_threads``, process-wide);
+            None keeps torch's setting.
+        precision: ``"auto"`` chooses per device (see :func:`choose_precision`).
+        batch_size: pairs per forward pass; larger inputs to :meth:`score` are split.
+
+    Attributes:
+        meta: the checkpoint's :class:`models.checkpoint.CheckpointMeta`.
+        device: the torch device used.
+        autocast_dtype: the autocast dtype, or None for float32.
+
+    Raises:
+        ModelError: the checkpoint cannot be loaded.
+        UsageError: a bad device or precision.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "default",
+        *,
+        device: str = "auto",
+        tta: bool = False,
+        threads: int | None = None,
+        precision: Precision = ModelConfig.precision,
+        batch_size: int = 64,
+    ) -> None:
+        if threads is not None:
+            if threads < 1:
+                raise UsageError(f"threads must be at least 1, got {threads}")
+            torch.set_num_threads(threads)
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = choose_device(device)
+        self.autocast_dtype = choose_precision(self.device, precision)
+        self.tta = tta
+        self.batch_size = batch_size
+        net, meta = load_checkpoint(model, device=self.device)
+        self.meta: CheckpointMeta = meta
+        self.model_dir = str(model)
+        self._channels_last = self.device.type == "cpu" or self.autocast_dtype is not None
+        if self._channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self._net = net
+        logger.info(
+            "scorer: %s on %s, %s%s",
+            meta.arch,
+            self.device,
+            "float32" if self.autocast_dtype is None else f"{self.autocast_dtype} autocast".replace("torch.", ""),
+            ", test-time augmentation x8" if tta else "",
+        )
+
+    @property
+    def weights_sha256(self) -> str:
+        """SHA-256 of the checkpoint's weights file (for provenance)."""
+        return self.meta.weights_sha256
+
+    @property
+    def temperature(self) -> float:
+        """Calibration temperature from the checkpoint."""
+        return float(self.meta.temperature)
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        if not isinstance(images, np.ndarray):
+            raise ModelError(f"Scorer.score expects a numpy array, got {type(images).__name__}")
+        if images.ndim != 5 or images.shape[1] != 2:
+            raise ModelError(
+                f"Scorer.score expects pairs shaped (B, 2, C, H, W), got {images.shape}"
+            )
+        if images.shape[2] != self.meta.in_channels:
+            raise ModelError(
+                f"model {self.meta.arch} takes {self.meta.in_channels} channel(s) but the pairs have "
+                f"{images.shape[2]}; set tiles.bands to {self.meta.in_channels} band(s)"
+            )
+        if min(images.shape[-2:]) < 16 and images.shape[0] > 0:
+            raise ModelError(f"pairs of {images.shape[-2]}x{images.shape[-1]} px are too small (min 16)")
+        if not np.issubdtype(images.dtype, np.floating):
+            raise ModelError(f"pairs must be float in [0, 1], got dtype {images.dtype}")
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits ``(b,)``, heatmap logits ``(b, H, W)``, embeddings ``(b, D)``, all float32."""
+        ks = range(8) if self.tta else (0,)
+        logits, heats, embeds = [], [], []
+        for k in ks:
+            xk = dihedral(x, k) if k else x
+            with torch.autocast(
+                self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+            ):
+                out = self._net(xk)
+            logits.append(out.logit.float())
+            heats.append(undo_dihedral(out.heatmap.float()[:, 0], k) if k else out.heatmap.float()[:, 0])
+            embeds.append(out.embedding.float())
+        if len(ks) == 1:
+            return logits[0], heats[0], embeds[0]
+        return (
+            torch.stack(logits).mean(0),
+            torch.stack(heats).mean(0),
+            torch.stack(embeds).mean(0),
+        )
+
+    def score(self, images: np.ndarray) -> ScoreBatch:
+        """Score a batch of pairs.
+
+        Args:
+            images: ``(B, 2, C, H, W)`` float32 in ``[0, 1]`` (before, after). NaN is treated
+                as 0 (callers mark such pairs themselves).
+
+        Returns:
+            :class:`ScoreBatch` with ``prob (B,)`` float64, ``logit (B,)`` float64,
+            ``heatmap (B, H, W)`` float32 in ``[0, 1]``, ``embedding (B, D)`` float32.
+
+        Raises:
+            ModelError: the array has the wrong shape, channel count or dtype.
+        """
+        images = self._check(images)
+        b, _, _, h, w = images.shape
+        if b == 0:
+            d = self._net.score.in_features  # type: ignore[union-attr]
+            return ScoreBatch(
+                prob=np.zeros(0, np.float64),
+                logit=np.zeros(0, np.float64),
+                heatmap=np.zeros((0, h, w), np.float32),
+                embedding=np.zeros((0, d), np.float32),
+            )
+        logits, heats, embeds = [], [], []
+        with torch.inference_mode():
+            for start in range(0, b, self.batch_size):
+                chunk = torch.from_numpy(images[start : start + self.batch_size])
+                chunk = torch.nan_to_num(chunk, nan=0.0).clamp_(0.0, 1.0).to(self.device)
+                logit, heat, embed = self._forward(chunk)
+                logits.append(logit.cpu())
+                heats.append(torch.sigmoid(heat).cpu())
+                embeds.append(embed.cpu())
+        logit_np = torch.cat(logits).double().numpy()
+        prob = 1.0 / (1.0 + np.exp(-logit_np / self.temperature))
+        return ScoreBatch(
+            prob=prob,
+            logit=logit_np,
+            heatmap=torch.cat(heats).numpy().astype(np.float32, copy=False),
+            embedding=torch.cat(embeds).numpy().astype(np.float32, copy=False),
+        )
