@@ -2,21 +2,170 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation that mimics nuisance change between two acquisitions.
+
+    Geometric flips and 90-degree rotations are applied identically to both epochs (the site
+    does not move); photometric changes are drawn independently per epoch, so the network learns
+    that a brighter or hazier after image is not damage.
+
+    Attributes:
+        enabled: switch all augmentation off (validation never augments).
+        flip_rotate: random horizontal/vertical flips and rot90, the same for both epochs.
+        brightness: max additive brightness change per epoch (fraction of the [0, 1] range).
+        contrast: max relative contrast change per epoch (0.2 = x0.8 .. x1.2).
+        saturation: max relative saturation change per epoch.
+        hue_shift: max per-channel gain difference per epoch (a crude white-balance change).
+        gamma: max relative gamma change per epoch.
+        misregistration_px: max shift of after against before in chip pixels (integer roll).
+        blur_prob: probability that one epoch is blurred (3x3 box or gaussian-like kernel).
+        noise_std: max standard deviation of additive gaussian noise per epoch.
+        swap_prob: probability of swapping before and after for a negative (no change) pair.
+    """
+
+    enabled: bool = True
+    flip_rotate: bool = True
+    brightness: float = 0.12
+    contrast: float = 0.25
+    saturation: float = 0.3
+    hue_shift: float = 0.08
+    gamma: float = 0.25
+    misregistration_px: int = 3
+    blur_prob: float = 0.25
+    noise_std: float = 0.03
+    swap_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("brightness", "contrast", "saturation", "hue_shift", "gamma", "noise_std"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment.{name} must be >= 0")
+        for name in ("blur_prob", "swap_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augment.{name} must be between 0 and 1")
+        if self.misregistration_px < 0:
+            raise ValueError("augment.misregistration_px must be >= 0")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a model is trained. The training helper owns and extends this class."""
+    """How a model is trained (``sitewatch train``).
+
+    Attributes:
+        epochs: maximum number of passes over the training split.
+        batch_size: pairs per optimiser step.
+        lr: peak learning rate (AdamW, cosine decay after a short warm-up).
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length in epochs (fractions allowed).
+        encoder_lr_scale: learning rate of the encoder relative to ``lr`` (lower keeps the
+            ImageNet features when fine-tuning).
+        seed: seeds splits, sampling, augmentation and initialisation (deterministic runs).
+        split: how validation sites are held out; always grouped by area, never by site:
+            ``group`` uses each dataset's group column (tile / scene), ``block`` groups sites in
+            square spatial blocks of ``block_size_m``.
+        block_size_m: side of a spatial block for ``split: block`` (metres).
+        val_fraction: share of groups held out for validation (when ``folds`` is 1).
+        folds: number of grouped folds; with ``folds > 1`` training runs on fold ``fold``'s
+            training part and validates on its held-out part.
+        fold: which fold (0-based) is held out when ``folds > 1``.
+        balance: class imbalance handling: ``weighted_loss`` (positive weight = neg/pos),
+            ``sampler`` (class-balanced sampling) or ``none``.
+        heatmap_weight: weight of the weak heatmap loss (positive sites: centre disc is change,
+            negative sites: nothing is change); 0 turns it off.
+        heatmap_radius_frac: radius of the centre disc for the heatmap target (fraction of side).
+        early_stopping_patience: stop after this many epochs without a better validation AP
+            (0 = never stop early).
+        epoch_pairs: pairs drawn per epoch (0 = the whole training split once).
+        threads: torch CPU threads (0 = torch's default).
+        num_workers: not used for in-memory caches; kept for data loaders of large sets.
+        cache_dir: where cut pairs and generated synthetic scenes are cached
+            (empty = ``~/.cache/sitewatch``).
+        synth_nuisance: randomise the synthetic generator's nuisance settings per ``synth:N``
+            dataset (seasonal colour, misregistration, haze) when the generator supports them.
+        freeze_bn: keep BatchNorm statistics of the encoder fixed (helps small fine-tuning sets).
+        calibration_bins: number of bins for the expected calibration error.
+        screening_recall: target recall of the ``screening`` operating point.
+        evidence_precision: target precision of the ``evidence`` operating point.
+        top_k: k for precision/recall at top-k (the sites a reviewer would check).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
 
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    encoder_lr_scale: float = 0.3
     seed: int = 0
+    split: Literal["group", "block"] = "group"
+    block_size_m: float = 256.0
+    val_fraction: float = 0.2
+    folds: int = 1
+    fold: int = 0
+    balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
+    heatmap_weight: float = 0.3
+    heatmap_radius_frac: float = 0.18
+    early_stopping_patience: int = 5
+    epoch_pairs: int = 0
+    threads: int = 0
+    num_workers: int = 0
+    cache_dir: str = ""
+    synth_nuisance: bool = True
+    freeze_bn: bool = False
+    calibration_bins: int = 10
+    screening_recall: float = 0.9
+    evidence_precision: float = 0.9
+    top_k: int = 50
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError("train.epochs must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("train.batch_size must be at least 1")
+        if self.lr <= 0:
+            raise ValueError("train.lr must be positive")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("train.val_fraction must be between 0 and 1 (exclusive)")
+        if self.folds < 1:
+            raise ValueError("train.folds must be at least 1")
+        if not 0 <= self.fold < self.folds:
+            raise ValueError(f"train.fold must be in [0, {self.folds - 1}] for folds={self.folds}")
+        if self.block_size_m <= 0:
+            raise ValueError("train.block_size_m must be positive (metres)")
+        for name in ("screening_recall", "evidence_precision"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"train.{name} must be in (0, 1]")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """How a model is evaluated on a labelled dataset."""
+    """How a model is evaluated on a labelled dataset (``sitewatch evaluate``).
+
+    Attributes:
+        batch_size: pairs per forward pass.
+        threshold: probability threshold for F1 / precision / recall; empty = the model's
+            ``operating_point`` threshold.
+        operating_point: which of the checkpoint's operating points sets the threshold.
+        top_k: k for precision/recall at top-k.
+        calibration_bins: bins of the reliability plot and ECE.
+        baseline: compute the non-learned pixel-difference baseline in the same run.
+        tta: test-time augmentation (flips / rot90) in the scorer.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        cache_dir: cache of cut pairs (empty = ``~/.cache/sitewatch``).
+    """
 
     batch_size: int = 64
+    threshold: float | None = None
+    operating_point: str = "screening"
+    top_k: int = 50
+    calibration_bins: int = 10
+    baseline: bool = True
+    tta: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str = ""

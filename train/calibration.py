@@ -1,0 +1,133 @@
+"""Temperature scaling and operating points on held-out (calibration) data.
+
+A model's raw logit ``z`` becomes the reported probability ``sigmoid(z / T)``. ``T`` is fitted
+by minimising the negative log-likelihood on validation pairs the model was not trained on.
+Operating points are thresholds on that calibrated probability chosen for a target recall
+("screening": find most damaged sites) or a target precision ("evidence": flag only sites that
+are very likely damaged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from train.metrics import precision_recall_curve
+
+log = logging.getLogger(__name__)
+
+#: temperatures are searched in [exp(-4), exp(4)] ~ [0.018, 55]
+_LOG_T_BOUNDS = (-4.0, 4.0)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float64."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def binary_nll(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against 0/1 ``labels``."""
+    y = np.asarray(labels, dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64)
+    # log(1 + exp(-|z|)) + max(z, 0) - y z
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature ``T > 0`` minimising the NLL of ``sigmoid(logits / T)``.
+
+    Args:
+        labels: (N,) 0/1 labels of held-out pairs.
+        logits: (N,) raw model logits for the same pairs.
+
+    Returns:
+        T (1.0 when there are too few pairs or only one class to fit on).
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    if y.size < 4 or y.min() == y.max():
+        log.warning("calibration: %d pairs with one class only; keeping temperature 1.0", y.size)
+        return 1.0
+    res = minimize_scalar(lambda lt: binary_nll(y, z / np.exp(lt)), bounds=_LOG_T_BOUNDS, method="bounded")
+    t = float(np.exp(res.x))
+    return t
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A threshold on the calibrated probability and what it achieved on calibration data."""
+
+    name: str
+    threshold: float
+    precision: float
+    recall: float
+    target: str
+    met: bool
+
+
+def choose_operating_points(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    screening_recall: float = 0.9,
+    evidence_precision: float = 0.9,
+) -> dict[str, OperatingPoint]:
+    """Choose the "screening" and "evidence" thresholds on calibration data.
+
+    * screening: the highest threshold whose recall reaches ``screening_recall`` (fewest
+      false alarms for that recall).
+    * evidence: the lowest threshold whose precision reaches ``evidence_precision`` (most
+      recall for that precision). If no threshold reaches it, the threshold of the best
+      precision is used and ``met`` is False.
+
+    Args:
+        labels: (N,) 0/1 labels.
+        probs: (N,) calibrated probabilities.
+
+    Returns:
+        ``{"screening": OperatingPoint, "evidence": OperatingPoint}``.
+    """
+    y = np.asarray(labels).astype(np.int64).ravel()
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    if y.size == 0 or y.sum() == 0:
+        log.warning("operating points: no positive calibration pairs; using 0.5 for both")
+        return {
+            name: OperatingPoint(name, 0.5, float("nan"), float("nan"), target, False)
+            for name, target in (
+                ("screening", f"recall>={screening_recall}"),
+                ("evidence", f"precision>={evidence_precision}"),
+            )
+        }
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    # thresholds descend, recall non-decreasing
+    ok = np.nonzero(recall >= screening_recall)[0]
+    i = int(ok[0]) if ok.size else len(thresholds) - 1
+    screening = OperatingPoint(
+        "screening", float(thresholds[i]), float(precision[i]), float(recall[i]),
+        f"recall>={screening_recall}", bool(ok.size),
+    )
+    ok = np.nonzero(precision >= evidence_precision)[0]
+    if ok.size:
+        j = int(ok[-1])
+        met = True
+    else:
+        j = int(np.argmax(precision))
+        met = False
+        log.warning(
+            "operating points: no threshold reaches precision %.2f on calibration data (best %.2f); "
+            "'evidence' uses the best-precision threshold", evidence_precision, precision[j],
+        )
+    evidence = OperatingPoint(
+        "evidence", float(thresholds[j]), float(precision[j]), float(recall[j]),
+        f"precision>={evidence_precision}", met,
+    )
+    return {"screening": screening, "evidence": evidence}
