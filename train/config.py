@@ -56,6 +56,8 @@ class TrainConfig:
     """How a model is trained (``sitewatch train``).
 
     Attributes:
+        data: DATASET arguments used when ``--data`` is not given (folders, ``synth:N``,
+            ``xbd:PATH``), so one config file reproduces a model.
         epochs: maximum number of passes over the training split.
         batch_size: pairs per optimiser step.
         lr: peak learning rate (AdamW, cosine decay after a short warm-up).
@@ -94,6 +96,7 @@ class TrainConfig:
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
     """
 
+    data: tuple[str, ...] = ()
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3

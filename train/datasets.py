@@ -344,28 +344,14 @@ def synth_dataset_folder(n_sites: int, synth_config: object, *, seed: int, cache
 
 
 def randomised_synth_config(synth_config: object, *, n_sites: int, seed: int, nuisance: bool) -> object:
-    """The synth config for one ``synth:N`` dataset: ``sites`` and ``seed`` set, and (with
-    ``nuisance``) every 0..1 strength knob the generator has drawn at random from the seed."""
+    """The synth config for one ``synth:N`` dataset: ``sites`` and ``seed`` set and, with
+    ``nuisance``, the generator's ``randomise_nuisance`` switched on (each region draws its
+    nuisance strengths in ``[0, knob]``)."""
     changes: dict[str, object] = {"sites": int(n_sites), "seed": int(seed)}
-    if nuisance:
-        rng = np.random.default_rng(seed + 7919)
-        for f in dataclasses.fields(synth_config):  # type: ignore[arg-type]
-            if f.name in NUISANCE_KNOBS:
-                low, high = NUISANCE_KNOBS[f.name]
-                changes[f.name] = float(rng.uniform(low, high))
+    names = {f.name for f in dataclasses.fields(synth_config)}  # type: ignore[arg-type]
+    if nuisance and "randomise_nuisance" in names:
+        changes["randomise_nuisance"] = True
     return dataclasses.replace(synth_config, **changes)  # type: ignore[type-var]
-
-
-#: synth settings randomised per synthetic dataset when present (name -> (low, high)).
-NUISANCE_KNOBS: dict[str, tuple[float, float]] = {
-    "season_change": (0.0, 1.0),
-    "haze": (0.0, 0.6),
-    "misregistration_px": (0.0, 3.0),
-    "shadow_change": (0.0, 1.0),
-    "illumination_change": (0.0, 1.0),
-    "noise": (0.0, 0.6),
-    "cloud_fraction": (0.0, 0.2),
-}
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, str]:

@@ -1,0 +1,147 @@
+"""``sitewatch evaluate``: a checkpoint on a labelled dataset, beside a non-learned baseline.
+
+Writes into the output folder: ``metrics.json`` (model and baseline figures, ECE, the
+checkpoint's identity and the data hash), ``scores.csv`` (one row per pair), ``pr_curve.png``,
+``reliability.png`` and the effective ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sitewatch.config import config_to_dict, write_config
+from train.baseline import pixel_difference_score
+from train.calibration import sigmoid
+from train.datasets import PairSet, default_cache_dir, load_dataset
+from train.metrics import BinaryReport, binary_report, counts_at_threshold, precision_recall_at_k, precision_recall_curve, reliability_bins
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Figures of one evaluation run."""
+
+    out_dir: Path
+    model: BinaryReport
+    baseline: BinaryReport | None
+    ece_uncalibrated: float
+    n_pairs: int
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        out = [f"model    {self.model.summary()} (ECE without temperature {self.ece_uncalibrated:.3f})"]
+        if self.baseline is not None:
+            out.append(f"baseline {self.baseline.summary()}")
+        return out
+
+
+def score_pairs(model_dir: str | Path, data: PairSet, *, batch_size: int, device: str, tta: bool) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Calibrated probabilities and raw logits ``(N,)`` of every pair, and the checkpoint meta."""
+    from models.inference import Scorer
+
+    scorer = Scorer(model_dir, device=device, tta=tta, batch_size=batch_size)
+    probs, logits = [], []
+    for start in range(0, len(data), batch_size):
+        batch = scorer.score(data.as_float(slice(start, start + batch_size)))
+        probs.append(batch.prob)
+        logits.append(batch.logit)
+    return np.concatenate(probs), np.concatenate(logits), scorer.meta
+
+
+def baseline_report(labels: np.ndarray, base: np.ndarray, *, flagged: int, top_k: int) -> BinaryReport:
+    """Baseline figures; its F1 is taken where it flags as many sites as the model does."""
+    from train.metrics import average_precision, roc_auc
+
+    order = np.sort(base)[::-1]
+    thr = float(order[min(max(flagged, 1), len(order)) - 1]) if len(order) else 0.0
+    c = counts_at_threshold(labels, base, thr)
+    pk, rk = precision_recall_at_k(labels, base, top_k)
+    return BinaryReport(
+        n=int(labels.size), positives=int(labels.sum()), roc_auc=roc_auc(labels, base),
+        average_precision=average_precision(labels, base), threshold=thr, precision=c.precision,
+        recall=c.recall, f1=c.f1, top_k=int(min(top_k, labels.size)), precision_at_k=pk, recall_at_k=rk, ece=None,
+    )
+
+
+def evaluate_model(model_dir: str | Path, spec: str, out: Path, job: Any, *, progress: bool | None = None) -> EvaluationResult:
+    """Evaluate a checkpoint on one DATASET and write the report files into ``out``.
+
+    Args:
+        model_dir: checkpoint folder or ``"default"``.
+        spec: DATASET (folder, ``synth:N``, ``xbd:PATH``).
+        out: output folder.
+        job: :class:`sitewatch.jobs.EvaluateJob`.
+        progress: progress bars (None = automatic).
+    """
+    from models.checkpoint import read_meta
+
+    cfg = job.evaluate
+    meta = read_meta(model_dir)
+    if meta.input_px != job.tiles.chip_px:
+        log.warning("model was trained on %d px chips but tiles.chip_px is %d", meta.input_px, job.tiles.chip_px)
+    if abs(meta.gsd_m - job.tiles.gsd_m) > 0.25 * meta.gsd_m:
+        log.warning("model was trained at %.2f m/px but the chips are %.2f m/px", meta.gsd_m, job.tiles.gsd_m)
+    data = load_dataset(spec, job.tiles, cache_dir=default_cache_dir(cfg.cache_dir), progress=progress)
+    labels = data.labels.astype(np.int64)
+    probs, logits, meta = score_pairs(model_dir, data, batch_size=cfg.batch_size, device=cfg.device, tta=cfg.tta)
+    threshold = cfg.threshold
+    if threshold is None:
+        threshold = float(meta.operating_points.get(cfg.operating_point, 0.5))
+    model_rep = binary_report(labels, probs, threshold=threshold, top_k=cfg.top_k, bins=cfg.calibration_bins)
+    from train.metrics import expected_calibration_error
+
+    ece_raw = expected_calibration_error(labels, sigmoid(logits), cfg.calibration_bins)
+    base_rep = None
+    base = None
+    if cfg.baseline:
+        base = pixel_difference_score(data.images)
+        base_rep = baseline_report(labels, base, flagged=int((probs >= threshold).sum()), top_k=cfg.top_k)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from train.plots import Curve, pr_curve_png, reliability_png
+
+    curves = []
+    p, r, _ = precision_recall_curve(labels, probs)
+    curves.append(Curve(f"model (AP {model_rep.average_precision:.3f})", r, p))
+    if base is not None and base_rep is not None:
+        p, r, _ = precision_recall_curve(labels, base)
+        curves.append(Curve(f"pixel-difference baseline (AP {base_rep.average_precision:.3f})", r, p))
+    pr_curve_png(curves, out / "pr_curve.png", title=f"precision-recall on {data.name} ({len(data)} pairs)")
+    conf, rate, _ = reliability_bins(labels, probs, cfg.calibration_bins)
+    conf0, rate0, _ = reliability_bins(labels, sigmoid(logits), cfg.calibration_bins)
+    reliability_png(
+        [Curve(f"calibrated, T={meta.temperature:.2f} (ECE {model_rep.ece:.3f})", conf, rate), Curve(f"uncalibrated (ECE {ece_raw:.3f})", conf0, rate0)],
+        out / "reliability.png",
+        title=f"reliability on {data.name}",
+    )
+    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["site_id", "group", "damage", "label", "score", "logit", "baseline"])
+        for i in range(len(data)):
+            w.writerow([data.site_ids[i], data.groups[i], data.damage[i], int(labels[i]), f"{probs[i]:.6f}", f"{logits[i]:.6f}", "" if base is None else f"{base[i]:.6f}"])
+    metrics = {
+        "dataset": spec,
+        "dataset_name": data.name,
+        "data_hash": data.data_hash,
+        "model": str(model_dir),
+        "arch": meta.arch,
+        "weights_sha256": meta.weights_sha256,
+        "temperature": meta.temperature,
+        "operating_point": cfg.operating_point if cfg.threshold is None else None,
+        "model_metrics": model_rep.to_dict(),
+        "ece_uncalibrated": ece_raw,
+        "baseline_metrics": base_rep.to_dict() if base_rep else None,
+        "config": config_to_dict(job),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_config(job, out)
+    return EvaluationResult(out_dir=out, model=model_rep, baseline=base_rep, ece_uncalibrated=ece_raw, n_pairs=len(data))
