@@ -3,12 +3,69 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+#: settings that change only how a run is presented or paced, never a score: a run folder may be
+#: resumed with different values of these (see :func:`detect.run.run_fingerprint`).
+PRESENTATION_KEYS = frozenset(
+    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads"}
+)
 
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """How ``sitewatch detect`` runs. The detection helper owns and extends this class."""
+    """How ``sitewatch detect`` runs.
+
+    Attributes:
+        batch_size: sites per scoring batch. Batches are also the unit of the resume journal and
+            of Dask tasks, so the same batch is scored the same way on every path.
+        operating_point: which threshold turns a score into ``flagged``: the name of one of the
+            model's calibrated operating points (``"screening"``: high recall, for a first pass;
+            ``"evidence"``: high precision) or a probability such as ``"0.7"``.
+        chips_top_n: write before/after/heatmap chips for this many top-ranked sites; ``-1``
+            writes them for every assessable site, ``0`` for none.
+        report_max_sites: at most this many flagged sites are shown in ``report.html``.
+        prefetch_batches: how many cut batches the reader thread may hold ahead of the model
+            (bounds memory; I/O overlaps inference).
+        journal_fsync_every: fsync the resume journal after this many batches.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        tta: average the model over flips (slower, slightly steadier).
+        threads: torch threads for inference; 0 lets torch decide.
+        score_decimals: decimals of ``score`` in ``scores.csv``; ranking uses the written value,
+            so equal printed scores are ordered by ``site_id``.
+        group_by_scene: order batches by the scenes that cover the sites so a worker keeps few
+            rasters open (the Dask path always does this; local runs do too so both paths score
+            identical batches).
+        embeddings: write ``embeddings.npz`` (for the review app's quick re-rank).
+    """
 
     batch_size: int = 64
     operating_point: str = "screening"
     chips_top_n: int = 200
+    report_max_sites: int = 200
+    prefetch_batches: int = 4
+    journal_fsync_every: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tta: bool = False
+    threads: int = 0
+    score_decimals: int = 6
+    group_by_scene: bool = True
+    embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.chips_top_n < -1:
+            raise ValueError("chips_top_n must be -1 (all), 0 (none) or a positive count")
+        if self.report_max_sites < 0:
+            raise ValueError("report_max_sites must be 0 or more")
+        if self.prefetch_batches < 1:
+            raise ValueError("prefetch_batches must be at least 1")
+        if self.journal_fsync_every < 1:
+            raise ValueError("journal_fsync_every must be at least 1")
+        if self.threads < 0:
+            raise ValueError("threads must be 0 (torch decides) or a positive count")
+        if not 2 <= self.score_decimals <= 12:
+            raise ValueError("score_decimals must be between 2 and 12")
+        if not self.operating_point.strip():
+            raise ValueError("operating_point must name an operating point or give a probability")

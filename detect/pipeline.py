@@ -1,0 +1,324 @@
+"""Streaming sites through the tiles stage and the model, one batch at a time.
+
+The run is split into a fixed *batch plan* (:func:`plan_batches`): batches of sites grouped by the
+scenes that cover them, in a deterministic order. Every path (local, resumed, Dask) scores exactly
+these batches, so every path writes the same numbers. Locally a reader thread cuts batches into a
+bounded queue while the main thread scores them (:func:`score_batches_local`), so raster I/O
+overlaps inference and memory stays bounded by ``prefetch_batches``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from detect.journal import BatchRecord
+from detect.outputs import CHIP_COLUMNS, LEADING_COLUMNS, SITE_COLUMNS, format_number
+from tiles.types import Pair, PairMeta, Site
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+
+log = logging.getLogger(__name__)
+
+#: reason given to a site whose cut raised unexpectedly (the exception text goes to ``detail``).
+CUT_FAILED = "cut_failed"
+#: reason for a pair that came back ``ok`` but without usable pixels.
+EMPTY_CHIP = "empty_chip"
+#: reason for a pair whose model output was not a finite number.
+MODEL_OUTPUT_INVALID = "model_output_invalid"
+
+
+class PairScorer(Protocol):
+    """What detect needs from :class:`models.inference.Scorer`."""
+
+    def score(self, images: np.ndarray) -> Any:  # pragma: no cover - protocol
+        ...
+
+
+class PairSource(Protocol):
+    """What detect needs from :class:`tiles.cut.PairCutter`."""
+
+    def cut(self, site: Site) -> Pair:  # pragma: no cover - protocol
+        ...
+
+    def cut_many(self, sites: Sequence[Site]) -> Iterator[Pair]:  # pragma: no cover - protocol
+        ...
+
+    def close(self) -> None:  # pragma: no cover - protocol
+        ...
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    """One batch of the plan.
+
+    Attributes:
+        index: position in the plan (the journal key).
+        site_indices: indices into the run's site list, in input order within the batch.
+        group: the scene group the batch belongs to (``""`` for sites no scene covers).
+    """
+
+    index: int
+    site_indices: tuple[int, ...]
+    group: str
+
+
+def plan_batches(
+    sites: Sequence[Site],
+    before: "RasterCatalog | None",
+    after: "RasterCatalog | None",
+    *,
+    batch_size: int,
+    group_by_scene: bool = True,
+) -> list[PlannedBatch]:
+    """Split sites into batches, grouped by covering scenes, in a deterministic order.
+
+    Args:
+        sites: all input sites, in input order.
+        before, after: the catalogues (used to group by scene; may be None to skip grouping).
+        batch_size: sites per batch.
+        group_by_scene: group with :func:`tiles.cut.group_sites_by_scene` first.
+
+    Returns:
+        Batches covering every site exactly once.
+    """
+    index_of = {id(site): i for i, site in enumerate(sites)}
+    by_id = {site.site_id: i for i, site in enumerate(sites)}
+    groups: list[tuple[str, list[int]]] = []
+    assigned: set[int] = set()
+    if group_by_scene and before is not None and after is not None:
+        from tiles.cut import group_sites_by_scene
+
+        grouped = group_sites_by_scene(list(sites), before, after)
+        for key in sorted(grouped, key=str):
+            members: list[int] = []
+            for site in grouped[key]:
+                i = index_of.get(id(site), by_id.get(site.site_id))
+                if i is None or i in assigned:
+                    continue
+                assigned.add(i)
+                members.append(i)
+            if members:
+                groups.append((str(key), sorted(members)))
+    rest = [i for i in range(len(sites)) if i not in assigned]
+    if rest:
+        groups.append(("", rest))
+    plan: list[PlannedBatch] = []
+    for key, members in groups:
+        for start in range(0, len(members), batch_size):
+            plan.append(PlannedBatch(len(plan), tuple(members[start : start + batch_size]), key))
+    return plan
+
+
+def _failed_pair(site: Site, reason: str, detail: str) -> Pair:
+    return Pair(site=site, meta=PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail))
+
+
+def cut_batch(cutter: PairSource, sites: Sequence[Site]) -> list[Pair]:
+    """Cut one batch; a site whose cut raises becomes ``cannot_assess``/``cut_failed``.
+
+    The cutter is documented never to raise for a site-level problem; this is the safety net
+    that keeps one unexpected failure from stopping a batch of thousands.
+    """
+    try:
+        pairs = list(cutter.cut_many(list(sites)))
+        if len(pairs) == len(sites) and all(p.site.site_id == s.site_id for p, s in zip(pairs, sites)):
+            return pairs
+        log.warning("cut_many returned %d pairs for %d sites; cutting one by one", len(pairs), len(sites))
+    except Exception as exc:  # noqa: BLE001 - isolate per site below
+        log.warning("cutting a batch failed (%s); cutting its %d sites one by one", exc, len(sites))
+    pairs = []
+    for site in sites:
+        try:
+            pairs.append(cutter.cut(site))
+        except Exception as exc:  # noqa: BLE001 - one bad site never stops a batch
+            log.warning("site %r: cutting failed: %s", site.site_id, exc)
+            pairs.append(_failed_pair(site, CUT_FAILED, f"{type(exc).__name__}: {exc}"))
+    return pairs
+
+
+def site_columns(site: Site) -> dict[str, str]:
+    """The input's own columns of a site, as ``scores.csv`` text."""
+    row = {
+        "site_id": site.site_id,
+        "lon": format_number(site.lon),
+        "lat": format_number(site.lat),
+    }
+    if site.name is not None:
+        row["name"] = site.name
+    if site.kind is not None:
+        row["kind"] = site.kind
+    if site.radius_m is not None:
+        row["radius_m"] = format_number(site.radius_m)
+    if site.damage is not None:
+        row["damage"] = site.damage
+    return row
+
+
+_RESERVED = frozenset(LEADING_COLUMNS) | frozenset(SITE_COLUMNS) | frozenset(CHIP_COLUMNS)
+
+
+def pair_row(pair: Pair, score: float | None, *, decimals: int, status_override: tuple[str, str] | None = None) -> dict[str, str]:
+    """One ``scores.csv`` row (before ranking) for a pair.
+
+    Args:
+        pair: the cut pair.
+        score: calibrated probability, or None when the site is not assessed.
+        decimals: decimals of the written score.
+        status_override: ``(status, reason)`` that replaces the pair's own (e.g. empty chip).
+    """
+    from tiles.index import pair_meta_row
+
+    row = site_columns(pair.site)
+    meta = pair_meta_row(pair)
+    for key, value in meta.items():
+        if key in ("site_id", "lon", "lat"):
+            continue
+        row[key] = "" if value is None else str(value)
+    status, reason = status_override or (pair.meta.status, pair.meta.reason)
+    row["status"] = status
+    row["reason"] = reason if status != "ok" else ""
+    row["score"] = format_number(score, decimals) if (score is not None and status == "ok") else ""
+    for key, value in pair.site.extra.items():
+        name = str(key)
+        if name in row or name in _RESERVED:
+            name = f"input_{name}"
+        row[name] = "" if value is None else str(value)
+    return row
+
+
+def _usable_image(pair: Pair) -> bool:
+    image = pair.image
+    if image is None or image.ndim != 4 or image.shape[0] != 2 or image.size == 0:
+        return False
+    return bool(np.isfinite(image).all())
+
+
+def score_pairs(batch_index: int, pairs: Sequence[Pair], scorer: PairScorer, *, decimals: int) -> BatchRecord:
+    """Score the assessable pairs of one batch and build its journal record.
+
+    Args:
+        batch_index: the batch's index in the plan.
+        pairs: the batch's pairs (any status), in plan order.
+        scorer: a :class:`models.inference.Scorer` (``score(images (B, 2, C, H, W))``).
+        decimals: decimals of the written score.
+
+    Returns:
+        The batch's rows (every pair) and the float16 embeddings ``(K, D)`` of its scored sites.
+    """
+    overrides: dict[int, tuple[str, str]] = {}
+    ok_positions = []
+    for i, pair in enumerate(pairs):
+        if pair.meta.status != "ok":
+            continue
+        if not _usable_image(pair):
+            overrides[i] = ("cannot_assess", EMPTY_CHIP)
+            continue
+        ok_positions.append(i)
+    scores: dict[int, float] = {}
+    embeddings: list[np.ndarray] = []
+    embedding_ids: list[str] = []
+    if ok_positions:
+        images = np.stack([pairs[i].image for i in ok_positions]).astype(np.float32, copy=False)
+        result = scorer.score(images)
+        probs = np.asarray(result.prob, dtype=np.float64)
+        emb = np.asarray(result.embedding, dtype=np.float32)
+        for j, i in enumerate(ok_positions):
+            p = float(probs[j])
+            if not math.isfinite(p) or not np.isfinite(emb[j]).all():
+                overrides[i] = ("cannot_assess", MODEL_OUTPUT_INVALID)
+                continue
+            scores[i] = p
+            embeddings.append(emb[j].astype(np.float16))
+            embedding_ids.append(pairs[i].site.site_id)
+    rows = tuple(
+        pair_row(pair, scores.get(i), decimals=decimals, status_override=overrides.get(i))
+        for i, pair in enumerate(pairs)
+    )
+    emb_array = np.stack(embeddings) if embeddings else np.zeros((0, 0), dtype=np.float16)
+    return BatchRecord(batch=batch_index, rows=rows, embedding_ids=tuple(embedding_ids), embeddings=emb_array)
+
+
+_DONE = object()
+
+
+def _reader(
+    make_cutter: Callable[[], PairSource],
+    sites: Sequence[Site],
+    batches: Sequence[PlannedBatch],
+    out: "queue.Queue[Any]",
+    stop: threading.Event,
+) -> None:
+    try:
+        cutter = make_cutter()
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                pairs = cut_batch(cutter, [sites[i] for i in batch.site_indices])
+                while not stop.is_set():
+                    try:
+                        out.put((batch, pairs), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        finally:
+            cutter.close()
+        out.put(_DONE)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
+        out.put(exc)
+
+
+def score_batches_local(
+    sites: Sequence[Site],
+    batches: Sequence[PlannedBatch],
+    make_cutter: Callable[[], PairSource],
+    scorer: PairScorer,
+    *,
+    decimals: int,
+    prefetch: int = 4,
+) -> Iterator[BatchRecord]:
+    """Cut batches in a reader thread and score them here, yielding records in plan order.
+
+    Args:
+        sites: all sites of the run.
+        batches: the batches still to do.
+        make_cutter: builds a :class:`tiles.cut.PairCutter` (called in the reader thread, which
+            owns it and closes it).
+        scorer: the model.
+        decimals: decimals of the written score.
+        prefetch: cut batches held ahead of the model (bounds memory).
+    """
+    if not batches:
+        return
+    pending: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_reader, args=(make_cutter, sites, batches, pending, stop), name="sitewatch-reader", daemon=True
+    )
+    thread.start()
+    try:
+        while True:
+            item = pending.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            batch, pairs = item
+            yield score_pairs(batch.index, pairs, scorer, decimals=decimals)
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                pending.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.1)

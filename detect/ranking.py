@@ -1,0 +1,113 @@
+"""Ranking scored sites and turning scores into flags at an operating point.
+
+Order of ``scores.csv``: assessable sites by descending written score (ties by ``site_id``), each
+with a 1-based ``rank``; then the ``cannot_assess`` sites by ``site_id``, without rank or score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from sitewatch.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+#: the probability used when a model carries no calibrated operating points (an untrained model).
+FALLBACK_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The threshold that turns a calibrated score into ``flagged``.
+
+    Attributes:
+        name: the operating point's name (``"screening"``, ``"evidence"``) or ``"custom"``.
+        threshold: flagged when ``score >= threshold``.
+        source: where the threshold came from, for the manifest and the report.
+    """
+
+    name: str
+    threshold: float
+    source: str
+
+
+def resolve_operating_point(spec: str, operating_points: Mapping[str, float]) -> OperatingPoint:
+    """Pick the operating point named by ``spec`` from the model's calibration.
+
+    Args:
+        spec: a name from ``operating_points`` or a probability such as ``"0.7"``.
+        operating_points: the model's ``meta.operating_points`` (name -> threshold).
+
+    Raises:
+        UsageError: an unknown name (the message lists the valid ones) or a number outside [0, 1].
+    """
+    spec = spec.strip()
+    if spec in operating_points:
+        return OperatingPoint(spec, float(operating_points[spec]), "model calibration")
+    try:
+        value = float(spec)
+    except ValueError:
+        value = None
+    if value is not None:
+        if not 0.0 <= value <= 1.0 or math.isnan(value):
+            raise UsageError(f"--operating-point {spec}: a probability must be between 0 and 1")
+        return OperatingPoint("custom", value, "given as a probability")
+    if not operating_points:
+        log.warning(
+            "the model carries no calibrated operating points; flagging at score >= %.2f "
+            "(train or calibrate a model to get 'screening' and 'evidence' thresholds)",
+            FALLBACK_THRESHOLD,
+        )
+        return OperatingPoint(spec, FALLBACK_THRESHOLD, "fallback: the model has no calibrated operating points")
+    names = ", ".join(sorted(operating_points))
+    raise UsageError(
+        f"--operating-point {spec}: the model has no operating point of that name; valid names: "
+        f"{names}, or a probability between 0 and 1"
+    )
+
+
+def _score_of(row: Mapping[str, str]) -> float | None:
+    text = row.get("score", "")
+    if row.get("status") != "ok" or text == "":
+        return None
+    return float(text)
+
+
+def rank_rows(
+    rows: Iterable[Mapping[str, str]], operating_point: OperatingPoint
+) -> list[dict[str, str]]:
+    """Sort rows, fill ``rank`` and ``flagged``.
+
+    Args:
+        rows: one mapping per site with at least ``site_id``, ``status`` and ``score`` (the
+            written score text; empty for ``cannot_assess``).
+        operating_point: threshold for ``flagged``.
+
+    Returns:
+        New row dicts in output order.
+    """
+    scored: list[tuple[float, str, dict[str, str]]] = []
+    unscored: list[tuple[str, dict[str, str]]] = []
+    for row in rows:
+        copy = dict(row)
+        score = _score_of(copy)
+        if score is None:
+            copy["score"] = ""
+            unscored.append((copy["site_id"], copy))
+        else:
+            scored.append((-score, copy["site_id"], copy))
+    scored.sort(key=lambda item: (item[0], item[1]))
+    unscored.sort(key=lambda item: item[0])
+    out: list[dict[str, str]] = []
+    for rank, (neg_score, _, row) in enumerate(scored, start=1):
+        row["rank"] = str(rank)
+        row["flagged"] = "true" if -neg_score >= operating_point.threshold else "false"
+        out.append(row)
+    for _, row in unscored:
+        row["rank"] = ""
+        row["flagged"] = "false"
+        out.append(row)
+    return out

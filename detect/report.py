@@ -1,0 +1,177 @@
+"""``report.html``: a self-contained page that opens from disk (no server, no network).
+
+Summary (counts by status and reason, a score histogram, the operating threshold), then the
+flagged sites in rank order with before / after / heatmap chips (relative paths into ``chips/``),
+scene dates, quality notes and a link to the location on OpenStreetMap. Every text that comes
+from the input is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from detect.outputs import write_bytes_atomic
+from detect.ranking import OperatingPoint
+
+#: pair metadata shown as quality notes when ``scores.csv`` has them (tiles.index columns).
+QUALITY_KEYS = (
+    "before_scene",
+    "after_scene",
+    "shift_m",
+    "shift_applied",
+    "coreg_confidence",
+    "valid_fraction",
+    "cloud_fraction",
+    "blank_fraction",
+    "normalisation",
+    "detail",
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em;color:#222;max-width:1200px}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+.site{border:1px solid #ccc;border-radius:6px;padding:.6em;margin:.8em 0}
+.chips img{width:192px;height:192px;image-rendering:pixelated;margin-right:.4em;border:1px solid #999}
+.muted{color:#666;font-size:.9em}.score{font-weight:bold;font-size:1.1em}
+code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def histogram_svg(scores: Sequence[float], threshold: float, *, bins: int = 20, width: int = 520, height: int = 160) -> str:
+    """An inline SVG histogram of scores in ``[0, 1]`` with the threshold drawn as a red line."""
+    counts = [0] * bins
+    for s in scores:
+        counts[min(bins - 1, max(0, int(s * bins)))] += 1
+    top = max(counts) if counts and max(counts) > 0 else 1
+    pad = 24
+    bar_w = (width - 2 * pad) / bins
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img" '
+        f'aria-label="score histogram">'
+    ]
+    for i, c in enumerate(counts):
+        h = (height - 10) * c / top
+        x = pad + i * bar_w
+        parts.append(
+            f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w - 1:.1f}" height="{h:.1f}" fill="#4a78b5">'
+            f"<title>{i / bins:.2f}-{(i + 1) / bins:.2f}: {c}</title></rect>"
+        )
+    tx = pad + threshold * (width - 2 * pad)
+    parts.append(f'<line x1="{tx:.1f}" y1="0" x2="{tx:.1f}" y2="{height}" stroke="#d22" stroke-width="2"/>')
+    parts.append(f'<line x1="{pad}" y1="{height}" x2="{width - pad}" y2="{height}" stroke="#333"/>')
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = pad + v * (width - 2 * pad)
+        parts.append(f'<text x="{x:.1f}" y="{height + 16}" font-size="11" text-anchor="middle">{v:.2f}</text>')
+    parts.append(f'<text x="{width - pad}" y="12" font-size="11" text-anchor="end">max bin {top}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _map_link(row: Mapping[str, str]) -> str:
+    try:
+        lon, lat = float(row.get("lon", "")), float(row.get("lat", ""))
+    except ValueError:
+        return ""
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        return ""
+    url = f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=19/{lat:.6f}/{lon:.6f}"
+    return f'<a href="{_e(url)}" target="_blank" rel="noopener noreferrer">map ({lat:.5f}, {lon:.5f})</a>'
+
+
+def _site_block(row: Mapping[str, str]) -> str:
+    title = _e(row["site_id"])
+    if row.get("name"):
+        title += f" — {_e(row['name'])}"
+    if row.get("kind"):
+        title += f' <span class="muted">({_e(row["kind"])})</span>'
+    chips = ""
+    if row.get("chip_before"):
+        chips = '<div class="chips">' + "".join(
+            f'<img src="{_e(row[k])}" alt="{label} {_e(row["site_id"])}" title="{label}">'
+            for k, label in (("chip_before", "before"), ("chip_after", "after"), ("chip_heatmap", "change heatmap"))
+            if row.get(k)
+        ) + "</div>"
+    else:
+        chips = '<p class="muted">no chip written for this site (raise detect.chips_top_n)</p>'
+    dates = f"before {_e(row.get('before_time') or 'unknown')} · after {_e(row.get('after_time') or 'unknown')}"
+    notes = "; ".join(f"{k}={_e(row[k])}" for k in QUALITY_KEYS if row.get(k) not in (None, ""))
+    return (
+        f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
+        f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
+        f"{chips}<div class=\"muted\">{dates}</div><div class=\"muted\">{notes}</div></div>"
+    )
+
+
+def render_report(
+    rows: Sequence[Mapping[str, str]],
+    *,
+    operating_point: OperatingPoint,
+    model_info: Mapping[str, Any],
+    run_info: Mapping[str, Any],
+    max_sites: int = 200,
+) -> str:
+    """The report page as HTML text.
+
+    Args:
+        rows: ``scores.csv`` rows in output order (ranked).
+        operating_point: the threshold used for ``flagged``.
+        model_info: ``arch``, ``weights_sha256``, ``path`` of the model.
+        run_info: ``sites_file``, ``before``/``after`` counts, ``fingerprint``.
+        max_sites: at most this many flagged sites are shown.
+    """
+    status_counts = Counter(r["status"] for r in rows)
+    reason_counts = Counter(r["reason"] for r in rows if r["status"] != "ok")
+    scores = [float(r["score"]) for r in rows if r["status"] == "ok" and r["score"]]
+    flagged = [r for r in rows if r.get("flagged") == "true"]
+    shown = flagged[:max_sites]
+    out = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<title>sitewatch detection report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>sitewatch detection report</h1>",
+        "<p>Scores are calibrated probabilities that a site is severely damaged (xBD major-damage "
+        "or destroyed). They rank sites for people to verify; they are not verdicts.</p>",
+        "<h2>Summary</h2><table>",
+        f"<tr><th>sites</th><td>{len(rows)}</td></tr>",
+        f"<tr><th>assessed (ok)</th><td>{status_counts.get('ok', 0)}</td></tr>",
+        f"<tr><th>cannot assess</th><td>{status_counts.get('cannot_assess', 0)}</td></tr>",
+        f"<tr><th>flagged</th><td>{len(flagged)}</td></tr>",
+        f"<tr><th>operating point</th><td>{_e(operating_point.name)}: score &ge; "
+        f"{operating_point.threshold:.4f} <span class=\"muted\">({_e(operating_point.source)})</span></td></tr>",
+        f"<tr><th>model</th><td>{_e(model_info.get('arch', ''))} <code>{_e(str(model_info.get('weights_sha256', ''))[:16])}</code> "
+        f"<span class=\"muted\">{_e(model_info.get('path', ''))}</span></td></tr>",
+        f"<tr><th>sites file</th><td>{_e(run_info.get('sites_file', ''))}</td></tr>",
+        f"<tr><th>rasters</th><td>{_e(run_info.get('before', 0))} before, {_e(run_info.get('after', 0))} after</td></tr>",
+        "</table>",
+    ]
+    if reason_counts:
+        out.append("<h2>Why sites could not be assessed</h2><table><tr><th>reason</th><th>sites</th></tr>")
+        for reason, n in sorted(reason_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            out.append(f"<tr><td>{_e(reason or 'unknown')}</td><td>{n}</td></tr>")
+        out.append("</table>")
+    out.append("<h2>Score histogram</h2>")
+    out.append(histogram_svg(scores, operating_point.threshold))
+    out.append(f'<p class="muted">red line: the operating threshold {operating_point.threshold:.4f}</p>')
+    out.append(f"<h2>Flagged sites, in rank order ({len(shown)} of {len(flagged)} shown)</h2>")
+    if not flagged:
+        out.append("<p>No site reaches the operating threshold.</p>")
+    out.extend(_site_block(r) for r in shown)
+    out.append(
+        '<p class="muted">Full list: scores.csv / scores.geojson in this folder. Provenance: '
+        "manifest.json (check it with <code>sitewatch verify RUN</code>).</p></body></html>"
+    )
+    return "\n".join(out) + "\n"
+
+
+def write_report(path: Path, rows: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
+    """Render :func:`render_report` into ``path``."""
+    write_bytes_atomic(path, render_report(rows, **kwargs).encode("utf-8"))

@@ -1,0 +1,534 @@
+"""``sitewatch detect`` as a library call: :func:`run_detect`.
+
+Order of work: read the sites and the raster headers, load the model (run-level problems stop
+here, before anything slow), fingerprint inputs/model/config, open or resume the journal, score
+the remaining batches (locally or on Dask), then write every output from the journal and finish
+with ``manifest.json``. The journal makes a run resumable: rerunning the same command after an
+interruption scores only the batches that are missing and ends with identical outputs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from detect.chips import CHIPS_DIR, chip_rows, write_site_chips
+from detect.config import PRESENTATION_KEYS
+from detect.journal import JOURNAL_NAME, BatchRecord, JournalWriter, check_fingerprint, read_journal
+from detect.outputs import score_columns, write_embeddings, write_scores_csv, write_scores_geojson
+from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
+from detect.provenance import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    hash_outputs,
+    sha256_file,
+    sha256_text,
+    software_versions,
+    write_json_atomic,
+)
+from detect.ranking import OperatingPoint, rank_rows, resolve_operating_point
+from detect.report import write_report
+from sitewatch import __version__
+from sitewatch.config import config_to_dict, write_config
+from sitewatch.errors import InputError, ModelError, RunFolderError, UsageError
+from sitewatch.jobs import DetectJob
+
+log = logging.getLogger(__name__)
+
+#: everything sitewatch writes into a run folder (``--overwrite`` removes exactly these).
+RUN_FILES = (
+    "scores.csv",
+    "scores.geojson",
+    "report.html",
+    "embeddings.npz",
+    "config.yaml",
+    MANIFEST_NAME,
+    JOURNAL_NAME,
+)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        sites: input sites.
+        ok: sites scored.
+        cannot_assess: sites that could not be assessed.
+        flagged: sites at or above the operating threshold.
+        operating_point: the threshold used.
+        batches_total: batches in the plan.
+        batches_resumed: batches taken from an earlier, interrupted run's journal.
+        seconds: wall time of this invocation.
+        scoring_seconds: time spent cutting and scoring in this invocation.
+    """
+
+    run_dir: Path
+    sites: int
+    ok: int
+    cannot_assess: int
+    flagged: int
+    operating_point: OperatingPoint
+    batches_total: int
+    batches_resumed: int
+    seconds: float
+    scoring_seconds: float
+
+    @property
+    def scores_csv(self) -> Path:
+        return self.run_dir / "scores.csv"
+
+    @property
+    def report_html(self) -> Path:
+        return self.run_dir / "report.html"
+
+
+def _prepare_folder(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"--out {run_dir}: exists and is not a folder; pick a new --out folder")
+    if run_dir.is_dir():
+        if overwrite:
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
+        else:
+            ours = (run_dir / JOURNAL_NAME).exists() or (run_dir / MANIFEST_NAME).exists()
+            others = [p.name for p in run_dir.iterdir() if p.name != "run.lock"]
+            if others and not ours:
+                raise RunFolderError(
+                    f"--out {run_dir}: the folder is not empty and is not a sitewatch run folder; "
+                    "pick a new --out folder, or pass --overwrite"
+                )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    path = run_dir / "run.lock"
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunFolderError(
+                f"--out {run_dir}: another sitewatch detect is writing this run folder; wait for it "
+                "or pick a new --out folder"
+            ) from None
+        yield
+    finally:
+        fh.close()
+        path.unlink(missing_ok=True)
+
+
+def _fingerprint_config(job: DetectJob) -> dict[str, Any]:
+    data = config_to_dict(job)
+    data["detect"] = {k: v for k, v in data["detect"].items() if k not in PRESENTATION_KEYS}
+    return data
+
+
+def _hash_rasters(catalog: Any) -> list[dict[str, Any]]:
+    entries = []
+    for scene in catalog.scenes:
+        entries.append(
+            {
+                "scene_id": scene.scene_id,
+                "path": str(Path(scene.path).resolve()),
+                "sha256": sha256_file(scene.path),
+                "crs": scene.crs,
+                "acquired": scene.acquired.isoformat() if scene.acquired else None,
+                "time_source": scene.time_source,
+            }
+        )
+    return entries
+
+
+def _model_folder(model: str | Path) -> Path:
+    if str(model) == "default":
+        from models import default_model_dir
+
+        return default_model_dir()
+    return Path(model)
+
+
+def _model_files(folder: Path) -> list[dict[str, str]]:
+    if not folder.is_dir():
+        return []
+    return [
+        {"path": str(p.resolve()), "sha256": sha256_file(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix in (".safetensors", ".json")
+    ]
+
+
+def _meta_dict(meta: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    data = asdict(meta) if is_dataclass(meta) else dict(meta)
+    return json.loads(json.dumps(data, default=str))
+
+
+def _check_model_fits(meta: Any, job: DetectJob) -> None:
+    bands = len(job.tiles.bands)
+    in_channels = int(getattr(meta, "in_channels", bands))
+    if in_channels != bands:
+        raise ModelError(
+            f"the model takes {in_channels} band(s) but tiles.bands reads {bands} "
+            f"({list(job.tiles.bands)}); set --set tiles.bands=[...] to {in_channels} band(s) or "
+            "use a model trained on these bands"
+        )
+    input_px = getattr(meta, "input_px", None)
+    if input_px and int(input_px) != job.tiles.chip_px:
+        log.warning(
+            "the model was trained on %s px chips but tiles.chip_px is %d; scores may be less reliable",
+            input_px,
+            job.tiles.chip_px,
+        )
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def run_detect(
+    sites: str | Path,
+    before: Sequence[str | Path],
+    after: Sequence[str | Path],
+    out: str | Path,
+    *,
+    job: DetectJob | None = None,
+    model: str | Path = "default",
+    overwrite: bool = False,
+    workers: int | None = None,
+    dask_address: str | None = None,
+    dask_processes: bool = True,
+    progress: bool | None = None,
+) -> RunSummary:
+    """Score every site and write the run folder (resuming an interrupted run in ``out``).
+
+    Args:
+        sites: the sites file (CSV or GeoJSON; see :func:`tiles.sites.read_sites`).
+        before, after: GeoTIFF files, folders or globs of each epoch.
+        out: the run folder.
+        job: tiles and detect settings (defaults when None).
+        model: a model folder or ``"default"`` (the bundled model).
+        overwrite: discard an existing run in ``out`` instead of refusing or resuming.
+        workers: score on a new Dask ``LocalCluster`` with this many workers.
+        dask_address: score on an existing Dask cluster (``tcp://HOST:PORT``).
+        dask_processes: LocalCluster workers as processes (False: threads in this process).
+        progress: show a progress bar (None: automatic, on for terminals).
+
+    Raises:
+        InputError: the sites file cannot be used.
+        RasterError: no readable raster in ``before`` or ``after``.
+        ModelError: the model cannot be loaded or does not fit the tiles settings.
+        RunFolderError: ``out`` holds a different run or something that is not a run.
+        UsageError: a bad operating point or Dask address.
+    """
+    from tiles.catalog import RasterCatalog
+    from tiles.cut import PairCutter
+    from tiles.sites import read_sites
+
+    started_clock = time.perf_counter()
+    job = job or DetectJob()
+    cfg = job.detect
+    run_dir = Path(out)
+    sites_path = Path(sites)
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers {workers}: must be at least 1")
+
+    site_list = read_sites(sites_path)
+    if not site_list:
+        raise InputError(f"{sites_path}: no sites to score")
+    before_cat = RasterCatalog.from_paths(list(before), epoch="before")
+    after_cat = RasterCatalog.from_paths(list(after), epoch="after")
+
+    from models.inference import Scorer
+
+    scorer = Scorer(model, device=cfg.device, tta=cfg.tta, threads=cfg.threads or None, batch_size=cfg.batch_size)
+    _check_model_fits(scorer.meta, job)
+    operating_point = resolve_operating_point(cfg.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
+
+    _prepare_folder(run_dir, overwrite)
+    with _run_lock(run_dir):
+        log.info("hashing inputs for provenance")
+        sites_sha = sha256_file(sites_path)
+        before_entries = _hash_rasters(before_cat)
+        after_entries = _hash_rasters(after_cat)
+        model_dir = _model_folder(model)
+        model_files = _model_files(model_dir)
+        fingerprint_config = _fingerprint_config(job)
+        components = {
+            "sites": sites_sha,
+            "before": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in before_entries])),
+            "after": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in after_entries])),
+            "model": scorer.weights_sha256 + ":" + sha256_text(json.dumps(_meta_dict(scorer.meta), sort_keys=True)),
+            "config": sha256_text(json.dumps(fingerprint_config, sort_keys=True)),
+        }
+        run_token = sha256_text(json.dumps(components, sort_keys=True))
+
+        journal_path = run_dir / JOURNAL_NAME
+        header, records, good_end = read_journal(journal_path)
+        check_fingerprint(header, components, run_dir)
+        plan = plan_batches(site_list, before_cat, after_cat, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene)
+        plan_ok = all(
+            b.index in records and [r["site_id"] for r in records[b.index].rows] == [site_list[i].site_id for i in b.site_indices]
+            for b in plan
+            if b.index in records
+        )
+        if not plan_ok:
+            raise RunFolderError(
+                f"{journal_path}: the journal does not match this run's batches; pick a new --out "
+                "folder, or pass --overwrite"
+            )
+        records = {k: v for k, v in records.items() if k < len(plan)}
+        resumed = len(records)
+        started = header.get("started") if header else _utc_now()
+        if resumed:
+            log.info("resuming: %d of %d batches already scored in %s", resumed, len(plan), journal_path)
+        todo = [b for b in plan if b.index not in records]
+
+        def make_cutter() -> Any:
+            return PairCutter(before_cat, after_cat, job.tiles)
+
+        scoring_started = time.perf_counter()
+        writer = JournalWriter(
+            journal_path,
+            {"fingerprint": run_token, "components": components, "started": started, "sitewatch_version": __version__},
+            truncate_at=good_end if header is not None else None,
+            fsync_every=cfg.journal_fsync_every,
+        )
+        with writer:
+            _score_todo(
+                todo,
+                site_list,
+                records,
+                writer,
+                make_cutter=make_cutter,
+                scorer=scorer,
+                job=job,
+                before_cat=before_cat,
+                after_cat=after_cat,
+                model_dir=model_dir if str(model) == "default" else Path(model),
+                run_token=run_token,
+                workers=workers,
+                dask_address=dask_address,
+                dask_processes=dask_processes,
+                progress=progress,
+                done_sites=sum(len(r.rows) for r in records.values()),
+            )
+        scoring_seconds = time.perf_counter() - scoring_started
+
+        summary = _finish(
+            run_dir,
+            plan,
+            records,
+            site_list,
+            scorer=scorer,
+            make_cutter=make_cutter,
+            job=job,
+            operating_point=operating_point,
+            manifest_parts={
+                "started": started,
+                "sites_path": sites_path,
+                "sites_sha": sites_sha,
+                "before": before_entries,
+                "after": after_entries,
+                "skipped": {
+                    "before": [[str(p), r] for p, r in before_cat.skipped],
+                    "after": [[str(p), r] for p, r in after_cat.skipped],
+                },
+                "model_dir": model_dir,
+                "model_arg": str(model),
+                "model_files": model_files,
+                "components": components,
+                "run_token": run_token,
+                "execution": {
+                    "mode": "dask" if (workers or dask_address) else "local",
+                    "workers": workers,
+                    "dask_address": dask_address,
+                    "batches_resumed": resumed,
+                },
+            },
+        )
+    seconds = time.perf_counter() - started_clock
+    return replace(summary, batches_resumed=resumed, seconds=seconds, scoring_seconds=scoring_seconds)
+
+
+def _score_todo(
+    todo: Sequence[PlannedBatch],
+    site_list: Sequence[Any],
+    records: dict[int, BatchRecord],
+    writer: JournalWriter,
+    *,
+    make_cutter: Any,
+    scorer: Any,
+    job: DetectJob,
+    before_cat: Any,
+    after_cat: Any,
+    model_dir: Path,
+    run_token: str,
+    workers: int | None,
+    dask_address: str | None,
+    dask_processes: bool,
+    progress: bool | None,
+    done_sites: int,
+) -> None:
+    from tqdm import tqdm
+
+    cfg = job.detect
+    bar = tqdm(
+        total=len(site_list),
+        initial=done_sites,
+        unit="site",
+        desc="detect",
+        disable=(None if progress is None else not progress),
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+    try:
+        if workers or dask_address:
+            from detect.cluster import WorkerSpec, dask_client, score_batches_dask
+
+            spec = WorkerSpec(
+                run_token=run_token,
+                tiles=job.tiles,
+                model=str(model_dir),
+                device=cfg.device,
+                tta=cfg.tta,
+                threads=cfg.threads,
+                decimals=cfg.score_decimals,
+            )
+            with dask_client(dask_address, workers, processes=dask_processes) as client:
+                for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
+                    writer.append(record)
+                    records[record.batch] = record
+                    bar.update(len(record.rows))
+        else:
+            for record in score_batches_local(
+                site_list, todo, make_cutter, scorer, decimals=cfg.score_decimals, prefetch=cfg.prefetch_batches
+            ):
+                writer.append(record)
+                records[record.batch] = record
+                bar.update(len(record.rows))
+    finally:
+        bar.close()
+
+
+def _finish(
+    run_dir: Path,
+    plan: Sequence[PlannedBatch],
+    records: dict[int, BatchRecord],
+    site_list: Sequence[Any],
+    *,
+    scorer: Any,
+    make_cutter: Any,
+    job: DetectJob,
+    operating_point: OperatingPoint,
+    manifest_parts: dict[str, Any],
+) -> RunSummary:
+    cfg = job.detect
+    all_rows = [row for b in plan for row in records[b.index].rows]
+    ranked = rank_rows(all_rows, operating_point)
+
+    # chips for the top-ranked assessable sites
+    ok_rows = [r for r in ranked if r["status"] == "ok"]
+    wanted = ok_rows if cfg.chips_top_n < 0 else ok_rows[: cfg.chips_top_n]
+    by_id = {s.site_id: s for s in site_list}
+    shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
+    chips = write_site_chips([by_id[r["site_id"]] for r in wanted], run_dir, make_cutter, scorer, batch_size=min(cfg.batch_size, 32)) if wanted else {}
+    ranked = chip_rows(ranked, chips)
+    columns = score_columns(ranked)
+
+    write_scores_csv(run_dir / "scores.csv", ranked, columns)
+    write_scores_geojson(run_dir / "scores.geojson", ranked, columns)
+    if cfg.embeddings:
+        emb_by_id: dict[str, np.ndarray] = {}
+        for b in plan:
+            rec = records[b.index]
+            for sid, vec in zip(rec.embedding_ids, rec.embeddings):
+                emb_by_id[sid] = vec
+        ids = [r["site_id"] for r in ok_rows if r["site_id"] in emb_by_id]
+        dim = next((v.shape[0] for v in emb_by_id.values()), 0)
+        matrix = np.stack([emb_by_id[i] for i in ids]) if ids else np.zeros((0, dim), np.float16)
+        write_embeddings(run_dir / "embeddings.npz", ids, matrix)
+    else:
+        (run_dir / "embeddings.npz").unlink(missing_ok=True)
+    config_path = write_config(job, run_dir)
+
+    parts = manifest_parts
+    meta = _meta_dict(scorer.meta)
+    model_info = {"arch": meta.get("arch", ""), "weights_sha256": scorer.weights_sha256, "path": str(parts["model_dir"])}
+    write_report(
+        run_dir / "report.html",
+        ranked,
+        operating_point=operating_point,
+        model_info=model_info,
+        run_info={"sites_file": str(parts["sites_path"]), "before": len(parts["before"]), "after": len(parts["after"])},
+        max_sites=cfg.report_max_sites,
+    )
+
+    n_ok = len(ok_rows)
+    n_flagged = sum(1 for r in ranked if r["flagged"] == "true")
+    per_site = [
+        {
+            "site_id": r["site_id"],
+            "status": r["status"],
+            "before_scene": r.get("before_scene", ""),
+            "after_scene": r.get("after_scene", ""),
+            "before_time": r.get("before_time", ""),
+            "after_time": r.get("after_time", ""),
+        }
+        for r in ranked
+    ]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "sitewatch_version": __version__,
+        "run_fingerprint": parts["run_token"],
+        "fingerprint_components": parts["components"],
+        "started": parts["started"],
+        "finished": _utc_now(),
+        "inputs": {
+            "sites": {"path": str(Path(parts["sites_path"]).resolve()), "sha256": parts["sites_sha"], "count": len(site_list)},
+            "before": parts["before"],
+            "after": parts["after"],
+            "skipped_rasters": parts["skipped"],
+        },
+        "model": {
+            "argument": parts["model_arg"],
+            "path": str(Path(parts["model_dir"]).resolve()),
+            "weights_sha256": scorer.weights_sha256,
+            "files": parts["model_files"],
+            "meta": meta,
+        },
+        "config": {"file": "config.yaml", "sha256": sha256_file(config_path), "values": config_to_dict(job)},
+        "operating_point": {"name": operating_point.name, "threshold": operating_point.threshold, "source": operating_point.source},
+        "software": software_versions(),
+        "execution": parts["execution"],
+        "counts": {"sites": len(ranked), "ok": n_ok, "cannot_assess": len(ranked) - n_ok, "flagged": n_flagged},
+        "per_site": per_site,
+        "outputs": hash_outputs(run_dir),
+    }
+    write_json_atomic(run_dir / MANIFEST_NAME, manifest)
+    return RunSummary(
+        run_dir=run_dir,
+        sites=len(ranked),
+        ok=n_ok,
+        cannot_assess=len(ranked) - n_ok,
+        flagged=n_flagged,
+        operating_point=operating_point,
+        batches_total=len(plan),
+        batches_resumed=0,
+        seconds=0.0,
+        scoring_seconds=0.0,
+    )

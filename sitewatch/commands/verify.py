@@ -1,0 +1,42 @@
+"""``sitewatch verify``: re-hash a run folder against its manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+from sitewatch.commands._common import info
+
+NAME = "verify"
+HELP = "check a run folder's outputs, inputs and model against its manifest"
+DESCRIPTION = """\
+Re-hash every output file of a run folder, and the input rasters, sites file and model files at
+the paths recorded in its manifest.json, and report every difference (changed, missing, unreadable
+or added files). Exit code 0 when everything matches, 1 when anything differs.
+
+examples:
+  sitewatch verify RUN
+  sitewatch verify RUN --outputs-only      # the inputs are not on this machine
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
+    parser.add_argument(
+        "--outputs-only", action="store_true", help="check only the run folder's files, not the inputs and model"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from detect.provenance import verify_run
+
+    report = verify_run(args.run_dir, check_inputs=not args.outputs_only)
+    for diff in report.differences:
+        print(diff.describe())
+    if report.ok:
+        info(f"verified: {report.checked} files match {args.run_dir}/manifest.json (sha256 {report.manifest_sha256})", args)
+        return 0
+    print(
+        f"{len(report.differences)} difference(s) from {args.run_dir}/manifest.json; "
+        "this run folder no longer matches what the run produced"
+    )
+    return 1
