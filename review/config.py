@@ -4,10 +4,64 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: addresses that only this machine can reach; binding any other address needs an access token.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
 
 @dataclass(frozen=True)
 class ReviewConfig:
-    """How ``sitewatch review`` serves a run. The review helper owns and extends this class."""
+    """How ``sitewatch review`` serves a run folder and summarises the verdicts.
+
+    The access token is deliberately not a setting: it is passed with ``--token`` (or the
+    ``SITEWATCH_REVIEW_TOKEN`` environment variable) or generated, so config files never hold
+    credentials.
+
+    Attributes:
+        host: address to listen on. Anything but 127.0.0.1/localhost/::1 requires an access
+            token on every request.
+        port: TCP port (0 picks a free one).
+        threshold: the score above which a site counts as flagged (used by the uncertainty queue
+            and the validation estimate). ``None`` takes the threshold the run itself used
+            (``manifest.json``), or 0.5 when the run does not record one.
+        page_size: rows per queue page.
+        validation_size: sites in the random validation sample (drawn among assessable sites).
+        validation_seed: seed of the validation sample, so every reviewer sees the same sample.
+        rerank_every: refit the quick re-rank after every N new verdicts (0: only on request).
+        rerank_l2: L2 penalty of the logistic re-rank head fitted on stored embeddings.
+        rerank_min_labels: fewest labelled sites (each class at least 2) before a re-rank is fit.
+        render_missing_chips: cut chips on demand (no CNN) for sites that ``detect`` wrote no chip
+            for; otherwise the page shows a "no chip" note.
+        chip_cache_dir: folder inside the run folder where chips rendered on demand are cached.
+        confidence: confidence level of the intervals on the progress page.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8765
+    threshold: float | None = None
+    page_size: int = 50
+    validation_size: int = 200
+    validation_seed: int = 0
+    rerank_every: int = 25
+    rerank_l2: float = 1.0
+    rerank_min_labels: int = 10
+    render_missing_chips: bool = True
+    chip_cache_dir: str = "review_cache"
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        if self.validation_size < 0:
+            raise ValueError("validation_size must be 0 or more")
+        if self.rerank_every < 0:
+            raise ValueError("rerank_every must be 0 (only on request) or more")
+        if self.rerank_l2 <= 0:
+            raise ValueError("rerank_l2 must be positive")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ValueError("confidence must be in [0.5, 1)")
+        if not self.chip_cache_dir or "/" in self.chip_cache_dir or self.chip_cache_dir.startswith("."):
+            raise ValueError("chip_cache_dir must be a plain folder name inside the run folder")

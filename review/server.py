@@ -1,0 +1,94 @@
+"""Running the review app with uvicorn, with the access policy decided in one place."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from review.config import LOOPBACK_HOSTS, ReviewConfig
+from review.security import is_loopback, new_token
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "SITEWATCH_REVIEW_TOKEN"
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may reach the app.
+
+    Attributes:
+        token: the access token every request must carry, or None (loopback, no token given).
+        generated: True when the token was generated here (it must be printed for the user).
+        allowed_hosts: ``Host`` header names accepted, or None for any (with a token).
+    """
+
+    token: str | None
+    generated: bool
+    allowed_hosts: frozenset[str] | None
+
+
+def access_policy(host: str, token: str | None) -> AccessPolicy:
+    """Decide the access policy for listening on ``host``.
+
+    Loopback (127.0.0.1, localhost, ::1) needs no token but only accepts loopback ``Host``
+    headers. Any other address requires a token: the given one, ``$SITEWATCH_REVIEW_TOKEN``, or a
+    freshly generated one.
+    """
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if is_loopback(host):
+        return AccessPolicy(token, False, None if token else frozenset(LOOPBACK_HOSTS | {"[::1]"}))
+    if token:
+        return AccessPolicy(token, False, None)
+    return AccessPolicy(new_token(), True, None)
+
+
+def app_url(host: str, port: int, token: str | None) -> str:
+    """The URL to open (with the token, when there is one)."""
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}/"
+    return base + (f"queue?token={token}" if token else "queue")
+
+
+def free_port(host: str) -> int:
+    """A TCP port that is free on ``host`` right now."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(
+    run_dir: Path,
+    config: ReviewConfig,
+    *,
+    token: str | None = None,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve the review app until interrupted.
+
+    Args:
+        run_dir: the run folder.
+        config: review settings (host, port, ...).
+        token: access token (see :func:`access_policy`).
+        announce: where the URL (and a generated token) is printed.
+    """
+    import uvicorn
+
+    from review.app import create_app
+
+    policy = access_policy(config.host, token)
+    app = create_app(run_dir, config, token=policy.token, allowed_hosts=policy.allowed_hosts)
+    port = config.port or free_port(config.host)
+    server_config = uvicorn.Config(app, host=config.host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(server_config)
+    if policy.generated:
+        announce(f"access token (generated; needed because {config.host} is reachable from other machines): {policy.token}")
+    announce(f"reviewing {Path(run_dir).resolve()} at {app_url(config.host, port, policy.token)}")
+    announce("stop with Ctrl-C; verdicts are saved as they are given")
+    server.run()

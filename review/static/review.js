@@ -1,0 +1,148 @@
+// sitewatch review: keyboard shortcuts, verdict submission, swipe/flicker views, heatmap overlay.
+// No inline scripts (the Content-Security-Policy forbids them); page data comes in data- attributes.
+(function () {
+  "use strict";
+  var csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  var page = document.body.getAttribute("data-page");
+
+  function typing(ev) {
+    var t = ev.target;
+    return t && (t.tagName === "TEXTAREA" || t.tagName === "INPUT" && t.type !== "checkbox" && t.type !== "range");
+  }
+
+  if (page === "queue") {
+    document.addEventListener("keydown", function (ev) {
+      if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      var start = document.getElementById("start");
+      if ((ev.key === "Enter" || ev.key === "o") && start) { ev.preventDefault(); window.location.href = start.href; }
+      else if (ev.key === "p") { window.location.href = "/progress"; }
+    });
+    return;
+  }
+  if (page !== "site") return;
+
+  var site = document.getElementById("site");
+  var form = document.getElementById("verdict-form");
+  var note = document.getElementById("note");
+  var adjudicate = document.getElementById("adjudicate");
+  var errorBox = document.getElementById("verdict-error");
+  var viewer = document.getElementById("viewer");
+  var heat = document.getElementById("img-heatmap");
+  var heatToggle = document.getElementById("heatmap-toggle");
+  var swipeFrame = document.getElementById("swipe-frame");
+  var swipeRange = document.getElementById("swipe-range");
+  var swipeAfter = document.getElementById("swipe-after");
+  var afterImg = document.getElementById("img-after");
+  var busy = false;
+  var flickerTimer = null;
+
+  function submitVerdict(verdict) {
+    if (busy || !form) return;
+    busy = true;
+    var body = new URLSearchParams();
+    body.set("verdict", verdict);
+    body.set("note", note ? note.value : "");
+    body.set("view", form.elements["view"].value);
+    body.set("show", form.elements["show"].value);
+    body.set("csrf", csrf);
+    if (adjudicate && adjudicate.checked) body.set("adjudicate", "1");
+    fetch(form.getAttribute("action"), {
+      method: "POST",
+      headers: { "Accept": "application/json", "X-CSRF-Token": csrf,
+                 "Content-Type": "application/x-www-form-urlencoded" },
+      body: body.toString(),
+      credentials: "same-origin"
+    }).then(function (r) {
+      return r.json().catch(function () { return { ok: false, error: "HTTP " + r.status }; });
+    }).then(function (data) {
+      if (data.ok) { window.location.href = data.next; return; }
+      busy = false;
+      errorBox.textContent = "Not saved: " + (data.error || "unknown error");
+      errorBox.classList.remove("hidden");
+    }).catch(function (e) {
+      busy = false;
+      errorBox.textContent = "Not saved: " + e;
+      errorBox.classList.remove("hidden");
+    });
+  }
+
+  if (form) {
+    form.addEventListener("submit", function (ev) {
+      var btn = ev.submitter;
+      if (!btn || !btn.value) return;  // let the browser post the form
+      ev.preventDefault();
+      submitVerdict(btn.value);
+    });
+  }
+
+  function setMode(mode) {
+    if (!viewer) return;
+    viewer.setAttribute("data-mode", mode);
+    if (flickerTimer) { clearInterval(flickerTimer); flickerTimer = null; if (afterImg) afterImg.classList.remove("hidden-keep"); }
+    var side = mode === "side" || mode === "flicker";
+    document.querySelectorAll(".frame.before").forEach(function (f) { f.classList.toggle("hidden", mode !== "side"); });
+    if (swipeFrame) swipeFrame.classList.toggle("hidden", mode !== "swipe");
+    document.querySelectorAll(".frame.after").forEach(function (f) { f.classList.toggle("hidden", !side); });
+    if (mode === "flicker" && afterImg) {
+      var beforeSrc = document.getElementById("img-before").src, afterSrc = afterImg.getAttribute("data-src") || afterImg.src;
+      afterImg.setAttribute("data-src", afterSrc);
+      var showingAfter = true;
+      flickerTimer = setInterval(function () {
+        showingAfter = !showingAfter;
+        afterImg.src = showingAfter ? afterSrc : beforeSrc;
+        afterImg.alt = showingAfter ? "after" : "before";
+      }, 500);
+    } else if (afterImg && afterImg.getAttribute("data-src")) {
+      afterImg.src = afterImg.getAttribute("data-src");
+      afterImg.alt = "after";
+    }
+    document.querySelectorAll("[data-mode-button]").forEach(function (b) {
+      b.classList.toggle("active", b.getAttribute("data-mode-button") === mode);
+    });
+  }
+  var modes = ["side", "swipe", "flicker"];
+  document.querySelectorAll("[data-mode-button]").forEach(function (b) {
+    b.addEventListener("click", function () { setMode(b.getAttribute("data-mode-button")); });
+  });
+  function setSwipe(pct) {
+    if (!swipeAfter) return;
+    pct = Math.max(0, Math.min(100, pct));
+    swipeRange.value = String(pct);
+    swipeAfter.style.clipPath = "inset(0 " + (100 - pct) + "% 0 0)";
+  }
+  if (swipeRange) { swipeRange.addEventListener("input", function () { setSwipe(Number(swipeRange.value)); }); setSwipe(50); }
+  function toggleHeat(force) {
+    if (!heat) return;
+    var on = typeof force === "boolean" ? force : heat.classList.contains("hidden");
+    heat.classList.toggle("hidden", !on);
+    if (heatToggle) heatToggle.checked = on;
+  }
+  if (heatToggle) heatToggle.addEventListener("change", function () { toggleHeat(heatToggle.checked); });
+  if (viewer) setMode("side");
+
+  var keyToVerdict = {};
+  document.querySelectorAll("#verdict-form button[data-key]").forEach(function (b) {
+    keyToVerdict[b.getAttribute("data-key")] = b.value;
+  });
+  function go(attr) { var url = site.getAttribute(attr); if (url) window.location.href = url; }
+
+  document.addEventListener("keydown", function (ev) {
+    if (ev.key === "Escape" && typing(ev)) { ev.target.blur(); ev.preventDefault(); return; }
+    if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    var k = ev.key;
+    if (Object.prototype.hasOwnProperty.call(keyToVerdict, k)) { ev.preventDefault(); submitVerdict(keyToVerdict[k]); }
+    else if (k === "x") { ev.preventDefault(); submitVerdict("cannot_assess"); }
+    else if (k === "n") { ev.preventDefault(); if (note) note.focus(); }
+    else if (k === "a") { if (adjudicate) adjudicate.checked = !adjudicate.checked; }
+    else if (k === "v") { var cur = viewer ? viewer.getAttribute("data-mode") : "side"; setMode(modes[(modes.indexOf(cur) + 1) % modes.length]); }
+    else if (k === "h") { toggleHeat(); }
+    else if (k === "[") { setSwipe(Number(swipeRange ? swipeRange.value : 50) - 10); }
+    else if (k === "]") { setSwipe(Number(swipeRange ? swipeRange.value : 50) + 10); }
+    else if (k === "j" || k === "ArrowRight") { go("data-next"); }
+    else if (k === "k" || k === "ArrowLeft") { go("data-prev"); }
+    else if (k === "g") { go("data-queue"); }
+    else if (k === "p") { window.location.href = "/progress"; }
+    else if (k === "m") { var m = site.getAttribute("data-map"); if (m) window.open(m, "_blank", "noopener,noreferrer"); }
+    else if (k === "?") { var d = document.getElementById("keys-help"); if (d) d.open = !d.open; }
+  });
+})();

@@ -1,0 +1,270 @@
+"""The verdict store: ``review.sqlite`` in the run folder (SQLite, WAL mode, append-only).
+
+Two tables hold everything reviewers do:
+
+- ``verdicts``: one row per submitted verdict (``site_id, reviewer, verdict, note, kind,
+  created_at``). ``kind`` is ``review`` or ``adjudication``. A reviewer who changes their mind adds
+  a new row; a reviewer's current verdict on a site is their latest row.
+- ``audit``: one row per action (verdict, adjudication, re-rank, export, ...), with a JSON detail.
+
+Both are append-only: SQLite triggers abort any UPDATE or DELETE, so nothing is overwritten or
+lost. Each call opens its own connection and writes in a ``BEGIN IMMEDIATE`` transaction with a
+busy timeout, so concurrent submissions from many clients (threads or processes) serialise
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from sitewatch.errors import InputError, RunFolderError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "review.sqlite"
+SCHEMA_VERSION = "1"
+
+#: verdict buttons: the xBD joint damage scale plus ``cannot_assess``.
+VERDICTS = ("no-damage", "minor-damage", "major-damage", "destroyed", "un-classified", "cannot_assess")
+
+VerdictKind = Literal["review", "adjudication"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL CHECK (kind IN ('review', 'adjudication')),
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verdicts_by_site ON verdicts (site_id, id);
+CREATE INDEX IF NOT EXISTS verdicts_by_reviewer ON verdicts (reviewer, site_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    site_id TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TRIGGER IF NOT EXISTS verdicts_no_update BEFORE UPDATE ON verdicts
+BEGIN SELECT RAISE(ABORT, 'verdicts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS verdicts_no_delete BEFORE DELETE ON verdicts
+BEGIN SELECT RAISE(ABORT, 'verdicts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One stored verdict row.
+
+    Attributes:
+        id: row id (increasing with submission order).
+        site_id: the site's id from ``scores.csv``.
+        reviewer: who gave it.
+        verdict: one of :data:`VERDICTS`.
+        note: free text from the reviewer (shown escaped).
+        kind: ``review`` or ``adjudication``.
+        created_at: UTC ISO-8601 time of submission.
+    """
+
+    id: int
+    site_id: str
+    reviewer: str
+    verdict: str
+    note: str
+    kind: str
+    created_at: str
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO-8601 with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def clean_reviewer(name: str) -> str:
+    """A reviewer name stripped of surrounding space; InputError when unusable.
+
+    Raises:
+        InputError: empty, longer than 64 characters, or holding control characters.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise InputError("reviewer name is empty: type your name (or initials) to start reviewing")
+    if len(name) > 64:
+        raise InputError("reviewer name is longer than 64 characters: use a shorter name")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InputError("reviewer name holds control characters: use plain text")
+    return name
+
+
+class VerdictStore:
+    """Append-only verdicts and audit log in ``review.sqlite``.
+
+    Args:
+        path: the database file (created with its schema when missing).
+        timeout_s: how long a writer waits for the lock before failing.
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        try:
+            con = self._connect()
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+                con.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise RunFolderError(
+                f"{self.path}: not a usable review database ({exc}); move it aside to start a new one"
+            ) from None
+
+    @classmethod
+    def for_run(cls, run_dir: str | Path) -> "VerdictStore":
+        """The store of a run folder (``RUN/review.sqlite``)."""
+        return cls(Path(run_dir) / DB_NAME)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        con.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    def _write(self) -> "_Transaction":
+        return _Transaction(self._connect())
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add_verdict(
+        self,
+        site_id: str,
+        reviewer: str,
+        verdict: str,
+        *,
+        note: str = "",
+        kind: VerdictKind = "review",
+        client: str = "",
+    ) -> Verdict:
+        """Append a verdict and its audit entry in one transaction.
+
+        Args:
+            site_id: the site's id.
+            reviewer: who gives it (see :func:`clean_reviewer`).
+            verdict: one of :data:`VERDICTS`.
+            note: free text, at most 2,000 characters.
+            kind: ``review`` or ``adjudication`` (settles a dispute).
+            client: where the submission came from (recorded in the audit log).
+
+        Raises:
+            InputError: unknown verdict or kind, bad reviewer name, note too long.
+        """
+        reviewer = clean_reviewer(reviewer)
+        if verdict not in VERDICTS:
+            raise InputError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+        if kind not in ("review", "adjudication"):
+            raise InputError(f"verdict kind {kind!r} is not 'review' or 'adjudication'")
+        note = note or ""
+        if len(note) > 2000:
+            raise InputError("note is longer than 2,000 characters: shorten it")
+        now = utc_now()
+        with self._write() as con:
+            previous = con.execute(
+                "SELECT verdict FROM verdicts WHERE site_id = ? AND reviewer = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+                (site_id, reviewer, kind),
+            ).fetchone()
+            cur = con.execute(
+                "INSERT INTO verdicts (site_id, reviewer, verdict, note, kind, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (site_id, reviewer, verdict, note, kind, now),
+            )
+            row_id = int(cur.lastrowid)
+            detail = {"verdict_id": row_id, "verdict": verdict, "note": note, "client": client}
+            if previous is not None:
+                detail["previous"] = previous[0]
+            con.execute(
+                "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
+                (now, reviewer, kind, site_id, json.dumps(detail, ensure_ascii=False)),
+            )
+        return Verdict(row_id, site_id, reviewer, verdict, note, kind, now)
+
+    def log_event(self, actor: str, action: str, detail: dict[str, Any] | None = None, *, site_id: str = "") -> None:
+        """Append an audit entry for an action that is not a verdict (re-rank, export, ...)."""
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
+                (utc_now(), actor, action, site_id, json.dumps(detail or {}, ensure_ascii=False, default=str)),
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        con = self._connect()
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    def verdicts(self, site_id: str | None = None) -> list[Verdict]:
+        """All verdict rows in submission order (of one site when ``site_id`` is given)."""
+        cols = "id, site_id, reviewer, verdict, note, kind, created_at"
+        if site_id is None:
+            rows = self._read(f"SELECT {cols} FROM verdicts ORDER BY id")
+        else:
+            rows = self._read(f"SELECT {cols} FROM verdicts WHERE site_id = ? ORDER BY id", (site_id,))
+        return [Verdict(*r) for r in rows]
+
+    def last_id(self) -> int:
+        """The id of the newest verdict (0 when none): a cheap version number for caches."""
+        row = self._read("SELECT COALESCE(MAX(id), 0) FROM verdicts")
+        return int(row[0][0])
+
+    def reviewed_by(self, reviewer: str) -> set[str]:
+        """Ids of the sites ``reviewer`` has given a verdict on."""
+        return {r[0] for r in self._read("SELECT DISTINCT site_id FROM verdicts WHERE reviewer = ?", (reviewer,))}
+
+    def reviewers(self) -> list[str]:
+        """Everyone who has given a verdict, by name."""
+        return [r[0] for r in self._read("SELECT DISTINCT reviewer FROM verdicts ORDER BY reviewer")]
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The audit log, oldest first, details decoded."""
+        rows = self._read("SELECT id, at, actor, action, site_id, detail FROM audit ORDER BY id")
+        return [
+            {"id": r[0], "at": r[1], "actor": r[2], "action": r[3], "site_id": r[4], "detail": json.loads(r[5])}
+            for r in rows
+        ]
+
+
+class _Transaction:
+    """``with`` block: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error, then close."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con = con
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.con.execute("BEGIN IMMEDIATE")
+        return self.con
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.con.close()
+

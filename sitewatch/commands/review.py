@@ -1,0 +1,75 @@
+"""``sitewatch review``: the reviewers' web app, and ``sitewatch review export``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sitewatch.commands._common import add_config_options, info, load_job_config
+from sitewatch.errors import UsageError
+
+NAME = "review"
+HELP = "verify a run's flagged sites in the browser; export the verdicts as training labels"
+DESCRIPTION = """\
+Serve a run folder (written by `sitewatch detect`) to reviewers in the browser:
+
+  sitewatch review RUN                      # http://127.0.0.1:8765/queue
+  sitewatch review RUN --host 0.0.0.0       # reachable from other machines: needs the access
+                                            # token it prints (or give --token)
+  sitewatch review export RUN --out DATASET # verdicts -> labelled dataset for `sitewatch train`
+
+Verdicts are stored in RUN/review.sqlite (append-only, with an audit log). Reviewers type their
+name once; every verdict records who and when. Keyboard: 1-5 / 0 verdicts, n note, v swipe or
+flicker, h heatmap, j/k next/previous, ? all shortcuts.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run",
+        metavar="RUN",
+        help="run folder to review; or the word `export` followed by RUN to export its verdicts",
+    )
+    parser.add_argument("export_run", metavar="EXPORT_RUN", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("--out", metavar="DATASET", help="with `export`: dataset folder to write")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; others need a token)")
+    parser.add_argument("--port", type=int, help="TCP port (default 8765; 0 picks a free one)")
+    parser.add_argument(
+        "--token",
+        help="access token for a non-loopback --host (default: $SITEWATCH_REVIEW_TOKEN or a generated one)",
+    )
+    add_config_options(parser)
+
+
+def _export(run_dir: Path, args: argparse.Namespace) -> int:
+    from review.export import export_dataset_summary
+
+    if not args.out:
+        raise UsageError("review export: --out DATASET is required (the folder to write the labelled dataset to)")
+    summary = export_dataset_summary(run_dir, Path(args.out))
+    counts = ", ".join(f"{k} {v}" for k, v in summary.by_damage.items() if v)
+    info(
+        f"exported {summary.exported} reviewed site(s) to {summary.out_dir} ({counts or 'none'}); "
+        f"left out: {summary.skipped_cannot_assess} cannot_assess, {summary.skipped_undecided} undecided",
+        args,
+    )
+    info(f"train on it: sitewatch train --data {summary.out_dir} --out MODEL_DIR --from default", args)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from sitewatch.jobs import ReviewJob
+
+    if args.run == "export" and args.export_run:
+        return _export(Path(args.export_run), args)
+    if args.export_run:
+        raise UsageError(f"unexpected argument {args.export_run!r}: use `sitewatch review RUN` or `sitewatch review export RUN --out DATASET`")
+    if args.run == "export" and not Path("export").is_dir():
+        raise UsageError("review export: give the run folder, e.g. `sitewatch review export RUN --out DATASET`")
+    if args.out:
+        raise UsageError("--out is only for `sitewatch review export RUN --out DATASET`")
+    job = load_job_config(ReviewJob, args, {"review.host": args.host, "review.port": args.port})
+    from review.server import serve
+
+    serve(Path(args.run), job.review, token=args.token, announce=lambda msg: print(msg, flush=True))
+    return 0
