@@ -1,0 +1,363 @@
+"""Write a labelled synthetic dataset: ``before/*.tif``, ``after/*.tif`` and ``sites.csv``.
+
+The folder is in the project's own input format (DESIGN.md, "a labelled dataset"), so the
+same files feed ``sitewatch tiles``, ``detect``, ``train`` and the demo.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from pyproj import CRS, Transformer
+from rasterio.transform import from_origin
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from sitewatch.errors import InputError, UsageError
+from tiles.synth.config import SynthConfig
+from tiles.synth.damage import damage_radius_m, place_damage_clusters, promote
+from tiles.synth.layout import Building, Layout, add_construction, build_layout
+from tiles.synth.nuisance import MAX_SHIFT_PX, apply_sensor, draw_epoch_styles, region_strengths
+from tiles.synth.render import EpochStyle, make_static_fields, render_epoch
+
+log = logging.getLogger(__name__)
+
+SITE_COLUMNS = ("site_id", "lon", "lat", "kind", "radius_m", "damage", "damage_style", "region", "building_m")
+DAMAGE_ORDER = ("destroyed", "major-damage", "minor-damage", "no-damage")
+#: chips in the gallery are this many metres wide
+GALLERY_CHIP_M = 48.0
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What :func:`generate_dataset` wrote.
+
+    Attributes:
+        out: the dataset folder.
+        sites: number of rows in ``sites.csv``.
+        damage_counts: sites per xBD class.
+        regions: number of synthetic regions generated.
+        before_files, after_files: the rasters written.
+        crs, after_crs: CRS of before and after rasters.
+        gsd_m, after_gsd_m: their pixel sizes (after in CRS units when geographic).
+        pixels: pixels rendered (both epochs, all regions).
+        seconds: wall time of the whole generation.
+        gallery: path of the preview PNG, or None.
+    """
+
+    out: Path
+    sites: int
+    damage_counts: dict[str, int]
+    regions: int
+    before_files: tuple[Path, ...]
+    after_files: tuple[Path, ...]
+    crs: str
+    after_crs: str
+    gsd_m: float
+    after_gsd_m: float
+    pixels: int
+    seconds: float
+    gallery: Path | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def pixels_per_second(self) -> float:
+        """Rendered pixels per second of wall time (both epochs)."""
+        return self.pixels / max(self.seconds, 1e-9)
+
+
+def _check_crs(text: str, flag: str, *, projected: bool) -> CRS:
+    try:
+        crs = CRS.from_user_input(text)
+    except Exception as exc:  # pyproj raises CRSError, a plain Exception subclass
+        raise UsageError(f"{flag} {text!r}: not a CRS pyproj understands ({exc}); use e.g. EPSG:32633") from None
+    if projected and not crs.is_projected:
+        raise UsageError(
+            f"{flag} {text!r}: synthetic scenes are drawn in metres, so this must be a projected CRS "
+            "(e.g. a UTM zone such as EPSG:32633); a geographic CRS is allowed for --after-crs"
+        )
+    return crs
+
+
+def _region_origin(crs: CRS, index: int, extent_m: float) -> tuple[float, float]:
+    """North-west corner of region ``index`` in ``crs``: near the centre of its area of use."""
+    aou = crs.area_of_use
+    lon, lat = (15.0, 45.0) if aou is None else ((aou.west + aou.east) / 2.0, (aou.south + aou.north) / 2.0)
+    lat = float(np.clip(lat, -60, 60))
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    step = extent_m + 2000.0
+    col, row = index % 10, index // 10
+    # snap to a 10 m grid so coordinates read well
+    return (math.floor((x + col * step) / 10.0) * 10.0, math.floor((y - row * step) / 10.0) * 10.0)
+
+
+def _strips(n: int, k: int, overlap_px: int) -> list[tuple[int, int]]:
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return [(max(0, edges[i] - overlap_px), min(n, edges[i + 1] + overlap_px)) for i in range(k)]
+
+
+def _write_tif(path: Path, arr: np.ndarray, transform: object, crs: CRS, tags: dict[str, str]) -> None:
+    """Write ``arr`` (3, H, W) uint8 as a tiled, deflate-compressed GeoTIFF with nodata 0."""
+    profile = dict(
+        driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0], dtype="uint8",
+        crs=crs, transform=transform, nodata=0, tiled=True, blockxsize=256, blockysize=256,
+        compress="deflate", zlevel=1, predictor=2, interleave="pixel",
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+        dst.update_tags(**tags)
+        for i, name in enumerate(("red", "green", "blue")[: arr.shape[0]], start=1):
+            dst.set_band_description(i, name)
+
+
+def _choose_sites(rng: np.random.Generator, lay: Layout, wanted: dict[str, int]) -> list[Building]:
+    """Pick buildings for the wanted per-class counts, promoting undamaged ones where needed."""
+    chosen: list[Building] = []
+    for dmg in ("destroyed", "major-damage", "minor-damage"):
+        have = [b for b in lay.buildings if b.site_ok and not b.after_only and b.damage == dmg]
+        if len(have) < wanted[dmg]:
+            promote(rng, lay, dmg, wanted[dmg] - len(have))
+    taken: set[int] = set()
+    for dmg in DAMAGE_ORDER:
+        pool = [i for i, b in enumerate(lay.buildings) if b.site_ok and not b.after_only and b.damage == dmg]
+        if not pool or wanted[dmg] == 0:
+            continue
+        pick = rng.choice(len(pool), size=min(wanted[dmg], len(pool)), replace=False)
+        for p in sorted(int(x) for x in pick):
+            taken.add(pool[p])
+            chosen.append(lay.buildings[pool[p]])
+    return chosen
+
+
+def generate_dataset(
+    out: Path | str,
+    config: SynthConfig,
+    *,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    gallery: bool = False,
+) -> SynthSummary:
+    """Generate a labelled synthetic dataset folder.
+
+    Args:
+        out: dataset folder to create (``before/``, ``after/``, ``sites.csv``, ``synth.yaml``).
+        config: what to generate; the same config always gives the same files.
+        progress: show a progress bar (None = only on a terminal).
+        overwrite: replace the rasters, sites and gallery of an earlier run in ``out``.
+        gallery: also write ``gallery.png`` (before/after chips by damage class).
+
+    Returns:
+        a :class:`SynthSummary` of what was written.
+
+    Raises:
+        UsageError: a CRS is invalid, or ``out`` already holds a dataset and ``overwrite`` is off.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    crs = _check_crs(config.crs, "--crs", projected=True)
+    after_crs = _check_crs(config.effective_after_crs, "--after-crs", projected=False)
+    before_dir, after_dir = out / "before", out / "after"
+    existing = [p for d in (before_dir, after_dir) if d.is_dir() for p in d.glob("*.tif")]
+    if (existing or (out / "sites.csv").exists()) and not overwrite:
+        raise UsageError(f"--out {out}: already holds a dataset (sites.csv or rasters); choose a new folder or pass --overwrite")
+    for p in existing:
+        p.unlink()
+    for p in (out / "sites.csv", out / "gallery.png"):
+        if p.exists():
+            p.unlink()
+    before_dir.mkdir(parents=True, exist_ok=True)
+    after_dir.mkdir(parents=True, exist_ok=True)
+
+    n = config.sites
+    counts = {
+        "destroyed": int(round(n * config.destroyed_fraction)),
+        "major-damage": int(round(n * config.major_fraction)),
+        "minor-damage": int(round(n * config.minor_fraction)),
+    }
+    while sum(counts.values()) > n:  # rounding can overshoot by one or two
+        k = max(counts, key=lambda c: counts[c])
+        counts[k] -= 1
+    counts["no-damage"] = n - sum(counts.values())
+    labels = [d for d in DAMAGE_ORDER for _ in range(counts[d])]
+    master = np.random.default_rng(np.random.SeedSequence(config.seed))
+    master.shuffle(labels)
+
+    size = config.size_px
+    g = config.gsd_m
+    extent = size * g
+    pad = MAX_SHIFT_PX + 2
+    overlap_px = int(math.ceil(config.scene_overlap_m / 2.0 / g))
+    to_wgs = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    rows: list[dict[str, str]] = []
+    before_files: list[Path] = []
+    after_files: list[Path] = []
+    gallery_chips: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {d: [] for d in DAMAGE_ORDER}
+    pixels = 0
+    region = 0
+    remaining = list(labels)
+    max_regions = 10 + 20 * int(math.ceil(n / 50))
+    bar = tqdm(total=n, desc="synth sites", unit="site", disable=(None if progress is None else not progress))
+    after_gsd = config.effective_after_gsd_m
+    base_time = datetime(2023, 3, 1, 10, 30, tzinfo=timezone.utc)
+    while remaining:
+        if region >= max_regions:
+            raise InputError(
+                f"could not place {n} sites after {region} regions of {size} px; raise --size-px, "
+                "lower --sites or raise synth.building_density"
+            )
+        seeds = np.random.SeedSequence([config.seed, region]).spawn(4)
+        rng_layout = np.random.default_rng(seeds[0])
+        rng_style = np.random.default_rng(seeds[1])
+        rng_pick = np.random.default_rng(seeds[2])
+        lay = build_layout(
+            rng_layout, extent, extent, building_density=config.building_density, tree_density=config.tree_density,
+            facilities_per_km2=config.facilities_per_km2, edge_margin_m=config.edge_margin_m + MAX_SHIFT_PX * g,
+        )
+        place_damage_clusters(rng_layout, lay, config.damage_styles)
+        strengths = region_strengths(rng_style, config)
+        add_construction(rng_layout, lay, strengths["construction"])
+        eligible = sum(1 for b in lay.buildings if b.site_ok and not b.after_only)
+        take = min(len(remaining), config.max_sites_per_region, int(eligible * 0.7))
+        if take <= 0:
+            region += 1
+            continue
+        wanted = {d: 0 for d in DAMAGE_ORDER}
+        for d in remaining[:take]:
+            wanted[d] += 1
+        chosen = _choose_sites(rng_pick, lay, wanted)
+        got = {d: 0 for d in DAMAGE_ORDER}
+        for b in chosen:
+            got[b.damage] += 1
+        for d in DAMAGE_ORDER:  # drop what was placed from the remaining labels
+            for _ in range(got[d]):
+                remaining.remove(d)
+
+        before_style, after_style = draw_epoch_styles(rng_style, strengths)
+        fields = make_static_fields(int(seeds[3].generate_state(1)[0]), (size + 2 * pad, size + 2 * pad), g, (-pad * g, -pad * g))
+        x0, y0 = _region_origin(crs, region, extent)
+        transform = from_origin(x0, y0, g, g)
+        name = f"region{region:03d}"
+        epochs: dict[str, np.ndarray] = {}
+        for label, style in (("before", before_style), ("after", after_style)):
+            canvas = render_epoch(lay, fields, style)
+            dy, dx = style.shift_px
+            img = np.ascontiguousarray(canvas[pad + dy : pad + dy + size, pad + dx : pad + dx + size])
+            del canvas
+            u8, _valid = apply_sensor(img, style, g)
+            del img
+            epochs[label] = u8
+            pixels += (size + 2 * pad) ** 2
+        when_before = base_time + timedelta(days=int(rng_style.integers(0, 300)), minutes=int(rng_style.integers(0, 90)))
+        when_after = when_before + timedelta(days=int(rng_style.integers(30, 400)), minutes=int(rng_style.integers(-60, 60)))
+        for label, style, when, folder, files in (
+            ("before", before_style, when_before, before_dir, before_files),
+            ("after", after_style, when_after, after_dir, after_files),
+        ):
+            arr = np.moveaxis(epochs[label], 2, 0)
+            tags = {
+                "ACQUISITION_DATETIME": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "SENSOR": "SITEWATCH_SYNTH",
+                "OFF_NADIR_DEG": f"{style.off_nadir_deg:.2f}",
+                "SUN_AZIMUTH_DEG": f"{style.sun_azimuth_deg:.1f}",
+                "SUN_ELEVATION_DEG": f"{style.sun_elevation_deg:.1f}",
+                "SOURCE": f"sitewatch synth seed={config.seed} region={region} (synthetic, no real imagery)",
+            }
+            if label == "before" or (config.effective_after_crs == config.crs and after_gsd == g):
+                out_arr, out_tf, out_crs = arr, transform, crs
+                if label == "after":
+                    out_crs = after_crs
+            else:
+                out_arr, out_tf = _warp(arr, transform, crs, after_crs, after_gsd, (x0, y0, extent))
+                out_crs = after_crs
+            k = config.scenes
+            ov = overlap_px if label == "before" else int(math.ceil(config.scene_overlap_m / 2.0 / after_gsd))
+            axis = 2 if label == "before" else 1  # before: column strips, after: row strips
+            for i, (a, b) in enumerate(_strips(out_arr.shape[axis], k, ov)):
+                piece = out_arr[:, :, a:b] if axis == 2 else out_arr[:, a:b, :]
+                win = Window(a, 0, b - a, out_arr.shape[1]) if axis == 2 else Window(0, a, out_arr.shape[2], b - a)
+                tf = rasterio.windows.transform(win, out_tf)
+                path = folder / (f"{name}.tif" if k == 1 else f"{name}_scene{i}.tif")
+                _write_tif(path, np.ascontiguousarray(piece), tf, out_crs, tags)
+                files.append(path)
+
+        xs = np.array([x0 + b.centroid[0] for b in chosen])
+        ys = np.array([y0 - b.centroid[1] for b in chosen])
+        lons, lats = to_wgs.transform(xs, ys)
+        order = rng_pick.permutation(len(chosen))
+        for j in order:
+            b = chosen[int(j)]
+            bidx = lay.buildings.index(b)
+            rows.append({
+                "site_id": f"syn{config.seed}-r{region:03d}-b{bidx:05d}",
+                "lon": f"{lons[j]:.8f}",
+                "lat": f"{lats[j]:.8f}",
+                "kind": b.kind,
+                "radius_m": f"{damage_radius_m(b.size_m):.1f}",
+                "damage": b.damage,
+                "damage_style": b.style if b.damage != "no-damage" else "",
+                "region": str(region),
+                "building_m": f"{b.size_m:.1f}",
+            })
+            if gallery and len(gallery_chips[b.damage]) < 4:
+                half = int(round(GALLERY_CHIP_M / 2 / g))
+                r0 = int(round(b.centroid[1] / g))
+                c0 = int(round(b.centroid[0] / g))
+                if half <= r0 < size - half and half <= c0 < size - half:
+                    gallery_chips[b.damage].append(
+                        (epochs["before"][r0 - half : r0 + half, c0 - half : c0 + half].copy(),
+                         epochs["after"][r0 - half : r0 + half, c0 - half : c0 + half].copy())
+                    )
+        bar.update(len(chosen))
+        log.info("region %d: %d buildings, %d sites", region, len(lay.buildings), len(chosen))
+        region += 1
+    bar.close()
+
+    with open(out / "sites.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(SITE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    from sitewatch.config import write_config
+    from sitewatch.jobs import SynthJob
+
+    write_config(SynthJob(synth=config), out, "synth.yaml")
+    gallery_path = None
+    if gallery:
+        from tiles.synth.gallery import write_gallery
+
+        gallery_path = write_gallery(gallery_chips, out / "gallery.png")
+    final_counts = {d: sum(1 for r in rows if r["damage"] == d) for d in DAMAGE_ORDER}
+    return SynthSummary(
+        out=out, sites=len(rows), damage_counts=final_counts, regions=region,
+        before_files=tuple(before_files), after_files=tuple(after_files), crs=crs.to_string(),
+        after_crs=after_crs.to_string(), gsd_m=g, after_gsd_m=after_gsd, pixels=pixels,
+        seconds=time.perf_counter() - t0, gallery=gallery_path,
+    )
+
+
+def _warp(
+    arr: np.ndarray, transform: object, src_crs: CRS, dst_crs: CRS, gsd_m: float, region: tuple[float, float, float]
+) -> tuple[np.ndarray, object]:
+    """Resample ``arr`` (3, H, W) uint8 onto a north-up grid in ``dst_crs`` at ``gsd_m`` metres."""
+    x0, y0, extent = region
+    left, bottom, right, top = x0, y0 - extent, x0 + extent, y0
+    if dst_crs.is_geographic:
+        lon, lat = Transformer.from_crs(src_crs, "EPSG:4326", always_xy=True).transform(x0 + extent / 2, y0 - extent / 2)
+        res: tuple[float, float] | float = (gsd_m / (111320.0 * math.cos(math.radians(lat))), gsd_m / 110540.0)
+    else:
+        res = gsd_m
+    dst_tf, w, h = calculate_default_transform(src_crs, dst_crs, arr.shape[2], arr.shape[1], left, bottom, right, top, resolution=res)
+    dst = np.zeros((arr.shape[0], h, w), dtype=np.uint8)
+    reproject(
+        arr, dst, src_transform=transform, src_crs=src_crs, dst_transform=dst_tf, dst_crs=dst_crs,
+        resampling=Resampling.bilinear, src_nodata=0, dst_nodata=0,
+    )
+    return dst, dst_tf
