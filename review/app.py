@@ -103,7 +103,7 @@ class ReviewApp:
         self.run = RunFolder(run_dir)
         self.store = VerdictStore.for_run(self.run.path)
         self.queues = ReviewQueues(self.run, self.store, config)
-        self.chips = ChipProvider(self.run, self.queues.chip_cache(), render=config.render_missing_chips)
+        self.chips = ChipProvider(self.run, render=config.render_missing_chips)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True)
         self.env.globals.update(fmt=_fmt, pct=_pct, views=QUEUE_VIEWS, verdicts=VERDICTS, verdict_keys=VERDICT_KEYS)
 
@@ -428,6 +428,17 @@ def create_app(
         if _wants_json(request):
             return JSONResponse({"ok": result is not None, "labelled": result.labelled if result else 0})
         return RedirectResponse("/queue?view=rerank" if result else "/progress", status_code=303)
+
+    @app.get("/rendered-chip/{index}/{epoch}.png")
+    def rendered_chip(index: int, epoch: str) -> Response:
+        if not 0 <= index < len(state.run.sites) or epoch not in ("before", "after"):
+            return PlainTextResponse("no such chip", 404)
+        site = state.run.sites[index]
+        data = state.chips.rendered_png(site, epoch)
+        if data is None:
+            reason = state.chips.ensure_rendered(site) if state.chips.render else "chips are not cut on demand"
+            return PlainTextResponse(reason or "no chip", 404)
+        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/chip/{path:path}")
     def chip(path: str) -> Response:

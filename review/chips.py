@@ -2,31 +2,38 @@
 
 ``detect`` writes chips for its top sites only. For the others this module cuts the before/after
 pair with :class:`tiles.cut.PairCutter` from the rasters listed in ``manifest.json`` (no CNN, so no
-heatmap) and caches the PNGs in the run folder's chip cache. When that is not possible (rasters
-moved, site outside coverage) the page shows a "no chip" note with the reason.
+heatmap) and caches the PNG bytes in ``RUN/review.sqlite-chips`` (one SQLite file beside the verdict
+store; like the store's own ``-wal``/``-shm`` files, ``sitewatch verify`` does not count it as an
+output, and deleting it only empties the cache). When cutting is not possible (rasters moved, site
+outside coverage) the page shows a "no chip" note with the reason.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from review.runfolder import RunFolder, RunSite
 
 log = logging.getLogger(__name__)
 
+CACHE_NAME = "review.sqlite-chips"
+
 
 @dataclass(frozen=True)
 class SiteChips:
-    """Chip paths for one site, relative to the run folder ("" where there is none).
+    """Chip URLs for one site ("" where there is none).
 
     Attributes:
-        before, after, heatmap: relative paths of the PNGs.
+        before, after, heatmap: URLs of the PNGs within the app.
         source: ``detect`` (written by the run), ``rendered`` (cut on demand), or ``none``.
-        note: why a chip is missing, or "".
+        note: why a chip or the heatmap is missing, or "".
     """
 
     before: str
@@ -36,65 +43,151 @@ class SiteChips:
     note: str = ""
 
 
+def run_chip_url(relative: str) -> str:
+    """The app URL of a chip file inside the run folder."""
+    return "/chip/" + quote(relative, safe="/")
+
+
+def cached_chip_url(site_index: int, epoch: str) -> str:
+    """The app URL of a chip rendered on demand."""
+    return f"/rendered-chip/{site_index}/{epoch}.png"
+
+
+def png_bytes(rgb: Any) -> bytes:
+    """PNG encoding of a uint8 ``(H, W, 3)`` image."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ChipCache:
+    """PNG bytes of rendered chips, keyed by ``(site_id, epoch)``, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        con = self._connect()
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS chips (site_id TEXT NOT NULL, epoch TEXT NOT NULL, "
+                "png BLOB NOT NULL, PRIMARY KEY (site_id, epoch))"
+            )
+        finally:
+            con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
+
+    def get(self, site_id: str, epoch: str) -> bytes | None:
+        con = self._connect()
+        try:
+            row = con.execute("SELECT png FROM chips WHERE site_id = ? AND epoch = ?", (site_id, epoch)).fetchone()
+        finally:
+            con.close()
+        return bytes(row[0]) if row else None
+
+    def has(self, site_id: str) -> bool:
+        con = self._connect()
+        try:
+            row = con.execute("SELECT COUNT(*) FROM chips WHERE site_id = ?", (site_id,)).fetchone()
+        finally:
+            con.close()
+        return int(row[0]) >= 2
+
+    def put(self, site_id: str, pngs: dict[str, bytes]) -> None:
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            for epoch, data in pngs.items():
+                con.execute("INSERT OR REPLACE INTO chips (site_id, epoch, png) VALUES (?, ?, ?)", (site_id, epoch, data))
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+
 class ChipProvider:
     """Finds or renders chips; one per app, safe across worker threads.
 
     Args:
         run: the run folder.
-        cache_dir: where rendered chips go (inside the run folder).
         render: whether to cut missing chips on demand.
     """
 
-    def __init__(self, run: RunFolder, cache_dir: Path, *, render: bool = True) -> None:
+    def __init__(self, run: RunFolder, *, render: bool = True) -> None:
         self.run = run
-        self.cache_dir = cache_dir
         self.render = render
         self._lock = threading.Lock()
+        self._cache: ChipCache | None = None
         self._cutter: Any = None
         self._cutter_error: str = ""
         self._failures: dict[str, str] = {}
 
+    @property
+    def cache(self) -> ChipCache:
+        if self._cache is None:
+            self._cache = ChipCache(self.run.path / CACHE_NAME)
+        return self._cache
+
     def chips(self, site: RunSite) -> SiteChips:
-        """The site's chips, rendering before/after on demand when detect wrote none."""
+        """The site's chip URLs, rendering before/after on demand when detect wrote none."""
         before, after, heatmap = (site.chips.get(k, "") for k in ("before", "after", "heatmap"))
         before_ok = bool(before) and self.run.resolve_inside(before) is not None
         after_ok = bool(after) and self.run.resolve_inside(after) is not None
         heat_ok = bool(heatmap) and self.run.resolve_inside(heatmap) is not None
         if before_ok and after_ok:
-            return SiteChips(before, after, heatmap if heat_ok else "", "detect")
+            return SiteChips(
+                run_chip_url(before), run_chip_url(after), run_chip_url(heatmap) if heat_ok else "", "detect",
+                "" if heat_ok else "no heatmap for this site",
+            )
         if not site.ok:
-            return SiteChips("", "", "", "none", f"cannot be assessed: {site.reason or site.status}")
+            return SiteChips("", "", "", "none", f"no chip: cannot be assessed ({site.reason or site.status})")
         if not self.render:
             return SiteChips("", "", "", "none", "no chip: detect wrote chips for its top sites only")
-        return self._rendered(site)
+        reason = self._failures.get(site.site_id) or self._cutter_error
+        if reason:
+            return SiteChips("", "", "", "none", reason)
+        # cut lazily when the browser asks for the image, so the page itself stays fast
+        return SiteChips(
+            cached_chip_url(site.index, "before"), cached_chip_url(site.index, "after"), "", "rendered",
+            "cut on demand from the run's rasters (no heatmap: the CNN is not run here)",
+        )
 
-    def _rendered(self, site: RunSite) -> SiteChips:
-        from tiles.chips import safe_name
-
-        safe = safe_name(site.site_id)
-        rel_dir = self.cache_dir.relative_to(self.run.path)
-        names = {k: f"{rel_dir.as_posix()}/{safe}_{k}.png" for k in ("before", "after")}
-        if all((self.run.path / p).is_file() for p in names.values()):
-            return SiteChips(names["before"], names["after"], "", "rendered", "cut on demand (no heatmap)")
+    def ensure_rendered(self, site: RunSite) -> str:
+        """Cut and cache the site's chips unless cached; returns "" or why it is not possible."""
         if site.site_id in self._failures:
-            return SiteChips("", "", "", "none", self._failures[site.site_id])
-        with self._lock:
-            try:
+            return self._failures[site.site_id]
+        try:
+            if self.cache.has(site.site_id):
+                return ""
+            with self._lock:
+                if self.cache.has(site.site_id):
+                    return ""
                 reason = self._render_locked(site)
-            except Exception as exc:  # one site's rendering never breaks the page
-                log.warning("could not cut chips for %s: %s", site.site_id, exc)
-                reason = f"no chip: could not cut it from the run's rasters ({exc})"
+        except Exception as exc:  # one site's rendering never breaks the page
+            log.warning("could not cut chips for %s: %s", site.site_id, exc)
+            reason = f"no chip: could not cut it from the run's rasters ({exc})"
         if reason:
             self._failures[site.site_id] = reason
-            return SiteChips("", "", "", "none", reason)
-        return SiteChips(names["before"], names["after"], "", "rendered", "cut on demand (no heatmap)")
+        return reason
+
+    def rendered_png(self, site: RunSite, epoch: str) -> bytes | None:
+        """PNG bytes of a chip rendered on demand (``epoch`` is ``before`` or ``after``)."""
+        if epoch not in ("before", "after") or not self.render or not site.ok:
+            return None
+        if self.ensure_rendered(site):
+            return None
+        return self.cache.get(site.site_id, epoch)
 
     def _render_locked(self, site: RunSite) -> str:
-        """Cut and write the chips; returns "" on success or the reason it failed."""
+        """Cut and cache the chips; returns "" on success or the reason it failed."""
         cutter = self._get_cutter()
         if cutter is None:
             return self._cutter_error
-        from tiles.chips import write_pair_pngs
+        from tiles.chips import chip_to_rgb_uint8
         from tiles.types import Site
 
         radius = site.meta.get("radius_m", "")
@@ -105,8 +198,11 @@ class ChipProvider:
         pair = cutter.cut(Site(site_id=site.site_id, lon=site.lon, lat=site.lat, radius_m=radius_m))
         if pair.image is None:
             return f"no chip: {pair.meta.reason or 'nothing could be read'}"
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        write_pair_pngs(pair, self.cache_dir)
+        pngs = {}
+        for t, epoch in enumerate(("before", "after")):
+            valid = pair.valid[t] if pair.valid is not None else None
+            pngs[epoch] = png_bytes(chip_to_rgb_uint8(pair.image[t], valid))
+        self.cache.put(site.site_id, pngs)
         return ""
 
     def _get_cutter(self) -> Any:
@@ -119,7 +215,7 @@ class ChipProvider:
             return None
         missing = [str(p) for p in before + after if not p.exists()]
         if missing:
-            self._cutter_error = f"no chip: the run's rasters are not at {missing[0]} any more"
+            self._cutter_error = f"no chip: the run's raster {missing[0]} is not there any more"
             return None
         try:
             from sitewatch.config import build_config

@@ -30,8 +30,7 @@ class ReviewConfig:
         rerank_l2: L2 penalty of the logistic re-rank head fitted on stored embeddings.
         rerank_min_labels: fewest labelled sites (each class at least 2) before a re-rank is fit.
         render_missing_chips: cut chips on demand (no CNN) for sites that ``detect`` wrote no chip
-            for; otherwise the page shows a "no chip" note.
-        chip_cache_dir: folder inside the run folder where chips rendered on demand are cached.
+            for (cached in ``RUN/review.sqlite-chips``); otherwise the page shows a "no chip" note.
         confidence: confidence level of the intervals on the progress page.
     """
 
@@ -45,7 +44,6 @@ class ReviewConfig:
     rerank_l2: float = 1.0
     rerank_min_labels: int = 10
     render_missing_chips: bool = True
-    chip_cache_dir: str = "review_cache"
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
@@ -63,5 +61,3 @@ class ReviewConfig:
             raise ValueError("rerank_l2 must be positive")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError("confidence must be in [0.5, 1)")
-        if not self.chip_cache_dir or "/" in self.chip_cache_dir or self.chip_cache_dir.startswith("."):
-            raise ValueError("chip_cache_dir must be a plain folder name inside the run folder")

@@ -17,7 +17,6 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -220,7 +219,3 @@ class ReviewQueues:
                 self.refit_rerank()
             except Exception:  # a failed refit must never break reviewing
                 log.exception("quick re-rank failed")
-
-    def chip_cache(self) -> Path:
-        """Folder for chips rendered on demand (inside the run folder)."""
-        return self.run.path / self.config.chip_cache_dir

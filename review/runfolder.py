@@ -197,7 +197,7 @@ class RunFolder:
     def threshold(self) -> float | None:
         """The flagging threshold the run used, if the run records or implies one."""
         m = self.manifest
-        for holder in (m, m.get("detect") or {}, m.get("ranking") or {}):
+        for holder in (m.get("operating_point") or {}, m, m.get("detect") or {}):
             if isinstance(holder, Mapping):
                 for key in ("threshold", "flag_threshold"):
                     if isinstance(holder.get(key), (int, float)):

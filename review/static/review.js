@@ -119,6 +119,14 @@
   }
   if (heatToggle) heatToggle.addEventListener("change", function () { toggleHeat(heatToggle.checked); });
   if (viewer) setMode("side");
+  document.querySelectorAll("#viewer img").forEach(function (img) {
+    img.addEventListener("error", function () {
+      var failed = document.getElementById("chip-failed");
+      var frames = viewer.querySelector(".frames");
+      if (failed) failed.classList.remove("hidden");
+      if (frames) frames.classList.add("hidden");
+    });
+  });
 
   var keyToVerdict = {};
   document.querySelectorAll("#verdict-form button[data-key]").forEach(function (b) {
