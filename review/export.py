@@ -1,7 +1,8 @@
 """Verdicts as a labelled dataset that ``sitewatch train`` reads (closing the loop).
 
 The dataset folder holds ``sites.csv`` (``site_id, lon, lat, damage`` plus the run's ``name, kind,
-radius_m`` where present, and the reviewers' agreement) and ``before/``, ``after/`` with symbolic
+radius_m`` where present, the reviewers' agreement, and the input's own extra columns such as
+``tile``) and ``before/``, ``after/`` with symbolic
 links to the rasters the run used (listed in its ``manifest.json``), so no imagery is copied.
 
 A site is exported when it has a decision on the xBD scale: adjudicated, agreed, or a strict
@@ -12,6 +13,7 @@ in ``export.json``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +24,7 @@ from review.consensus import summarise
 from review.runfolder import RunFolder
 from review.store import VerdictStore, utc_now
 from sitewatch.errors import InputError, RunFolderError
-from tiles.types import DAMAGE_CLASSES
+from tiles.types import DAMAGE_CLASSES, PairMeta
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,22 @@ EXPORT_COLUMNS = (
     "site_id", "lon", "lat", "damage", "name", "kind", "radius_m",
     "n_reviewers", "agreement", "decision", "adjudicated", "verdicts", "run_score", "run_rank",
 )
+
+
+#: scores.csv columns that describe how detect made the pair, not the site (not exported).
+_RUN_ONLY_COLUMNS = frozenset(f.name for f in dataclasses.fields(PairMeta)) | {
+    "score", "rank", "flagged", "quality", "damage", "label", "scenes",
+}
+
+
+def passthrough_columns(run: RunFolder) -> list[str]:
+    """The input's own extra columns (e.g. ``tile``) that the run carried through, in order."""
+    seen: dict[str, None] = {}
+    for site in run.sites[:1]:
+        for key in site.meta:
+            if key not in _RUN_ONLY_COLUMNS and key not in EXPORT_COLUMNS and not key.startswith(("before_", "after_")):
+                seen[key] = None
+    return list(seen)
 
 
 @dataclass(frozen=True)
@@ -103,8 +121,9 @@ def export_dataset_summary(run_dir: Path, out_dir: Path) -> ExportSummary:
     by_damage = {c: 0 for c in DAMAGE_CLASSES}
     skipped_ca = skipped_undecided = exported = 0
     tmp = out_dir / "sites.csv.tmp"
+    extra_columns = passthrough_columns(run)
     with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(EXPORT_COLUMNS))
+        writer = csv.DictWriter(fh, fieldnames=list(EXPORT_COLUMNS) + extra_columns)
         writer.writeheader()
         for site in run.sites:
             c = summaries.get(site.site_id)
@@ -134,6 +153,7 @@ def export_dataset_summary(run_dir: Path, out_dir: Path) -> ExportSummary:
                     "verdicts": ";".join(f"{name}:{v}" for name, v in c.votes),
                     "run_score": "" if site.score != site.score else f"{site.score:.6f}",
                     "run_rank": site.rank or "",
+                    **{k: site.meta.get(k, "") for k in extra_columns},
                 }
             )
     tmp.replace(out_dir / "sites.csv")
