@@ -29,6 +29,10 @@ class TilesConfig:
         max_blank_fraction: above this blank/saturated fraction: ``blank``.
         misregistered_confidence: a confident shift larger than ``max_shift_m`` means the
             epochs do not line up: ``misregistered``.
+        max_scenes_tried: per epoch, how many covering scenes are tried (best first) when the
+            best one has too few valid pixels at the site.
+        max_open_files: datasets kept open per process (least recently used are closed).
+        batch_size: sites whose coordinates are transformed together in one call.
     """
 
     chip_size_m: float = 64.0
@@ -45,14 +49,25 @@ class TilesConfig:
     max_cloud_fraction: float = 0.5
     max_blank_fraction: float = 0.6
     misregistered_confidence: float = 0.5
+    max_scenes_tried: int = 3
+    max_open_files: int = 32
+    batch_size: int = 256
 
     def __post_init__(self) -> None:
         if self.chip_size_m <= 0:
             raise ValueError("chip_size_m must be positive (metres)")
         if self.chip_px < 16:
             raise ValueError("chip_px must be at least 16")
+        if self.max_chip_size_m < self.chip_size_m:
+            raise ValueError("max_chip_size_m must be at least chip_size_m")
+        if self.max_scenes_tried < 1 or self.max_open_files < 1 or self.batch_size < 1:
+            raise ValueError("max_scenes_tried, max_open_files and batch_size must be at least 1")
+        if self.max_shift_m < 0:
+            raise ValueError("max_shift_m must not be negative (metres)")
         if not self.bands:
             raise ValueError("bands must list at least one band index (1-based)")
+        if any(b < 1 for b in self.bands):
+            raise ValueError(f"bands are 1-based band indices, got {list(self.bands)}")
         for name in ("min_valid_fraction", "max_cloud_fraction", "max_blank_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:

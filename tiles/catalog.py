@@ -1,0 +1,327 @@
+"""A catalogue of GeoTIFF scenes for one epoch (before or after), indexed from headers only.
+
+Rasters may be in any CRS and resolution; cloud-optimised GeoTIFFs are ordinary GeoTIFFs here.
+The catalogue holds no open file handles, so it pickles cheaply to Dask workers.
+
+Acquisition time, in order of preference (``SceneInfo.time_source`` says which one was used):
+
+1. ``tag``: TIFF tag ``ACQUISITION_DATETIME`` (or ``ACQUISITIONDATETIME``/``ACQUISITION_DATE``),
+   else ``TIFFTAG_DATETIME``;
+2. ``sidecar``: a JSON file beside the raster (``scene.tif.json`` or ``scene.json``) with key
+   ``acquired``, ``acquisition_datetime``, ``datetime`` or ``date``;
+3. ``filename``: a date in the file name (``20170621``, ``2017-06-21``, optionally with a
+   ``T``/``_`` time ``HHMMSS``);
+4. ``unknown``: ``acquired`` is None.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from sitewatch.errors import RasterError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SceneInfo", "RasterCatalog", "parse_acquisition_time", "RASTER_SUFFIXES"]
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".gtiff")
+Epoch = Literal["before", "after"]
+
+_TAG_KEYS = ("ACQUISITION_DATETIME", "ACQUISITIONDATETIME", "ACQUISITION_DATE", "ACQUIRED")
+_SIDECAR_KEYS = ("acquired", "acquisition_datetime", "datetime", "date", "ACQUISITION_DATETIME")
+_NAME_DATE = re.compile(
+    r"(?<!\d)((?:19|20)\d{2})[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])"
+    r"(?:[T_ -]?([01]\d|2[0-3])[:]?([0-5]\d)[:]?([0-5]\d))?(?!\d)"
+)
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """Header facts of one raster scene.
+
+    Attributes:
+        scene_id: unique id within the catalogue (the file stem, made unique when needed).
+        path: absolute path of the file.
+        crs: the raster's CRS as a string (``EPSG:xxxx`` where possible, else WKT).
+        bounds: ``(left, bottom, right, top)`` in the raster's CRS.
+        res: ``(x, y)`` pixel size in CRS units.
+        width, height, count: raster size in pixels and bands.
+        dtype: numpy dtype name of band 1.
+        nodata: the nodata value, or None.
+        acquired: acquisition time (timezone-aware UTC), or None when unknown.
+        time_source: ``tag``, ``sidecar``, ``filename`` or ``unknown``.
+        transform: the affine pixel-to-CRS transform as 6 numbers ``(a, b, c, d, e, f)``.
+        lonlat_bounds: ``(west, south, east, north)`` in WGS84 degrees (a superset of the
+            footprint, for quick filtering).
+        gsd_m: approximate ground sample distance in metres (mean of x and y).
+        has_mask: the file carries an internal/alpha mask that marks invalid pixels.
+    """
+
+    scene_id: str
+    path: Path
+    crs: str
+    bounds: tuple[float, float, float, float]
+    res: tuple[float, float]
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    acquired: datetime | None
+    time_source: str
+    transform: tuple[float, float, float, float, float, float] = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+    lonlat_bounds: tuple[float, float, float, float] = (-180.0, -90.0, 180.0, 90.0)
+    gsd_m: float = math.nan
+    has_mask: bool = False
+
+
+def _parse_datetime_text(text: str) -> datetime | None:
+    text = str(text).strip()
+    if not text:
+        return None
+    candidates = [text, text.replace("Z", "+00:00")]
+    # TIFFTAG_DATETIME: "YYYY:MM:DD HH:MM:SS"
+    m = re.fullmatch(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})", text)
+    if m:
+        candidates.insert(0, "{}-{}-{}T{}:{}:{}".format(*m.groups()))
+    for cand in candidates:
+        try:
+            dt = datetime.fromisoformat(cand)
+        except ValueError:
+            continue
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.astimezone(timezone.utc)
+    return None
+
+
+def _time_from_name(name: str) -> datetime | None:
+    for m in _NAME_DATE.finditer(name):
+        y, mo, d, hh, mm, ss = m.groups()
+        try:
+            return datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0), tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None
+
+
+def parse_acquisition_time(path: Path, tags: dict[str, str]) -> tuple[datetime | None, str]:
+    """Acquisition time of a raster and where it came from (see the module docstring).
+
+    Args:
+        path: the raster file (for the sidecar and the file name).
+        tags: the dataset's default-domain tags.
+
+    Returns:
+        ``(time or None, source)`` with source ``tag``, ``sidecar``, ``filename`` or ``unknown``.
+    """
+    upper = {k.upper(): v for k, v in tags.items()}
+    for key in _TAG_KEYS + ("TIFFTAG_DATETIME",):
+        if key in upper:
+            dt = _parse_datetime_text(upper[key])
+            if dt is not None:
+                return dt, "tag"
+            log.warning("%s: tag %s=%r is not a date/time; ignored", path, key, upper[key])
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if sidecar.is_file():
+            try:
+                data = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                log.warning("%s: sidecar is not readable JSON (%s); ignored", sidecar, exc)
+                continue
+            if isinstance(data, dict):
+                for key in _SIDECAR_KEYS:
+                    if key in data and data[key]:
+                        dt = _parse_datetime_text(str(data[key]))
+                        if dt is not None:
+                            return dt, "sidecar"
+    dt = _time_from_name(path.name)
+    if dt is not None:
+        return dt, "filename"
+    return None, "unknown"
+
+
+def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files from files, folders (recursively) and globs; plus inputs that matched nothing."""
+    files: list[Path] = []
+    missing: list[tuple[Path, str]] = []
+    for item in paths:
+        text = str(item)
+        p = Path(text).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                missing.append((p, "folder holds no .tif/.tiff files"))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
+            if not found:
+                missing.append((p, "glob matched no files"))
+            files.extend(found)
+        else:
+            missing.append((p, "no such file or folder"))
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(r)
+    return unique, missing
+
+
+def _crs_string(crs) -> str:  # noqa: ANN001 - rasterio.crs.CRS
+    epsg = crs.to_epsg(confidence_threshold=90) if crs else None
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def _read_header(path: Path) -> SceneInfo:
+    import rasterio
+    from rasterio.enums import MaskFlags
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as ds:
+        if ds.crs is None:
+            raise ValueError("has no CRS (georeference it, e.g. gdal_edit.py -a_srs)")
+        if ds.transform.is_identity:
+            raise ValueError("has no geotransform (it is not georeferenced)")
+        crs = _crs_string(ds.crs)
+        tags = ds.tags()
+        acquired, source = parse_acquisition_time(path, tags)
+        bounds = tuple(ds.bounds)
+        try:
+            lonlat = transform_bounds(ds.crs, "EPSG:4326", *bounds, densify_pts=21)
+        except Exception as exc:  # noqa: BLE001 - GDAL raises several types
+            raise ValueError(f"its footprint cannot be transformed to WGS84 ({exc})") from None
+        if ds.crs.is_geographic:
+            lat = math.radians((lonlat[1] + lonlat[3]) / 2)
+            mx, my = 111_320.0 * math.cos(lat), 110_574.0  # metres per degree
+            t = ds.transform
+            gsd = (math.hypot(t.a * mx, t.d * my) + math.hypot(t.b * mx, t.e * my)) / 2
+        else:
+            unit = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
+            gsd = (math.hypot(ds.transform.a, ds.transform.d) + math.hypot(ds.transform.b, ds.transform.e)) / 2 * unit
+        flags = ds.mask_flag_enums[0] if ds.count else []
+        has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags) and MaskFlags.nodata not in flags
+        nodata = ds.nodata
+        return SceneInfo(
+            scene_id=path.stem,
+            path=path,
+            crs=crs,
+            bounds=bounds,  # type: ignore[arg-type]
+            res=tuple(ds.res),  # type: ignore[arg-type]
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtype=ds.dtypes[0],
+            nodata=None if nodata is None else float(nodata),
+            acquired=acquired,
+            time_source=source,
+            transform=tuple(ds.transform)[:6],  # type: ignore[arg-type]
+            lonlat_bounds=tuple(lonlat),  # type: ignore[arg-type]
+            gsd_m=float(gsd),
+            has_mask=has_mask,
+        )
+
+
+class RasterCatalog:
+    """The scenes of one epoch, indexed from their headers.
+
+    Attributes:
+        epoch: ``before`` or ``after`` (decides which acquisition time is preferred).
+        scenes: the readable scenes, in input order.
+        skipped: ``(path, reason)`` of every input that was not usable.
+    """
+
+    def __init__(self, scenes: Sequence[SceneInfo], *, epoch: str, skipped: Sequence[tuple[Path, str]] = ()) -> None:
+        if epoch not in ("before", "after"):
+            raise ValueError(f"epoch must be 'before' or 'after', got {epoch!r}")
+        self.epoch = epoch
+        self.scenes: list[SceneInfo] = list(scenes)
+        self.skipped: list[tuple[Path, str]] = list(skipped)
+        self._by_id = {s.scene_id: s for s in self.scenes}
+
+    @classmethod
+    def from_paths(cls, paths: str | Path | Iterable[str | Path], *, epoch: str) -> "RasterCatalog":
+        """Index GeoTIFFs from files, folders (searched recursively) and glob patterns.
+
+        Args:
+            paths: one or more files, folders or globs.
+            epoch: ``before`` or ``after``.
+
+        Raises:
+            RasterError: no readable raster remains (the message lists what was skipped).
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        files, skipped = _expand(paths)
+        scenes: list[SceneInfo] = []
+        for f in files:
+            try:
+                scenes.append(_read_header(f))
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, not fatal
+                reason = str(exc).strip() or type(exc).__name__
+                skipped.append((f, reason))
+        for path, reason in skipped:
+            log.warning("%s raster %s skipped: %s", epoch, path, reason)
+        if not scenes:
+            listing = "; ".join(f"{p}: {r}" for p, r in skipped[:5]) or "no inputs given"
+            raise RasterError(
+                f"--{epoch}: no readable GeoTIFF among the inputs ({listing}); pass GeoTIFF files, "
+                "folders or globs with a CRS"
+            )
+        # unique scene ids: the stem, else parent/stem, else stem-<n>
+        counts: dict[str, int] = {}
+        for s in scenes:
+            counts[s.scene_id] = counts.get(s.scene_id, 0) + 1
+        used: set[str] = set()
+        unique: list[SceneInfo] = []
+        from dataclasses import replace
+
+        for s in scenes:
+            sid = s.scene_id if counts[s.scene_id] == 1 else f"{s.path.parent.name}/{s.path.stem}"
+            base, n = sid, 2
+            while sid in used:
+                sid, n = f"{base}-{n}", n + 1
+            used.add(sid)
+            unique.append(replace(s, scene_id=sid) if sid != s.scene_id else s)
+        return cls(unique, epoch=epoch, skipped=skipped)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, scene_id: str) -> SceneInfo:
+        return self._by_id[scene_id]
+
+    def __getstate__(self) -> dict:
+        return {"epoch": self.epoch, "scenes": self.scenes, "skipped": self.skipped}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["scenes"], epoch=state["epoch"], skipped=state["skipped"])  # type: ignore[misc]
+
+    def time_rank(self, scene: SceneInfo) -> float:
+        """Sort key for the preferred time: latest first before the event, earliest first after.
+
+        Unknown times sort last.
+        """
+        if scene.acquired is None:
+            return math.inf
+        ts = scene.acquired.timestamp()
+        return -ts if self.epoch == "before" else ts
+
+    def crs_groups(self) -> dict[str, list[SceneInfo]]:
+        """Scenes grouped by CRS string."""
+        groups: dict[str, list[SceneInfo]] = {}
+        for s in self.scenes:
+            groups.setdefault(s.crs, []).append(s)
+        return groups

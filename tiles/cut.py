@@ -1,0 +1,516 @@
+"""Cutting aligned before/after pairs around sites.
+
+For a batch of sites, the chip grid's control points are transformed to every candidate scene's
+CRS in one call per CRS (:mod:`tiles.grid`), the best scene per epoch is chosen (full coverage
+over partial, then the preferred acquisition time, then finer resolution), a small native window
+is read from a dataset kept open in a bounded cache, and resampled onto the chip grid. Then the
+after chip is co-registered to the before chip, made radiometrically comparable, and the pair's
+quality decides its status.
+
+Nothing about one site raises: a site-level problem gives a :class:`~tiles.types.Pair` with
+status ``cannot_assess`` and one of the reasons in :data:`REASONS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from tiles import grid
+from tiles.catalog import RasterCatalog, SceneInfo
+from tiles.config import TilesConfig
+from tiles.coreg import estimate_shift
+from tiles.quality import chip_quality
+from tiles.radiometry import ScaleStats, match_histograms_masked, match_mean_std, scale_to_unit, stats_from_sample
+from tiles.types import Pair, PairMeta, Site
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PairCutter", "group_sites_by_scene", "REASONS", "Candidate"]
+
+#: every reason a pair can be ``cannot_assess``, in the order they are checked.
+REASONS = (
+    "invalid_site",
+    "outside_before_coverage",
+    "outside_after_coverage",
+    "read_error",
+    "mostly_nodata",
+    "blank",
+    "cloud",
+    "misregistered",
+)
+
+_ORDER = {"nearest": 0, "bilinear": 1, "cubic": 3}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scene that covers (part of) a site's chip, with the chip-to-scene affine map.
+
+    Attributes:
+        scene: the scene.
+        affine: float64 ``(2, 3)`` map from chip index ``(row, col)`` to scene index coordinates.
+        coverage: approximate fraction of the chip inside the scene.
+    """
+
+    scene: SceneInfo
+    affine: np.ndarray
+    coverage: float
+
+
+@dataclass
+class _EpochChip:
+    """One epoch's chip plus what is needed to resample it again (for a shift)."""
+
+    scene: SceneInfo
+    image: np.ndarray  # (C, P, P) float32 [0, 1]
+    valid: np.ndarray  # (P, P) bool
+    native: np.ndarray  # (C, h, w) float32 [0, 1]
+    native_valid: np.ndarray  # (h, w) float32 0/1
+    affine: np.ndarray  # (2, 3) chip index -> native array index
+
+
+def _site_geometry(site: Site, config: TilesConfig) -> float:
+    """Window side in metres for a site."""
+    half = None
+    if site.footprint is not None:
+        try:
+            half = grid.footprint_half_extent_m(site.footprint, site.lon, site.lat)
+        except (TypeError, ValueError, IndexError):
+            half = None
+    return grid.chip_size_m_for(
+        chip_size_m=config.chip_size_m,
+        radius_m=site.radius_m,
+        footprint_half_m=half,
+        radius_scale=config.radius_scale,
+        max_chip_size_m=config.max_chip_size_m,
+    )
+
+
+def _usable(site: Site) -> bool:
+    return site.problem is None and math.isfinite(site.lon) and math.isfinite(site.lat)
+
+
+class _Planner:
+    """Finds candidate scenes and chip-to-scene maps for batches of sites (no pixel I/O)."""
+
+    def __init__(self, config: TilesConfig) -> None:
+        self.config = config
+        self._transformers: dict[str, Any] = {}
+        self._rc = grid.control_points_rc(config.chip_px, 3)
+
+    def _transformer(self, crs: str) -> Any:
+        t = self._transformers.get(crs)
+        if t is None:
+            from pyproj import Transformer
+
+            t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+            self._transformers[crs] = t
+        return t
+
+    def plan(self, sites: Sequence[Site], catalog: RasterCatalog) -> tuple[list[list[Candidate]], np.ndarray]:
+        """Candidates per site for one epoch, best first, plus each site's window size (metres).
+
+        Returns:
+            ``(candidates, size_m)``: a list per site, and ``(N,)`` window sides (NaN for
+            unusable sites).
+        """
+        n = len(sites)
+        cfg = self.config
+        out: list[list[Candidate]] = [[] for _ in range(n)]
+        size_m = np.full(n, np.nan)
+        idx = np.array([i for i, s in enumerate(sites) if _usable(s)], dtype=np.int64)
+        if idx.size == 0:
+            return out, size_m
+        lon0 = np.array([sites[i].lon for i in idx])
+        lat0 = np.array([sites[i].lat for i in idx])
+        sizes = np.array([_site_geometry(sites[i], cfg) for i in idx])
+        size_m[idx] = sizes
+        east, north = grid.chip_offsets_m(self._rc, cfg.chip_px, sizes / cfg.chip_px)
+        lon, lat = grid.offsets_to_lonlat(lon0, lat0, east, north)  # (n, K)
+        lon_min, lon_max = lon.min(1), lon.max(1)
+        lat_min, lat_max = lat.min(1), lat.max(1)
+        for crs, scenes in catalog.crs_groups().items():
+            masks = []
+            for s in scenes:
+                w, so, e, no = s.lonlat_bounds
+                masks.append((lon_max >= w) & (lon_min <= e) & (lat_max >= so) & (lat_min <= no))
+            any_mask = np.logical_or.reduce(masks)
+            if not any_mask.any():
+                continue
+            sel = np.flatnonzero(any_mask)
+            try:
+                x, y = self._transformer(crs).transform(lon[sel], lat[sel])
+            except Exception as exc:  # noqa: BLE001 - pyproj raises several types
+                log.warning("cannot transform sites to %s (%s); its scenes are not used", crs, exc)
+                continue
+            x, y = np.asarray(x), np.asarray(y)
+            pos = np.full(n, -1)
+            pos[sel] = np.arange(sel.size)
+            for s, m in zip(scenes, masks):
+                hit = np.flatnonzero(m)
+                if hit.size == 0:
+                    continue
+                rows, cols = grid.pixel_coords(s.transform, x[pos[hit]], y[pos[hit]])
+                ok = np.isfinite(rows).all(1) & np.isfinite(cols).all(1)
+                hit, rows, cols = hit[ok], rows[ok], cols[ok]
+                if hit.size == 0:
+                    continue
+                aff = grid.fit_affine(self._rc, rows, cols)
+                cov = grid.coverage_fraction(aff, cfg.chip_px, s.height, s.width)
+                for j, k in enumerate(hit):
+                    if cov[j] > 0:
+                        out[idx[k]].append(Candidate(s, aff[j], float(cov[j])))
+        for cands in out:
+            cands.sort(
+                key=lambda c: (c.coverage < 0.999, catalog.time_rank(c.scene), -c.coverage, c.scene.gsd_m, c.scene.scene_id)
+            )
+        return out, size_m
+
+
+class PairCutter:
+    """Cuts before/after pairs around sites; cheap to build, one per process or Dask worker.
+
+    Args:
+        before, after: the two epochs' catalogues.
+        config: how pairs are cut.
+
+    Datasets are opened lazily and kept open in an LRU cache of ``config.max_open_files``;
+    per-scene value scaling (non-uint8 rasters) is computed once per scene. Use as a context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(self, before: RasterCatalog, after: RasterCatalog, config: TilesConfig | None = None) -> None:
+        self.before = before
+        self.after = after
+        self.config = config or TilesConfig()
+        self._planner = _Planner(self.config)
+        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._stats: dict[str, ScaleStats] = {}
+        self._warned: set[str] = set()
+
+    # -- datasets ---------------------------------------------------------------------------
+    def _dataset(self, scene: SceneInfo) -> Any:
+        key = str(scene.path)
+        ds = self._open.get(key)
+        if ds is not None:
+            self._open.move_to_end(key)
+            return ds
+        import rasterio
+
+        ds = rasterio.open(scene.path)
+        self._open[key] = ds
+        while len(self._open) > max(1, self.config.max_open_files):
+            _, old = self._open.popitem(last=False)
+            old.close()
+        return ds
+
+    def close(self) -> None:
+        """Close every open dataset."""
+        while self._open:
+            _, ds = self._open.popitem()
+            ds.close()
+
+    def __enter__(self) -> "PairCutter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort; close() is the contract
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _bands(self, scene: SceneInfo) -> list[int]:
+        bands = list(self.config.bands)
+        if max(bands) <= scene.count:
+            return bands
+        if scene.count == 1:
+            if scene.scene_id not in self._warned:
+                self._warned.add(scene.scene_id)
+                log.warning("%s has one band; it is used for all %d channels", scene.path, len(bands))
+            return [1] * len(bands)
+        raise ValueError(f"{scene.path} has {scene.count} bands but tiles.bands asks for {bands}")
+
+    def _valid_mask(self, ds: Any, scene: SceneInfo, data: np.ndarray, window: Any, out_shape: tuple[int, int]) -> np.ndarray:
+        valid = np.ones(out_shape, dtype=bool)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data).all(axis=0)
+        if scene.nodata is not None:
+            if math.isnan(scene.nodata):
+                valid &= ~np.isnan(data).all(axis=0)
+            else:
+                valid &= ~(data == scene.nodata).all(axis=0)
+        if scene.has_mask:
+            valid &= ds.read_masks(1, window=window, out_shape=out_shape) > 0
+        return valid
+
+    def _scene_stats(self, scene: SceneInfo) -> ScaleStats:
+        stats = self._stats.get(scene.scene_id)
+        if stats is not None:
+            return stats
+        bands = self._bands(scene)
+        if scene.dtype == "uint8":
+            stats = stats_from_sample(np.zeros((len(bands), 1, 1), np.uint8), np.ones((1, 1), bool), "uint8")
+        else:
+            from rasterio.enums import Resampling
+            from rasterio.windows import Window
+
+            ds = self._dataset(scene)
+            f = max(1.0, max(scene.width, scene.height) / 1024)
+            shape = (max(1, int(scene.height / f)), max(1, int(scene.width / f)))
+            window = Window(0, 0, scene.width, scene.height)
+            sample = ds.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+            valid = self._valid_mask(ds, scene, sample, window, shape)
+            stats = stats_from_sample(sample, valid, scene.dtype)
+            log.debug("scene %s: stretch %s..%s", scene.scene_id, stats[0], stats[1])
+        self._stats[scene.scene_id] = stats
+        return stats
+
+    # -- reading ----------------------------------------------------------------------------
+    def _read(self, cand: Candidate, margin_px: float) -> _EpochChip | None:
+        """Read and resample one epoch's chip; None when the window misses the raster."""
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window
+
+        cfg = self.config
+        scene = cand.scene
+        win = grid.native_window(cand.affine, cfg.chip_px, scene.height, scene.width, margin_px)
+        if win is None:
+            return None
+        r0, c0, h, w = win
+        ds = self._dataset(scene)
+        bands = self._bands(scene)
+        scale = math.sqrt(abs(np.linalg.det(cand.affine[:, :2])))  # native px per chip px
+        k = int(scale) if scale >= 2.0 else 1
+        hd, wd = max(1, round(h / k)), max(1, round(w / k))
+        window = Window(c0, r0, w, h)
+        data = ds.read(
+            bands,
+            window=window,
+            out_shape=(len(bands), hd, wd),
+            resampling=Resampling.average if k > 1 else Resampling.nearest,
+        )
+        valid = self._valid_mask(ds, scene, data, window, (hd, wd))
+        unit = scale_to_unit(data, self._scene_stats(scene))
+        unit[:, ~valid] = 0.0
+        # chip index -> window (decimated) index coordinates
+        sy, sx = hd / h, wd / w
+        aff = cand.affine.copy()
+        aff[0] = aff[0] * sy
+        aff[1] = aff[1] * sx
+        aff[0, 2] = (cand.affine[0, 2] - r0 + 0.5) * sy - 0.5
+        aff[1, 2] = (cand.affine[1, 2] - c0 + 0.5) * sx - 0.5
+        native_valid = valid.astype(np.float32)
+        image, chip_valid = self._resample(unit, native_valid, aff, (0.0, 0.0))
+        return _EpochChip(scene, image, chip_valid, unit, native_valid, aff)
+
+    def _resample(
+        self, native: np.ndarray, native_valid: np.ndarray, aff: np.ndarray, shift: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Resample ``(C, h, w)`` onto the chip grid, optionally sampling at ``(r - dy, c - dx)``."""
+        p = self.config.chip_px
+        order = _ORDER[self.config.resampling]
+        m = aff[:, :2]
+        t = aff[:, 2] - m @ np.asarray(shift, dtype=np.float64)
+        c = native.shape[0]
+        matrix = np.eye(3)
+        matrix[1:, 1:] = m
+        offset = np.array([0.0, t[0], t[1]])
+        image = ndimage.affine_transform(
+            native, matrix, offset=offset, output_shape=(c, p, p), order=order, mode="constant", cval=0.0,
+            prefilter=order > 1,
+        )
+        valid_f = ndimage.affine_transform(
+            native_valid, m, offset=t, output_shape=(p, p), order=1, mode="constant", cval=0.0, prefilter=False
+        )
+        valid = valid_f > 0.999
+        image = np.clip(image, 0.0, 1.0, out=image).astype(np.float32, copy=False)
+        image[:, ~valid] = 0.0
+        return image, valid
+
+    def _read_epoch(
+        self, cands: list[Candidate], margin_px: float
+    ) -> tuple[_EpochChip | None, str]:
+        """Best readable chip of an epoch: the first candidate with enough valid pixels.
+
+        Returns:
+            ``(chip or None, error text)``.
+        """
+        best: _EpochChip | None = None
+        errors: list[str] = []
+        for cand in cands[: max(1, self.config.max_scenes_tried)]:
+            try:
+                chip = self._read(cand, margin_px)
+            except Exception as exc:  # noqa: BLE001 - a read error is a site-level problem
+                errors.append(f"{cand.scene.scene_id}: {exc}")
+                log.warning("read error in %s: %s", cand.scene.path, exc)
+                continue
+            if chip is None:
+                continue
+            if best is None or chip.valid.mean() > best.valid.mean():
+                best = chip
+            if chip.valid.mean() >= self.config.min_valid_fraction:
+                break
+        return best, "; ".join(errors)
+
+    # -- public -----------------------------------------------------------------------------
+    def cut(self, site: Site) -> Pair:
+        """Cut one pair (never raises for a site-level problem)."""
+        return next(self.cut_many([site]))
+
+    def cut_many(self, sites: Iterable[Site]) -> Iterator[Pair]:
+        """Cut pairs for many sites, in input order, planning coordinates in batches."""
+        batch: list[Site] = []
+        for site in sites:
+            batch.append(site)
+            if len(batch) >= max(1, self.config.batch_size):
+                yield from self._cut_batch(batch)
+                batch = []
+        if batch:
+            yield from self._cut_batch(batch)
+
+    def candidates(self, sites: Sequence[Site]) -> tuple[list[list[Candidate]], list[list[Candidate]]]:
+        """Before and after candidate scenes per site, best first (headers only, no pixels)."""
+        before, _ = self._planner.plan(sites, self.before)
+        after, _ = self._planner.plan(sites, self.after)
+        return before, after
+
+    def _cut_batch(self, sites: list[Site]) -> Iterator[Pair]:
+        try:
+            cb, size_m = self._planner.plan(sites, self.before)
+            ca, _ = self._planner.plan(sites, self.after)
+        except Exception as exc:  # noqa: BLE001 - never stop the batch
+            log.exception("planning a batch of %d sites failed", len(sites))
+            for s in sites:
+                yield self._fail(s, "read_error", f"planning failed: {exc}")
+            return
+        for i, site in enumerate(sites):
+            try:
+                yield self._cut_one(site, cb[i], ca[i], float(size_m[i]))
+            except Exception as exc:  # noqa: BLE001 - one bad site never stops the batch
+                log.exception("site %s: unexpected error", site.site_id)
+                yield self._fail(site, "read_error", f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, site: Site, reason: str, detail: str = "", **fields: Any) -> Pair:
+        return Pair(site=site, meta=PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail, **fields))
+
+    def _cut_one(self, site: Site, cands_b: list[Candidate], cands_a: list[Candidate], size_m: float) -> Pair:
+        cfg = self.config
+        if not _usable(site):
+            return self._fail(site, "invalid_site", site.problem or "site has no valid coordinates")
+        gsd = size_m / cfg.chip_px
+        base: dict[str, Any] = {"chip_gsd_m": gsd, "chip_size_m": size_m, "normalisation": cfg.normalisation}
+        if not cands_b:
+            detail = "no before scene covers the site" + ("" if cands_a else "; no after scene either")
+            return self._fail(site, "outside_before_coverage", detail, **base)
+        if not cands_a:
+            return self._fail(site, "outside_after_coverage", "no after scene covers the site", **base)
+        margin = math.ceil(cfg.max_shift_m / gsd) + 1 if cfg.coregister else 0
+        b, err_b = self._read_epoch(cands_b, 0.0)
+        a, err_a = self._read_epoch(cands_a, float(margin))
+        if b is None or a is None:
+            if err_b or err_a:
+                return self._fail(site, "read_error", "; ".join(e for e in (err_b, err_a) if e), **base)
+            reason = "outside_before_coverage" if b is None else "outside_after_coverage"
+            return self._fail(site, reason, "the chip misses the scene's pixels", **base)
+        base.update(
+            before_scene=b.scene.scene_id,
+            after_scene=a.scene.scene_id,
+            before_time=b.scene.acquired,
+            after_time=a.scene.acquired,
+            before_time_source=b.scene.time_source,
+            after_time_source=a.scene.time_source,
+            before_gsd_m=b.scene.gsd_m,
+            after_gsd_m=a.scene.gsd_m,
+        )
+        # -- co-registration ------------------------------------------------------------
+        shift_fields: dict[str, Any] = {}
+        misregistered = ""
+        a_image, a_valid = a.image, a.valid
+        if cfg.coregister:
+            est = estimate_shift(b.image, a.image, b.valid, a.valid)
+            shift_m = math.hypot(est.dy, est.dx) * gsd
+            conf = est.confidence
+            applied = False
+            if math.isfinite(conf):
+                helps = not math.isfinite(est.confidence_unshifted) or conf >= est.confidence_unshifted
+                if shift_m <= cfg.max_shift_m and conf >= cfg.min_coreg_confidence and helps:
+                    a_image, a_valid = self._resample(a.native, a.native_valid, a.affine, (est.dy, est.dx))
+                    applied = True
+                elif shift_m > cfg.max_shift_m and conf >= cfg.misregistered_confidence and helps:
+                    misregistered = (
+                        f"after is offset by {shift_m:.1f} m (> max_shift_m {cfg.max_shift_m:g}) "
+                        f"with confidence {conf:.2f}"
+                    )
+            shift_fields = dict(
+                shift_dy_px=-est.dy,
+                shift_dx_px=-est.dx,
+                shift_m=shift_m,
+                shift_applied=applied,
+                coreg_confidence=conf,
+            )
+        base.update(shift_fields)
+        # -- quality (on unnormalised values) -------------------------------------------
+        qb = chip_quality(b.image, b.valid)
+        qa = chip_quality(a_image, a_valid)
+        base.update(
+            valid_fraction=min(qb.valid_fraction, qa.valid_fraction),
+            cloud_fraction=max(qb.cloud_fraction, qa.cloud_fraction),
+            blank_fraction=max(qb.blank_fraction, qa.blank_fraction),
+            saturated_fraction=max(qb.saturated_fraction, qa.saturated_fraction),
+        )
+        # -- normalisation ----------------------------------------------------------------
+        both = b.valid & a_valid
+        if cfg.normalisation == "histogram":
+            a_image = match_histograms_masked(a_image, b.image, both)
+        elif cfg.normalisation == "standardise":
+            a_image = match_mean_std(a_image, b.image, both)
+        a_image = a_image.copy() if a_image is a.image else a_image
+        a_image[:, ~a_valid] = 0.0
+        image = np.stack([b.image, a_image]).astype(np.float32, copy=False)
+        valid = np.stack([b.valid, a_valid])
+        # -- status ---------------------------------------------------------------------------
+        reason, detail = "", ""
+        worst_blank = max(qb.blank_fraction + qb.saturated_fraction, qa.blank_fraction + qa.saturated_fraction)
+        if base["valid_fraction"] < cfg.min_valid_fraction:
+            reason = "mostly_nodata"
+            detail = f"valid pixels: before {qb.valid_fraction:.0%}, after {qa.valid_fraction:.0%}"
+        elif worst_blank > cfg.max_blank_fraction:
+            reason, detail = "blank", f"blank or saturated fraction {worst_blank:.0%}"
+        elif base["cloud_fraction"] > cfg.max_cloud_fraction:
+            reason, detail = "cloud", f"cloud-like fraction {base['cloud_fraction']:.0%}"
+        elif misregistered:
+            reason, detail = "misregistered", misregistered
+        meta = PairMeta(site_id=site.site_id, status="cannot_assess" if reason else "ok", reason=reason, detail=detail, **base)
+        return Pair(site=site, meta=meta, image=image, valid=valid)
+
+
+def group_sites_by_scene(
+    sites: Sequence[Site], before: RasterCatalog, after: RasterCatalog, *, config: TilesConfig | None = None
+) -> dict[str, list[Site]]:
+    """Partition sites by the best before and after scene that cover them (for Dask workers).
+
+    Keys are ``"<before scene id>|<after scene id>"``; sites without a covering scene in an epoch
+    use ``-`` for it, and invalid sites go under ``"-|-"``. Every site appears in exactly one
+    group, in input order within it. Only headers are used (no pixels are read).
+    """
+    planner = _Planner(config or TilesConfig())
+    groups: dict[str, list[Site]] = {}
+    step = 4096
+    for start in range(0, len(sites), step):
+        chunk = list(sites[start : start + step])
+        cb, _ = planner.plan(chunk, before)
+        ca, _ = planner.plan(chunk, after)
+        for s, b, a in zip(chunk, cb, ca):
+            key = f"{b[0].scene.scene_id if b else '-'}|{a[0].scene.scene_id if a else '-'}"
+            groups.setdefault(key, []).append(s)
+    return groups

@@ -1,0 +1,58 @@
+"""Per-epoch pixel quality of a chip: blank, saturated and cloud-like fractions.
+
+All fractions are of the chip's *valid* pixels, computed on the ``[0, 1]`` values before
+normalisation:
+
+- blank: every band at most 0.02 (black fill that the raster did not declare as nodata);
+- saturated: every band at least 0.98;
+- cloud-like: bright (band mean at least 0.75), nearly grey (band range at most 0.12) and smooth
+  (standard deviation of the band mean over 5 x 5 pixels at most 0.04). Bright flat roofs can
+  look like this locally; a pair is called ``cloud`` only when most of the chip does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["ChipQuality", "chip_quality"]
+
+
+@dataclass(frozen=True)
+class ChipQuality:
+    """Quality of one epoch's chip; fractions in ``[0, 1]``."""
+
+    valid_fraction: float
+    blank_fraction: float
+    saturated_fraction: float
+    cloud_fraction: float
+
+
+def chip_quality(chip: np.ndarray, valid: np.ndarray) -> ChipQuality:
+    """Quality fractions of one chip.
+
+    Args:
+        chip: float32 ``(C, H, W)`` in ``[0, 1]``.
+        valid: bool ``(H, W)``.
+    """
+    n_valid = int(valid.sum())
+    vf = n_valid / valid.size
+    if n_valid == 0:
+        return ChipQuality(0.0, 0.0, 0.0, 0.0)
+    lo = chip.min(axis=0)
+    hi = chip.max(axis=0)
+    mean = chip.mean(axis=0)
+    blank = (hi <= 0.02) & valid
+    saturated = (lo >= 0.98) & valid
+    m1 = ndimage.uniform_filter(mean, 5)
+    m2 = ndimage.uniform_filter(mean * mean, 5)
+    local_std = np.sqrt(np.clip(m2 - m1 * m1, 0, None))
+    cloud = (mean >= 0.75) & ((hi - lo) <= 0.12) & (local_std <= 0.04) & valid & ~saturated
+    return ChipQuality(
+        valid_fraction=float(vf),
+        blank_fraction=float(blank.sum() / n_valid),
+        saturated_fraction=float(saturated.sum() / n_valid),
+        cloud_fraction=float(cloud.sum() / n_valid),
+    )

@@ -1,0 +1,101 @@
+"""Radiometry: raster values to ``[0, 1]``, and making the after epoch comparable to before.
+
+Scaling to ``[0, 1]`` (documented in the README):
+
+- ``uint8``: divided by 255.
+- any other dtype: a robust per-scene, per-band stretch ``(x - p_low) / (p_high - p_low)``,
+  clipped, with the 0.5th and 99.5th percentiles of valid pixels computed *once per scene* from a
+  decimated read (GDAL uses overviews when present), never per chip. Float rasters whose values
+  already lie in ``[0, 1]`` are used as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ScaleStats", "scale_to_unit", "stats_from_sample", "match_histograms_masked", "match_mean_std"]
+
+ScaleStats = tuple[np.ndarray, np.ndarray]
+"""Per-band ``(low, high)`` float32 arrays of shape ``(C,)``."""
+
+
+def stats_from_sample(sample: np.ndarray, valid: np.ndarray, dtype: str) -> ScaleStats:
+    """Per-band stretch limits from a decimated read of a scene.
+
+    Args:
+        sample: ``(C, h, w)`` raw values.
+        valid: ``(h, w)`` bool.
+        dtype: the raster's dtype name.
+
+    Returns:
+        ``(low, high)`` of shape ``(C,)``; for uint8 always ``(0, 255)``.
+    """
+    c = sample.shape[0]
+    if dtype == "uint8":
+        return np.zeros(c, np.float32), np.full(c, 255.0, np.float32)
+    low = np.zeros(c, np.float32)
+    high = np.ones(c, np.float32)
+    for b in range(c):
+        vals = sample[b][valid & np.isfinite(sample[b])].astype(np.float64)
+        if vals.size == 0:
+            continue
+        lo, hi = np.percentile(vals, [0.5, 99.5])
+        if np.issubdtype(np.dtype(dtype), np.floating) and vals.min() >= 0.0 and vals.max() <= 1.0:
+            lo, hi = 0.0, 1.0
+        if hi <= lo:
+            hi = lo + 1.0
+        low[b], high[b] = lo, hi
+    return low, high
+
+
+def scale_to_unit(data: np.ndarray, stats: ScaleStats) -> np.ndarray:
+    """Raw ``(C, h, w)`` values to float32 in ``[0, 1]`` with per-band limits."""
+    low, high = stats
+    out = data.astype(np.float32, copy=False)
+    out = (out - low[:, None, None]) / (high - low)[:, None, None]
+    np.clip(out, 0.0, 1.0, out=out)
+    return np.nan_to_num(out, copy=False, nan=0.0)
+
+
+def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndarray, levels: int = 256) -> np.ndarray:
+    """Histogram-match each band of ``after`` to ``before`` using only pixels valid in both.
+
+    Args:
+        after, before: float32 ``(C, H, W)`` in ``[0, 1]``.
+        mask: bool ``(H, W)``; pixels used to build both distributions.
+        levels: number of quantiles of the piecewise-linear mapping.
+
+    Returns:
+        The matched ``after``, float32 ``(C, H, W)`` in ``[0, 1]`` (``after`` if too few pixels).
+    """
+    if mask.sum() < 16:
+        return after
+    q = np.linspace(0.0, 1.0, levels)
+    out = np.empty_like(after)
+    for b in range(after.shape[0]):
+        src = np.quantile(after[b][mask], q)
+        ref = np.quantile(before[b][mask], q)
+        # make the source quantiles strictly increasing so interp is well defined on flat runs
+        src = src + np.arange(levels) * 1e-9
+        out[b] = np.interp(after[b], src, ref)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def match_mean_std(after: np.ndarray, before: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-pair standardisation: give each band of ``after`` the mean and std of ``before``.
+
+    Args:
+        after, before: float32 ``(C, H, W)`` in ``[0, 1]``.
+        mask: bool ``(H, W)`` of pixels valid in both.
+
+    Returns:
+        float32 ``(C, H, W)`` clipped to ``[0, 1]``.
+    """
+    if mask.sum() < 16:
+        return after
+    out = np.empty_like(after)
+    for b in range(after.shape[0]):
+        a, r = after[b][mask], before[b][mask]
+        sa = float(a.std()) or 1.0
+        out[b] = (after[b] - a.mean()) / sa * r.std() + r.mean()
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)

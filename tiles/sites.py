@@ -1,0 +1,349 @@
+"""Reading the list of sites: CSV (``site_id, lon, lat, ...``) or GeoJSON (points, polygons).
+
+File-level problems (missing file or columns, empty file, wrong encoding, duplicate or empty
+ids) raise :class:`~sitewatch.errors.InputError` naming the file, the row and the field. Row-level
+problems (NaN, non-numeric or out-of-range coordinates, a missing geometry) do not stop anything:
+the row becomes a :class:`~tiles.types.Site` with NaN ``lon``/``lat`` and ``problem`` set, a
+warning names the row, and later stages report it as ``cannot_assess`` / ``invalid_site``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from sitewatch.errors import InputError
+from tiles.types import DAMAGE_CLASSES, Site
+
+log = logging.getLogger(__name__)
+
+__all__ = ["read_sites", "read_sites_csv", "read_sites_geojson", "KNOWN_COLUMNS"]
+
+#: accepted spellings of the coordinate columns (first match wins), all compared lower-case.
+LON_ALIASES = ("lon", "longitude", "lng", "long")
+LAT_ALIASES = ("lat", "latitude")
+#: columns with a meaning; every other column is passed through in ``Site.extra``.
+KNOWN_COLUMNS = ("site_id", "lon", "lat", "name", "kind", "radius_m", "damage", "label")
+#: a binary ``label`` column is mapped onto the xBD scale so ``damage_to_label`` gives it back.
+_BINARY_LABELS = {"1": "destroyed", "0": "no-damage", "true": "destroyed", "false": "no-damage"}
+
+
+def read_sites(path: str | Path) -> list[Site]:
+    """Read sites from a CSV or GeoJSON file (chosen by extension; ``.json``/``.geojson``).
+
+    Args:
+        path: the sites file.
+
+    Returns:
+        One :class:`Site` per data row / feature, in file order. Rows with a problem have NaN
+        coordinates and ``problem`` set.
+
+    Raises:
+        InputError: the file is missing, empty, not UTF-8, lacks a required column, or repeats a
+            site id. The message names the file, the row and the field and says what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"sites file {path}: no such file; pass a CSV (site_id, lon, lat) or GeoJSON")
+    if path.is_dir():
+        raise InputError(f"sites file {path}: is a folder; pass a CSV or GeoJSON file")
+    if path.suffix.lower() in (".json", ".geojson"):
+        return read_sites_geojson(path)
+    return read_sites_csv(path)
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise InputError(f"sites file {path}: is empty; it needs a header row and at least one site")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"sites file {path}: line {line} is not valid UTF-8 (byte {exc.start}); "
+            "re-save the file as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+        ) from None
+
+
+def _parse_coordinate(text: str | None, field: str, low: float, high: float) -> tuple[float, str | None]:
+    """A coordinate value, or NaN plus a problem description."""
+    if text is None or not str(text).strip():
+        return math.nan, f"{field} is empty"
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        return math.nan, f"{field} {text!r} is not a number"
+    if not math.isfinite(value):
+        return math.nan, f"{field} {text!r} is not a finite number"
+    if not low <= value <= high:
+        return math.nan, f"{field} {value:g} out of range [{low:g}, {high:g}]"
+    return value, None
+
+
+def _parse_radius(text: Any, where: str) -> float | None:
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        log.warning("%s: radius_m %r is not a positive number of metres; ignored", where, text)
+        return None
+    return value
+
+
+def _parse_damage(damage: Any, label: Any, where: str) -> str | None:
+    value = damage if damage not in (None, "") else None
+    if value is None and label not in (None, ""):
+        text = str(label).strip()
+        value = _BINARY_LABELS.get(text.lower(), text)
+    if value is None:
+        return None
+    value = str(value).strip()
+    if value and value not in DAMAGE_CLASSES:
+        log.warning(
+            "%s: damage %r is not on the xBD scale (%s); kept as is, left out of training",
+            where,
+            value,
+            ", ".join(DAMAGE_CLASSES),
+        )
+    return value or None
+
+
+def _find_column(header: list[str], aliases: Iterable[str]) -> str | None:
+    lower = {h.strip().lower(): h for h in header}
+    for alias in aliases:
+        if alias in lower:
+            return lower[alias]
+    return None
+
+
+def read_sites_csv(path: str | Path) -> list[Site]:
+    """Read a CSV with ``site_id, lon, lat`` (WGS84 degrees) and optional columns.
+
+    Optional: ``name, kind, radius_m, damage`` (xBD scale) or ``label`` (0/1 or xBD names).
+    ``longitude``/``lng`` and ``latitude`` are accepted for ``lon``/``lat``. Every other column
+    goes to ``Site.extra`` unchanged. Rows are numbered from 1 after the header.
+
+    Raises:
+        InputError: see :func:`read_sites`.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    reader = csv.reader(text.splitlines())
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(f"sites file {path}: is empty; it needs a header row and at least one site") from None
+    header = [h.strip() for h in header]
+    id_col = _find_column(header, ("site_id",))
+    lon_col = _find_column(header, LON_ALIASES)
+    lat_col = _find_column(header, LAT_ALIASES)
+    missing = [n for n, c in (("site_id", id_col), ("lon", lon_col), ("lat", lat_col)) if c is None]
+    if missing:
+        raise InputError(
+            f"sites file {path}: missing required column(s) {', '.join(missing)} in the header row; "
+            f"found: {', '.join(h for h in header if h) or '(none)'}; a sites CSV needs site_id, lon, lat "
+            "(WGS84 degrees)"
+        )
+    blank = [i + 1 for i, h in enumerate(header) if not h]
+    if blank:
+        raise InputError(f"sites file {path}: header column(s) {blank} have no name; name every column")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise InputError(f"sites file {path}: column(s) {', '.join(dupes)} appear more than once in the header")
+    named = {id_col, lon_col, lat_col}
+    optional = {k: _find_column(header, (k,)) for k in ("name", "kind", "radius_m", "damage", "label")}
+    named.update(c for c in optional.values() if c)
+
+    sites: list[Site] = []
+    seen: dict[str, int] = {}
+    for row_no, values in enumerate(reader, start=1):
+        if not values or all(not v.strip() for v in values):
+            continue  # blank line
+        if len(values) != len(header):
+            raise InputError(
+                f"sites file {path}: row {row_no} has {len(values)} fields but the header has "
+                f"{len(header)}; check for unquoted commas in that row"
+            )
+        rec = dict(zip(header, values))
+        where = f"sites file {path}: row {row_no}"
+        site_id = rec[id_col].strip()
+        if not site_id:
+            raise InputError(f"{where}: field site_id is empty; every site needs a unique id")
+        if site_id in seen:
+            raise InputError(
+                f"{where}: site_id {site_id!r} duplicates row {seen[site_id]}; site ids must be unique"
+            )
+        seen[site_id] = row_no
+        lon, lon_problem = _parse_coordinate(rec[lon_col], "lon", -180.0, 180.0)
+        lat, lat_problem = _parse_coordinate(rec[lat_col], "lat", -90.0, 90.0)
+        problems = [p for p in (lon_problem, lat_problem) if p]
+        problem = "; ".join(problems) or None
+        if problem:
+            log.warning("%s (site %s): %s; reported as cannot_assess/invalid_site", where, site_id, problem)
+            lon = lat = math.nan
+        get = lambda k: rec[optional[k]].strip() if optional[k] else None  # noqa: E731
+        sites.append(
+            Site(
+                site_id=site_id,
+                lon=lon,
+                lat=lat,
+                row=row_no,
+                name=get("name") or None,
+                kind=get("kind") or None,
+                radius_m=_parse_radius(get("radius_m"), where),
+                damage=_parse_damage(get("damage"), get("label"), where),
+                extra={h: rec[h] for h in header if h not in named},
+                problem=problem,
+            )
+        )
+    if not sites:
+        raise InputError(f"sites file {path}: has a header but no site rows; add at least one site")
+    return sites
+
+
+def _ring_centroid(ring: list[list[float]]) -> tuple[float, float, float]:
+    """Signed area (degrees², x scaled by cos(lat)) and centroid of a closed lon/lat ring."""
+    if len(ring) < 3:
+        raise ValueError("a polygon ring needs at least 3 positions")
+    lat0 = math.radians(sum(p[1] for p in ring) / len(ring))
+    k = math.cos(lat0)
+    area = cx = cy = 0.0
+    pts = [(float(p[0]) * k, float(p[1])) for p in ring]
+    if pts[0] != pts[-1]:
+        pts.append(pts[0])
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        cross = x0 * y1 - x1 * y0
+        area += cross
+        cx += (x0 + x1) * cross
+        cy += (y0 + y1) * cross
+    area *= 0.5
+    if abs(area) < 1e-18:
+        xs, ys = zip(*pts[:-1])
+        return 0.0, sum(xs) / len(xs) / k, sum(ys) / len(ys)
+    return area, cx / (6 * area) / k, cy / (6 * area)
+
+
+def geometry_centroid(geometry: Mapping[str, Any]) -> tuple[float, float]:
+    """Centroid ``(lon, lat)`` of a GeoJSON Point, Polygon or MultiPolygon (WGS84).
+
+    Raises:
+        ValueError: unsupported or malformed geometry.
+    """
+    gtype = geometry.get("type")
+    coords = geometry.get("coordinates")
+    if gtype == "Point":
+        return float(coords[0]), float(coords[1])
+    if gtype == "Polygon":
+        polys = [coords]
+    elif gtype == "MultiPolygon":
+        polys = list(coords)
+    else:
+        raise ValueError(f"geometry type {gtype!r} is not supported (use Point, Polygon or MultiPolygon)")
+    total = sx = sy = 0.0
+    for poly in polys:
+        a, x, y = _ring_centroid(poly[0])
+        a = abs(a)
+        for hole in poly[1:]:
+            ha, hx, hy = _ring_centroid(hole)
+            ha = abs(ha)
+            x = (x * a - hx * ha) / max(a - ha, 1e-30)
+            y = (y * a - hy * ha) / max(a - ha, 1e-30)
+            a -= ha
+        total += a
+        sx += x * a
+        sy += y * a
+    if total <= 0:
+        a, x, y = _ring_centroid(polys[0][0])
+        return x, y
+    return sx / total, sy / total
+
+
+def read_sites_geojson(path: str | Path) -> list[Site]:
+    """Read a GeoJSON FeatureCollection of points or (multi)polygons in WGS84.
+
+    The id comes from the property ``site_id``, else the feature's ``id``. A polygon gives its
+    centroid as ``lon, lat`` and the geometry as ``footprint``. Properties ``name, kind,
+    radius_m, damage, label`` are read; other properties go to ``extra`` (as strings).
+
+    Raises:
+        InputError: see :func:`read_sites`; also invalid JSON or not a FeatureCollection.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"sites file {path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if isinstance(doc, dict) and doc.get("type") == "Feature":
+        features = [doc]
+    elif isinstance(doc, dict) and doc.get("type") == "FeatureCollection" and isinstance(doc.get("features"), list):
+        features = doc["features"]
+    else:
+        raise InputError(f"sites file {path}: expected a GeoJSON FeatureCollection with a 'features' list")
+    crs_name = (((doc.get("crs") or {}).get("properties") or {}).get("name") or "") if isinstance(doc, dict) else ""
+    if crs_name and not any(s in crs_name.upper() for s in ("CRS84", "4326")):
+        raise InputError(
+            f"sites file {path}: declares crs {crs_name!r}; GeoJSON sites must be WGS84 lon/lat (CRS84); "
+            "reproject the file"
+        )
+    if not features:
+        raise InputError(f"sites file {path}: the FeatureCollection has no features; add at least one site")
+    sites: list[Site] = []
+    seen: dict[str, int] = {}
+    for row_no, feat in enumerate(features, start=1):
+        where = f"sites file {path}: feature {row_no}"
+        if not isinstance(feat, dict):
+            raise InputError(f"{where}: is not a GeoJSON Feature object")
+        props = feat.get("properties") or {}
+        raw_id = props.get("site_id", feat.get("id"))
+        site_id = "" if raw_id is None else str(raw_id).strip()
+        if not site_id:
+            raise InputError(f"{where}: no site_id property and no feature id; every site needs a unique id")
+        if site_id in seen:
+            raise InputError(f"{where}: site_id {site_id!r} duplicates feature {seen[site_id]}; site ids must be unique")
+        seen[site_id] = row_no
+        geometry = feat.get("geometry")
+        footprint = None
+        problem = None
+        lon = lat = math.nan
+        if not geometry:
+            problem = "geometry is missing"
+        else:
+            try:
+                lon_v, lat_v = geometry_centroid(geometry)
+                lon, p1 = _parse_coordinate(str(lon_v), "lon", -180.0, 180.0)
+                lat, p2 = _parse_coordinate(str(lat_v), "lat", -90.0, 90.0)
+                problem = "; ".join(p for p in (p1, p2) if p) or None
+                if geometry.get("type") != "Point":
+                    footprint = geometry
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                problem = f"geometry is malformed ({exc})"
+        if problem:
+            log.warning("%s (site %s): %s; reported as cannot_assess/invalid_site", where, site_id, problem)
+            lon = lat = math.nan
+            footprint = None
+        known = {"site_id", "name", "kind", "radius_m", "damage", "label"}
+        sites.append(
+            Site(
+                site_id=site_id,
+                lon=lon,
+                lat=lat,
+                row=row_no,
+                name=str(props["name"]) if props.get("name") not in (None, "") else None,
+                kind=str(props["kind"]) if props.get("kind") not in (None, "") else None,
+                radius_m=_parse_radius(props.get("radius_m"), where),
+                footprint=footprint,
+                damage=_parse_damage(props.get("damage"), props.get("label"), where),
+                extra={str(k): "" if v is None else str(v) for k, v in props.items() if k not in known},
+                problem=problem,
+            )
+        )
+    return sites
