@@ -86,8 +86,8 @@ def choose_operating_points(
     * screening: the highest threshold whose recall reaches ``screening_recall`` (fewest
       false alarms for that recall).
     * evidence: the lowest threshold whose precision reaches ``evidence_precision`` (most
-      recall for that precision). If no threshold reaches it, the threshold of the best
-      precision is used and ``met`` is False.
+      recall for that precision), but never below the screening threshold. If no threshold
+      reaches it, the threshold of the best precision is used and ``met`` is False.
 
     Args:
         labels: (N,) 0/1 labels.
@@ -126,6 +126,10 @@ def choose_operating_points(
             "operating points: no threshold reaches precision %.2f on calibration data (best %.2f); "
             "'evidence' uses the best-precision threshold", evidence_precision, precision[j],
         )
+    if thresholds[j] < thresholds[i]:
+        # never less strict than screening: "evidence" flags a subset of the screening flags
+        j = i
+        met = bool(precision[j] >= evidence_precision)
     evidence = OperatingPoint(
         "evidence", float(thresholds[j]), float(precision[j]), float(recall[j]),
         f"precision>={evidence_precision}", met,

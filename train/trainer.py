@@ -424,8 +424,6 @@ def train_model(
             pairs_per_s=min(len(order), steps * cfg.batch_size) / max(train_s, 1e-9), best=improved,
         )
         history.append(summary)
-        if on_epoch:
-            on_epoch(summary)
         log.debug(summary.line(cfg.epochs))
         _save_state(
             state_dir,
@@ -436,6 +434,8 @@ def train_model(
                 "history": [dataclasses.asdict(h) for h in history],
             },
         )
+        if on_epoch:
+            on_epoch(summary)
 
     model.load_state_dict(best_state)
     logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device)

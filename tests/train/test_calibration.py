@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.calibration import binary_nll, choose_operating_points, fit_temperature, sigmoid
+from train.metrics import expected_calibration_error
+
+
+def _overconfident(n: int = 4000, factor: float = 4.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    true_logit = rng.normal(0.0, 1.5, n)
+    labels = (rng.random(n) < sigmoid(true_logit)).astype(int)
+    return labels, true_logit * factor  # a model whose logits are 4x too large
+
+
+def test_temperature_recovers_known_overconfidence():
+    labels, logits = _overconfident()
+    t = fit_temperature(labels, logits)
+    assert t == pytest.approx(4.0, rel=0.15)
+    assert binary_nll(labels, logits / t) < binary_nll(labels, logits)
+
+
+def test_calibration_reduces_ece():
+    labels, logits = _overconfident()
+    before = expected_calibration_error(labels, sigmoid(logits))
+    after = expected_calibration_error(labels, sigmoid(logits / fit_temperature(labels, logits)))
+    assert before > 0.08
+    assert after < before / 2
+
+
+def test_one_class_keeps_temperature_one():
+    assert fit_temperature(np.zeros(10), np.linspace(-1, 1, 10)) == 1.0
+
+
+def test_operating_points_meet_targets():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 2000)
+    probs = np.clip(labels * 0.5 + rng.random(2000) * 0.6, 0, 1)
+    points = choose_operating_points(labels, probs, screening_recall=0.9, evidence_precision=0.9)
+    s, e = points["screening"], points["evidence"]
+    assert s.met and s.recall >= 0.9 and e.met and e.precision >= 0.9
+    assert e.threshold >= s.threshold
+    # screening is the highest threshold that still reaches the recall
+    above = probs >= s.threshold
+    assert (labels[above] == 1).sum() / labels.sum() >= 0.9
