@@ -55,9 +55,10 @@ class BatchRecord:
             "embedding_shape": list(emb.shape),
             "embedding": base64.b64encode(emb.tobytes()).decode("ascii"),
         }
-        body = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        # key order is kept (not sorted): it is the column order of scores.csv
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
-        return json.dumps({"sha": digest, "record": payload}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps({"sha": digest, "record": payload}, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str) -> "BatchRecord":
@@ -68,7 +69,7 @@ class BatchRecord:
         """
         outer = json.loads(line)
         payload = outer["record"]
-        body = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         if hashlib.sha256(body.encode("utf-8")).hexdigest()[:16] != outer["sha"]:
             raise ValueError("checksum mismatch")
         shape = tuple(int(n) for n in payload["embedding_shape"])
