@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-from scipy import ndimage
-
 from tiles import grid
 from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
 from tiles.quality import chip_quality
+from tiles.resample import resample_affine
 from tiles.radiometry import ScaleStats, match_histograms_masked, match_mean_std, scale_to_unit, stats_from_sample
 from tiles.types import Pair, PairMeta, Site
 
@@ -317,25 +316,9 @@ class PairCutter:
         self, native: np.ndarray, native_valid: np.ndarray, aff: np.ndarray, shift: tuple[float, float]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Resample ``(C, h, w)`` onto the chip grid, optionally sampling at ``(r - dy, c - dx)``."""
-        p = self.config.chip_px
-        order = _ORDER[self.config.resampling]
-        m = aff[:, :2]
-        t = aff[:, 2] - m @ np.asarray(shift, dtype=np.float64)
-        c = native.shape[0]
-        matrix = np.eye(3)
-        matrix[1:, 1:] = m
-        offset = np.array([0.0, t[0], t[1]])
-        image = ndimage.affine_transform(
-            native, matrix, offset=offset, output_shape=(c, p, p), order=order, mode="constant", cval=0.0,
-            prefilter=order > 1,
-        )
-        valid_f = ndimage.affine_transform(
-            native_valid, m, offset=t, output_shape=(p, p), order=1, mode="constant", cval=0.0, prefilter=False
-        )
-        valid = valid_f > 0.999
-        image = np.clip(image, 0.0, 1.0, out=image).astype(np.float32, copy=False)
-        image[:, ~valid] = 0.0
-        return image, valid
+        moved = aff.copy()
+        moved[:, 2] = aff[:, 2] - aff[:, :2] @ np.asarray(shift, dtype=np.float64)
+        return resample_affine(native, native_valid, moved, self.config.chip_px, order=_ORDER[self.config.resampling])
 
     def _read_epoch(
         self, cands: list[Candidate], margin_px: float

@@ -57,28 +57,38 @@ def scale_to_unit(data: np.ndarray, stats: ScaleStats) -> np.ndarray:
     return np.nan_to_num(out, copy=False, nan=0.0)
 
 
-def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndarray, levels: int = 256) -> np.ndarray:
+def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndarray, levels: int = 1024) -> np.ndarray:
     """Histogram-match each band of ``after`` to ``before`` using only pixels valid in both.
+
+    Values are quantised to ``levels`` bins; the mapping sends each after level to the before
+    value with the same cumulative frequency (piecewise linear between levels).
 
     Args:
         after, before: float32 ``(C, H, W)`` in ``[0, 1]``.
         mask: bool ``(H, W)``; pixels used to build both distributions.
-        levels: number of quantiles of the piecewise-linear mapping.
+        levels: histogram bins over ``[0, 1]``.
 
     Returns:
         The matched ``after``, float32 ``(C, H, W)`` in ``[0, 1]`` (``after`` if too few pixels).
     """
-    if mask.sum() < 16:
+    n = int(mask.sum())
+    if n < 16:
         return after
-    q = np.linspace(0.0, 1.0, levels)
+    top = levels - 1
+    grid = np.linspace(0.0, 1.0, levels)
     out = np.empty_like(after)
     for b in range(after.shape[0]):
-        src = np.quantile(after[b][mask], q)
-        ref = np.quantile(before[b][mask], q)
-        # make the source quantiles strictly increasing so interp is well defined on flat runs
-        src = src + np.arange(levels) * 1e-9
-        out[b] = np.interp(after[b], src, ref)
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+        qa = np.rint(np.clip(after[b], 0.0, 1.0) * top).astype(np.intp)
+        qb = np.rint(np.clip(before[b][mask], 0.0, 1.0) * top).astype(np.intp)
+        cdf_a = np.cumsum(np.bincount(qa[mask], minlength=levels)) / n
+        cdf_b = np.cumsum(np.bincount(qb, minlength=levels)) / n
+        # centre each level's cumulative frequency within its own bin
+        ca = cdf_a - 0.5 * np.diff(cdf_a, prepend=0.0)
+        cb = cdf_b - 0.5 * np.diff(cdf_b, prepend=0.0)
+        keep = np.diff(cb, prepend=-1.0) > 0  # strictly increasing support for interp
+        lut = np.interp(ca, cb[keep], grid[keep]).astype(np.float32)
+        out[b] = lut[qa]
+    return out
 
 
 def match_mean_std(after: np.ndarray, before: np.ndarray, mask: np.ndarray) -> np.ndarray:
