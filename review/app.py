@@ -292,7 +292,8 @@ def create_app(
             response.set_cookie(REVIEWER_COOKIE, encode_cookie(set_reviewer), samesite="strict", max_age=90 * 86400)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # not "no-referrer": with it, Chromium sends "Origin: null" on the app's own form posts
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers.setdefault("Cache-Control", "no-store")
         return response
@@ -306,6 +307,10 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def home() -> Response:
         return RedirectResponse("/queue", status_code=303)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/reviewer", response_class=HTMLResponse)
     def reviewer_form(request: Request, next: str = "/queue") -> Response:

@@ -121,6 +121,7 @@ class ChipProvider:
         self.run = run
         self.render = render
         self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()
         self._cache: ChipCache | None = None
         self._cutter: Any = None
         self._cutter_error: str = ""
@@ -128,9 +129,10 @@ class ChipProvider:
 
     @property
     def cache(self) -> ChipCache:
-        if self._cache is None:
-            self._cache = ChipCache(self.run.path / CACHE_NAME)
-        return self._cache
+        with self._cache_lock:
+            if self._cache is None:
+                self._cache = ChipCache(self.run.path / CACHE_NAME)
+            return self._cache
 
     def chips(self, site: RunSite) -> SiteChips:
         """The site's chip URLs, rendering before/after on demand when detect wrote none."""

@@ -84,16 +84,17 @@
     if (swipeFrame) swipeFrame.classList.toggle("hidden", mode !== "swipe");
     document.querySelectorAll(".frame.after").forEach(function (f) { f.classList.toggle("hidden", !side); });
     if (mode === "flicker" && afterImg) {
-      var beforeSrc = document.getElementById("img-before").src, afterSrc = afterImg.getAttribute("data-src") || afterImg.src;
+      var beforeSrc = document.getElementById("img-before").getAttribute("src");
+      var afterSrc = afterImg.getAttribute("data-src") || afterImg.getAttribute("src");
       afterImg.setAttribute("data-src", afterSrc);
       var showingAfter = true;
       flickerTimer = setInterval(function () {
         showingAfter = !showingAfter;
-        afterImg.src = showingAfter ? afterSrc : beforeSrc;
+        afterImg.setAttribute("src", showingAfter ? afterSrc : beforeSrc);
         afterImg.alt = showingAfter ? "after" : "before";
       }, 500);
     } else if (afterImg && afterImg.getAttribute("data-src")) {
-      afterImg.src = afterImg.getAttribute("data-src");
+      afterImg.setAttribute("src", afterImg.getAttribute("data-src"));
       afterImg.alt = "after";
     }
     document.querySelectorAll("[data-mode-button]").forEach(function (b) {
