@@ -15,6 +15,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from models.checkpoint import CheckpointMeta, load_checkpoint
 from models.config import ModelConfig
@@ -88,6 +89,44 @@ def choose_precision(device: torch.device, precision: Precision) -> torch.dtype 
     return None
 
 
+def fuse_conv_batchnorm(model: nn.Module) -> int:
+    """Fold every batch norm that directly follows a convolution into that convolution.
+
+    Eval-mode batch norm is an affine map per channel, so it can be folded into the preceding
+    convolution's weights and bias (the batch norm becomes ``nn.Identity``). Outputs are
+    unchanged up to float rounding; inference skips one memory pass per layer. Covers the
+    MobileNetV2 encoder, the ResNet blocks (``convN`` followed by ``bnN``; the ResNet stem is
+    rebuilt as a Sequential) and the fusion/decoder blocks.
+
+    Args:
+        model: a network in eval mode (modified in place).
+
+    Returns:
+        the number of conv/batch-norm pairs folded.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: PLC0415
+
+    if model.training:
+        raise ModelError("fuse_conv_batchnorm needs a model in eval mode")
+    def foldable(conv: object, bn: object) -> bool:
+        return isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+
+    folded = 0
+    for module in list(model.modules()):
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            pairs = list(zip(names, names[1:]))
+        else:  # torchvision ResNet blocks: conv1 -> bn1, conv2 -> bn2, ... applied in sequence
+            pairs = [(f"conv{i}", f"bn{i}") for i in range(1, 4)]
+        for conv_name, bn_name in pairs:
+            conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
+            if foldable(conv, bn):
+                module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)  # type: ignore[arg-type]
+                module._modules[bn_name] = nn.Identity()
+                folded += 1
+    return folded
+
+
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th of the 8 flips/rotations of the last two axes (``k = 0`` is identity).
 
@@ -146,6 +185,7 @@ class Scorer:
         self.tta = tta
         self.batch_size = batch_size
         net, meta = load_checkpoint(model, device=self.device)
+        fuse_conv_batchnorm(net)
         self.meta: CheckpointMeta = meta
         self.model_dir = str(model)
         self._channels_last = self.device.type == "cpu" or self.autocast_dtype is not None

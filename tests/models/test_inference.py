@@ -149,3 +149,29 @@ def test_cuda_scores_match_cpu(checkpoint):
     cpu = Scorer(checkpoint, device="cpu", precision="float32").score(x)
     gpu = Scorer(checkpoint, device="cuda", precision="float32").score(x)
     np.testing.assert_allclose(gpu.logit, cpu.logit, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["siam-mobilenetv2-lite", "siam-mobilenetv2", "siam-resnet18"])
+def test_folding_batchnorm_keeps_outputs(arch):
+    import copy
+
+    from models.inference import fuse_conv_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model(arch, pretrained=False, log_init=False).train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(4, 2, 3, 64, 64))
+    model.eval()
+    fused = copy.deepcopy(model)
+    n = fuse_conv_batchnorm(fused)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert n >= 0.9 * n_bn  # nearly every batch norm follows a conv
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules()) == n_bn - n
+    x = torch.rand(2, 2, 3, 64, 64)
+    with torch.no_grad():
+        ref, out = model(x), fused(x)
+    torch.testing.assert_close(out.logit, ref.logit, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.heatmap, ref.heatmap, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ModelError, match="eval"):
+        fuse_conv_batchnorm(model.train())
