@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from sitewatch.errors import InputError, UsageError
 from tiles.synth.config import SynthConfig
-from tiles.synth.damage import damage_radius_m, place_damage_clusters, promote
-from tiles.synth.layout import Building, Layout, add_construction, build_layout
+from tiles.synth.damage import damage_intensity, damage_radius_m, place_damage_clusters
+from tiles.synth.layout import DAMAGE_STYLES, Building, Layout, add_construction, build_layout
 from tiles.synth.nuisance import MAX_SHIFT_PX, apply_sensor, draw_epoch_styles, region_strengths
 from tiles.synth.render import EpochStyle, make_static_fields, render_epoch
 
@@ -120,21 +120,35 @@ def _write_tif(path: Path, arr: np.ndarray, transform: object, crs: CRS, tags: d
 
 
 def _choose_sites(rng: np.random.Generator, lay: Layout, wanted: dict[str, int]) -> list[Building]:
-    """Pick buildings for the wanted per-class counts, promoting undamaged ones where needed."""
+    """Pick eligible buildings for the wanted per-class counts.
+
+    Buildings already of a class are taken first; a shortfall is made up by relabelling
+    other eligible buildings (damage nearest the clusters, no-damage farthest from them), so
+    rendering, which happens afterwards, always matches the labels.
+    """
+    eligible = [b for b in lay.buildings if b.site_ok and not b.after_only]
+    order = rng.permutation(len(eligible))
+    eligible = [eligible[int(i)] for i in order]
     chosen: list[Building] = []
-    for dmg in ("destroyed", "major-damage", "minor-damage"):
-        have = [b for b in lay.buildings if b.site_ok and not b.after_only and b.damage == dmg]
-        if len(have) < wanted[dmg]:
-            promote(rng, lay, dmg, wanted[dmg] - len(have))
-    taken: set[int] = set()
+    left: list[Building] = []
+    need = dict(wanted)
+    for b in eligible:
+        if need.get(b.damage, 0) > 0:
+            need[b.damage] -= 1
+            chosen.append(b)
+        else:
+            left.append(b)
     for dmg in DAMAGE_ORDER:
-        pool = [i for i, b in enumerate(lay.buildings) if b.site_ok and not b.after_only and b.damage == dmg]
-        if not pool or wanted[dmg] == 0:
+        if need[dmg] <= 0 or not left:
             continue
-        pick = rng.choice(len(pool), size=min(wanted[dmg], len(pool)), replace=False)
-        for p in sorted(int(x) for x in pick):
-            taken.add(pool[p])
-            chosen.append(lay.buildings[pool[p]])
+        inten = np.array([damage_intensity(lay, b.centroid)[0] for b in left])
+        pick = np.argsort(-inten if dmg != "no-damage" else inten, kind="stable")[: need[dmg]]
+        for i in sorted((int(x) for x in pick), reverse=True):
+            b = left.pop(i)
+            b.damage = dmg
+            if dmg != "no-damage" and not b.style:
+                b.style = DAMAGE_STYLES[damage_intensity(lay, b.centroid)[1]]
+            chosen.append(b)
     return chosen
 
 
@@ -226,7 +240,7 @@ def generate_dataset(
         strengths = region_strengths(rng_style, config)
         add_construction(rng_layout, lay, strengths["construction"])
         eligible = sum(1 for b in lay.buildings if b.site_ok and not b.after_only)
-        take = min(len(remaining), config.max_sites_per_region, int(eligible * 0.7))
+        take = min(len(remaining), config.max_sites_per_region, max(int(eligible * 0.7), min(eligible, 1)))
         if take <= 0:
             region += 1
             continue

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from skimage.draw import polygon as draw_polygon
+from PIL import Image, ImageDraw
 
 from tiles.synth.noise import fractal_noise
 
@@ -161,38 +161,56 @@ def rectangle(cx: float, cy: float, length: float, width: float, angle: float) -
 
 
 class _Occupancy:
-    """A coarse (1 m) grid of taken ground, to keep objects from overlapping."""
+    """A coarse (1 m) grid of taken ground, to keep objects from overlapping.
+
+    Quadrilaterals are tested and marked by sampling points densely inside them (vectorised),
+    which is much cheaper than rasterising thousands of small polygons.
+    """
 
     def __init__(self, width_m: float, height_m: float, cell_m: float = 1.0) -> None:
         self.cell = cell_m
         self.grid = np.zeros((int(math.ceil(height_m / cell_m)), int(math.ceil(width_m / cell_m))), dtype=bool)
+        self.width_m, self.height_m = width_m, height_m
 
-    def _pixels(self, poly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return draw_polygon(poly[:, 1] / self.cell, poly[:, 0] / self.cell, self.grid.shape)
+    def _cells(self, poly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p0, p1, p3 = poly[0], poly[1], poly[-1]
+        e1, e2 = p1 - p0, p3 - p0
+        n1 = max(int(math.ceil(float(np.hypot(*e1)) / (0.7 * self.cell))), 1) + 1
+        n2 = max(int(math.ceil(float(np.hypot(*e2)) / (0.7 * self.cell))), 1) + 1
+        u = (np.arange(n1, dtype=float) / (n1 - 1))[:, None, None]
+        v = (np.arange(n2, dtype=float) / (n2 - 1))[None, :, None]
+        pts = (p0 + u * e1 + v * e2).reshape(-1, 2)
+        c = np.clip((pts[:, 0] / self.cell).astype(int), 0, self.grid.shape[1] - 1)
+        r = np.clip((pts[:, 1] / self.cell).astype(int), 0, self.grid.shape[0] - 1)
+        return r, c
 
     def free(self, poly: np.ndarray) -> bool:
-        rr, cc = self._pixels(poly)
-        if rr.size == 0:
-            return False
-        # polygon must lie inside the grid entirely
         if poly[:, 0].min() < 0 or poly[:, 1].min() < 0:
             return False
-        if poly[:, 0].max() >= self.grid.shape[1] * self.cell or poly[:, 1].max() >= self.grid.shape[0] * self.cell:
+        if poly[:, 0].max() >= self.width_m or poly[:, 1].max() >= self.height_m:
             return False
-        return not bool(self.grid[rr, cc].any())
+        r, c = self._cells(poly)
+        return not bool(self.grid[r, c].any())
 
     def take(self, poly: np.ndarray) -> None:
-        rr, cc = self._pixels(poly)
-        self.grid[rr, cc] = True
+        r, c = self._cells(poly)
+        self.grid[r, c] = True
 
-    def take_line(self, line: np.ndarray, width_m: float) -> None:
-        for a, b in zip(line[:-1], line[1:]):
-            d = b - a
-            length = float(np.hypot(*d))
-            if length < 1e-6:
-                continue
-            ang = math.atan2(d[1], d[0])
-            self.take(rectangle(*(a + b) / 2.0, length + width_m, width_m, ang))
+    def taken_at(self, x: float, y: float) -> bool:
+        """Whether the cell under ``(x, y)`` metres is taken (outside counts as taken)."""
+        r, c = int(y / self.cell), int(x / self.cell)
+        if not (0 <= r < self.grid.shape[0] and 0 <= c < self.grid.shape[1]):
+            return True
+        return bool(self.grid[r, c])
+
+    def take_lines(self, lines: list[tuple[np.ndarray, float]]) -> None:
+        """Mark polylines ``(N, 2)`` metres of the given widths (one C fill per line)."""
+        img = Image.new("L", (self.grid.shape[1], self.grid.shape[0]), 0)
+        draw = ImageDraw.Draw(img)
+        for line, width_m in lines:
+            pts = [tuple(p) for p in (line / self.cell).tolist()]
+            draw.line(pts, fill=255, width=max(int(round(width_m / self.cell)), 1), joint="curve")
+        self.grid |= np.asarray(img) > 0
 
 
 def _expanded(poly: np.ndarray, margin: float) -> np.ndarray:
@@ -210,7 +228,7 @@ def _road_network(rng: np.random.Generator, w: float, h: float, density: float) 
     diag = math.hypot(w, h)
     cx, cy = w / 2.0, h / 2.0
     main_spacing = rng.uniform(220, 380)
-    street_spacing = rng.uniform(70, 110) if density > 0.3 else rng.uniform(110, 180)
+    street_spacing = rng.uniform(60, 95) if density > 0.3 else rng.uniform(100, 170)
     curvy = rng.random() < 0.45
 
     def add(u0: float, along_u: bool, main: bool) -> None:
@@ -386,10 +404,9 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
     coarse = (int(math.ceil(height_m / 4.0)), int(math.ceil(width_m / 4.0)))  # 4 m cells
     dens_field = fractal_noise(rng, coarse, 120.0, octaves=3)
     # built-up probability 0..1: density knob shifts the threshold
-    built = 1.0 / (1.0 + np.exp(-(dens_field * 1.6 + (building_density - 0.5) * 4.0)))
+    built = 1.0 / (1.0 + np.exp(-(dens_field * 1.6 + (building_density - 0.35) * 5.0)))
     lay.roads = _road_network(rng, width_m, height_m, building_density)
-    for road in lay.roads:
-        occ.take_line(road.line, road.width_m + 2.0)
+    occ.take_lines([(road.line, road.width_m + 2.0) for road in lay.roads])
     area_km2 = width_m * height_m / 1e6
     n_comp = int(rng.poisson(max(facilities_per_km2 * area_km2, 0.0)))
     if facilities_per_km2 > 0:
@@ -409,7 +426,7 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                 p, ang = _point_at(road.line, cum, seg, seglen, s)
                 b = built_at(*p)
                 dense = b > 0.6
-                lot = rng.uniform(10, 16) if dense else rng.uniform(18, 34)
+                lot = rng.uniform(12, 18) if dense else rng.uniform(19, 30)
                 s += lot
                 if rng.random() > b * 1.1:
                     continue
@@ -424,12 +441,14 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                     s += length * 0.5
                 else:
                     kind = "home"
-                    length = rng.uniform(9, 17) if not dense else rng.uniform(7, 12)
-                    depth = rng.uniform(7, 13) if not dense else rng.uniform(7, 11)
+                    length = rng.uniform(11, 22) if not dense else rng.uniform(8, 14)
+                    depth = rng.uniform(8, 15) if not dense else rng.uniform(7, 12)
                     length = min(length, lot - 2.0)
                 setback = rng.uniform(4, 10) if kind != "commercial" else rng.uniform(3, 8)
                 nx, ny = -math.sin(ang) * side, math.cos(ang) * side
                 off = road.width_m / 2 + setback + depth / 2
+                if occ.taken_at(p[0] + nx * off, p[1] + ny * off):
+                    continue
                 jit = rng.normal(0, 0.04)
                 bld = _make_building(rng, p[0] + nx * off, p[1] + ny * off, ang + jit, kind, length, depth)
                 foot = [_expanded(part, 1.5) for part in bld.parts]
@@ -532,8 +551,7 @@ def add_construction(rng: np.random.Generator, lay: Layout, strength: float) -> 
     if strength <= 0:
         return
     occ = _Occupancy(lay.width_m, lay.height_m)
-    for road in lay.roads:
-        occ.take_line(road.line, road.width_m + 2.0)
+    occ.take_lines([(road.line, road.width_m + 2.0) for road in lay.roads])
     for b in lay.buildings:
         for p in b.parts:
             occ.take(_expanded(p, 6.0))

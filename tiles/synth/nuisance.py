@@ -69,7 +69,7 @@ def draw_epoch_styles(rng: np.random.Generator, s: dict[str, float]) -> tuple[Ep
         )
 
     az = float(rng.uniform(100, 230))
-    el = float(rng.uniform(30, 72))
+    el = float(rng.uniform(35, 75))
     dry = float(rng.uniform(0.0, 0.7))
     before = EpochStyle(
         after=False, sun_azimuth_deg=az, sun_elevation_deg=el, shift_px=(0, 0), dryness=dry,
@@ -79,7 +79,7 @@ def draw_epoch_styles(rng: np.random.Generator, s: dict[str, float]) -> tuple[Ep
     after = EpochStyle(
         after=True,
         sun_azimuth_deg=float(az + s["sun_change"] * rng.uniform(-60, 60)),
-        sun_elevation_deg=float(np.clip(el + s["sun_change"] * rng.uniform(-25, 25), 20, 80)),
+        sun_elevation_deg=float(np.clip(el + s["sun_change"] * rng.uniform(-25, 25), 28, 80)),
         shift_px=shift,  # type: ignore[arg-type]
         dryness=float(np.clip(dry + s["season_change"] * rng.uniform(-0.8, 0.8), 0, 1)),
         vehicle_keep=float(1 - s["vehicles"] * rng.uniform(0.5, 1)),
@@ -113,19 +113,24 @@ def apply_sensor(img: np.ndarray, style: EpochStyle, gsd_m: float) -> tuple[np.n
         shadow[sh:, sh:] = alpha[:-sh, :-sh] if sh < min(h, w) else 0
         img *= (1 - 0.5 * shadow)[..., None]
         img += (np.array([0.93, 0.93, 0.95], dtype=np.float32) - img) * alpha[..., None]
-    # sensor response: gamma, gains, saturation, offset
-    np.power(np.clip(img, 1e-4, 1, out=img), style.gamma, out=img)
-    img *= np.asarray(style.gains, dtype=np.float32)
-    grey = img.mean(axis=2, keepdims=True)
-    img -= grey
-    img *= style.saturation
-    img += grey + style.offset
+    # saturation and haze in float, then gamma/gain/offset as a per-channel lookup table
+    if abs(style.saturation - 1.0) > 1e-3:
+        grey = img.mean(axis=2, keepdims=True)
+        img -= grey
+        img *= style.saturation
+        img += grey
     if style.haze > 0:
         t = style.haze * 0.4 * (0.6 + 0.4 * np.clip(smooth_noise(rng, (max(h // 16, 2), max(w // 16, 2)), 20.0), -1, 1))
         t_full = upsample(t.astype(np.float32), (h, w))[..., None]
         air = np.array([0.62, 0.66, 0.72], dtype=np.float32)
         img += (air - img) * t_full
-    u8 = np.clip(img * 255.0 + 0.5, 1, 255).astype(np.uint8)
+    img *= 255.0
+    np.clip(img, 0, 255, out=img)
+    u8 = img.astype(np.uint8)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    for c in range(3):
+        lut = np.clip((levels ** style.gamma * style.gains[c] + style.offset) * 255.0 + 0.5, 1, 255).astype(np.uint8)
+        u8[..., c] = lut[u8[..., c]]
     pil = Image.fromarray(u8, mode="RGB")
     if style.blur_px > 0.3:
         pil = pil.filter(ImageFilter.GaussianBlur(style.blur_px))

@@ -87,6 +87,8 @@ class StaticFields:
         fine: fine texture (~2.5 m).
         grain: per-pixel grain.
         speck: small-scale field (~0.8 m) for foliage and rubble.
+        w_soil, w_scrub: land-cover weights of bare soil and scrub (grass is the rest), 0..1.
+        ground_tex: multiplicative ground texture around 1.
         gsd_m: metres per pixel.
         origin_m: ``(x, y)`` of the canvas's top-left corner in layout metres.
     """
@@ -96,6 +98,9 @@ class StaticFields:
     fine: np.ndarray
     grain: np.ndarray
     speck: np.ndarray
+    w_soil: np.ndarray
+    w_scrub: np.ndarray
+    ground_tex: np.ndarray
     gsd_m: float
     origin_m: tuple[float, float]
 
@@ -107,14 +112,18 @@ class StaticFields:
 def make_static_fields(seed: int, shape: tuple[int, int], gsd_m: float, origin_m: tuple[float, float]) -> StaticFields:
     """Draw the shared textures of a canvas of ``shape`` pixels at ``gsd_m``."""
     rng = np.random.default_rng(seed)
+    landcover = fractal_noise(rng, shape, 60.0 / gsd_m, octaves=3)
+    patches = fractal_noise(rng, shape, 15.0 / gsd_m, octaves=3)
+    fine = fractal_noise(rng, shape, 2.5 / gsd_m, octaves=2)
+    grain = pixel_noise(rng, shape)
+    speck = smooth_noise(rng, shape, max(0.8 / gsd_m, 1.0))
+    w_soil = 1.0 / (1.0 + np.exp((0.8 - landcover) * 2.5))
+    w_scrub = (1.0 - w_soil) * (0.7 / (1.0 + np.exp((0.4 - patches) * 2.0)))
+    ground_tex = 1.0 + 0.08 * patches + 0.09 * fine + 0.05 * grain
     return StaticFields(
-        landcover=fractal_noise(rng, shape, 60.0 / gsd_m, octaves=3),
-        patches=fractal_noise(rng, shape, 15.0 / gsd_m, octaves=3),
-        fine=fractal_noise(rng, shape, 2.5 / gsd_m, octaves=2),
-        grain=pixel_noise(rng, shape),
-        speck=smooth_noise(rng, shape, max(0.8 / gsd_m, 1.0)),
-        gsd_m=gsd_m,
-        origin_m=origin_m,
+        landcover=landcover, patches=patches, fine=fine, grain=grain, speck=speck,
+        w_soil=w_soil.astype(np.float32), w_scrub=w_scrub.astype(np.float32), ground_tex=ground_tex.astype(np.float32),
+        gsd_m=gsd_m, origin_m=origin_m,
     )
 
 
@@ -225,8 +234,11 @@ def _swept(draw: ImageDraw.ImageDraw, cv: _Canvas, part: np.ndarray, v: np.ndarr
         draw.polygon(cv.px(np.stack([a, b, b + v, a + v])), fill=fill)
 
 
-def _zone_field(lay: Layout, style_index: int, fields: StaticFields, seed: int) -> np.ndarray:
-    """Soft 0..1 mask of the ground affected by clusters of one style (e.g. the burn scar)."""
+def _zone_field(lay: Layout, style_index: int, fields: StaticFields, seed: int) -> np.ndarray | None:
+    """Soft 0..1 mask ``(H, W)`` of the ground affected by clusters of one style, or None."""
+    centres = [c for c in lay.damage_centres if int(c[3]) == style_index]
+    if not centres:
+        return None
     h, w = fields.shape
     g = fields.gsd_m
     cell = 4.0
@@ -235,20 +247,43 @@ def _zone_field(lay: Layout, style_index: int, fields: StaticFields, seed: int) 
     xx = fields.origin_m[0] + (xx + 0.5) * (w * g / cw)
     yy = fields.origin_m[1] + (yy + 0.5) * (h * g / ch)
     inten = np.zeros((ch, cw), dtype=np.float32)
-    for x, y, r, s in lay.damage_centres:
-        if int(s) != style_index:
-            continue
+    for x, y, r, _s in centres:
         inten = np.maximum(inten, np.exp(-(((xx - x) ** 2 + (yy - y) ** 2) / (1.3 * r) ** 2)))
-    if not inten.any():
-        return np.zeros((h, w), dtype=np.float32)
     rng = np.random.default_rng(seed)
     n = fractal_noise(rng, (ch, cw), 25.0, octaves=3)
     soft = np.clip((inten * (0.75 + 0.35 * n) - 0.3) * 3.0, 0, 1)
+    if not soft.any():
+        return None
     return np.clip(upsample(soft, (h, w)), 0, 1)
+
+
+def _blend(flat: np.ndarray, idx: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
+    """``flat[idx] = flat[idx] * (1 - alpha) + colour * alpha`` for selected pixels.
+
+    Args:
+        flat: image of shape ``(H * W, 3)``, modified in place.
+        idx: flat pixel indices ``(K,)``.
+        alpha: ``(K,)`` or ``(K, 1)`` weights in ``[0, 1]``.
+        colour: ``(K, 3)`` or ``(3,)``.
+    """
+    a = alpha.reshape(-1, 1) if np.ndim(alpha) else alpha
+    sel = flat[idx]
+    sel += (colour - sel) * a
+    flat[idx] = sel
+
+
+def _nz(mask_img: Image.Image, threshold: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices where an 'L' layer exceeds ``threshold``, and its values there (0..1)."""
+    arr = np.asarray(mask_img).reshape(-1)
+    idx = np.flatnonzero(arr > threshold)
+    return idx, arr[idx].astype(np.float32) / 255.0
 
 
 def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.ndarray:
     """Draw a region for one epoch, before sensor effects.
+
+    Layers are composited only where they cover the canvas (flat pixel indices), so cost
+    follows what is drawn rather than the canvas size, apart from the ground itself.
 
     Args:
         lay: the region's layout (damage already assigned).
@@ -261,33 +296,41 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     rng = np.random.default_rng(style.seed)
     cv = _Canvas(fields)
     g = fields.gsd_m
+    h, w = fields.shape
     to_sun, el, cot_el = _sun_vectors(style)
     shadow_dir = -to_sun * cot_el  # metres of shadow per metre of height
     lean = _lean(style)
-    lc, pt, fine, grain, speck = (f[..., None] for f in (fields.landcover, fields.patches, fields.fine, fields.grain, fields.speck))
+    fine_f = fields.fine.reshape(-1)
+    grain_f = fields.grain.reshape(-1)
+    speck_f = fields.speck.reshape(-1)
+    patches_f = fields.patches.reshape(-1)
 
     # --- ground -------------------------------------------------------------------------------
     d = style.dryness
-    grass = np.array([0.26 + 0.26 * d, 0.33 + 0.12 * d, 0.17 + 0.15 * d], dtype=np.float32)
-    soil = np.array([0.52, 0.45, 0.36], dtype=np.float32)
-    scrub = np.array([0.22 + 0.12 * d, 0.26 + 0.05 * d, 0.16 + 0.08 * d], dtype=np.float32)
-    w_soil = 1.0 / (1.0 + np.exp(-(lc - 0.8) * 2.5))
-    w_scrub = (1.0 / (1.0 + np.exp(-(pt - 0.4) * 2.0))) * (1.0 - w_soil) * 0.7
-    img = (1.0 - w_soil - w_scrub) * grass + w_soil * soil + w_scrub * scrub
-    img *= 1.0 + 0.08 * pt + 0.09 * fine + 0.05 * grain
-    del w_soil, w_scrub
+    grass = (0.26 + 0.26 * d, 0.33 + 0.12 * d, 0.17 + 0.15 * d)
+    soil = (0.52, 0.45, 0.36)
+    scrub = (0.22 + 0.12 * d, 0.26 + 0.05 * d, 0.16 + 0.08 * d)
+    img = np.empty((h, w, 3), dtype=np.float32)
+    for c in range(3):
+        ch = img[..., c]
+        np.multiply(fields.w_soil, soil[c] - grass[c], out=ch)
+        ch += fields.w_scrub * (scrub[c] - grass[c])
+        ch += grass[c]
+        ch *= fields.ground_tex
+    flat = img.reshape(-1, 3)
 
     burn = wind = blast = None
     if style.after:
         burn = _zone_field(lay, 0, fields, lay.burn_field_seed)
         wind = _zone_field(lay, 1, fields, lay.burn_field_seed + 1)
         blast = _zone_field(lay, 2, fields, lay.burn_field_seed + 2)
-        if burn.any():
-            burnt = np.array([0.30, 0.28, 0.26], dtype=np.float32) * (1.0 + 0.25 * pt + 0.2 * fine)
-            ash = np.array([0.55, 0.53, 0.50], dtype=np.float32)
-            burnt = burnt + (ash - burnt) * np.clip(speck * 0.3 + 0.2, 0, 1) * 0.5
-            b3 = (burn * 0.9)[..., None]
-            img = img * (1 - b3) + burnt * b3
+        if burn is not None:
+            bf = burn.reshape(-1)
+            idx = np.flatnonzero(bf > 0.01)
+            t = np.clip(speck_f[idx] * 0.3 + 0.2, 0, 1)[:, None] * 0.5
+            burnt = np.array([0.30, 0.28, 0.26], dtype=np.float32) * (1.0 + 0.25 * patches_f[idx] + 0.2 * fine_f[idx])[:, None]
+            burnt += (np.array([0.55, 0.53, 0.50], dtype=np.float32) - burnt) * t
+            _blend(flat, idx, bf[idx] * 0.9, burnt)
 
     # --- paved surfaces, yards, pools, cleared lots ---------------------------------------------
     pav, pdraw = cv.rgb()
@@ -306,10 +349,11 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             pdraw.polygon(cv.px(track), fill=_c8((0.58, 0.30, 0.24)))
             pdraw.polygon(cv.px(track.mean(axis=0) + (track - track.mean(axis=0)) * 0.8), fill=_c8((0.28, 0.45, 0.20)))
     for road in lay.roads:
-        pdraw.line(cv.px(road.line), fill=asphalt, width=max(int(round(road.width_m / g)), 1), joint="curve")
-        pmdraw.line(cv.px(road.line), fill=255, width=max(int(round(road.width_m / g)), 1), joint="curve")
-        if road.main and rng.random() < 0.7:
-            pdraw.line(cv.px(road.line), fill=_c8((0.75, 0.72, 0.55)), width=max(int(round(0.25 / g)), 1))
+        width = max(int(round(road.width_m / g)), 1)
+        pdraw.line(cv.px(road.line), fill=asphalt, width=width, joint="curve")
+        pmdraw.line(cv.px(road.line), fill=255, width=width, joint="curve")
+        if road.main:
+            pdraw.line(cv.px(road.line), fill=_c8((0.72, 0.70, 0.58)), width=max(int(round(0.2 / g)), 1))
     for line, wd in lay.driveways:
         pdraw.line(cv.px(line), fill=concrete, width=max(int(round(wd / g)), 1))
         pmdraw.line(cv.px(line), fill=255, width=max(int(round(wd / g)), 1))
@@ -323,10 +367,13 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         for lot in lay.cleared:
             pdraw.polygon(cv.px(lot), fill=_c8((0.58, 0.49, 0.38)))
             pmdraw.polygon(cv.px(lot), fill=255)
-    pm = _as_float(pmask)[..., None]
-    pav_f = _as_float(pav) * (1.0 + 0.05 * fine + 0.05 * grain)
-    img = img * (1 - pm) + pav_f * pm
-    del pav, pmask, pav_f, pm
+    idx, _ = _nz(pmask)
+    pav_flat = np.asarray(pav).reshape(-1, 3)
+    tex = (1.0 + 0.05 * fine_f[idx] + 0.05 * grain_f[idx])[:, None]
+    if burn is not None:
+        tex = tex * (1.0 - 0.35 * burn.reshape(-1)[idx])[:, None]
+    flat[idx] = pav_flat[idx].astype(np.float32) * (tex / 255.0)
+    del pav, pmask, pav_flat
 
     # --- which buildings stand, and how tall, in this epoch --------------------------------------
     standing: list[tuple[Building, float]] = []
@@ -335,11 +382,11 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             continue
         if style.after and b.damage == "destroyed":
             continue
-        h = b.height_m * (0.6 if style.after and b.damage == "major-damage" else 1.0)
-        standing.append((b, h))
+        hgt = b.height_m * (0.6 if style.after and b.damage == "major-damage" else 1.0)
+        standing.append((b, hgt))
 
-    # --- scorch around burnt buildings, rubble layers ------------------------------------------
-    rubble = None
+    # --- damage layers: scorch now, rubble after the roofs ---------------------------------------
+    damage_layers = None
     if style.after:
         rubble, rdraw = cv.mask()
         rbase, rbdraw = cv.rgb()
@@ -350,60 +397,59 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         for b in lay.buildings:
             if b.damage == "no-damage" or b.after_only:
                 continue
-            drng = np.random.default_rng(b.damage_seed)
-            _draw_damage(b, drng, cv, rdraw, rbdraw, sdraw, remdraw, remmdraw, craters)
-        r = _as_float(_blur(rubble, 0.6 / g))[..., None]
-        sc = _as_float(_blur(scorch, 3.0 / g))[..., None]
-        if sc.any():
-            grey = img.mean(axis=2, keepdims=True)
-            charred = grey * 0.45 + 0.03
-            img = img * (1 - sc * 0.85) + charred * (sc * 0.85)
-        rubble = (r, _as_float(rbase), _as_float(rem), _as_float(remmask)[..., None], craters)
-        del scorch, sc
+            _draw_damage(b, np.random.default_rng(b.damage_seed), cv, rdraw, rbdraw, sdraw, remdraw, remmdraw, craters)
+        idx, sc = _nz(_blur(scorch, 3.0 / g), 2)
+        if idx.size:
+            sel = flat[idx]
+            charred = sel.mean(axis=1, keepdims=True) * 0.45 + 0.03
+            _blend(flat, idx, sc * 0.85, charred)
+        damage_layers = (_blur(rubble, 0.6 / g), rbase, rem, remmask, craters)
+        del scorch
 
-    # --- shadows of buildings and trees --------------------------------------------------------
+    # --- shadows of buildings, walls and trees -------------------------------------------------
     shadow, shdraw = cv.mask()
-    for b, h in standing:
+    for b, hgt in standing:
         for part in b.parts:
-            _swept(shdraw, cv, part, shadow_dir * h, 255)
+            _swept(shdraw, cv, part, shadow_dir * hgt, 255)
     for c in lay.compounds:
         if c.walled:
             for a, bb, _ in _outward(c.polygon):
-                seg = np.stack([a, bb])
-                shdraw.line(cv.px(seg + shadow_dir * 2.0), fill=255, width=max(int(round(0.6 / g)), 1))
+                shdraw.line(cv.px(np.stack([a, bb]) + shadow_dir * 2.0), fill=255, width=max(int(round(0.6 / g)), 1))
     trees = lay.trees
-    tree_scale = np.ones(trees["x"].shape, dtype=np.float32)
-    tree_state = np.zeros(trees["x"].shape, dtype=np.int8)  # 0 healthy, 1 burnt, 2 stripped
-    if style.after and burn is not None and trees["x"].size:
-        tr = np.clip(((trees["y"] - fields.origin_m[1]) / g).astype(int), 0, fields.shape[0] - 1)
-        tc = np.clip(((trees["x"] - fields.origin_m[0]) / g).astype(int), 0, fields.shape[1] - 1)
-        bval = burn[tr, tc]
-        wval = wind[tr, tc]
-        burnt_t = bval > rng.uniform(0.2, 0.6, bval.size)
-        strip_t = (wval > rng.uniform(0.2, 0.6, wval.size)) & ~burnt_t
-        tree_state[burnt_t] = 1
-        tree_state[strip_t] = 2
-        tree_scale[burnt_t] = rng.uniform(0.35, 0.75, int(burnt_t.sum()))
-        tree_scale[strip_t] = rng.uniform(0.2, 0.6, int(strip_t.sum()))
-    leaf_off = trees["deciduous"] & (rng.random(trees["x"].size) < style.leaf_off) if trees["x"].size else np.zeros(0, bool)
-    for i in range(trees["x"].size):
-        if tree_scale[i] <= 0:
-            continue
-        rad = trees["radius"][i] * tree_scale[i] * (0.6 if leaf_off[i] else 1.0)
-        off = shadow_dir * trees["height"][i] * 0.7
-        cv.ellipse(shdraw, trees["x"][i] + off[0], trees["y"][i] + off[1], rad * 0.95, 255)
-    sh = _as_float(_blur(shadow, 0.35 / g))[..., None]
-    shade_tint = np.array([0.40, 0.43, 0.52], dtype=np.float32)
-    img = img * (1 - sh) + img * shade_tint * sh
-    del shadow, sh
+    nt = trees["x"].size
+    tree_scale = np.ones(nt, dtype=np.float32)
+    tree_state = np.zeros(nt, dtype=np.int8)  # 0 healthy, 1 burnt, 2 stripped
+    if style.after and nt:
+        tr = np.clip(((trees["y"] - fields.origin_m[1]) / g).astype(int), 0, h - 1)
+        tc = np.clip(((trees["x"] - fields.origin_m[0]) / g).astype(int), 0, w - 1)
+        if burn is not None:
+            burnt_t = burn[tr, tc] > rng.uniform(0.2, 0.6, nt)
+            tree_state[burnt_t] = 1
+            tree_scale[burnt_t] = rng.uniform(0.35, 0.75, int(burnt_t.sum()))
+        if wind is not None:
+            strip_t = (wind[tr, tc] > rng.uniform(0.2, 0.6, nt)) & (tree_state == 0)
+            tree_state[strip_t] = 2
+            tree_scale[strip_t] = rng.uniform(0.2, 0.6, int(strip_t.sum()))
+    leaf_off = trees["deciduous"] & (rng.random(nt) < style.leaf_off) if nt else np.zeros(0, bool)
+    radii = trees["radius"] * tree_scale * np.where(leaf_off, 0.6, 1.0) if nt else np.zeros(0)
+    for i in range(nt):
+        # a canopy's shadow: swept from under the crown to the crown's shadow
+        fill = 255 if not leaf_off[i] else 140
+        for frac in (0.3, 0.65, 1.0):
+            off = shadow_dir * trees["height"][i] * 0.75 * frac
+            cv.ellipse(shdraw, trees["x"][i] + off[0], trees["y"][i] + off[1], radii[i] * (0.8 + 0.15 * frac), fill)
+    idx, sh = _nz(_blur(shadow, 0.35 / g))
+    shade = 1.0 - sh[:, None] * (1.0 - np.array([0.40, 0.43, 0.52], dtype=np.float32))
+    flat[idx] *= shade
+    del shadow
 
     # --- walls (off-nadir) and roofs -------------------------------------------------------------
     roofs, rfdraw = cv.rgb()
     roofmask, rmdraw = cv.mask()
     standing.sort(key=lambda bh: bh[0].centroid[1])
     wall_base = np.array([0.60, 0.57, 0.53])
-    for b, h in standing:
-        v = lean * h
+    for b, hgt in standing:
+        v = lean * hgt
         for part in b.parts:
             for a, bb, n in _outward(part):
                 if float(n @ v) >= -1e-6:
@@ -414,11 +460,9 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
                 rmdraw.polygon(cv.px(quad), fill=255)
         for part in b.parts:
             for facet, normal in _facets(part + v, b.roof):
-                col = b.roof_rgb * _roof_shade(normal, to_sun, el)
-                rfdraw.polygon(cv.px(facet), fill=_c8(col))
+                rfdraw.polygon(cv.px(facet), fill=_c8(b.roof_rgb * _roof_shade(normal, to_sun, el)))
                 rmdraw.polygon(cv.px(facet), fill=255)
             if b.roof == "flat":
-                # parapet edge and rooftop units
                 rfdraw.polygon(cv.px(part + v), outline=_c8(b.roof_rgb * 0.8), width=max(int(round(0.4 / g)), 1))
         if b.roof == "flat" and b.kind in ("hospital", "school", "commercial", "apartment"):
             urng = np.random.default_rng(b.damage_seed + 7)
@@ -431,59 +475,64 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
                 rfdraw.polygon(cv.px(unit), fill=_c8(np.clip(b.roof_rgb * 1.2 + 0.05, 0, 1)))
         if style.after and b.damage in ("minor-damage", "major-damage"):
             _draw_roof_marks(b, np.random.default_rng(b.damage_seed + 11), cv, rfdraw, v)
-    rm = _as_float(roofmask)[..., None]
-    roof_f = _as_float(roofs) * (1.0 + 0.04 * grain + 0.05 * fine)
-    img = img * (1 - rm) + roof_f * rm
-    del roofs, roofmask, roof_f, rm
+    idx, _ = _nz(roofmask)
+    roof_flat = np.asarray(roofs).reshape(-1, 3)
+    flat[idx] = roof_flat[idx].astype(np.float32) * ((1.0 + 0.04 * grain_f[idx] + 0.05 * fine_f[idx]) / 255.0)[:, None]
+    del roofs, roofmask, roof_flat
 
-    # --- rubble, remnants, craters ---------------------------------------------------------------
-    if rubble is not None:
-        r, rbase_f, rem_f, rem_m, craters = rubble
-        alpha = np.clip(r * 1.35 + 0.45 * speck * (r > 0.02) - 0.3, 0, 1)
-        if alpha.any():
-            ash_l = np.array([0.66, 0.64, 0.60], dtype=np.float32)
+    # --- rubble, remnants, craters, dust and strewn debris ----------------------------------------
+    if damage_layers is not None:
+        rubble_b, rbase, rem, remmask, craters = damage_layers
+        idx, r = _nz(rubble_b, 4)
+        if idx.size:
+            sp, fi, gr = speck_f[idx], fine_f[idx], grain_f[idx]
+            alpha = np.clip(r * 1.35 + 0.45 * sp - 0.3, 0, 1)
+            t = np.clip(0.5 + 0.45 * fi + 0.35 * sp, 0, 1)[:, None]
+            ash = np.array([0.66, 0.64, 0.60], dtype=np.float32)
             char = np.array([0.17, 0.16, 0.15], dtype=np.float32)
             wood = np.array([0.50, 0.40, 0.30], dtype=np.float32)
-            t = np.clip(0.5 + 0.45 * fine + 0.35 * speck, 0, 1)
-            base = ash_l * t + char * (1 - t)
-            # debris mixes in fragments of the roof colour and wood; grey dust at blast sites
-            frag = np.clip(0.5 + 0.6 * speck - 0.3 * fine, 0, 1)
-            debris = rbase_f * frag + wood * (1 - frag)
-            w_debris = np.clip(rbase_f.sum(axis=2, keepdims=True) * 3.0, 0, 1)  # roof colour drawn = wind/blast
-            col = base * (1 - w_debris * 0.55) + debris * (w_debris * 0.55)
-            col *= 1.0 + 0.22 * grain + 0.1 * speck
-            img = img * (1 - alpha) + col * alpha
-        if rem_m.any():
-            img = img * (1 - rem_m) + rem_f * rem_m
-        for x, y, rad in craters:
+            base = char + (ash - char) * t
+            roofcol = np.asarray(rbase).reshape(-1, 3)[idx].astype(np.float32) / 255.0
+            frag = np.clip(0.5 + 0.6 * sp - 0.3 * fi, 0, 1)[:, None]
+            debris = wood + (roofcol - wood) * frag
+            w_debris = np.clip(roofcol.sum(axis=1, keepdims=True) * 3.0, 0, 1) * 0.55  # roof colour drawn = wind/blast
+            col = base + (debris - base) * w_debris
+            col *= (1.0 + 0.22 * gr + 0.1 * sp)[:, None]
+            _blend(flat, idx, alpha, col)
+        idx, _ = _nz(remmask, 127)
+        if idx.size:
+            flat[idx] = np.asarray(rem).reshape(-1, 3)[idx].astype(np.float32) / 255.0
+        if craters:
             cm, cdraw = cv.mask()
-            cv.ellipse(cdraw, x, y, rad * 1.7, 120)
-            cv.ellipse(cdraw, x, y, rad, 255)
-            c = _as_float(_blur(cm, 0.5 / g))[..., None]
+            for x, y, rad in craters:
+                cv.ellipse(cdraw, x, y, rad * 1.7, 120)
+            for x, y, rad in craters:
+                cv.ellipse(cdraw, x, y, rad, 255)
+            idx, c = _nz(_blur(cm, 0.5 / g), 2)
             ring = np.clip(c * 2.0, 0, 1) * (c < 0.7)
             hole = np.clip((c - 0.6) * 3.0, 0, 1)
-            img = img * (1 - ring * 0.6) + np.array([0.62, 0.60, 0.56], dtype=np.float32) * ring * 0.6
-            img = img * (1 - hole) + (np.array([0.16, 0.15, 0.14], dtype=np.float32) * (1 + 0.3 * speck)) * hole
-        if blast is not None and blast.any():
-            dust = (blast * 0.25)[..., None]
-            img = img * (1 - dust) + np.array([0.62, 0.61, 0.58], dtype=np.float32) * dust
-        if wind is not None and wind.any():
-            # strewn debris: sparse bright and coloured fragments across the track
-            dens = wind[..., None] * 0.10
-            hit = (np.abs(grain) > 2.2) & (rng.random(wind.shape, dtype=np.float32)[..., None] < dens * 8)
+            _blend(flat, idx, ring * 0.6, np.array([0.62, 0.60, 0.56], dtype=np.float32))
+            _blend(flat, idx, hole, np.array([0.16, 0.15, 0.14], dtype=np.float32) * (1 + 0.3 * speck_f[idx])[:, None])
+        if blast is not None:
+            bf = blast.reshape(-1)
+            idx = np.flatnonzero(bf > 0.01)
+            _blend(flat, idx, bf[idx] * 0.25, np.array([0.62, 0.61, 0.58], dtype=np.float32))
+        if wind is not None:
+            wf = wind.reshape(-1)
+            idx = np.flatnonzero(wf > 0.01)
+            hit = (np.abs(grain_f[idx]) > 2.2) & (rng.random(idx.size, dtype=np.float32) < wf[idx] * 0.8)
             pal = np.array([[0.80, 0.78, 0.74], [0.50, 0.40, 0.30], [0.35, 0.35, 0.38], [0.62, 0.34, 0.25]], dtype=np.float32)
-            pick = pal[(np.abs(fine[..., 0] * 7).astype(int)) % 4]
-            img = np.where(hit, pick, img)
+            sel = idx[hit]
+            flat[sel] = pal[(np.abs(fine_f[sel] * 7).astype(int)) % 4]
 
     # --- trees -----------------------------------------------------------------------------------
     canopy, cdraw = cv.mask()
     tcol, tdraw = cv.rgb()
     leafy = np.array([0.13, 0.20, 0.09])
     bare = np.array([0.33, 0.29, 0.24])
-    for i in range(trees["x"].size):
-        if tree_scale[i] <= 0:
-            continue
-        rad = trees["radius"][i] * tree_scale[i]
+    dry_tint = np.array([0.10, 0.06, 0.04]) * style.dryness * 0.6
+    for i in range(nt):
+        rad = radii[i]
         tone = 1.0 + 0.22 * trees["tone"][i]
         if tree_state[i] == 1:
             col = np.array([0.20, 0.17, 0.14]) * tone
@@ -491,23 +540,22 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             col = np.array([0.30, 0.27, 0.20]) * tone
         elif leaf_off[i]:
             col = bare * tone
-            rad *= 0.85
         else:
-            col = (leafy + np.array([0.10, 0.06, 0.04]) * style.dryness * 0.6) * tone
+            col = (leafy + dry_tint) * tone
         cv.ellipse(cdraw, trees["x"][i], trees["y"][i], rad, 255 if not leaf_off[i] else 150)
         cv.ellipse(tdraw, trees["x"][i], trees["y"][i], rad, _c8(col))
-    cmask = _as_float(canopy)
-    if cmask.any():
-        hgt = _as_float(_blur(canopy, 1.0 / g))
-        gx = np.zeros_like(hgt)
-        gy = np.zeros_like(hgt)
-        gx[:, 1:-1] = hgt[:, 2:] - hgt[:, :-2]
-        gy[1:-1, :] = hgt[2:, :] - hgt[:-2, :]
-        lit = (gx * to_sun[0] + gy * to_sun[1]) * (2.0 / max(g, 0.25)) * 0.6
-        leaf = np.clip(0.78 + 0.45 * lit + 0.22 * fields.speck + 0.08 * fields.grain, 0.35, 1.5)
-        tree_img = _as_float(tcol) * leaf[..., None]
-        a = np.clip(cmask * (1.05 + 0.35 * fields.speck) - 0.05, 0, 1)[..., None]
-        img = img * (1 - a) + tree_img * a
+    idx, cm = _nz(canopy)
+    if idx.size:
+        hgt = np.asarray(_blur(canopy, 1.0 / g)).reshape(-1).astype(np.float32) / 255.0
+        n = hgt.size
+        gx = hgt[np.minimum(idx + 1, n - 1)] - hgt[np.maximum(idx - 1, 0)]
+        gy = hgt[np.minimum(idx + w, n - 1)] - hgt[np.maximum(idx - w, 0)]
+        lit = (gx * to_sun[0] + gy * to_sun[1]) * (1.2 / max(g, 0.25))
+        sp = speck_f[idx]
+        leaf = np.clip(0.78 + 0.45 * lit + 0.22 * sp + 0.08 * grain_f[idx], 0.35, 1.5)
+        tree_col = np.asarray(tcol).reshape(-1, 3)[idx].astype(np.float32) * (leaf / 255.0)[:, None]
+        a = np.clip(cm * (1.05 + 0.35 * sp) - 0.05, 0, 1)
+        _blend(flat, idx, a, tree_col)
     del canopy, tcol
 
     # --- vehicles -----------------------------------------------------------------------------
@@ -526,16 +574,16 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             x, y, ang = slots[k]
             car = rectangle(x, y, 4.5, 1.9, ang)
             vmdraw.polygon(cv.px(car + shadow_dir * 0.8), fill=90)
-            vdraw.polygon(cv.px(car + shadow_dir * 0.8), fill=(0, 0, 0))
         for k in np.flatnonzero(present):
             x, y, ang = slots[k]
             car = rectangle(x, y, 4.5, 1.9, ang)
             c = VEHICLE_COLOURS[colour_idx[k] if keep[k] else vr.integers(len(VEHICLE_COLOURS))]
             vdraw.polygon(cv.px(car), fill=_c8(c))
             vmdraw.polygon(cv.px(car), fill=255)
-        vm = _as_float(vmask)[..., None]
-        vis = vm > 0.5
-        img = np.where(vis, _as_float(vcol), img * (1 - vm * 0.55))
+        idx, vm = _nz(vmask)
+        body = vm > 0.5
+        flat[idx[~body]] *= 1.0 - vm[~body, None] * 0.55
+        flat[idx[body]] = np.asarray(vcol).reshape(-1, 3)[idx[body]].astype(np.float32) / 255.0
     return np.clip(img, 0.0, 1.0, out=img)
 
 

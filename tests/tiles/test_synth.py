@@ -1,0 +1,198 @@
+"""Tests of the synthetic scene generator (tiles.synth) and ``sitewatch synth``."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from pyproj import Transformer
+
+from sitewatch.cli import main
+from sitewatch.errors import UsageError
+from tiles.synth import SynthConfig, generate_dataset
+
+#: small and quick: one 640 px region (320 m) at 0.5 m
+SMALL = SynthConfig(sites=24, seed=5, size_px=640, destroyed_fraction=0.25, major_fraction=0.1, minor_fraction=0.1)
+
+
+def _rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "sites.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    generate_dataset(out, SMALL, progress=False)
+    return out
+
+
+def test_writes_labelled_dataset(small_dataset: Path) -> None:
+    rows = _rows(small_dataset)
+    assert len(rows) == SMALL.sites
+    assert list(rows[0])[:6] == ["site_id", "lon", "lat", "kind", "radius_m", "damage"]
+    counts = defaultdict(int)
+    for r in rows:
+        counts[r["damage"]] += 1
+        assert float(r["radius_m"]) >= 3.0
+        assert -180 <= float(r["lon"]) <= 180 and -90 <= float(r["lat"]) <= 90
+    assert counts == {"destroyed": 6, "major-damage": 2, "minor-damage": 2, "no-damage": 14}
+    assert len({r["site_id"] for r in rows}) == len(rows)
+    for epoch in ("before", "after"):
+        files = sorted((small_dataset / epoch).glob("*.tif"))
+        assert files
+        with rasterio.open(files[0]) as src:
+            assert src.count == 3 and src.dtypes[0] == "uint8"
+            assert src.crs.to_epsg() == 32633 and src.crs.is_projected
+            assert src.res == pytest.approx((0.5, 0.5))
+            assert src.profile["tiled"] and src.block_shapes[0] == (256, 256)
+            assert "ACQUISITION_DATETIME" in src.tags()
+            assert src.nodata == 0
+    with rasterio.open(next((small_dataset / "before").glob("*.tif"))) as b, rasterio.open(next((small_dataset / "after").glob("*.tif"))) as a:
+        assert a.tags()["ACQUISITION_DATETIME"] > b.tags()["ACQUISITION_DATETIME"]
+
+
+def test_same_seed_same_files_other_seed_differs(small_dataset: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    generate_dataset(again, SMALL, progress=False)
+    assert (again / "sites.csv").read_bytes() == (small_dataset / "sites.csv").read_bytes()
+    for epoch in ("before", "after"):
+        for f in sorted((small_dataset / epoch).glob("*.tif")):
+            with rasterio.open(f) as x, rasterio.open(again / epoch / f.name) as y:
+                assert x.transform == y.transform
+                assert np.array_equal(x.read(), y.read())
+    other = tmp_path / "other"
+    generate_dataset(other, replace(SMALL, seed=6), progress=False)
+    assert (other / "sites.csv").read_bytes() != (small_dataset / "sites.csv").read_bytes()
+
+
+def _chip_change(folder: Path, rows: list[dict[str, str]], half_m: float = 6.0) -> dict[str, list[float]]:
+    """Mean absolute after-minus-before difference in a small window on each site (same grid)."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        name = f"region{int(r['region']):03d}.tif"
+        with rasterio.open(folder / "before" / name) as b, rasterio.open(folder / "after" / name) as a:
+            assert a.transform == b.transform
+            x, y = Transformer.from_crs("EPSG:4326", b.crs, always_xy=True).transform(float(r["lon"]), float(r["lat"]))
+            row, col = b.index(x, y)
+            k = int(half_m / b.res[0])
+            win = ((row - k, row + k), (col - k, col + k))
+            before, after = b.read(window=win).astype(np.float32), a.read(window=win).astype(np.float32)
+            assert before.shape == (3, 2 * k, 2 * k)
+            out[r["damage"]].append(float(np.abs(after - before).mean()))
+    return out
+
+
+NO_NUISANCE = dict(
+    sun_change=0.0, season_change=0.0, colour_shift=0.0, haze=0.0, noise=0.0, blur=0.0, misregistration=0.0,
+    off_nadir=0.0, vehicles=0.0, construction=0.0, jpeg=0.0, clouds=0.0, nodata=0.0,
+)
+
+
+def test_labels_agree_with_pixels(tmp_path: Path) -> None:
+    out = tmp_path / "clean"
+    generate_dataset(out, replace(SMALL, **NO_NUISANCE), progress=False)
+    change = _chip_change(out, _rows(out))
+    destroyed = np.median(change["destroyed"])
+    intact = np.median(change["no-damage"])
+    # without nuisance an intact site hardly changes and a destroyed one changes a lot
+    assert destroyed > 5.0 * intact, (destroyed, intact)
+    assert min(change["destroyed"]) > max(change["no-damage"]), change
+    assert np.median(change["major-damage"]) > 2.0 * intact
+
+
+def test_reads_back_through_tiles_with_every_site_ok(small_dataset: Path) -> None:
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.cut import PairCutter
+    from tiles.sites import read_sites
+
+    sites = read_sites(small_dataset / "sites.csv")
+    before = RasterCatalog.from_paths([small_dataset / "before"], epoch="before")
+    after = RasterCatalog.from_paths([small_dataset / "after"], epoch="after")
+    with PairCutter(before, after, TilesConfig()) as cutter:
+        pairs = list(cutter.cut_many(sites))
+    assert [p.meta.status for p in pairs] == ["ok"] * len(sites), [(p.site.site_id, p.meta.reason) for p in pairs if not p.ok]
+    assert all(p.site.damage for p in pairs)
+    # with the default nuisance, after co-registration and normalisation by the tiles stage,
+    # destroyed sites still change far more at the centre of the chip than intact ones
+    change: dict[str, list[float]] = defaultdict(list)
+    for p in pairs:
+        n = p.image.shape[-1]
+        c = slice(n // 2 - n // 8, n // 2 + n // 8)
+        change[p.site.damage].append(float(np.abs(p.image[1][:, c, c] - p.image[0][:, c, c]).mean()))
+    assert np.median(change["destroyed"]) > 2.0 * np.median(change["no-damage"]), change
+    assert pairs[0].meta.before_time is not None and pairs[0].meta.after_time is not None
+
+
+@pytest.mark.slow
+def test_crs_resolution_and_scenes_options(tmp_path: Path) -> None:
+    cfg = replace(SMALL, sites=10, size_px=800, after_crs="EPSG:4326", after_gsd_m=0.7, scenes=2, crs="EPSG:32618")
+    out = tmp_path / "opts"
+    summary = generate_dataset(out, cfg, progress=False)
+    before = sorted((out / "before").glob("*.tif"))
+    after = sorted((out / "after").glob("*.tif"))
+    assert len(before) == 2 * summary.regions and len(after) == 2 * summary.regions
+    for f in before:
+        with rasterio.open(f) as src:
+            assert src.crs.to_epsg() == 32618 and src.res == pytest.approx((0.5, 0.5))
+    for f in after:
+        with rasterio.open(f) as src:
+            assert src.crs.to_epsg() == 4326
+            lat = (src.bounds.top + src.bounds.bottom) / 2
+            # pixel size on the ground, from degrees
+            gx = src.res[0] * 111320 * np.cos(np.radians(lat))
+            gy = src.res[1] * 110540
+            assert gx == pytest.approx(0.7, rel=0.02) and gy == pytest.approx(0.7, rel=0.02)
+    # every site lies well inside at least one scene of each epoch
+    rows = _rows(out)
+    for files in (before, after):
+        for r in rows:
+            inside = False
+            for f in files:
+                with rasterio.open(f) as src:
+                    x, y = Transformer.from_crs("EPSG:4326", src.crs, always_xy=True).transform(float(r["lon"]), float(r["lat"]))
+                    row, col = src.index(x, y)
+                    m = int(40 / 0.7)
+                    if m <= row < src.height - m and m <= col < src.width - m:
+                        inside = inside or bool(src.read(1, window=((row, row + 1), (col, col + 1)))[0, 0] > 0)
+            assert inside, (r["site_id"], [f.name for f in files])
+    # the before strips overlap by scene_overlap_m
+    with rasterio.open(before[0]) as s0, rasterio.open(before[1]) as s1:
+        assert s0.bounds.right - s1.bounds.left == pytest.approx(cfg.scene_overlap_m, abs=1.0)
+
+
+def test_nuisance_knobs_are_validated() -> None:
+    with pytest.raises(ValueError, match="haze"):
+        SynthConfig(haze=1.5)
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        SynthConfig(destroyed_fraction=0.7, major_fraction=0.5)
+
+
+def test_geographic_before_crs_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="projected CRS"):
+        generate_dataset(tmp_path / "x", replace(SMALL, crs="EPSG:4326"), progress=False)
+
+
+def test_cli_writes_dataset_and_gallery(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    rc = main(["synth", "--out", str(out), "--sites", "8", "--seed", "2", "--size-px", "512", "--preview", "--set", "synth.jpeg=0"])
+    assert rc == 0
+    assert len(_rows(out)) == 8
+    assert (out / "gallery.png").stat().st_size > 1000
+    assert "wrote 8 sites" in capsys.readouterr().out
+    # an existing dataset is not overwritten by accident
+    rc = main(["synth", "--out", str(out), "--sites", "8", "--size-px", "512"])
+    assert rc == 2
+    assert "--overwrite" in capsys.readouterr().err
+    rc = main(["synth", "--out", str(tmp_path / "bad"), "--crs", "EPSG:4326", "--size-px", "512"])
+    assert rc == 2
+    assert "projected" in capsys.readouterr().err
+    rc = main(["synth", "--out", str(tmp_path / "bad2"), "--set", "synth.haze=3"])
+    assert rc == 2
+    assert "haze" in capsys.readouterr().err
