@@ -25,7 +25,7 @@ from review.config import ReviewConfig
 from review.consensus import SiteConsensus, needs_adjudication, summarise
 from review.rerank import Rerank, rerank
 from review.runfolder import RunFolder, RunSite
-from review.store import VerdictStore
+from review.store import Verdict, VerdictStore
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class ReviewQueues:
         self._lock = threading.Lock()
         self._summary_version = -1
         self._summaries: dict[str, SiteConsensus] = {}
+        self._rows_by_site: dict[str, list[Verdict]] = {}
         self._rerank: Rerank | None = None
         self._rerank_order: list[int] | None = None
         self._embeddings = run.embeddings()
@@ -100,12 +101,20 @@ class ReviewQueues:
     # -- verdict-derived state ---------------------------------------------------------------
 
     def summaries(self) -> dict[str, SiteConsensus]:
-        """Decisions per site, recomputed only when a verdict was added since the last call."""
-        version = self.store.last_id()
+        """Decisions per site, updated incrementally for the sites with new verdicts.
+
+        The returned dict is replaced, never mutated, so callers may keep using it.
+        """
         with self._lock:
-            if version != self._summary_version:
-                self._summaries = summarise(self.store.verdicts())
-                self._summary_version = version
+            new_rows = self.store.verdicts_after(self._summary_version if self._summary_version > 0 else 0)
+            if self._summary_version < 0 or new_rows:
+                touched = {v.site_id for v in new_rows}
+                for v in new_rows:
+                    self._rows_by_site.setdefault(v.site_id, []).append(v)
+                updated = dict(self._summaries)
+                updated.update(summarise(r for sid in touched for r in self._rows_by_site[sid]))
+                self._summaries = updated
+                self._summary_version = max([self._summary_version, 0] + [v.id for v in new_rows])
             return self._summaries
 
     def disputed_order(self) -> list[int]:

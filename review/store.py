@@ -230,6 +230,16 @@ class VerdictStore:
             rows = self._read(f"SELECT {cols} FROM verdicts WHERE site_id = ? ORDER BY id", (site_id,))
         return [Verdict(*r) for r in rows]
 
+    def verdicts_after(self, last_id: int) -> list[Verdict]:
+        """Verdict rows with an id above ``last_id``, in submission order.
+
+        Writers serialise on ``BEGIN IMMEDIATE`` and ids are assigned inside the transaction, so
+        rows become visible in id order: reading "everything after the last id I saw" never
+        skips a row.
+        """
+        cols = "id, site_id, reviewer, verdict, note, kind, created_at"
+        return [Verdict(*r) for r in self._read(f"SELECT {cols} FROM verdicts WHERE id > ? ORDER BY id", (last_id,))]
+
     def last_id(self) -> int:
         """The id of the newest verdict (0 when none): a cheap version number for caches."""
         row = self._read("SELECT COALESCE(MAX(id), 0) FROM verdicts")
