@@ -94,6 +94,10 @@ class TrainConfig:
         evidence_precision: target precision of the ``evidence`` operating point.
         top_k: k for precision/recall at top-k (the sites a reviewer would check).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        precision: training arithmetic: ``auto`` = bfloat16 autocast where the device runs it
+            natively (CPUs with AVX512-BF16/AMX, recent GPUs), else float32.
+        freeze_encoder_stages: number of leading encoder stages kept fixed (their ImageNet
+            features are generic; skipping their gradients speeds up CPU training).
     """
 
     data: tuple[str, ...] = ()
@@ -124,6 +128,8 @@ class TrainConfig:
     evidence_precision: float = 0.9
     top_k: int = 50
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    freeze_encoder_stages: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

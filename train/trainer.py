@@ -130,6 +130,11 @@ def _set_bn_eval(model: nn.Module) -> None:
             m.eval()
 
 
+def _frozen_stages(model: nn.Module, n: int) -> list[nn.Module]:
+    stages = getattr(getattr(model, "encoder", None), "stages", None)
+    return list(stages[:n]) if stages is not None and n > 0 else []
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -144,6 +149,7 @@ def train_one_epoch(
     device: torch.device,
     progress: bool | None = None,
     desc: str = "train",
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float, int]:
     """One pass over ``order`` (indices into ``data``) in batches.
 
@@ -160,6 +166,8 @@ def train_one_epoch(
     model.train()
     if cfg.freeze_bn:
         _set_bn_eval(model)
+    for stage in _frozen_stages(model, cfg.freeze_encoder_stages):
+        stage.eval()
     bs = cfg.batch_size
     n_batches = max(1, len(order) // bs) if len(order) >= bs else 1
     total, count = 0.0, 0
@@ -173,7 +181,8 @@ def train_one_epoch(
         y = y.to(device)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * lr_at(step0 + b)
-        out = model(x)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            out = model(x)
         loss = F.binary_cross_entropy_with_logits(out.logit.float(), y, pos_weight=pw)
         if cfg.heatmap_weight > 0:
             target, weight = heatmap_target(y.cpu(), x.shape[-1], cfg.heatmap_radius_frac)
@@ -191,13 +200,15 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, data: PairSet, *, batch_size: int = 64, device: torch.device | str = "cpu") -> np.ndarray:
+def predict_logits(model: nn.Module, data: PairSet, *, batch_size: int = 64, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> np.ndarray:
     """Raw site logits ``(N,)`` float64 of every pair in ``data`` (eval mode, no augmentation)."""
     model.eval()
+    device = torch.device(device)
     out = []
     for start in range(0, len(data), batch_size):
         x = torch.from_numpy(data.images[start : start + batch_size]).float().div_(255.0).to(device)
-        out.append(model(x).logit.float().cpu())
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            out.append(model(x).logit.float().cpu())
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
@@ -360,10 +371,17 @@ def train_model(
 
     model, start_meta = build_start_model(job, init_from)
     model.to(device)
+    for stage in _frozen_stages(model, cfg.freeze_encoder_stages):
+        for p in stage.parameters():
+            p.requires_grad_(False)
+    from models.inference import choose_precision
+
+    autocast_dtype = choose_precision(device, cfg.precision)
+    log.info("training on %s, %s", device, "float32" if autocast_dtype is None else f"{autocast_dtype} autocast".replace("torch.", ""))
     arch = start_meta.arch if start_meta else job.model.arch
     in_channels = start_meta.in_channels if start_meta else job.model.in_channels
-    encoder_params = list(getattr(model, "encoder", nn.Identity()).parameters())
-    enc_ids = {id(p) for p in encoder_params}
+    encoder_params = [p for p in getattr(model, "encoder", nn.Identity()).parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in getattr(model, "encoder", nn.Identity()).parameters()}
     other = [p for p in model.parameters() if id(p) not in enc_ids]
     groups = [{"params": other, "base_lr": cfg.lr}]
     if encoder_params:
@@ -407,9 +425,10 @@ def train_model(
         loss, steps = train_one_epoch(
             model, optimizer, lr_at, epoch * steps_per_epoch, train_set, order, cfg, gen,
             pos_weight=pos_weight, device=device, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            autocast_dtype=autocast_dtype,
         )
         train_s = time.perf_counter() - t0
-        logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device)
+        logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
         val_loss = float(np.mean(np.logaddexp(0.0, logits) - y_val * logits))
         auc, ap = roc_auc(y_val, logits), average_precision(y_val, logits)
         improved = ap > best_ap
@@ -438,7 +457,7 @@ def train_model(
             on_epoch(summary)
 
     model.load_state_dict(best_state)
-    logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device)
+    logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
     temperature = fit_temperature(y_val, logits)
     raw_p, cal_p = sigmoid(logits), sigmoid(logits / temperature)
     ece_before = expected_calibration_error(y_val, raw_p, cfg.calibration_bins)
