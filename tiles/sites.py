@@ -216,7 +216,8 @@ def _ring_centroid(ring: list[list[float]]) -> tuple[float, float, float]:
     lat0 = math.radians(sum(p[1] for p in ring) / len(ring))
     k = math.cos(lat0)
     area = cx = cy = 0.0
-    pts = [(float(p[0]) * k, float(p[1])) for p in ring]
+    ox, oy = float(ring[0][0]), float(ring[0][1])  # local origin: avoids cancellation
+    pts = [((float(p[0]) - ox) * k, float(p[1]) - oy) for p in ring]
     if pts[0] != pts[-1]:
         pts.append(pts[0])
     for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
@@ -227,8 +228,8 @@ def _ring_centroid(ring: list[list[float]]) -> tuple[float, float, float]:
     area *= 0.5
     if abs(area) < 1e-18:
         xs, ys = zip(*pts[:-1])
-        return 0.0, sum(xs) / len(xs) / k, sum(ys) / len(ys)
-    return area, cx / (6 * area) / k, cy / (6 * area)
+        return 0.0, ox + sum(xs) / len(xs) / k, oy + sum(ys) / len(ys)
+    return area, ox + cx / (6 * area) / k, oy + cy / (6 * area)
 
 
 def geometry_centroid(geometry: Mapping[str, Any]) -> tuple[float, float]:

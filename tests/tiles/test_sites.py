@@ -1,0 +1,146 @@
+"""Validation of sites files: every message names the file, the row and the field."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sitewatch.errors import InputError
+from tests.tiles.conftest import write_sites_csv
+from tiles.sites import read_sites
+from tiles.types import damage_to_label
+
+
+def test_csv_with_optional_and_extra_columns(tmp_path):
+    f = write_sites_csv(
+        tmp_path / "s.csv",
+        [("h1", 15.2, 45.1, "Hospital A", "hospital", 40, "destroyed", "north"),
+         ("h2", -0.5, 51.5, "", "", "", "", "")],
+        header="site_id,lon,lat,name,kind,radius_m,damage,district",
+    )
+    s = read_sites(f)
+    assert [x.site_id for x in s] == ["h1", "h2"]
+    assert (s[0].lon, s[0].lat, s[0].name, s[0].kind, s[0].radius_m) == (15.2, 45.1, "Hospital A", "hospital", 40.0)
+    assert damage_to_label(s[0].damage) == 1 and s[1].damage is None
+    assert s[0].extra == {"district": "north"} and s[0].row == 1 and s[1].row == 2
+    assert s[1].name is None and s[1].radius_m is None
+
+
+def test_binary_label_column_and_aliases(tmp_path):
+    f = write_sites_csv(tmp_path / "s.csv", [("a", 1, 2, 1), ("b", 1, 2, 0)], header="site_id,Longitude,Latitude,label")
+    s = read_sites(f)
+    assert [damage_to_label(x.damage) for x in s] == [1, 0]
+
+
+def test_bom_and_blank_lines_are_fine(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_bytes("\ufeffsite_id,lon,lat\n\na,1,2\n\n".encode("utf-8"))
+    assert [x.site_id for x in read_sites(f)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (b"", ["is empty"]),
+        (b"   \n", ["is empty"]),
+        (b"site_id,lon,lat\n", ["no site rows"]),
+        (b"site_id,x,lat\na,1,2\n", ["missing required column", "lon", "found: site_id, x, lat"]),
+        (b"id,lon,lat\na,1,2\n", ["missing required column", "site_id"]),
+        (b"site_id,lon,lat\na,1,2\nb,3,4\na,5,6\n", ["row 3", "site_id 'a'", "duplicates row 1"]),
+        (b"site_id,lon,lat\n,1,2\n", ["row 1", "site_id is empty"]),
+        (b"site_id,lon,lat\na,1,2,3\n", ["row 1", "4 fields", "header has 3"]),
+        ("site_id,lon,lat,name\na,1,2,Caf\u00e9\n".encode("latin-1"), ["line 2", "not valid UTF-8", "UTF-8"]),
+        (b"site_id,lon,lat,lon\na,1,2,3\n", ["lon", "more than once"]),
+    ],
+)
+def test_file_level_problems_raise(tmp_path, content, needles):
+    f = tmp_path / "sites.csv"
+    f.write_bytes(content)
+    with pytest.raises(InputError) as exc:
+        read_sites(f)
+    msg = str(exc.value)
+    assert str(f) in msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_sites(tmp_path / "nope.csv")
+    with pytest.raises(InputError, match="is a folder"):
+        read_sites(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "lon, lat, needle",
+    [
+        ("abc", "45", "lon 'abc' is not a number"),
+        ("15", "", "lat is empty"),
+        ("nan", "45", "not a finite number"),
+        ("15", "123.4", "lat 123.4 out of range [-90, 90]"),
+        ("181", "45", "lon 181 out of range [-180, 180]"),
+    ],
+)
+def test_row_level_problems_flow_through(tmp_path, caplog, lon, lat, needle):
+    f = write_sites_csv(tmp_path / "s.csv", [("ok", 15, 45), ("bad", lon, lat), ("ok2", 16, 46)])
+    sites = read_sites(f)
+    assert [s.site_id for s in sites] == ["ok", "bad", "ok2"]
+    bad = sites[1]
+    assert math.isnan(bad.lon) and math.isnan(bad.lat)
+    assert needle in bad.problem
+    assert sites[0].problem is None and sites[2].problem is None
+    assert any("row 2" in r.message and "bad" in r.message for r in caplog.records)
+
+
+def test_bad_radius_is_ignored_with_a_warning(tmp_path, caplog):
+    f = write_sites_csv(tmp_path / "s.csv", [("a", 1, 2, "-5")], header="site_id,lon,lat,radius_m")
+    s = read_sites(f)
+    assert s[0].radius_m is None and s[0].problem is None
+    assert any("radius_m" in r.message and "row 1" in r.message for r in caplog.records)
+
+
+def _fc(features):
+    return {"type": "FeatureCollection", "features": features}
+
+
+def test_geojson_points_and_polygons(tmp_path):
+    square = [[[15.0, 45.0], [15.001, 45.0], [15.001, 45.001], [15.0, 45.001], [15.0, 45.0]]]
+    doc = _fc(
+        [
+            {"type": "Feature", "properties": {"site_id": "p", "kind": "school", "ward": 3},
+             "geometry": {"type": "Point", "coordinates": [15.2, 45.1]}},
+            {"type": "Feature", "id": "poly", "properties": {"damage": "no-damage"},
+             "geometry": {"type": "Polygon", "coordinates": square}},
+            {"type": "Feature", "properties": {"site_id": "nogeom"}, "geometry": None},
+        ]
+    )
+    f = tmp_path / "s.geojson"
+    f.write_text(json.dumps(doc))
+    s = read_sites(f)
+    assert (s[0].lon, s[0].lat, s[0].kind, s[0].extra) == (15.2, 45.1, "school", {"ward": "3"})
+    assert s[1].site_id == "poly" and s[1].footprint["type"] == "Polygon"
+    assert s[1].lon == pytest.approx(15.0005, abs=1e-7) and s[1].lat == pytest.approx(45.0005, abs=1e-7)
+    assert s[2].problem == "geometry is missing" and math.isnan(s[2].lon)
+
+
+@pytest.mark.parametrize(
+    "doc, needle",
+    [
+        ("{not json", "not valid JSON (line 1"),
+        (json.dumps({"type": "Point", "coordinates": [1, 2]}), "FeatureCollection"),
+        (json.dumps(_fc([])), "no features"),
+        (json.dumps(_fc([{"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [1, 2]}}])),
+         "feature 1: no site_id"),
+        (json.dumps(_fc([{"type": "Feature", "properties": {"site_id": "a"}, "geometry": None}] * 2)),
+         "feature 2: site_id 'a' duplicates feature 1"),
+        (json.dumps({**_fc([]), "crs": {"type": "name", "properties": {"name": "EPSG:3857"}}}), "EPSG:3857"),
+    ],
+)
+def test_geojson_problems_raise(tmp_path, doc, needle):
+    f = tmp_path / "s.geojson"
+    f.write_text(doc)
+    with pytest.raises(InputError) as exc:
+        read_sites(f)
+    assert str(f) in str(exc.value) and needle in str(exc.value)
