@@ -60,8 +60,13 @@ VERDICT_KEYS = {
     "cannot_assess": "0",
 }
 
-#: scores.csv columns not shown to reviewers (labels carried through from a labelled input).
-HIDDEN_COLUMNS = frozenset({"damage", "label", "xview2_model_damage"})
+
+
+def hidden_column(name: str) -> bool:
+    """Columns never shown to reviewers: labels carried through from a labelled input (``damage``,
+    ``label``, ``xview2_model_damage``, ...) would bias their verdicts."""
+    lowered = name.lower()
+    return lowered == "label" or "damage" in lowered
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
@@ -129,7 +134,7 @@ class ReviewApp:
         prev, nxt = self.queues.neighbours(view, show, reviewer, site.index)
         # an input's own damage label is never shown: it would bias the reviewer
         meta_rows = [(k, site.meta[k]) for k in META_FIRST if site.meta.get(k)]
-        meta_rows += [(k, v) for k, v in site.meta.items() if k not in META_FIRST and k not in HIDDEN_COLUMNS and v]
+        meta_rows += [(k, v) for k, v in site.meta.items() if k not in META_FIRST and not hidden_column(k) and v]
         mine = next((v.verdict for v in reversed(history) if v.reviewer == reviewer and v.kind == "review"), None)
         rr = self.queues.current_rerank
         return {
