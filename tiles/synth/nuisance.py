@@ -7,11 +7,12 @@ clouds, nodata); :func:`apply_sensor` applies the radiometric part to a rendered
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import replace
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 
 from tiles.synth.config import SynthConfig
 from tiles.synth.noise import fractal_noise, smooth_noise, upsample
@@ -25,6 +26,14 @@ NUISANCE_KNOBS = (
 
 #: misregistration of the after epoch at strength 1, in pixels per axis
 MAX_SHIFT_PX = 8
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_ppf_256() -> np.ndarray:
+    """Standard-normal quantiles at the 256 byte levels ``(i + 0.5) / 256``, shape ``(256,)``."""
+    from scipy.special import ndtri
+
+    return ndtri((np.arange(256) + 0.5) / 256.0).astype(np.float64)
 
 
 def region_strengths(rng: np.random.Generator, config: SynthConfig) -> dict[str, float]:
@@ -113,38 +122,38 @@ def apply_sensor(img: np.ndarray, style: EpochStyle, gsd_m: float) -> tuple[np.n
         shadow[sh:, sh:] = alpha[:-sh, :-sh] if sh < min(h, w) else 0
         img *= (1 - 0.5 * shadow)[..., None]
         img += (np.array([0.93, 0.93, 0.95], dtype=np.float32) - img) * alpha[..., None]
-    # saturation and haze in float, then gamma/gain/offset as a per-channel lookup table
+    # the rest runs on 8-bit images in PIL's C code: tone curve and gains as a lookup table,
+    # saturation, spatially varying haze, blur, sensor noise, JPEG
+    img *= 255.0
+    np.clip(img, 1.0, 255.0, out=img)
+    pil = Image.fromarray(img.astype(np.uint8), mode="RGB")
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    lut: list[int] = []
+    for c in range(3):
+        lut += np.clip((levels ** style.gamma * style.gains[c] + style.offset) * 255.0 + 0.5, 1, 255).astype(int).tolist()
+    pil = pil.point(lut)
     if abs(style.saturation - 1.0) > 1e-3:
-        grey = img.mean(axis=2, keepdims=True)
-        img -= grey
-        img *= style.saturation
-        img += grey
+        pil = ImageEnhance.Color(pil).enhance(style.saturation)
     if style.haze > 0:
         t = style.haze * 0.4 * (0.6 + 0.4 * np.clip(smooth_noise(rng, (max(h // 16, 2), max(w // 16, 2)), 20.0), -1, 1))
-        t_full = upsample(t.astype(np.float32), (h, w))[..., None]
-        air = np.array([0.62, 0.66, 0.72], dtype=np.float32)
-        img += (air - img) * t_full
-    img *= 255.0
-    np.clip(img, 0, 255, out=img)
-    u8 = img.astype(np.uint8)
-    levels = np.arange(256, dtype=np.float64) / 255.0
-    for c in range(3):
-        lut = np.clip((levels ** style.gamma * style.gains[c] + style.offset) * 255.0 + 0.5, 1, 255).astype(np.uint8)
-        u8[..., c] = lut[u8[..., c]]
-    pil = Image.fromarray(u8, mode="RGB")
+        mask = Image.fromarray(np.clip(t * 255.0, 0, 255).astype(np.uint8), mode="L").resize((w, h), Image.Resampling.BILINEAR)
+        air = Image.new("RGB", (w, h), (158, 168, 184))
+        pil = Image.composite(air, pil, mask)
     if style.blur_px > 0.3:
         pil = pil.filter(ImageFilter.GaussianBlur(style.blur_px))
-    out = np.asarray(pil).astype(np.int16)
     if style.noise_std > 0:
-        lum = rng.standard_normal((h, w, 1), dtype=np.float32) * (style.noise_std * 255.0)
-        out = out + lum.astype(np.int16)
-    u8 = np.clip(out, 1, 255).astype(np.uint8)
+        sigma = style.noise_std * 255.0
+        # seeded gaussian noise around 128: uniform random bytes through an inverse-CDF table
+        ppf = np.clip(128.0 + sigma * _normal_ppf_256(), 0, 255).astype(np.uint8)
+        noise = Image.fromarray(ppf[np.frombuffer(rng.bytes(h * w), dtype=np.uint8).reshape(h, w)], mode="L")
+        pil = ImageChops.add(pil, Image.merge("RGB", (noise, noise, noise)), 1.0, -128)
     if style.jpeg_quality > 0:
         buf = io.BytesIO()
-        Image.fromarray(u8, mode="RGB").save(buf, format="JPEG", quality=int(style.jpeg_quality))
+        pil.save(buf, format="JPEG", quality=int(style.jpeg_quality))
         buf.seek(0)
-        u8 = np.array(Image.open(buf).convert("RGB"))
-        np.maximum(u8, 1, out=u8)
+        pil = Image.open(buf).convert("RGB")
+    u8 = np.array(pil)
+    np.maximum(u8, 1, out=u8)
     valid = np.ones((h, w), dtype=bool)
     if style.nodata_fraction > 0:
         # a slanted strip along the left or right edge, as at the end of a satellite pass

@@ -112,14 +112,23 @@ class StaticFields:
 def make_static_fields(seed: int, shape: tuple[int, int], gsd_m: float, origin_m: tuple[float, float]) -> StaticFields:
     """Draw the shared textures of a canvas of ``shape`` pixels at ``gsd_m``."""
     rng = np.random.default_rng(seed)
-    landcover = fractal_noise(rng, shape, 60.0 / gsd_m, octaves=3)
-    patches = fractal_noise(rng, shape, 15.0 / gsd_m, octaves=3)
+    # low-frequency fields are drawn at a quarter of the resolution and upsampled once combined
+    q = (max(shape[0] // 4, 4), max(shape[1] // 4, 4))
+    landcover_q = fractal_noise(rng, q, 15.0 / gsd_m, octaves=3)
+    patches_q = fractal_noise(rng, q, 3.75 / gsd_m, octaves=3)
+    w_soil_q = 1.0 / (1.0 + np.exp((0.8 - landcover_q) * 2.5))
+    w_scrub_q = (1.0 - w_soil_q) * (0.7 / (1.0 + np.exp((0.4 - patches_q) * 2.0)))
+    landcover = upsample(landcover_q, shape)
+    patches = upsample(patches_q, shape)
+    w_soil = upsample(w_soil_q.astype(np.float32), shape)
+    w_scrub = upsample(w_scrub_q.astype(np.float32), shape)
     fine = fractal_noise(rng, shape, 2.5 / gsd_m, octaves=2)
     grain = pixel_noise(rng, shape)
     speck = smooth_noise(rng, shape, max(0.8 / gsd_m, 1.0))
-    w_soil = 1.0 / (1.0 + np.exp((0.8 - landcover) * 2.5))
-    w_scrub = (1.0 - w_soil) * (0.7 / (1.0 + np.exp((0.4 - patches) * 2.0)))
-    ground_tex = 1.0 + 0.08 * patches + 0.09 * fine + 0.05 * grain
+    ground_tex = patches * 0.08
+    ground_tex += 1.0
+    ground_tex += 0.09 * fine
+    ground_tex += 0.05 * grain
     return StaticFields(
         landcover=landcover, patches=patches, fine=fine, grain=grain, speck=speck,
         w_soil=w_soil.astype(np.float32), w_scrub=w_scrub.astype(np.float32), ground_tex=ground_tex.astype(np.float32),
