@@ -29,8 +29,9 @@ class TilesConfig:
         max_blank_fraction: above this blank/saturated fraction: ``blank``.
         misregistered_confidence: a confident shift larger than ``max_shift_m`` means the
             epochs do not line up: ``misregistered``.
-        max_scenes_tried: per epoch, how many covering scenes are tried (best first) when the
-            best one has too few valid pixels at the site.
+        max_scenes_tried: per epoch, how many covering scenes are read at most (best first).
+        mosaic: fill the best scene's invalid chip pixels (scene edge, nodata) from the next
+            covering scenes of the same epoch; off: use the single scene with most valid pixels.
         max_open_files: datasets kept open per process (least recently used are closed).
         batch_size: sites whose coordinates are transformed together in one call.
     """
@@ -50,6 +51,7 @@ class TilesConfig:
     max_blank_fraction: float = 0.6
     misregistered_confidence: float = 0.5
     max_scenes_tried: int = 3
+    mosaic: bool = True
     max_open_files: int = 32
     batch_size: int = 256
 

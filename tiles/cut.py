@@ -75,6 +75,23 @@ class _EpochChip:
     affine: np.ndarray  # (2, 3) chip index -> native array index
 
 
+@dataclass
+class _Mosaic:
+    """One epoch's chip composed from one or more scenes (first = primary)."""
+
+    parts: list[_EpochChip]
+    image: np.ndarray  # (C, P, P) float32
+    valid: np.ndarray  # (P, P) bool
+
+    @property
+    def scene(self) -> SceneInfo:
+        return self.parts[0].scene
+
+    @property
+    def extra_ids(self) -> str:
+        return ";".join(p.scene.scene_id for p in self.parts[1:])
+
+
 def _site_geometry(site: Site, config: TilesConfig) -> float:
     """Window side in metres for a site."""
     half = None
@@ -320,30 +337,61 @@ class PairCutter:
         moved[:, 2] = aff[:, 2] - aff[:, :2] @ np.asarray(shift, dtype=np.float64)
         return resample_affine(native, native_valid, moved, self.config.chip_px, order=_ORDER[self.config.resampling])
 
-    def _read_epoch(
-        self, cands: list[Candidate], margin_px: float
-    ) -> tuple[_EpochChip | None, str]:
-        """Best readable chip of an epoch: the first candidate with enough valid pixels.
+    def _read_epoch(self, cands: list[Candidate], margin_px: float) -> tuple[_Mosaic | None, str]:
+        """One epoch's chip: the best candidate, its holes filled from the next ones (mosaic).
+
+        Candidates are read best first, at most ``config.max_scenes_tried``; reading stops once
+        every chip pixel is valid. Without ``config.mosaic`` only the pixels of the first
+        readable scene are used (later scenes are still tried when it has too few).
 
         Returns:
-            ``(chip or None, error text)``.
+            ``(mosaic or None, error text)``.
         """
-        best: _EpochChip | None = None
+        cfg = self.config
+        parts: list[_EpochChip] = []
         errors: list[str] = []
-        for cand in cands[: max(1, self.config.max_scenes_tried)]:
+        image: np.ndarray | None = None
+        valid: np.ndarray | None = None
+        for cand in cands[: max(1, cfg.max_scenes_tried)]:
             try:
                 chip = self._read(cand, margin_px)
             except Exception as exc:  # noqa: BLE001 - a read error is a site-level problem
                 errors.append(f"{cand.scene.scene_id}: {exc}")
                 log.warning("read error in %s: %s", cand.scene.path, exc)
                 continue
-            if chip is None:
+            if chip is None or not chip.valid.any():
                 continue
-            if best is None or chip.valid.mean() > best.valid.mean():
-                best = chip
-            if chip.valid.mean() >= self.config.min_valid_fraction:
+            if image is None or valid is None:
+                parts, image, valid = [chip], chip.image.copy(), chip.valid.copy()
+            elif cfg.mosaic:
+                fill = chip.valid & ~valid
+                if fill.any():
+                    parts.append(chip)
+                    image[:, fill] = chip.image[:, fill]
+                    valid |= fill
+            elif chip.valid.mean() > valid.mean():
+                parts, image, valid = [chip], chip.image.copy(), chip.valid.copy()
+            if valid.all() or (not cfg.mosaic and valid.mean() >= cfg.min_valid_fraction):
                 break
-        return best, "; ".join(errors)
+        if image is None or valid is None:
+            return None, "; ".join(errors)
+        return _Mosaic(parts, image, valid), "; ".join(errors)
+
+    def _shifted(self, mosaic: _Mosaic, shift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The mosaic resampled with every part sampled at ``(r - dy, c - dx)``."""
+        image: np.ndarray | None = None
+        valid: np.ndarray | None = None
+        for part in mosaic.parts:
+            im, va = self._resample(part.native, part.native_valid, part.affine, shift)
+            if image is None or valid is None:
+                image, valid = im, va
+            else:
+                fill = va & ~valid
+                image[:, fill] = im[:, fill]
+                valid |= fill
+        if image is None or valid is None:
+            raise ValueError("a mosaic needs at least one part")
+        return image, valid
 
     # -- public -----------------------------------------------------------------------------
     def cut(self, site: Site) -> Pair:
@@ -414,6 +462,8 @@ class PairCutter:
             after_time_source=a.scene.time_source,
             before_gsd_m=b.scene.gsd_m,
             after_gsd_m=a.scene.gsd_m,
+            before_extra_scenes=b.extra_ids,
+            after_extra_scenes=a.extra_ids,
         )
         # -- co-registration ------------------------------------------------------------
         shift_fields: dict[str, Any] = {}
@@ -427,7 +477,7 @@ class PairCutter:
             if math.isfinite(conf):
                 helps = not math.isfinite(est.confidence_unshifted) or conf >= est.confidence_unshifted
                 if shift_m <= cfg.max_shift_m and conf >= cfg.min_coreg_confidence and helps:
-                    a_image, a_valid = self._resample(a.native, a.native_valid, a.affine, (est.dy, est.dx))
+                    a_image, a_valid = self._shifted(a, (est.dy, est.dx))
                     applied = True
                 elif shift_m > cfg.max_shift_m and conf >= cfg.misregistered_confidence and helps:
                     misregistered = (

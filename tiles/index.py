@@ -15,6 +15,8 @@ PAIR_META_COLUMNS = (
     "reason",
     "before_scene",
     "after_scene",
+    "before_extra_scenes",
+    "after_extra_scenes",
     "before_time",
     "after_time",
     "before_time_source",

@@ -27,7 +27,9 @@ def resample_affine(
 
     Returns:
         ``(image, valid)``: float32 ``(C, out_px, out_px)`` (0 where invalid) and bool
-        ``(out_px, out_px)``, True where every contributing native pixel was valid.
+        ``(out_px, out_px)``, True where every contributing native pixel was valid and the
+        sample lies inside the window's footprint (up to half a pixel beyond the outer pixel
+        centres, where the edge pixel is repeated).
     """
     c, h, w = native.shape
     if order not in (0, 1):
@@ -47,11 +49,14 @@ def resample_affine(
         return image, valid
     idx = np.arange(out_px, dtype=np.float64)
     rr, cc = np.meshgrid(idx, idx, indexing="ij")
-    src_r = affine[0, 0] * rr + affine[0, 1] * cc + affine[0, 2] + 1.0  # +1: zero border below
+    src_r = affine[0, 0] * rr + affine[0, 1] * cc + affine[0, 2] + 1.0  # +1: the border below
     src_c = affine[1, 0] * rr + affine[1, 1] * cc + affine[1, 2] + 1.0
-    stack = np.zeros((c + 1, h + 2, w + 2), np.float32)
-    stack[:c, 1:-1, 1:-1] = native
-    stack[c, 1:-1, 1:-1] = native_valid
+    # a border that repeats the edge pixels, so samples up to half a pixel beyond the outer pixel
+    # centres (still inside the raster's footprint) stay valid: no seams between adjacent scenes
+    stack = np.empty((c + 1, h + 2, w + 2), np.float32)
+    stack[:c] = np.pad(native, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    stack[c] = np.pad(native_valid, 1, mode="edge")
+    inside = ((src_r >= 0.5) & (src_r <= h + 0.5) & (src_c >= 0.5) & (src_c <= w + 0.5)).ravel()
     flat = stack.reshape(c + 1, -1)
     wp = w + 2
     if order == 0:
@@ -73,6 +78,7 @@ def resample_affine(
             + flat[:, r1 * wp + c0] * (fr * (1 - fc))
             + flat[:, r1 * wp + c1] * (fr * fc)
         )
+    out[c, ~inside] = 0.0
     out = out.reshape(c + 1, out_px, out_px)
     valid = out[c] > 0.999
     image = np.clip(out[:c], 0.0, 1.0)

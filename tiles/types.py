@@ -64,7 +64,9 @@ class PairMeta:
     """Everything known about how a pair was made; one row of ``index.csv``.
 
     Shift is in chip pixels ``(dy, dx)`` of after relative to before (positive = after content
-    sits lower/right), plus its size in metres.
+    sits lower/right), plus its size in metres. ``before_scene``/``after_scene`` is the primary
+    scene of each epoch; ``before_extra_scenes``/``after_extra_scenes`` list (``;``-separated)
+    the scenes that filled the primary's holes when a chip straddles scene edges.
     """
 
     site_id: str
@@ -91,6 +93,8 @@ class PairMeta:
     blank_fraction: float = 0.0
     saturated_fraction: float = 0.0
     detail: str = ""
+    before_extra_scenes: str = ""
+    after_extra_scenes: str = ""
 
 
 @dataclass(frozen=True)

@@ -207,3 +207,21 @@ def test_catalog_pickles_and_cutter_rebuilds(make_scene):
         assert len(cutter._open) == 1
     assert all(p.ok for p in pairs)
     assert np.array_equal(pairs[0].image, pairs[2].image)
+
+
+def test_chip_across_two_scenes_is_mosaicked(make_scene, ground):
+    mx, my = ground.marker_xy
+    # two before scenes meeting 10 m east of the site; the after scene covers everything
+    west = make_scene("before/west.tif", size_m=100.0, centre_xy=(mx - 40.0, my))
+    make_scene("before/east.tif", size_m=100.0, centre_xy=(mx + 60.0, my), crs="wgs84")
+    after = make_scene("after.tif")
+    site = Site("m", LON0, LAT0)
+    pair = _cut([west.parent], after, site, normalisation="none", coregister=False)
+    assert pair.ok and pair.valid.all()
+    assert pair.meta.before_scene == "west" and pair.meta.before_extra_scenes == "east"
+    assert np.abs(pair.image[0] - pair.image[1]).mean() < 0.03
+    r, c = red_centroid(pair.image[0])
+    assert abs(r - CENTRE) < 0.5 and abs(c - CENTRE) < 0.5
+    single = _cut([west.parent], after, site, normalisation="none", coregister=False, mosaic=False)
+    assert single.meta.before_extra_scenes == ""
+    assert single.valid[0].mean() == pytest.approx(84 / 128, abs=0.02)
