@@ -283,7 +283,9 @@ def create_app(
         request.state.csrf = csrf_cookie or new_token()
         reviewer = decode_cookie(request.cookies.get(REVIEWER_COOKIE))
         set_reviewer = None
-        if request.method == "GET" and request.query_params.get("reviewer"):
+        # ?reviewer=NAME names a reviewer who has none yet; changing it goes through the form
+        # (so a link from elsewhere cannot silently re-attribute someone's verdicts)
+        if request.method == "GET" and request.query_params.get("reviewer") and not reviewer:
             try:
                 set_reviewer = clean_reviewer(request.query_params["reviewer"])
                 reviewer = set_reviewer

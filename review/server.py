@@ -90,5 +90,7 @@ def serve(
     if policy.generated:
         announce(f"access token (generated; needed because {config.host} is reachable from other machines): {policy.token}")
     announce(f"reviewing {Path(run_dir).resolve()} at {app_url(config.host, port, policy.token)}")
+    if config.host in ("0.0.0.0", "::"):
+        announce("(listening on every interface: replace the address with this machine's name or IP)")
     announce("stop with Ctrl-C; verdicts are saved as they are given")
     server.run()

@@ -37,6 +37,10 @@ def test_first_visit_asks_for_a_name(run_dir: Path) -> None:
     assert r.url.path == "/progress" and "reviewer: <b id=\"reviewer-name\">Bea</b>" in r.text
     r = client.post("/reviewer", data={"name": "", "csrf": csrf, "next": "https://evil.example/"})
     assert r.status_code == 400 and "reviewer name is empty" in r.text
+    # a link cannot silently re-attribute: ?reviewer= only names someone who has no name yet
+    assert 'id="reviewer-name">Bea<' in client.get("/queue?reviewer=mallory").text
+    r = client.post("/reviewer", data={"name": "Bea B", "csrf": csrf, "next": "//evil.example/x"}, follow_redirects=False)
+    assert r.headers["location"] == "/queue"  # only local redirects
 
 
 def test_queue_views_order_sites(run_dir: Path) -> None:
