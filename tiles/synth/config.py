@@ -70,7 +70,7 @@ class SynthConfig:
     edge_margin_m: float = 48.0
     max_sites_per_region: int = 400
     facilities_per_km2: float = 3.0
-    building_density: float = 0.6
+    building_density: float = 0.7
     tree_density: float = 0.5
     sun_change: float = 0.5
     season_change: float = 0.4

@@ -426,9 +426,9 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                 p, ang = _point_at(road.line, cum, seg, seglen, s)
                 b = built_at(*p)
                 dense = b > 0.6
-                lot = rng.uniform(12, 18) if dense else rng.uniform(19, 30)
+                lot = rng.uniform(12, 18) if dense else rng.uniform(17, 27)
                 s += lot
-                if rng.random() > b * 1.1:
+                if rng.random() > b * 1.35:
                     continue
                 r = rng.random()
                 if road.main and r < 0.25:
@@ -441,7 +441,7 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                     s += length * 0.5
                 else:
                     kind = "home"
-                    length = rng.uniform(11, 22) if not dense else rng.uniform(8, 14)
+                    length = rng.uniform(12, 24) if not dense else rng.uniform(8, 15)
                     depth = rng.uniform(8, 15) if not dense else rng.uniform(7, 12)
                     length = min(length, lot - 2.0)
                 setback = rng.uniform(4, 10) if kind != "commercial" else rng.uniform(3, 8)
@@ -524,13 +524,13 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
     ty = rng.uniform(0, height_m, n_cand)
     tree_field = fractal_noise(rng, coarse, 60.0, octaves=3)
     tr_, tc_ = np.clip((ty / 4).astype(int), 0, coarse[0] - 1), np.clip((tx / 4).astype(int), 0, coarse[1] - 1)
-    keep_p = 1.0 / (1.0 + np.exp(-(tree_field[tr_, tc_] * 2.0 + (tree_density - 0.5) * 3 + built[tr_, tc_] * 0.8 - 1.2)))
+    keep_p = 1.0 / (1.0 + np.exp(-(tree_field[tr_, tc_] * 2.6 + (tree_density - 0.5) * 3 + built[tr_, tc_] * 1.2 - 1.6)))
     keep = rng.random(n_cand) < keep_p
     gr = np.clip(ty.astype(int), 0, grid.shape[0] - 1)
     gc = np.clip(tx.astype(int), 0, grid.shape[1] - 1)
     keep &= ~grid[gr, gc]
     tx, ty = tx[keep], ty[keep]
-    radius = np.clip(rng.gamma(4.0, 0.8, tx.size), 1.2, 8.0)
+    radius = np.clip(rng.gamma(5.0, 0.85, tx.size), 1.5, 9.0)
     lay.trees = {
         "x": tx,
         "y": ty,

@@ -337,14 +337,15 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             bf = burn.reshape(-1)
             idx = np.flatnonzero(bf > 0.01)
             t = np.clip(speck_f[idx] * 0.3 + 0.2, 0, 1)[:, None] * 0.5
-            burnt = np.array([0.30, 0.28, 0.26], dtype=np.float32) * (1.0 + 0.25 * patches_f[idx] + 0.2 * fine_f[idx])[:, None]
-            burnt += (np.array([0.55, 0.53, 0.50], dtype=np.float32) - burnt) * t
+            burnt = np.array([0.40, 0.37, 0.33], dtype=np.float32) * (1.0 + 0.18 * patches_f[idx] + 0.12 * fine_f[idx])[:, None]
+            burnt += (np.array([0.58, 0.56, 0.52], dtype=np.float32) - burnt) * t
             _blend(flat, idx, bf[idx] * 0.9, burnt)
 
     # --- paved surfaces, yards, pools, cleared lots ---------------------------------------------
     pav, pdraw = cv.rgb()
     pmask, pmdraw = cv.mask()
-    asphalt = _c8((0.31, 0.31, 0.32))
+    asphalt_main = _c8((0.37, 0.37, 0.37))
+    asphalt = _c8((0.43, 0.43, 0.42))
     concrete = _c8((0.60, 0.58, 0.55))
     for c in lay.compounds:
         yard = {"paved": concrete, "sports": _c8((0.30, 0.42, 0.20)), "bare": _c8((0.58, 0.50, 0.40)), "grass": _c8((0.30, 0.40, 0.22))}[c.yard]
@@ -359,7 +360,7 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             pdraw.polygon(cv.px(track.mean(axis=0) + (track - track.mean(axis=0)) * 0.8), fill=_c8((0.28, 0.45, 0.20)))
     for road in lay.roads:
         width = max(int(round(road.width_m / g)), 1)
-        pdraw.line(cv.px(road.line), fill=asphalt, width=width, joint="curve")
+        pdraw.line(cv.px(road.line), fill=asphalt_main if road.main else asphalt, width=width, joint="curve")
         pmdraw.line(cv.px(road.line), fill=255, width=width, joint="curve")
         if road.main:
             pdraw.line(cv.px(road.line), fill=_c8((0.72, 0.70, 0.58)), width=max(int(round(0.2 / g)), 1))
@@ -448,7 +449,7 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             off = shadow_dir * trees["height"][i] * 0.75 * frac
             cv.ellipse(shdraw, trees["x"][i] + off[0], trees["y"][i] + off[1], radii[i] * (0.8 + 0.15 * frac), fill)
     idx, sh = _nz(_blur(shadow, 0.35 / g))
-    shade = 1.0 - sh[:, None] * (1.0 - np.array([0.40, 0.43, 0.52], dtype=np.float32))
+    shade = 1.0 - sh[:, None] * (1.0 - np.array([0.47, 0.49, 0.57], dtype=np.float32))
     flat[idx] *= shade
     del shadow
 
@@ -495,10 +496,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         idx, r = _nz(rubble_b, 4)
         if idx.size:
             sp, fi, gr = speck_f[idx], fine_f[idx], grain_f[idx]
-            alpha = np.clip(r * 1.35 + 0.45 * sp - 0.3, 0, 1)
-            t = np.clip(0.5 + 0.45 * fi + 0.35 * sp, 0, 1)[:, None]
-            ash = np.array([0.66, 0.64, 0.60], dtype=np.float32)
-            char = np.array([0.17, 0.16, 0.15], dtype=np.float32)
+            alpha = np.clip(r * 1.35 + 0.35 * fi - 0.3, 0, 1)
+            t = np.clip(0.62 + 0.3 * fi + 0.18 * sp, 0, 1)[:, None]
+            ash = np.array([0.72, 0.69, 0.64], dtype=np.float32)
+            char = np.array([0.30, 0.28, 0.26], dtype=np.float32)
             wood = np.array([0.50, 0.40, 0.30], dtype=np.float32)
             base = char + (ash - char) * t
             roofcol = np.asarray(rbase).reshape(-1, 3)[idx].astype(np.float32) / 255.0
@@ -506,7 +507,9 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             debris = wood + (roofcol - wood) * frag
             w_debris = np.clip(roofcol.sum(axis=1, keepdims=True) * 3.0, 0, 1) * 0.55  # roof colour drawn = wind/blast
             col = base + (debris - base) * w_debris
-            col *= (1.0 + 0.22 * gr + 0.1 * sp)[:, None]
+            col *= (1.0 + 0.12 * gr + 0.08 * sp)[:, None]
+            dark = sp > 1.6  # charred beams, holes
+            col[dark] *= 0.45
             _blend(flat, idx, alpha, col)
         idx, _ = _nz(remmask, 127)
         if idx.size:
@@ -520,7 +523,8 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             idx, c = _nz(_blur(cm, 0.5 / g), 2)
             ring = np.clip(c * 2.0, 0, 1) * (c < 0.7)
             hole = np.clip((c - 0.6) * 3.0, 0, 1)
-            _blend(flat, idx, ring * 0.6, np.array([0.62, 0.60, 0.56], dtype=np.float32))
+            ring *= np.clip(0.6 + 0.5 * speck_f[idx], 0, 1)  # uneven ejecta
+            _blend(flat, idx, ring * 0.45, np.array([0.62, 0.60, 0.56], dtype=np.float32))
             _blend(flat, idx, hole, np.array([0.16, 0.15, 0.14], dtype=np.float32) * (1 + 0.3 * speck_f[idx])[:, None])
         if blast is not None:
             bf = blast.reshape(-1)
@@ -537,7 +541,7 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     # --- trees -----------------------------------------------------------------------------------
     canopy, cdraw = cv.mask()
     tcol, tdraw = cv.rgb()
-    leafy = np.array([0.13, 0.20, 0.09])
+    leafy = np.array([0.19, 0.27, 0.12])
     bare = np.array([0.33, 0.29, 0.24])
     dry_tint = np.array([0.10, 0.06, 0.04]) * style.dryness * 0.6
     for i in range(nt):
@@ -563,7 +567,8 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         sp = speck_f[idx]
         leaf = np.clip(0.78 + 0.45 * lit + 0.22 * sp + 0.08 * grain_f[idx], 0.35, 1.5)
         tree_col = np.asarray(tcol).reshape(-1, 3)[idx].astype(np.float32) * (leaf / 255.0)[:, None]
-        a = np.clip(cm * (1.05 + 0.35 * sp) - 0.05, 0, 1)
+        # lobed, irregular crowns: the blurred crown thresholded against texture
+        a = np.clip((hgt[idx] - 0.45 + 0.3 * fine_f[idx] + 0.15 * sp) * 4.0, 0, 1) * cm
         _blend(flat, idx, a, tree_col)
     del canopy, tcol
 
@@ -642,9 +647,9 @@ def _draw_damage(
                  (cx - cv.ox) / g + (b.size_m / 2 + rng.uniform(3, 9)) / g, (cy - cv.oy) / g + (b.size_m / 2 + rng.uniform(3, 9)) / g],
                 fill=int(rng.uniform(120, 230)),
             )
-            if rng.random() < 0.6:
+            if rng.random() < 0.4:
                 for part in b.parts:
-                    remdraw.polygon(cv.px(part), outline=_c8((0.70, 0.69, 0.66)), width=max(int(round(0.5 / g)), 1))
+                    remdraw.polygon(cv.px(part), outline=_c8((0.60, 0.58, 0.55)), width=max(int(round(0.4 / g)), 1))
                     remmdraw.polygon(cv.px(part), outline=255, width=max(int(round(0.5 / g)), 1))
             if rng.random() < 0.5:
                 p = b.parts[0]
