@@ -215,7 +215,7 @@ async def _form(request: Request) -> dict[str, str]:
     """The URL-encoded form body (the app's forms and script send nothing else)."""
     body = await request.body()
     if len(body) > 64_000:
-        raise InputError("request body too large")
+        raise InputError("request body too large (over 64 kB): shorten the note")
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
@@ -254,6 +254,10 @@ def create_app(
     app = FastAPI(title="sitewatch review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.review = state
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, exc: InputError) -> Response:
+        return PlainTextResponse(str(exc), 400)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:

@@ -137,6 +137,8 @@ def test_cross_site_posts_are_refused(run_dir: Path) -> None:
     assert r.status_code == 403
     r = client.post("/rerank", data={"csrf": "forged"})
     assert r.status_code == 403
+    r = client.post("/site/0/verdict", data={**ok, "note": "x" * 70_000})
+    assert r.status_code == 400 and "too large" in r.text
     assert VerdictStore.for_run(run_dir).verdicts() == []
     r = client.post("/site/0/verdict", data=ok, headers={"origin": "http://testserver", "sec-fetch-site": "same-origin"}, follow_redirects=False)
     assert r.status_code == 303 and len(VerdictStore.for_run(run_dir).verdicts()) == 1
