@@ -176,5 +176,6 @@ def score_batches_dask(
             future.release()
             yield record
     finally:
-        for future in futures:
-            future.cancel()
+        unfinished = [f for f in futures if not f.done()]
+        if unfinished:
+            client.cancel(unfinished)
