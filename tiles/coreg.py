@@ -3,7 +3,8 @@
 Phase correlation (``skimage.registration.phase_cross_correlation``, integer peak) on the mean of
 the bands, with invalid pixels filled by the mean and a Hann window against edge effects, then
 refined to sub-pixel precision by a few Gauss-Newton (Lucas-Kanade) steps on the common valid
-pixels (skimage's upsampled-DFT refinement gives the same answer but is several times slower
+pixels, started both from the correlation peak and from no shift; the start that ends with the
+higher correlation wins (skimage's upsampled-DFT refinement gives the same answer but is several times slower
 under BLAS thread contention). The
 confidence is the Pearson correlation of the two chips over their common valid pixels once the
 shift is applied (1 = identical up to gain/offset, 0 = unrelated); the same correlation without
@@ -12,6 +13,7 @@ the shift is returned too, so a caller applies the shift only when it helps.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,9 +121,21 @@ def estimate_shift(
     fb = np.where(mask, gb - gb[mask].mean(), 0.0) * window
     fa = np.where(mask, ga - ga[mask].mean(), 0.0) * window
     shift, _, _ = phase_cross_correlation(fb, fa, upsample_factor=1, normalization="phase")
-    dy, dx = _refine_subpixel(gb, ga, valid_before, valid_after, float(shift[0]), float(shift[1]))
     conf0 = masked_correlation(gb, ga, mask)
+    # the phase-correlation peak, and a local refinement from no shift: on real pairs with much
+    # change the global peak can be a wrong one while the true residual is small
+    best = (float("-inf"), 0.0, 0.0)
+    for start in {(float(shift[0]), float(shift[1])), (0.0, 0.0)}:
+        dy, dx = _refine_subpixel(gb, ga, valid_before, valid_after, *start)
+        conf = _shifted_correlation(gb, ga, valid_before, valid_after, dy, dx)
+        if math.isfinite(conf) and conf > best[0]:
+            best = (conf, dy, dx)
+    if not math.isfinite(best[0]):
+        return ShiftEstimate(0.0, 0.0, float("nan"), conf0)
+    return ShiftEstimate(best[1], best[2], best[0], conf0)
+
+
+def _shifted_correlation(gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float) -> float:
     moved = ndimage.shift(ga, (dy, dx), order=1, mode="constant", cval=0.0)
-    moved_valid = ndimage.shift(valid_after.astype(np.float32), (dy, dx), order=1, mode="constant", cval=0.0) > 0.999
-    conf = masked_correlation(gb, moved, valid_before & moved_valid)
-    return ShiftEstimate(dy, dx, conf, conf0)
+    moved_valid = ndimage.shift(va.astype(np.float32), (dy, dx), order=1, mode="constant", cval=0.0) > 0.999
+    return masked_correlation(gb, moved, vb & moved_valid)
