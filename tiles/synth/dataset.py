@@ -307,6 +307,7 @@ def generate_dataset(
         ys = np.array([y0 - b.centroid[1] for b in chosen])
         lons, lats = to_wgs.transform(xs, ys)
         order = rng_pick.permutation(len(chosen))
+        shown = {d: 0 for d in DAMAGE_ORDER}  # at most two gallery chips per class and region
         for j in order:
             b = chosen[int(j)]
             bidx = lay.buildings.index(b)
@@ -321,7 +322,8 @@ def generate_dataset(
                 "region": str(region),
                 "building_m": f"{b.size_m:.1f}",
             })
-            if gallery and len(gallery_chips[b.damage]) < 4:
+            if gallery and len(gallery_chips[b.damage]) < 4 and shown[b.damage] < 2:
+                shown[b.damage] += 1
                 half = int(round(GALLERY_CHIP_M / 2 / g))
                 r0 = int(round(b.centroid[1] / g))
                 c0 = int(round(b.centroid[0] / g))

@@ -172,7 +172,20 @@ def _as_float(img: Image.Image) -> np.ndarray:
 
 
 def _blur(img: Image.Image, radius_px: float) -> Image.Image:
-    return img.filter(ImageFilter.GaussianBlur(radius_px)) if radius_px > 0.3 else img
+    """Gaussian blur of a layer, computed only over the bounding box of what is drawn."""
+    if radius_px <= 0.3:
+        return img
+    box = img.getbbox()
+    if box is None:
+        return img
+    m = int(math.ceil(radius_px * 3)) + 1
+    x0, y0 = max(box[0] - m, 0), max(box[1] - m, 0)
+    x1, y1 = min(box[2] + m, img.width), min(box[3] + m, img.height)
+    if (x1 - x0) * (y1 - y0) > 0.6 * img.width * img.height:
+        return img.filter(ImageFilter.GaussianBlur(radius_px))
+    out = img.copy()
+    out.paste(img.crop((x0, y0, x1, y1)).filter(ImageFilter.GaussianBlur(radius_px)), (x0, y0))
+    return out
 
 
 def _sun_vectors(style: EpochStyle) -> tuple[np.ndarray, float, float]:
