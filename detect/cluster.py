@@ -116,6 +116,22 @@ def dask_client(address: str | None, workers: int | None, *, threads_per_worker:
     """
     from distributed import Client, LocalCluster
 
+    # distributed logs every worker start/stop at INFO; keep a run's output readable (restored after)
+    dist_log = logging.getLogger("distributed")
+    old_level = dist_log.level
+    if dist_log.getEffectiveLevel() < logging.WARNING:
+        dist_log.setLevel(logging.WARNING)
+    try:
+        with _client(address, workers, threads_per_worker=threads_per_worker, processes=processes) as client:
+            yield client
+    finally:
+        dist_log.setLevel(old_level)
+
+
+@contextmanager
+def _client(address: str | None, workers: int | None, *, threads_per_worker: int, processes: bool) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
     if address:
         try:
             client = Client(address, timeout="10s")
@@ -134,6 +150,7 @@ def dask_client(address: str | None, workers: int | None, *, threads_per_worker:
         threads_per_worker=threads_per_worker,
         processes=processes,
         dashboard_address=None,
+        silence_logs=logging.WARNING,
     )
     client = Client(cluster)
     try:
