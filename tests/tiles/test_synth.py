@@ -198,3 +198,14 @@ def test_cli_writes_dataset_and_gallery(tmp_path: Path, capsys: pytest.CaptureFi
     rc = main(["synth", "--out", str(tmp_path / "bad2"), "--set", "synth.haze=3"])
     assert rc == 2
     assert "haze" in capsys.readouterr().err
+
+
+def test_interrupted_run_is_replaced_without_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    cfg = replace(SMALL, sites=4, size_px=384)
+    generate_dataset(out, cfg, progress=False)
+    (out / "sites.csv").unlink()  # as if killed before the last step
+    (out / "before" / "stale.tif").write_bytes(b"not a tiff")
+    generate_dataset(out, cfg, progress=False)
+    assert len(_rows(out)) == 4
+    assert not (out / "before" / "stale.tif").exists()

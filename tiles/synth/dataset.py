@@ -181,8 +181,12 @@ def generate_dataset(
     after_crs = _check_crs(config.effective_after_crs, "--after-crs", projected=False)
     before_dir, after_dir = out / "before", out / "after"
     existing = [p for d in (before_dir, after_dir) if d.is_dir() for p in d.glob("*.tif")]
-    if (existing or (out / "sites.csv").exists()) and not overwrite:
+    # synth.yaml without sites.csv marks an interrupted synth run: its files are ours to replace
+    interrupted = (out / "synth.yaml").is_file() and not (out / "sites.csv").exists()
+    if (existing or (out / "sites.csv").exists()) and not (overwrite or interrupted):
         raise UsageError(f"--out {out}: already holds a dataset (sites.csv or rasters); choose a new folder or pass --overwrite")
+    if interrupted and existing:
+        log.warning("%s: replacing the rasters of an interrupted synth run", out)
     for p in existing:
         p.unlink()
     for p in (out / "sites.csv", out / "gallery.png"):
@@ -190,6 +194,10 @@ def generate_dataset(
             p.unlink()
     before_dir.mkdir(parents=True, exist_ok=True)
     after_dir.mkdir(parents=True, exist_ok=True)
+    from sitewatch.config import write_config
+    from sitewatch.jobs import SynthJob
+
+    write_config(SynthJob(synth=config), out, "synth.yaml")  # first: marks the folder as ours
 
     n = config.sites
     counts = {
@@ -341,10 +349,6 @@ def generate_dataset(
         writer = csv.DictWriter(fh, fieldnames=list(SITE_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
-    from sitewatch.config import write_config
-    from sitewatch.jobs import SynthJob
-
-    write_config(SynthJob(synth=config), out, "synth.yaml")
     gallery_path = None
     if gallery:
         from tiles.synth.gallery import write_gallery
