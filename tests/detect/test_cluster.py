@@ -27,3 +27,33 @@ def test_local_cluster_equals_local(tiny_scene, tmp_path):
     assert dask.batches_total == local.batches_total > 1
     for name in ("scores.csv", "scores.geojson", "embeddings.npz"):
         assert (dask.run_dir / name).read_bytes() == (local.run_dir / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_existing_cluster_by_address(tiny_scene, tmp_path):
+    """``--dask tcp://...``: connect to a running scheduler instead of starting one."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        summary = run_detect(
+            tiny_scene.sites,
+            [tiny_scene.before],
+            [tiny_scene.after],
+            tmp_path / "remote",
+            job=JOB,
+            dask_address=cluster.scheduler_address,
+            progress=False,
+        )
+    assert summary.ok == tiny_scene.n_sites
+    manifest = (summary.run_dir / "manifest.json").read_text()
+    assert cluster.scheduler_address in manifest
+
+
+def test_unreachable_scheduler_is_a_usage_error(tiny_scene, tmp_path):
+    from sitewatch.errors import UsageError
+
+    with pytest.raises(UsageError, match="--dask tcp://127.0.0.1:9"):
+        run_detect(
+            tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "x", job=JOB,
+            dask_address="tcp://127.0.0.1:9", progress=False,
+        )
