@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from sitewatch.config import config_to_dict
-from sitewatch.errors import InputError
+from sitewatch.errors import InputError, UsageError
 from tiles.config import TilesConfig
 from tiles.types import damage_to_label
 
@@ -187,9 +187,25 @@ def _check_folder(folder: Path) -> None:
             raise InputError(f"dataset {folder}: {epoch}/ holds no rasters (.tif); put the {epoch} imagery there")
 
 
+def code_fingerprint(package: str) -> str:
+    """SHA-256 over the source files of a package (``"tiles"``, ``"tiles.synth"``), so cached
+    pairs and synthetic scenes are remade when the code that made them changes."""
+    import importlib
+
+    mod = importlib.import_module(package)
+    root = Path(mod.__file__).resolve().parent  # type: ignore[arg-type]
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b":" + p.read_bytes())
+    return h.hexdigest()
+
+
 def _cache_key(kind: str, fingerprint: str, tiles: TilesConfig, extra: dict | None = None) -> str:
     payload = json.dumps(
-        {"v": CACHE_VERSION, "kind": kind, "data": fingerprint, "tiles": config_to_dict(tiles), "extra": extra or {}},
+        {
+            "v": CACHE_VERSION, "kind": kind, "data": fingerprint, "tiles": config_to_dict(tiles),
+            "code": code_fingerprint("tiles"), "extra": extra or {},
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -323,7 +339,9 @@ def synth_dataset_folder(n_sites: int, synth_config: object, *, seed: int, cache
     from tiles.synth import generate_dataset
 
     cfg = randomised_synth_config(synth_config, n_sites=n_sites, seed=seed, nuisance=nuisance)
-    key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "synth": config_to_dict(cfg)}, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps({"v": CACHE_VERSION, "synth": config_to_dict(cfg), "code": code_fingerprint("tiles.synth")}, sort_keys=True).encode()
+    ).hexdigest()
     out = cache_dir / "synth" / key[:24]
     done = out / ".complete"
     if not done.is_file():
@@ -361,14 +379,14 @@ def parse_dataset_spec(spec: str) -> tuple[str, str]:
         try:
             n = int(value)
         except ValueError:
-            raise InputError(f"--data {spec}: synth:N needs a whole number of sites, e.g. synth:400") from None
+            raise UsageError(f"--data {spec}: synth:N needs a whole number of sites, e.g. synth:400") from None
         if n < 4:
-            raise InputError(f"--data {spec}: synth:N needs at least 4 sites")
+            raise UsageError(f"--data {spec}: synth:N needs at least 4 sites")
         return "synth", str(n)
     if spec.startswith("xbd:"):
         path = spec[len("xbd:") :]
         if not path:
-            raise InputError(f"--data {spec}: xbd:PATH needs the folder holding images/ and labels/")
+            raise UsageError(f"--data {spec}: xbd:PATH needs the folder holding images/ and labels/")
         return "xbd", path
     return "folder", spec
 
