@@ -126,7 +126,9 @@ class Layout:
     Attributes:
         width_m, height_m: extent in metres.
         roads, compounds, buildings: vector objects.
-        driveways: segments ``(M, 2, 2)`` metres and widths ``(M,)``.
+        driveways: segments ``(2, 2)`` metres with their widths.
+        fences: lot boundaries, segments ``(2, 2)`` metres with a kind (``fence`` or ``hedge``).
+        lawns: irrigated yard polygons around houses (greener than open ground).
         parking: polygons of parking lots.
         pools: polygons of swimming pools.
         trees: arrays ``x, y, radius, height, tone`` (each ``(T,)``) in a dict.
@@ -142,6 +144,8 @@ class Layout:
     compounds: list[Compound] = field(default_factory=list)
     buildings: list[Building] = field(default_factory=list)
     driveways: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    fences: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    lawns: list[np.ndarray] = field(default_factory=list)
     parking: list[np.ndarray] = field(default_factory=list)
     pools: list[np.ndarray] = field(default_factory=list)
     trees: dict[str, np.ndarray] = field(default_factory=dict)
@@ -457,6 +461,17 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                 for f in foot:
                     occ.take(f)
                 lay.buildings.append(bld)
+                # lot: a lawn around the house, and a fence or hedge on one side boundary
+                ca, sa = math.cos(ang), math.sin(ang)
+                lot_depth = depth + setback + rng.uniform(6, 14)
+                lc = (p[0] + nx * (road.width_m / 2 + lot_depth / 2), p[1] + ny * (road.width_m / 2 + lot_depth / 2))
+                if kind == "home" and rng.random() < 0.7:
+                    lay.lawns.append(rectangle(lc[0], lc[1], lot - 1.0, lot_depth, ang))
+                if kind == "home" and rng.random() < 0.55:
+                    bx = -lot / 2 if rng.random() < 0.5 else lot / 2
+                    a = np.array([p[0] + bx * ca + nx * (road.width_m / 2 + 2), p[1] + bx * sa + ny * (road.width_m / 2 + 2)])
+                    bpt = a + np.array([nx, ny]) * lot_depth
+                    lay.fences.append((np.stack([a, bpt]), "hedge" if rng.random() < 0.4 else "fence"))
                 # driveway from the front of the building to the road
                 if kind in ("home", "commercial") and rng.random() < 0.7:
                     u = rng.uniform(-0.3, 0.3) * length

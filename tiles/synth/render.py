@@ -341,6 +341,18 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         ch *= fields.ground_tex
     flat = img.reshape(-1, 3)
 
+    # --- lawns around houses: greener and smoother than open ground ------------------------------
+    if lay.lawns:
+        lawn, ldraw = cv.mask()
+        for poly in lay.lawns:
+            ldraw.polygon(cv.px(poly), fill=255)
+        idx, lv = _nz(_blur(lawn, 1.0 / g), 8)
+        wet = 1.0 - 0.6 * d  # watered lawns stay greener in a dry season
+        lawn_col = np.array([0.24 + 0.14 * (1 - wet), 0.34 + 0.02 * (1 - wet), 0.16 + 0.08 * (1 - wet)], dtype=np.float32)
+        lawn_col = lawn_col * (1.0 + 0.06 * patches_f[idx] + 0.05 * fine_f[idx])[:, None]
+        _blend(flat, idx, lv * 0.75, lawn_col)
+        del lawn
+
     burn = wind = blast = None
     if style.after:
         burn = _zone_field(lay, 0, fields, lay.burn_field_seed)
@@ -390,6 +402,15 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         for lot in lay.cleared:
             pdraw.polygon(cv.px(lot), fill=_c8((0.58, 0.49, 0.38)))
             pmdraw.polygon(cv.px(lot), fill=255)
+    fence_shadow: list[tuple[np.ndarray, float]] = []
+    for seg, kind in lay.fences:
+        if kind == "hedge":
+            wpx, col, hgt_m = max(int(round(1.2 / g)), 1), _c8((0.15, 0.22, 0.10)), 1.5
+        else:
+            wpx, col, hgt_m = max(int(round(0.25 / g)), 1), _c8((0.62, 0.58, 0.52)), 1.6
+        pdraw.line(cv.px(seg), fill=col, width=wpx)
+        pmdraw.line(cv.px(seg), fill=255, width=wpx)
+        fence_shadow.append((seg, hgt_m))
     idx, _ = _nz(pmask)
     pav_flat = np.asarray(pav).reshape(-1, 3)
     tex = (1.0 + 0.05 * fine_f[idx] + 0.05 * grain_f[idx])[:, None]
@@ -434,6 +455,8 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     for b, hgt in standing:
         for part in b.parts:
             _swept(shdraw, cv, part, shadow_dir * hgt, 255)
+    for seg, hgt_m in fence_shadow:
+        shdraw.line(cv.px(seg + shadow_dir * hgt_m * 0.6), fill=200, width=max(int(round(hgt_m * cot_el * 0.5 / g)), 1))
     for c in lay.compounds:
         if c.walled:
             for a, bb, _ in _outward(c.polygon):
@@ -487,6 +510,9 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
                 rmdraw.polygon(cv.px(facet), fill=255)
             if b.roof == "flat":
                 rfdraw.polygon(cv.px(part + v), outline=_c8(b.roof_rgb * 0.8), width=max(int(round(0.4 / g)), 1))
+            elif b.roof == "gable":
+                f0 = _facets(part + v, "gable")[0][0]  # its 3rd and 4th corners are the ridge
+                rfdraw.line(cv.px(f0[2:4]), fill=_c8(np.clip(b.roof_rgb * 1.15, 0, 1)), width=max(int(round(0.3 / g)), 1))
         if b.roof == "flat" and b.kind in ("hospital", "school", "commercial", "apartment"):
             urng = np.random.default_rng(b.damage_seed + 7)
             p = b.parts[0] + v
