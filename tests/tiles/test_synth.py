@@ -71,8 +71,8 @@ def test_same_seed_same_files_other_seed_differs(small_dataset: Path, tmp_path: 
     assert (other / "sites.csv").read_bytes() != (small_dataset / "sites.csv").read_bytes()
 
 
-def _chip_change(folder: Path, rows: list[dict[str, str]], half_m: float = 6.0) -> dict[str, list[float]]:
-    """Mean absolute after-minus-before difference in a small window on each site (same grid)."""
+def _chip_change(folder: Path, rows: list[dict[str, str]]) -> dict[str, list[float]]:
+    """Mean absolute after-minus-before difference in a window on each site's roof (same grid)."""
     out: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         name = f"region{int(r['region']):03d}.tif"
@@ -80,7 +80,7 @@ def _chip_change(folder: Path, rows: list[dict[str, str]], half_m: float = 6.0) 
             assert a.transform == b.transform
             x, y = Transformer.from_crs("EPSG:4326", b.crs, always_xy=True).transform(float(r["lon"]), float(r["lat"]))
             row, col = b.index(x, y)
-            k = int(half_m / b.res[0])
+            k = max(int(0.45 * float(r["radius_m"]) / b.res[0]), 3)
             win = ((row - k, row + k), (col - k, col + k))
             before, after = b.read(window=win).astype(np.float32), a.read(window=win).astype(np.float32)
             assert before.shape == (3, 2 * k, 2 * k)
