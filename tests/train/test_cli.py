@@ -53,5 +53,7 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert main(["train", "--data", "synth:10", "--out", str(tmp_path / "m"), "--from", str(tmp_path / "none")]) == 2
     assert "--from" in capsys.readouterr().err
+    assert main(["train", "--from-review", str(tmp_path / "no-run"), "--out", str(tmp_path / "m")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tmp_path / "none"), "--data", "synth:10"]) == 1
     assert "does not exist" in capsys.readouterr().err
