@@ -7,8 +7,6 @@ distance to the nearest cluster, with a little background of isolated strikes.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from tiles.synth.layout import DAMAGE_STYLES, Layout
@@ -63,32 +61,6 @@ def damage_intensity(lay: Layout, xy: tuple[float, float]) -> tuple[float, int]:
     return float(inten[k]), int(c[k, 3])
 
 
-def promote(rng: np.random.Generator, lay: Layout, damage: str, count: int) -> None:
-    """Turn ``count`` eligible undamaged buildings nearest the damage clusters into ``damage``.
-
-    Used when a region's clusters did not produce enough sites of a class for the requested
-    fractions. Buildings already damaged are left alone.
-    """
-    if count <= 0:
-        return
-    cand = [b for b in lay.buildings if b.site_ok and not b.after_only and b.damage == "no-damage"]
-    if not cand:
-        return
-    scores = np.array([damage_intensity(lay, b.centroid)[0] for b in cand]) + rng.uniform(0, 0.15, len(cand))
-    order = np.argsort(-scores)[:count]
-    for i in order:
-        b = cand[int(i)]
-        b.damage = damage
-        _, style = damage_intensity(lay, b.centroid)
-        b.style = DAMAGE_STYLES[style]
-
-
 def damage_radius_m(size_m: float) -> float:
     """Site radius for a building of largest extent ``size_m``: half its size, at least 3 m."""
     return max(3.0, round(size_m / 2.0, 1))
-
-
-def angle_of(p: np.ndarray) -> float:
-    """Orientation (radians) of a polygon's first edge, shape ``(K, 2)``."""
-    d = p[1] - p[0]
-    return math.atan2(d[1], d[0])

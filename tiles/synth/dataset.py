@@ -10,7 +10,7 @@ import csv
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from tiles.synth.config import SynthConfig
 from tiles.synth.damage import damage_intensity, damage_radius_m, place_damage_clusters
 from tiles.synth.layout import DAMAGE_STYLES, Building, Layout, add_construction, build_layout
 from tiles.synth.nuisance import MAX_SHIFT_PX, apply_sensor, draw_epoch_styles, region_strengths
-from tiles.synth.render import EpochStyle, make_static_fields, render_epoch
+from tiles.synth.render import make_static_fields, render_epoch
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,6 @@ class SynthSummary:
     pixels: int
     seconds: float
     gallery: Path | None = None
-    extras: dict[str, object] = field(default_factory=dict)
 
     @property
     def pixels_per_second(self) -> float:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tiles.synth.layout import DAMAGE_STYLES, Building, Layout, rectangle
+from tiles.synth.layout import Building, Layout, rectangle
 from tiles.synth.noise import fractal_noise, pixel_noise, smooth_noise, upsample
 
 VEHICLE_COLOURS = np.array(
@@ -752,8 +752,3 @@ def _draw_roof_marks(b: Building, rng: np.random.Generator, cv: _Canvas, rfdraw:
         else:
             col = np.array([0.45, 0.37, 0.28])  # exposed decking
         rfdraw.polygon(cv.px(patch), fill=_c8(col))
-
-
-def style_index(name: str) -> int:
-    """Index of a damage style name in :data:`tiles.synth.layout.DAMAGE_STYLES`."""
-    return DAMAGE_STYLES.index(name)
