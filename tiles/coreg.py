@@ -17,9 +17,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-__all__ = ["ShiftEstimate", "estimate_shift", "masked_correlation"]
+__all__ = ["ShiftEstimate", "estimate_shift", "masked_correlation", "shift_bilinear"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,40 @@ def masked_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((x * y).sum() / den)
 
 
+def _take(a: np.ndarray, oy: int, ox: int) -> np.ndarray:
+    """``out[r, c] = a[r + oy, c + ox]``, zero where that falls outside ``a``."""
+    n0, n1 = a.shape
+    out = np.zeros_like(a)
+    r0, r1 = max(0, -oy), min(n0, n0 - oy)
+    c0, c1 = max(0, -ox), min(n1, n1 - ox)
+    if r0 < r1 and c0 < c1:
+        out[r0:r1, c0:c1] = a[r0 + oy : r1 + oy, c0 + ox : c1 + ox]
+    return out
+
+
+def shift_bilinear(image: np.ndarray, valid: np.ndarray, dy: float, dx: float) -> tuple[np.ndarray, np.ndarray]:
+    """Move ``(H, W)`` content by ``(dy, dx)`` pixels (``scipy.ndimage.shift`` convention).
+
+    Returns:
+        ``(shifted float32 (H, W), valid bool (H, W))``; pixels that needed data from outside
+        the image or from invalid pixels are invalid.
+    """
+    sy, sx = -dy, -dx
+    iy, ix = int(np.floor(sy)), int(np.floor(sx))
+    fy, fx = sy - iy, sx - ix
+    vf = valid.astype(np.float32)
+    img = image.astype(np.float32, copy=False)
+    out = np.zeros(img.shape, np.float32)
+    wsum = np.zeros(img.shape, np.float32)
+    for oy, ox, wt in ((iy, ix, (1 - fy) * (1 - fx)), (iy, ix + 1, (1 - fy) * fx),
+                       (iy + 1, ix, fy * (1 - fx)), (iy + 1, ix + 1, fy * fx)):
+        if wt <= 1e-9:
+            continue
+        out += np.float32(wt) * _take(img, oy, ox)
+        wsum += np.float32(wt) * _take(vf, oy, ox)
+    return out, wsum > 0.999
+
+
 def _refine_subpixel(
     gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float, steps: int = 3
 ) -> tuple[float, float]:
@@ -61,8 +94,7 @@ def _refine_subpixel(
     gy, gx = np.gradient(gb.astype(np.float64))
     start = (dy, dx)
     for _ in range(steps):
-        moved = ndimage.shift(ga, (dy, dx), order=1, mode="constant", cval=0.0)
-        mv = ndimage.shift(va.astype(np.float32), (dy, dx), order=1, mode="constant", cval=0.0) > 0.999
+        moved, mv = shift_bilinear(ga, va, dy, dx)
         m = vb & mv
         m[:2] = m[-2:] = False
         m[:, :2] = m[:, -2:] = False
@@ -136,6 +168,5 @@ def estimate_shift(
 
 
 def _shifted_correlation(gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float) -> float:
-    moved = ndimage.shift(ga, (dy, dx), order=1, mode="constant", cval=0.0)
-    moved_valid = ndimage.shift(va.astype(np.float32), (dy, dx), order=1, mode="constant", cval=0.0) > 0.999
+    moved, moved_valid = shift_bilinear(ga, va, dy, dx)
     return masked_correlation(gb, moved, vb & moved_valid)

@@ -1,0 +1,215 @@
+"""Benchmark of pair cutting: PairCutter against plain rasterio reads of the same windows.
+
+Generates (once, in ``--workdir``) a before and an after GeoTIFF of ``--size`` x ``--size``
+pixels (3 bands, uint8, 0.5 m UTM, 256 x 256 deflate tiles, a cheap texture), draws ``--sites``
+random sites inside them, and measures side by side in one run:
+
+- ``plain``: rasterio reads of exactly the native before/after windows PairCutter reads, from
+  datasets kept open (the I/O limit);
+- ``cutter``: ``PairCutter.cut_many`` with the default config (resampling, co-registration,
+  histogram matching, quality);
+- ``cutter-geometry``: the same without co-registration and normalisation.
+
+The plain pass runs before and after the cutter passes (the figure is their mean), after a
+warm-up pass, so both see the same OS page cache. Then, each in a fresh subprocess, the peak
+resident memory of streaming ``--memory-sites`` sites through ``cut_many`` (pairs are dropped as
+they come, as ``sitewatch tiles`` and ``sitewatch detect`` do).
+
+Examples::
+
+    python benchmarks/bench_tiles.py                                  # 20000 px, 10k sites
+    python benchmarks/bench_tiles.py --size 4000 --sites 500 --memory-sites 200,1000,5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CRS = "EPSG:32633"
+ORIGIN = (500_000.0, 5_000_000.0)
+RES = 0.5
+
+
+def make_raster(path: Path, size: int, seed: int) -> None:
+    """A tiled deflate GeoTIFF with a cheap texture, written strip by strip."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (3, 512, 512), dtype=np.uint8)
+    # smooth the noise a little so deflate and the co-registration have something natural-ish
+    base = ((base.astype(np.uint16) + np.roll(base, 1, 1) + np.roll(base, 1, 2) + np.roll(base, (1, 1), (1, 2))) // 4).astype(np.uint8)
+    profile = dict(
+        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=CRS,
+        transform=from_origin(ORIGIN[0], ORIGIN[1], RES, RES), tiled=True, blockxsize=256, blockysize=256,
+        compress="deflate", zlevel=1, interleave="pixel", BIGTIFF="IF_SAFER",
+    )
+    tmp = path.with_suffix(".partial.tif")
+    with rasterio.open(tmp, "w", **profile) as ds:
+        for row in range(0, size, 256):
+            h = min(256, size - row)
+            cols = np.arange(size)
+            strip = np.empty((3, h, size), np.uint8)
+            for b in range(3):
+                r_idx = (np.arange(row, row + h)[:, None] * 7 // 5 + b * 31) % 512
+                c_idx = (cols[None, :] * 3 // 2 + (row // 256) * 17) % 512
+                strip[b] = base[b][r_idx, c_idx]
+            ds.write(strip, window=rasterio.windows.Window(0, row, size, h))
+    tmp.replace(path)
+
+
+def ensure_rasters(workdir: Path, size: int) -> tuple[Path, Path]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = (workdir / f"before_{size}.tif", workdir / f"after_{size}.tif")
+    for seed, path in enumerate(paths):
+        if not path.exists():
+            t = time.perf_counter()
+            make_raster(path, size, seed)
+            print(f"generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s", flush=True)
+    return paths
+
+
+def random_sites(n: int, size: int, seed: int = 0) -> list:
+    from pyproj import Transformer
+
+    from tiles.types import Site
+
+    rng = np.random.default_rng(seed)
+    margin = 100.0  # metres from the edges
+    extent = size * RES
+    x = ORIGIN[0] + rng.uniform(margin, extent - margin, n)
+    y = ORIGIN[1] - rng.uniform(margin, extent - margin, n)
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(x, y)
+    return [Site(f"s{i}", float(a), float(b)) for i, (a, b) in enumerate(zip(lon, lat))]
+
+
+def planned_windows(cutter, sites) -> list[tuple[tuple, tuple]]:  # noqa: ANN001
+    """The native windows (row_off, col_off, h, w) PairCutter reads for each site."""
+    from tiles import grid
+
+    cfg = cutter.config
+    cb, ca = cutter.candidates(sites)
+    gsd = cfg.chip_size_m / cfg.chip_px
+    margin = math.ceil(cfg.max_shift_m / gsd) + 1 if cfg.coregister else 0
+    out = []
+    for b, a in zip(cb, ca):
+        wb = grid.native_window(b[0].affine, cfg.chip_px, b[0].scene.height, b[0].scene.width, 0.0)
+        wa = grid.native_window(a[0].affine, cfg.chip_px, a[0].scene.height, a[0].scene.width, float(margin))
+        out.append((wb, wa))
+    return out
+
+
+def plain_reads(before: Path, after: Path, windows) -> float:  # noqa: ANN001
+    """Seconds to read every before/after window with plain rasterio (datasets kept open)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    t = time.perf_counter()
+    with rasterio.open(before) as db, rasterio.open(after) as da:
+        for (r0, c0, h, w), (r1, c1, h1, w1) in windows:
+            db.read((1, 2, 3), window=Window(c0, r0, w, h))
+            da.read((1, 2, 3), window=Window(c1, r1, w1, h1))
+    return time.perf_counter() - t
+
+
+def cutter_pass(before: Path, after: Path, sites, **config) -> tuple[float, dict]:  # noqa: ANN001
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.cut import PairCutter
+
+    b = RasterCatalog.from_paths(before, epoch="before")
+    a = RasterCatalog.from_paths(after, epoch="after")
+    counts: dict[str, int] = {}
+    t = time.perf_counter()
+    with PairCutter(b, a, TilesConfig(**config)) as cutter:
+        for pair in cutter.cut_many(sites):
+            key = pair.meta.status + (f":{pair.meta.reason}" if pair.meta.reason else "")
+            counts[key] = counts.get(key, 0) + 1
+    return time.perf_counter() - t, counts
+
+
+def memory_child(before: str, after: str, n: int, size: int) -> None:
+    """Run in a subprocess: stream n sites, print peak RSS (MB) as JSON."""
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.cut import PairCutter
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sites = random_sites(n, size, seed=1)
+    after_sites = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    b = RasterCatalog.from_paths(before, epoch="before")
+    a = RasterCatalog.from_paths(after, epoch="after")
+    t = time.perf_counter()
+    done = 0
+    with PairCutter(b, a, TilesConfig()) as cutter:
+        for pair in cutter.cut_many(sites):
+            done += pair.image is not None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({
+        "sites": n, "pairs": done, "seconds": time.perf_counter() - t,
+        "rss_start_mb": base / 1024, "rss_after_site_list_mb": after_sites / 1024, "peak_rss_mb": peak / 1024,
+    }))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=20_000, help="raster side in pixels (default 20000)")
+    p.add_argument("--sites", type=int, default=10_000, help="random sites for the throughput runs (default 10000)")
+    p.add_argument("--memory-sites", default="1000,10000,100000", help="site counts for the peak-memory runs ('' to skip)")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/sitewatch-bench-tiles"), help="where the rasters are generated")
+    p.add_argument("--gdal-cachemax-mb", type=int, default=256, help="GDAL block cache for every pass")
+    p.add_argument("--_memory-child", nargs=4, metavar=("BEFORE", "AFTER", "N", "SIZE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.environ["GDAL_CACHEMAX"] = str(args.gdal_cachemax_mb)
+    if args._memory_child:
+        before, after, n, size = args._memory_child
+        memory_child(before, after, int(n), int(size))
+        return 0
+
+    before, after = ensure_rasters(args.workdir, args.size)
+    sites = random_sites(args.sites, args.size)
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.cut import PairCutter
+
+    with PairCutter(RasterCatalog.from_paths(before, epoch="before"), RasterCatalog.from_paths(after, epoch="after"), TilesConfig()) as c:
+        windows = planned_windows(c, sites)
+    print(f"{args.sites} sites, {args.size} x {args.size} px rasters, 128 px chips, GDAL_CACHEMAX={args.gdal_cachemax_mb} MB, "
+          f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}", flush=True)
+    plain_reads(before, after, windows)  # warm-up: the OS page cache
+    plain1 = plain_reads(before, after, windows)
+    t_cut, counts = cutter_pass(before, after, sites)
+    t_geo, _ = cutter_pass(before, after, sites, coregister=False, normalisation="none")
+    plain2 = plain_reads(before, after, windows)
+    plain = (plain1 + plain2) / 2
+    n = args.sites
+    print(f"plain rasterio reads : {n / plain:8.1f} pairs/s  (passes: {n / plain1:.1f}, {n / plain2:.1f})")
+    print(f"PairCutter (default) : {n / t_cut:8.1f} pairs/s  ratio to plain {plain / t_cut:.2f}   statuses {counts}")
+    print(f"PairCutter (geometry): {n / t_geo:8.1f} pairs/s  ratio to plain {plain / t_geo:.2f}   (no co-registration, no normalisation)")
+    sys.stdout.flush()
+
+    for m in [int(x) for x in args.memory_sites.split(",") if x.strip()]:
+        cmd = [sys.executable, __file__, "--gdal-cachemax-mb", str(args.gdal_cachemax_mb),
+               "--_memory-child", str(before), str(after), str(m), str(args.size)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            print(f"memory run with {m} sites failed:\n{res.stderr[-2000:]}")
+            continue
+        d = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"peak memory, {m:>7} sites: {d['peak_rss_mb']:7.0f} MB  (site list in memory: "
+              f"{d['rss_after_site_list_mb'] - d['rss_start_mb']:.0f} MB; {m / d['seconds']:.0f} pairs/s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
