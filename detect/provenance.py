@@ -103,9 +103,11 @@ def output_files(run_dir: Path) -> list[Path]:
     return found
 
 
-def hash_outputs(run_dir: Path) -> dict[str, str]:
-    """``{relative posix path: sha256}`` of every output file in ``run_dir``."""
-    return {rel.as_posix(): sha256_file(run_dir / rel) for rel in output_files(run_dir)}
+def hash_outputs(run_dir: Path, files: Iterable[str | Path] | None = None) -> dict[str, str]:
+    """``{relative posix path: sha256}`` of ``files`` (relative to ``run_dir``; default: every
+    output file found in ``run_dir``)."""
+    rels = output_files(run_dir) if files is None else [Path(f) for f in files]
+    return {rel.as_posix(): sha256_file(run_dir / rel) for rel in sorted(rels)}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

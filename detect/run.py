@@ -94,23 +94,25 @@ class RunSummary:
         return self.run_dir / "report.html"
 
 
-def _prepare_folder(run_dir: Path, overwrite: bool) -> None:
+def _check_folder(run_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty folder that is not a run (unless overwriting)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"--out {run_dir}: exists and is not a folder; pick a new --out folder")
-    if run_dir.is_dir():
-        if overwrite:
-            for name in RUN_FILES:
-                (run_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
-        else:
-            ours = (run_dir / JOURNAL_NAME).exists() or (run_dir / MANIFEST_NAME).exists()
-            others = [p.name for p in run_dir.iterdir() if p.name != "run.lock"]
-            if others and not ours:
-                raise RunFolderError(
-                    f"--out {run_dir}: the folder is not empty and is not a sitewatch run folder; "
-                    "pick a new --out folder, or pass --overwrite"
-                )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.is_dir() and not overwrite:
+        ours = (run_dir / JOURNAL_NAME).exists() or (run_dir / MANIFEST_NAME).exists()
+        others = [p.name for p in run_dir.iterdir() if p.name != "run.lock"]
+        if others and not ours:
+            raise RunFolderError(
+                f"--out {run_dir}: the folder is not empty and is not a sitewatch run folder; "
+                "pick a new --out folder, or pass --overwrite"
+            )
+
+
+def _discard_run(run_dir: Path) -> None:
+    """Remove what sitewatch wrote into ``run_dir`` (``--overwrite``); other files are left alone."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
 
 
 @contextmanager
@@ -259,8 +261,11 @@ def run_detect(
     _check_model_fits(scorer.meta, job)
     operating_point = resolve_operating_point(cfg.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
 
-    _prepare_folder(run_dir, overwrite)
+    _check_folder(run_dir, overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
     with _run_lock(run_dir):
+        if overwrite:
+            _discard_run(run_dir)
         log.info("hashing inputs for provenance")
         sites_sha = sha256_file(sites_path)
         before_entries = _hash_rasters(before_cat)
@@ -467,6 +472,10 @@ def _finish(
     config_path = write_config(job, run_dir)
 
     parts = manifest_parts
+    written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
+    written += [paths[c] for paths in chips.values() for c in ("chip_before", "chip_after", "chip_heatmap")]
+    if cfg.embeddings:
+        written.append("embeddings.npz")
     meta = _meta_dict(scorer.meta)
     model_info = {"arch": meta.get("arch", ""), "weights_sha256": scorer.weights_sha256, "path": str(parts["model_dir"])}
     write_report(
@@ -517,7 +526,7 @@ def _finish(
         "execution": parts["execution"],
         "counts": {"sites": len(ranked), "ok": n_ok, "cannot_assess": len(ranked) - n_ok, "flagged": n_flagged},
         "per_site": per_site,
-        "outputs": hash_outputs(run_dir),
+        "outputs": hash_outputs(run_dir, written),
     }
     write_json_atomic(run_dir / MANIFEST_NAME, manifest)
     return RunSummary(

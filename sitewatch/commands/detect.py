@@ -84,18 +84,22 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     disabled = progress_disabled(args)
-    summary = run_detect(
-        args.sites,
-        args.before,
-        args.after,
-        args.out,
-        job=job,
-        model=args.model,
-        overwrite=args.overwrite,
-        workers=args.workers,
-        dask_address=args.dask,
-        progress=None if disabled is None else False,
-    )
+    try:
+        summary = run_detect(
+            args.sites,
+            args.before,
+            args.after,
+            args.out,
+            job=job,
+            model=args.model,
+            overwrite=args.overwrite,
+            workers=args.workers,
+            dask_address=args.dask,
+            progress=None if disabled is None else False,
+        )
+    except KeyboardInterrupt:
+        print(f"sitewatch detect: scored batches are kept in {args.out}; run the same command again to resume")
+        raise
     op = summary.operating_point
     info(
         f"scored {summary.ok} of {summary.sites} sites ({summary.cannot_assess} cannot be assessed) in "

@@ -109,6 +109,10 @@ def test_refuses_a_folder_that_is_not_a_run(tiny_scene, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunFolderError, match="not a sitewatch run folder"):
         run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path, job=JOB, progress=False)
+    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path, job=JOB, overwrite=True, progress=False)
+    assert summary.ok == tiny_scene.n_sites
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # --overwrite removes only what sitewatch wrote
+    assert verify_run(tmp_path).differences[0].path == "notes.txt"  # ...and verify notices the stranger
 
 
 def test_verify_catches_a_changed_input_and_output(baseline, tiny_scene, tmp_path):
