@@ -225,3 +225,27 @@ def test_chip_across_two_scenes_is_mosaicked(make_scene, ground):
     single = _cut([west.parent], after, site, normalisation="none", coregister=False, mosaic=False)
     assert single.meta.before_extra_scenes == ""
     assert single.valid[0].mean() == pytest.approx(84 / 128, abs=0.02)
+
+
+def test_large_site_reads_decimated_and_still_agrees(make_scene):
+    before = make_scene("b.tif", size_m=500.0)
+    after = make_scene("a.tif", size_m=500.0, crs="wgs84", res_m=0.4)
+    pair = _cut(before, after, Site("big", LON0, LAT0, radius_m=100.0), normalisation="none", coregister=False)
+    assert pair.ok and pair.meta.chip_size_m == pytest.approx(400.0)
+    assert pair.meta.chip_gsd_m == pytest.approx(400.0 / 128)
+    assert np.abs(pair.image[0] - pair.image[1]).mean() < 0.03
+
+
+def test_unreadable_raster_gives_read_error_and_the_batch_goes_on(make_scene, ground):
+    mx, my = ground.marker_xy
+    good_after = make_scene("after/good.tif", size_m=100.0, centre_xy=(mx + 60.0, my))
+    broken = make_scene("after/broken.tif", size_m=100.0, centre_xy=(mx - 60.0, my))
+    before = RasterCatalog.from_paths(make_scene("b.tif", size_m=300.0), epoch="before")
+    after = RasterCatalog.from_paths(good_after.parent, epoch="after")
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 3])  # truncated after it was catalogued
+    sites = [Site("west", *lonlat_of(mx - 60.0, my)), Site("east", *lonlat_of(mx + 60.0, my))]
+    with PairCutter(before, after, TilesConfig()) as cutter:
+        pairs = list(cutter.cut_many(sites))
+    assert pairs[0].meta.reason == "read_error" and "broken" in pairs[0].meta.detail
+    assert pairs[1].ok
