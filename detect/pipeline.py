@@ -78,6 +78,7 @@ def plan_batches(
     *,
     batch_size: int,
     group_by_scene: bool = True,
+    tiles: "TilesConfig | None" = None,
 ) -> list[PlannedBatch]:
     """Split sites into batches, grouped by covering scenes, in a deterministic order.
 
@@ -86,6 +87,7 @@ def plan_batches(
         before, after: the catalogues (used to group by scene; may be None to skip grouping).
         batch_size: sites per batch.
         group_by_scene: group with :func:`tiles.cut.group_sites_by_scene` first.
+        tiles: the tiles settings (window sizes decide which scene covers a site).
 
     Returns:
         Batches covering every site exactly once.
@@ -97,7 +99,7 @@ def plan_batches(
     if group_by_scene and before is not None and after is not None:
         from tiles.cut import group_sites_by_scene
 
-        grouped = group_sites_by_scene(list(sites), before, after)
+        grouped = group_sites_by_scene(list(sites), before, after, config=tiles)
         for key in sorted(grouped, key=str):
             members: list[int] = []
             for site in grouped[key]:

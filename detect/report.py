@@ -36,7 +36,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
 .site{border:1px solid #ccc;border-radius:6px;padding:.6em;margin:.8em 0}
-.chips img{width:192px;height:192px;image-rendering:pixelated;margin-right:.4em;border:1px solid #999}
+.chips{display:flex;gap:.4em}.chips figure{margin:0}.chips figcaption{font-size:.85em;color:#555;text-align:center}
+.chips img{width:192px;height:192px;image-rendering:pixelated;border:1px solid #999}
 .muted{color:#666;font-size:.9em}.score{font-weight:bold;font-size:1.1em}
 code{background:#f4f4f4;padding:0 .2em}
 """
@@ -96,7 +97,8 @@ def _site_block(row: Mapping[str, str]) -> str:
     chips = ""
     if row.get("chip_before"):
         chips = '<div class="chips">' + "".join(
-            f'<img src="{_e(row[k])}" alt="{label} {_e(row["site_id"])}" title="{label}">'
+            f'<figure><img src="{_e(row[k])}" alt="{label} {_e(row["site_id"])}" title="{label}">'
+            f"<figcaption>{label}</figcaption></figure>"
             for k, label in (("chip_before", "before"), ("chip_after", "after"), ("chip_heatmap", "change heatmap"))
             if row.get(k)
         ) + "</div>"

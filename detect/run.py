@@ -279,13 +279,16 @@ def run_detect(
             "after": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in after_entries])),
             "model": scorer.weights_sha256 + ":" + sha256_text(json.dumps(_meta_dict(scorer.meta), sort_keys=True)),
             "config": sha256_text(json.dumps(fingerprint_config, sort_keys=True)),
+            "software": f"sitewatch {__version__}",
         }
         run_token = sha256_text(json.dumps(components, sort_keys=True))
 
         journal_path = run_dir / JOURNAL_NAME
         header, records, good_end = read_journal(journal_path)
         check_fingerprint(header, components, run_dir)
-        plan = plan_batches(site_list, before_cat, after_cat, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene)
+        plan = plan_batches(
+            site_list, before_cat, after_cat, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=job.tiles
+        )
         plan_ok = all(
             b.index in records and [r["site_id"] for r in records[b.index].rows] == [site_list[i].site_id for i in b.site_indices]
             for b in plan
