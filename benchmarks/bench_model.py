@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -164,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.px} px, native CPU bf16: {cpu_bf16}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.px} px, native CPU bf16: {cpu_bf16}, "
+        f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}"
+    )
 
     models: dict[str, nn.Module] = {a: build_model(a, pretrained=False, log_init=False) for a in args.archs}
     if not args.no_peer:
@@ -194,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             samples[i].append(case.batch / time_once(case.run, args.min_seconds))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
+    print(f"load average at end {os.getloadavg()[0]:.1f} (above the thread count, absolute figures are low)")
     rate = {i: statistics.median(v) for i, v in samples.items()}
     best = {i: max(v) for i, v in samples.items()}
     by_key = {(c.name, c.mode, c.batch): rate[i] for i, c in enumerate(cases)}

@@ -97,12 +97,11 @@ def _cached_weight_file(url: str) -> tuple[Path, str]:
     return cached, ""
 
 
-def load_imagenet_state(weights: object, label: str) -> tuple[dict[str, torch.Tensor] | None, str]:
+def load_imagenet_state(weights: object) -> tuple[dict[str, torch.Tensor] | None, str]:
     """ImageNet state dict of a torchvision weights enum member, or None and the reason.
 
     Args:
         weights: e.g. ``torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1``.
-        label: name used in messages.
 
     Returns:
         ``(state_dict, where_from)`` or ``(None, why_not)``. Never raises.
@@ -189,7 +188,7 @@ def mobilenetv2_encoder(
     net = mobilenet_v2(weights=None)
     loaded, note = False, ""
     if pretrained:
-        state, note = load_imagenet_state(MobileNet_V2_Weights.IMAGENET1K_V1, arch)
+        state, note = load_imagenet_state(MobileNet_V2_Weights.IMAGENET1K_V1)
         if state is not None:
             net.load_state_dict(state)
             loaded = True
@@ -230,7 +229,7 @@ def resnet_encoder(
     net = build(weights=None)
     loaded, note = False, ""
     if pretrained:
-        state, note = load_imagenet_state(weights, arch)
+        state, note = load_imagenet_state(weights)
         if state is not None:
             net.load_state_dict(state)
             loaded = True
