@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -238,7 +238,6 @@ def run_detect(
         UsageError: a bad operating point or Dask address.
     """
     from tiles.catalog import RasterCatalog
-    from tiles.cut import PairCutter
     from tiles.sites import read_sites
 
     started_clock = time.perf_counter()
@@ -254,6 +253,48 @@ def run_detect(
         raise InputError(f"{sites_path}: no sites to score")
     before_cat = RasterCatalog.from_paths(list(before), epoch="before")
     after_cat = RasterCatalog.from_paths(list(after), epoch="after")
+
+    with ExitStack() as stack:
+        client = None
+        if workers or dask_address:
+            from detect.cluster import dask_client
+
+            client = stack.enter_context(dask_client(dask_address, workers, processes=dask_processes))
+        summary, resumed, scoring_seconds = _run_in_folder(
+            site_list,
+            before_cat,
+            after_cat,
+            run_dir,
+            sites_path=sites_path,
+            job=job,
+            model=model,
+            overwrite=overwrite,
+            client=client,
+            execution={"mode": "dask" if client is not None else "local", "workers": workers, "dask_address": dask_address},
+            progress=progress,
+        )
+    seconds = time.perf_counter() - started_clock
+    return replace(summary, batches_resumed=resumed, seconds=seconds, scoring_seconds=scoring_seconds)
+
+
+def _run_in_folder(
+    site_list: Sequence[Any],
+    before_cat: Any,
+    after_cat: Any,
+    run_dir: Path,
+    *,
+    sites_path: Path,
+    job: DetectJob,
+    model: str | Path,
+    overwrite: bool,
+    client: Any,
+    execution: dict[str, Any],
+    progress: bool | None,
+) -> tuple[RunSummary, int, float]:
+    """Load the model, then fingerprint, resume, score and finish the run folder."""
+    from tiles.cut import PairCutter
+
+    cfg = job.detect
 
     from models.inference import Scorer
 
@@ -329,9 +370,7 @@ def run_detect(
                 after_cat=after_cat,
                 model_dir=model_dir if str(model) == "default" else Path(model),
                 run_token=run_token,
-                workers=workers,
-                dask_address=dask_address,
-                dask_processes=dask_processes,
+                client=client,
                 progress=progress,
                 done_sites=sum(len(r.rows) for r in records.values()),
             )
@@ -361,16 +400,10 @@ def run_detect(
                 "model_files": model_files,
                 "components": components,
                 "run_token": run_token,
-                "execution": {
-                    "mode": "dask" if (workers or dask_address) else "local",
-                    "workers": workers,
-                    "dask_address": dask_address,
-                    "batches_resumed": resumed,
-                },
+                "execution": {**execution, "batches_resumed": resumed},
             },
         )
-    seconds = time.perf_counter() - started_clock
-    return replace(summary, batches_resumed=resumed, seconds=seconds, scoring_seconds=scoring_seconds)
+    return summary, resumed, scoring_seconds
 
 
 def _score_todo(
@@ -386,9 +419,7 @@ def _score_todo(
     after_cat: Any,
     model_dir: Path,
     run_token: str,
-    workers: int | None,
-    dask_address: str | None,
-    dask_processes: bool,
+    client: Any,
     progress: bool | None,
     done_sites: int,
 ) -> None:
@@ -405,8 +436,8 @@ def _score_todo(
         smoothing=0.1,
     )
     try:
-        if workers or dask_address:
-            from detect.cluster import WorkerSpec, dask_client, score_batches_dask
+        if client is not None:
+            from detect.cluster import WorkerSpec, score_batches_dask
 
             spec = WorkerSpec(
                 run_token=run_token,
@@ -417,11 +448,10 @@ def _score_todo(
                 threads=cfg.threads,
                 decimals=cfg.score_decimals,
             )
-            with dask_client(dask_address, workers, processes=dask_processes) as client:
-                for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
-                    writer.append(record)
-                    records[record.batch] = record
-                    bar.update(len(record.rows))
+            for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
+                writer.append(record)
+                records[record.batch] = record
+                bar.update(len(record.rows))
         else:
             for record in score_batches_local(
                 site_list, todo, make_cutter, scorer, decimals=cfg.score_decimals, prefetch=cfg.prefetch_batches
