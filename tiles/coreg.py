@@ -74,24 +74,45 @@ def shift_bilinear(image: np.ndarray, valid: np.ndarray, dy: float, dx: float) -
     sy, sx = -dy, -dx
     iy, ix = int(np.floor(sy)), int(np.floor(sx))
     fy, fx = sy - iy, sx - ix
-    vf = valid.astype(np.float32)
     img = image.astype(np.float32, copy=False)
+    taps = [
+        (oy, ox, wt)
+        for oy, ox, wt in ((iy, ix, (1 - fy) * (1 - fx)), (iy, ix + 1, (1 - fy) * fx),
+                           (iy + 1, ix, fy * (1 - fx)), (iy + 1, ix + 1, fy * fx))
+        if wt > 1e-9
+    ]
     out = np.zeros(img.shape, np.float32)
-    wsum = np.zeros(img.shape, np.float32)
-    for oy, ox, wt in ((iy, ix, (1 - fy) * (1 - fx)), (iy, ix + 1, (1 - fy) * fx),
-                       (iy + 1, ix, fy * (1 - fx)), (iy + 1, ix + 1, fy * fx)):
-        if wt <= 1e-9:
-            continue
+    for oy, ox, wt in taps:
         out += np.float32(wt) * _take(img, oy, ox)
+    if valid.all():  # the valid region is the rectangle every tap reaches
+        n0, n1 = img.shape
+        ok = np.zeros(img.shape, bool)
+        r0 = max(0, -min(t[0] for t in taps))
+        r1 = min(n0, n0 - max(t[0] for t in taps))
+        c0 = max(0, -min(t[1] for t in taps))
+        c1 = min(n1, n1 - max(t[1] for t in taps))
+        if r0 < r1 and c0 < c1:
+            ok[r0:r1, c0:c1] = True
+        return out, ok
+    vf = valid.astype(np.float32)
+    wsum = np.zeros(img.shape, np.float32)
+    for oy, ox, wt in taps:
         wsum += np.float32(wt) * _take(vf, oy, ox)
     return out, wsum > 0.999
 
 
 def _refine_subpixel(
-    gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float, steps: int = 3
+    gb: np.ndarray,
+    ga: np.ndarray,
+    vb: np.ndarray,
+    va: np.ndarray,
+    grad: tuple[np.ndarray, np.ndarray],
+    dy: float,
+    dx: float,
+    steps: int = 3,
 ) -> tuple[float, float]:
     """Gauss-Newton refinement of an integer shift; returns the input when it does not converge."""
-    gy, gx = np.gradient(gb.astype(np.float64))
+    gy, gx = grad
     start = (dy, dx)
     for _ in range(steps):
         moved, mv = shift_bilinear(ga, va, dy, dx)
@@ -157,8 +178,12 @@ def estimate_shift(
     # the phase-correlation peak, and a local refinement from no shift: on real pairs with much
     # change the global peak can be a wrong one while the true residual is small
     best = (float("-inf"), 0.0, 0.0)
-    for start in {(float(shift[0]), float(shift[1])), (0.0, 0.0)}:
-        dy, dx = _refine_subpixel(gb, ga, valid_before, valid_after, *start)
+    grad = np.gradient(gb.astype(np.float64))
+    starts = [(float(shift[0]), float(shift[1]))]
+    if max(abs(starts[0][0]), abs(starts[0][1])) > 1.0:  # else the peak's refinement covers 0
+        starts.append((0.0, 0.0))
+    for start in starts:
+        dy, dx = _refine_subpixel(gb, ga, valid_before, valid_after, grad, *start)
         conf = _shifted_correlation(gb, ga, valid_before, valid_after, dy, dx)
         if math.isfinite(conf) and conf > best[0]:
             best = (conf, dy, dx)
