@@ -146,6 +146,11 @@ def read_sites_csv(path: str | Path) -> list[Site]:
     lon_col = _find_column(header, LON_ALIASES)
     lat_col = _find_column(header, LAT_ALIASES)
     missing = [n for n, c in (("site_id", id_col), ("lon", lon_col), ("lat", lat_col)) if c is None]
+    if missing and len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
+        raise InputError(
+            f"sites file {path}: the header row {header[0]!r} is not comma-separated; save the file "
+            "as CSV with commas (site_id,lon,lat)"
+        )
     if missing:
         raise InputError(
             f"sites file {path}: missing required column(s) {', '.join(missing)} in the header row; "

@@ -53,6 +53,7 @@ def test_bom_and_blank_lines_are_fine(tmp_path):
         (b"site_id,lon,lat\na,1,2,3\n", ["row 1", "4 fields", "header has 3"]),
         ("site_id,lon,lat,name\na,1,2,Caf\u00e9\n".encode("latin-1"), ["line 2", "not valid UTF-8", "UTF-8"]),
         (b"site_id,lon,lat,lon\na,1,2,3\n", ["lon", "more than once"]),
+        (b"site_id;lon;lat\na;1;2\n", ["not comma-separated", "site_id;lon;lat"]),
     ],
 )
 def test_file_level_problems_raise(tmp_path, content, needles):
