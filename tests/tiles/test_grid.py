@@ -1,0 +1,42 @@
+"""Pure chip-grid maths against pyproj."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyproj import CRS, Transformer
+
+from tiles import grid
+
+
+@pytest.mark.parametrize("lat0", [0.0, 38.5, -62.0])
+def test_tangent_plane_matches_azimuthal_equidistant(lat0):
+    lon0 = 12.3
+    rc = grid.control_points_rc(128, 5)
+    east, north = grid.chip_offsets_m(rc, 128, np.array([4.0]))  # 512 m chip
+    lon, lat = grid.offsets_to_lonlat(np.array([lon0]), np.array([lat0]), east, north)
+    aeqd = CRS.from_proj4(f"+proj=aeqd +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m")
+    x, y = Transformer.from_crs("EPSG:4326", aeqd, always_xy=True).transform(lon, lat)
+    assert np.abs(x - east).max() < 0.02 and np.abs(y - north).max() < 0.02  # 2 cm over 512 m
+
+
+def test_affine_fit_and_window():
+    rc = grid.control_points_rc(128, 3)
+    true = np.array([[0.9, 0.1, 50.0], [-0.1, 0.9, 70.0]])
+    pts = rc @ true[:, :2].T + true[:, 2]
+    fitted = grid.fit_affine(rc, pts[None, :, 0], pts[None, :, 1])[0]
+    assert np.allclose(fitted, true)
+    assert grid.coverage_fraction(fitted[None], 128, 1000, 1000)[0] == pytest.approx(1.0)
+    assert grid.coverage_fraction(fitted[None], 128, 100, 1000)[0] < 0.5
+    r0, c0, h, w = grid.native_window(fitted, 128, 1000, 1000)
+    assert r0 <= 50 - 0.5 and c0 <= 70 - 13 and r0 + h >= 50 + 0.9 * 127 + 13 and c0 + w >= 70 + 0.9 * 127
+    assert grid.native_window(fitted, 128, 10, 10) is None
+
+
+def test_chip_size_for_sites():
+    kw = dict(chip_size_m=64.0, radius_scale=2.0, max_chip_size_m=512.0)
+    assert grid.chip_size_m_for(radius_m=None, footprint_half_m=None, **kw) == 64.0
+    assert grid.chip_size_m_for(radius_m=30.0, footprint_half_m=None, **kw) == 120.0
+    assert grid.chip_size_m_for(radius_m=None, footprint_half_m=200.0, **kw) == 512.0
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [0.001, 0], [0.001, 0.001], [0, 0.001], [0, 0]]]}
+    assert grid.footprint_half_extent_m(square, 0.0005, 0.0005) == pytest.approx(55.7, abs=0.2)
