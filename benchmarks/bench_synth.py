@@ -5,7 +5,8 @@ Prints, measured side by side in one run:
 * the wall time and px/s of ``generate_dataset`` for one region of ``--size`` px (both epochs);
 * the time of the stages (layout, shared textures, rendering, sensor effects, GeoTIFF writing);
 * the ratio of the whole generation to only writing the same two GeoTIFFs (how far from I/O
-  bound the generator is), and of a small region's px/s to the large one's (scaling).
+  bound the generator is), and of a small region's px/s to the large one's (scaling);
+* the process's CPU time beside its wall time (on a shared machine wall time includes waiting).
 
 Run: ``python benchmarks/bench_synth.py [--size 4096] [--repeat 1]``.
 """
@@ -70,11 +71,14 @@ def main() -> None:
     cfg = SynthConfig(sites=50, seed=1, size_px=args.size)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        runs = []
+        runs, cpu = [], []
         for r in range(args.repeat):
+            c0 = time.process_time()
             s = generate_dataset(tmp_path / f"big{r}", cfg, progress=False)
+            cpu.append(time.process_time() - c0)
             runs.append(s.seconds)
         big_s = min(runs)
+        big_cpu = min(cpu)
         big_px = 2 * args.size * args.size
         small_cfg = replace(cfg, size_px=args.small, sites=10)
         small = min(generate_dataset(tmp_path / f"small{r}", small_cfg, progress=False).seconds for r in range(args.repeat))
@@ -91,6 +95,8 @@ def main() -> None:
         io_s = time.perf_counter() - t0
     print(f"synth benchmark: one region of {args.size} x {args.size} px at {cfg.gsd_m} m, before + after (best of {args.repeat})")
     print(f"  generate_dataset  {big_s:8.2f} s   {big_px / big_s / 1e6:6.2f} Mpx/s  ({big_px / 1e6:.1f} Mpx written)")
+    print(f"  CPU time of this process {big_cpu:.2f} s -> {big_px / big_cpu / 1e6:.2f} Mpx per CPU-second "
+          f"(wall / CPU = {big_s / big_cpu:.1f}: >1 means the machine was busy with other work)")
     print(f"  stages: layout {st['layout']:.2f} s ({int(st['buildings'])} buildings, {int(st['trees'])} trees), "
           f"textures {st['textures']:.2f} s, render {st['render']:.2f} s, sensor {st['sensor']:.2f} s, write {st['write']:.2f} s")
     print(f"  writing the two GeoTIFFs only: {io_s:.2f} s -> generation / write-only = {big_s / io_s:.1f}x")

@@ -144,9 +144,10 @@ class _Canvas:
         self.g = fields.gsd_m
         self.ox, self.oy = fields.origin_m
 
-    def px(self, poly: np.ndarray) -> list[tuple[float, float]]:
+    def px(self, poly: np.ndarray) -> list[float]:
+        """Canvas pixel coordinates of points ``(K, 2)`` metres, flat ``[x0, y0, x1, y1, ...]``."""
         p = (np.asarray(poly, dtype=float) - (self.ox, self.oy)) / self.g
-        return [tuple(v) for v in p.tolist()]
+        return p.ravel().tolist()
 
     def mask(self) -> tuple[Image.Image, ImageDraw.ImageDraw]:
         img = Image.new("L", (self.w, self.h), 0)
@@ -160,6 +161,14 @@ class _Canvas:
         cx, cy = (x - self.ox) / self.g, (y - self.oy) / self.g
         rp = max(r / self.g, 0.5)
         draw.ellipse([cx - rp, cy - rp, cx + rp, cy + rp], fill=fill)
+
+
+def _ellipse_boxes(cv: _Canvas, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> list[list[float]]:
+    """PIL bounding boxes ``[x0, y0, x1, y1]`` of circles (metres ``(N,)`` arrays) on the canvas."""
+    cx = (x - cv.ox) / cv.g
+    cy = (y - cv.oy) / cv.g
+    rp = np.maximum(r / cv.g, 0.5)
+    return np.stack([cx - rp, cy - rp, cx + rp, cy + rp], axis=1).tolist()
 
 
 def _c8(rgb: np.ndarray | tuple[float, ...]) -> tuple[int, int, int]:
@@ -236,15 +245,20 @@ def _roof_shade(normal: np.ndarray | None, to_sun: np.ndarray, el: float, pitch:
 
 
 def _outward(part: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    c = part.mean(axis=0)
+    """Edges ``(a, b, outward unit normal)`` of a convex polygon ``(K, 2)``."""
+    pts = part.tolist()
+    k = len(pts)
+    cx = sum(p[0] for p in pts) / k
+    cy = sum(p[1] for p in pts) / k
     out = []
-    for i in range(len(part)):
-        a, b = part[i], part[(i + 1) % len(part)]
-        d = b - a
-        n = np.array([d[1], -d[0]]) / max(float(np.hypot(*d)), 1e-9)
-        if float(n @ ((a + b) / 2 - c)) < 0:
-            n = -n
-        out.append((a, b, n))
+    for i in range(k):
+        (ax, ay), (bx, by) = pts[i], pts[(i + 1) % k]
+        dx, dy = bx - ax, by - ay
+        length = math.hypot(dx, dy) or 1e-9
+        nx, ny = dy / length, -dx / length
+        if nx * ((ax + bx) / 2 - cx) + ny * ((ay + by) / 2 - cy) < 0:
+            nx, ny = -nx, -ny
+        out.append((part[i], part[(i + 1) % k], np.array([nx, ny])))
     return out
 
 
@@ -478,12 +492,15 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             tree_scale[strip_t] = rng.uniform(0.2, 0.6, int(strip_t.sum()))
     leaf_off = trees["deciduous"] & (rng.random(nt) < style.leaf_off) if nt else np.zeros(0, bool)
     radii = trees["radius"] * tree_scale * np.where(leaf_off, 0.6, 1.0) if nt else np.zeros(0)
-    for i in range(nt):
-        # a canopy's shadow: swept from under the crown to the crown's shadow
-        fill = 255 if not leaf_off[i] else 140
-        for frac in (0.3, 0.65, 1.0):
-            off = shadow_dir * trees["height"][i] * 0.75 * frac
-            cv.ellipse(shdraw, trees["x"][i] + off[0], trees["y"][i] + off[1], radii[i] * (0.8 + 0.15 * frac), fill)
+    # a canopy's shadow: swept from under the crown to the crown's shadow (boxes computed at once)
+    shadow_fill = np.where(leaf_off, 140, 255).tolist() if nt else []
+    for frac in (0.3, 0.65, 1.0):
+        if not nt:
+            break
+        off = trees["height"][:, None] * (0.75 * frac) * shadow_dir[None, :]
+        boxes = _ellipse_boxes(cv, trees["x"] + off[:, 0], trees["y"] + off[:, 1], radii * (0.8 + 0.15 * frac))
+        for box, fill in zip(boxes, shadow_fill):
+            shdraw.ellipse(box, fill=fill)
     idx, sh = _nz(_blur(shadow, 0.35 / g))
     shade = 1.0 - sh[:, None] * (1.0 - np.array([0.47, 0.49, 0.57], dtype=np.float32))
     flat[idx] *= shade
@@ -583,19 +600,18 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     leafy = np.array([0.19, 0.27, 0.12])
     bare = np.array([0.33, 0.29, 0.24])
     dry_tint = np.array([0.10, 0.06, 0.04]) * style.dryness * 0.6
-    for i in range(nt):
-        rad = radii[i]
-        tone = 1.0 + 0.22 * trees["tone"][i]
-        if tree_state[i] == 1:
-            col = np.array([0.20, 0.17, 0.14]) * tone
-        elif tree_state[i] == 2:
-            col = np.array([0.30, 0.27, 0.20]) * tone
-        elif leaf_off[i]:
-            col = bare * tone
-        else:
-            col = (leafy + dry_tint) * tone
-        cv.ellipse(cdraw, trees["x"][i], trees["y"][i], rad, 255 if not leaf_off[i] else 150)
-        cv.ellipse(tdraw, trees["x"][i], trees["y"][i], rad, _c8(col))
+    if nt:
+        base = np.where(
+            (tree_state == 1)[:, None], np.array([0.20, 0.17, 0.14]),
+            np.where((tree_state == 2)[:, None], np.array([0.30, 0.27, 0.20]),
+                     np.where(leaf_off[:, None], bare, leafy + dry_tint)),
+        )
+        cols = np.clip(base * (1.0 + 0.22 * trees["tone"])[:, None] * 255.0 + 0.5, 0, 255).astype(int)
+        boxes = _ellipse_boxes(cv, trees["x"], trees["y"], radii)
+        fills = np.where(leaf_off, 150, 255).tolist()
+        for box, fill, col in zip(boxes, fills, map(tuple, cols.tolist())):
+            cdraw.ellipse(box, fill=fill)
+            tdraw.ellipse(box, fill=col)
     idx, cm = _nz(canopy)
     if idx.size:
         hgt = np.asarray(_blur(canopy, 1.0 / g)).reshape(-1).astype(np.float32) / 255.0
