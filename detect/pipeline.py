@@ -204,7 +204,14 @@ def _usable_image(pair: Pair) -> bool:
     return bool(np.isfinite(image).all())
 
 
-def score_pairs(batch_index: int, pairs: Sequence[Pair], scorer: PairScorer, *, decimals: int) -> BatchRecord:
+def score_pairs(
+    batch_index: int,
+    pairs: Sequence[Pair],
+    scorer: PairScorer,
+    *,
+    decimals: int,
+    chip_cache: Any | None = None,
+) -> BatchRecord:
     """Score the assessable pairs of one batch and build its journal record.
 
     Args:
@@ -212,6 +219,8 @@ def score_pairs(batch_index: int, pairs: Sequence[Pair], scorer: PairScorer, *, 
         pairs: the batch's pairs (any status), in plan order.
         scorer: a :class:`models.inference.Scorer` (``score(images (B, 2, C, H, W))``).
         decimals: decimals of the written score.
+        chip_cache: a :class:`detect.chips.TopChipCache` that keeps the images of the best
+            sites for their chips (None: keep nothing).
 
     Returns:
         The batch's rows (every pair) and the float16 embeddings ``(K, D)`` of its scored sites.
@@ -241,6 +250,12 @@ def score_pairs(batch_index: int, pairs: Sequence[Pair], scorer: PairScorer, *, 
             scores[i] = p
             embeddings.append(emb[j].astype(np.float16))
             embedding_ids.append(pairs[i].site.site_id)
+            if chip_cache is not None:
+                written = float(format_number(p, decimals))
+                if chip_cache.wants(written, pairs[i].site.site_id):
+                    from detect.chips import pair_images
+
+                    chip_cache.offer(written, pairs[i].site.site_id, pair_images(pairs[i], result.heatmap[j]))
     rows = tuple(
         pair_row(pair, scores.get(i), decimals=decimals, status_override=overrides.get(i))
         for i, pair in enumerate(pairs)
@@ -287,6 +302,7 @@ def score_batches_local(
     *,
     decimals: int,
     prefetch: int = 4,
+    chip_cache: Any | None = None,
 ) -> Iterator[BatchRecord]:
     """Cut batches in a reader thread and score them here, yielding records in plan order.
 
@@ -298,6 +314,7 @@ def score_batches_local(
         scorer: the model.
         decimals: decimals of the written score.
         prefetch: cut batches held ahead of the model (bounds memory).
+        chip_cache: keeps the images of the best sites for their chips (see :func:`score_pairs`).
     """
     if not batches:
         return
@@ -315,7 +332,7 @@ def score_batches_local(
             if isinstance(item, BaseException):
                 raise item
             batch, pairs = item
-            yield score_pairs(batch.index, pairs, scorer, decimals=decimals)
+            yield score_pairs(batch.index, pairs, scorer, decimals=decimals, chip_cache=chip_cache)
     finally:
         stop.set()
         while thread.is_alive():

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from detect.chips import CHIPS_DIR, chip_rows, write_site_chips
+from detect.chips import CHIPS_DIR, TopChipCache, chip_rows, write_site_chips
 from detect.config import PRESENTATION_KEYS
 from detect.journal import JOURNAL_NAME, BatchRecord, JournalWriter, check_fingerprint, read_journal
 from detect.outputs import score_columns, write_embeddings, write_scores_csv, write_scores_geojson
@@ -357,6 +357,7 @@ def _run_in_folder(
             truncate_at=good_end if header is not None else None,
             fsync_every=cfg.journal_fsync_every,
         )
+        chip_cache = TopChipCache(cfg.chips_top_n)
         with writer:
             _score_todo(
                 todo,
@@ -371,6 +372,7 @@ def _run_in_folder(
                 model_dir=model_dir if str(model) == "default" else Path(model),
                 run_token=run_token,
                 client=client,
+                chip_cache=chip_cache,
                 progress=progress,
                 done_sites=sum(len(r.rows) for r in records.values()),
             )
@@ -383,6 +385,7 @@ def _run_in_folder(
             site_list,
             scorer=scorer,
             make_cutter=make_cutter,
+            chip_images=chip_cache.images(),
             job=job,
             operating_point=operating_point,
             manifest_parts={
@@ -420,6 +423,7 @@ def _score_todo(
     model_dir: Path,
     run_token: str,
     client: Any,
+    chip_cache: TopChipCache,
     progress: bool | None,
     done_sites: int,
 ) -> None:
@@ -454,7 +458,13 @@ def _score_todo(
                 bar.update(len(record.rows))
         else:
             for record in score_batches_local(
-                site_list, todo, make_cutter, scorer, decimals=cfg.score_decimals, prefetch=cfg.prefetch_batches
+                site_list,
+                todo,
+                make_cutter,
+                scorer,
+                decimals=cfg.score_decimals,
+                prefetch=cfg.prefetch_batches,
+                chip_cache=chip_cache,
             ):
                 writer.append(record)
                 records[record.batch] = record
@@ -471,10 +481,12 @@ def _finish(
     *,
     scorer: Any,
     make_cutter: Any,
+    chip_images: Any,
     job: DetectJob,
     operating_point: OperatingPoint,
     manifest_parts: dict[str, Any],
 ) -> RunSummary:
+    """Rank, write chips and every output, and finally ``manifest.json``."""
     cfg = job.detect
     all_rows = [row for b in plan for row in records[b.index].rows]
     ranked = rank_rows(all_rows, operating_point)
@@ -484,7 +496,14 @@ def _finish(
     wanted = ok_rows if cfg.chips_top_n < 0 else ok_rows[: cfg.chips_top_n]
     by_id = {s.site_id: s for s in site_list}
     shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
-    chips = write_site_chips([by_id[r["site_id"]] for r in wanted], run_dir, make_cutter, scorer, batch_size=min(cfg.batch_size, 32)) if wanted else {}
+    chips = write_site_chips(
+        [by_id[r["site_id"]] for r in wanted],
+        run_dir,
+        make_cutter,
+        scorer,
+        cached=chip_images,
+        batch_size=min(cfg.batch_size, 32),
+    )
     ranked = chip_rows(ranked, chips)
     columns = score_columns(ranked)
 

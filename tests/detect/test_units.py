@@ -187,3 +187,20 @@ def test_verify_reports_changed_missing_and_added_files(tmp_path):
 def test_verify_needs_a_manifest(tmp_path):
     with pytest.raises(RunFolderError, match="manifest.json"):
         verify_run(tmp_path)
+
+
+def test_top_chip_cache_keeps_the_best_in_scores_csv_order():
+    from detect.chips import ChipImages, TopChipCache
+
+    img = ChipImages(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.float32))
+    cache = TopChipCache(3)
+    for score, sid in [(0.1, "a"), (0.9, "b"), (0.5, "d"), (0.5, "c"), (0.2, "e"), (0.5, "e2")]:
+        cache.offer(score, sid, img)
+    # top 3 by (score desc, site_id asc): b, c, d  (e2 ties at 0.5 but sorts after c and d)
+    assert sorted(cache.images()) == ["b", "c", "d"]
+    assert not cache.wants(0.5, "z") and cache.wants(0.5, "a0")
+    assert TopChipCache(0).images() == {} and not TopChipCache(0).wants(1.0, "x")
+    everything = TopChipCache(-1)
+    for i in range(5):
+        everything.offer(0.1, str(i), img)
+    assert len(everything.images()) == 5
