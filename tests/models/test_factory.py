@@ -19,7 +19,7 @@ class ArchitectureContract:
     """Shapes, dtype, gradients, batch of one, odd sizes and channels_last for one ``arch``."""
 
     arch: ClassVar[str]
-    size: ClassVar[int] = 64
+    size: ClassVar[int] = 48
 
     @pytest.fixture(scope="class")
     def model(self) -> torch.nn.Module:
