@@ -212,6 +212,41 @@ class VerdictStore:
                 (utc_now(), actor, action, site_id, json.dumps(detail or {}, ensure_ascii=False, default=str)),
             )
 
+    def import_from(self, source: "VerdictStore", site_ids: set[str], *, actor: str = "import") -> int:
+        """Append another run's verdicts on the given sites (e.g. after re-running detect).
+
+        Each row keeps its reviewer, verdict, note, kind and original time; the audit log records
+        the source store and row id. Importing again only adds rows that are new in the source.
+
+        Args:
+            source: the other run's store.
+            site_ids: sites of this run (verdicts on other sites are not imported).
+            actor: recorded as the audit entry's actor.
+
+        Returns:
+            The number of verdicts imported.
+        """
+        key = f"import:{source.path.resolve()}"
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            done = int(row[0]) if row else 0
+            rows = [v for v in source.verdicts_after(done) if v.site_id in site_ids]
+            last = max([done] + [v.id for v in source.verdicts_after(done)])
+            now = utc_now()
+            for v in rows:
+                cur = con.execute(
+                    "INSERT INTO verdicts (site_id, reviewer, verdict, note, kind, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (v.site_id, v.reviewer, v.verdict, v.note, v.kind, v.created_at),
+                )
+                detail = {"verdict_id": int(cur.lastrowid), "verdict": v.verdict, "source": str(source.path.resolve()),
+                          "source_id": v.id, "imported_at": now}
+                con.execute(
+                    "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
+                    (now, actor, "import", v.site_id, json.dumps(detail, ensure_ascii=False)),
+                )
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(last)))
+        return len(rows)
+
     # -- reading ---------------------------------------------------------------------------
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -17,6 +17,8 @@ Serve a run folder (written by `sitewatch detect`) to reviewers in the browser:
   sitewatch review RUN --host 0.0.0.0       # reachable from other machines: needs the access
                                             # token it prints (or give --token)
   sitewatch review export RUN --out DATASET # verdicts -> labelled dataset for `sitewatch train`
+  sitewatch review RUN2 --verdicts-from RUN   # after re-running detect with a retrained model:
+                                            # carry the verdicts over, review what is left
 
 Verdicts are stored in RUN/review.sqlite (append-only, with an audit log). Reviewers type their
 name once; every verdict records who and when. Keyboard: 1-5 / 0 verdicts, n note, v swipe or
@@ -34,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DATASET", help="with `export`: dataset folder to write")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1; others need a token)")
     parser.add_argument("--port", type=int, help="TCP port (default 8765; 0 picks a free one)")
+    parser.add_argument(
+        "--verdicts-from",
+        metavar="OLD_RUN",
+        help="first copy the verdicts of an earlier run of the same sites (e.g. before re-running detect with a retrained model)",
+    )
     parser.add_argument(
         "--token",
         help="access token for a non-loopback --host (default: $SITEWATCH_REVIEW_TOKEN or a generated one)",
@@ -57,6 +64,17 @@ def _export(run_dir: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(old_run: Path, new_run: Path, args: argparse.Namespace) -> None:
+    from review.runfolder import RunFolder
+    from review.store import DB_NAME, VerdictStore
+
+    if not (old_run / DB_NAME).is_file():
+        raise UsageError(f"--verdicts-from {old_run}: no {DB_NAME} there; give a run folder that was reviewed")
+    run = RunFolder(new_run)
+    n = VerdictStore.for_run(run.path).import_from(VerdictStore.for_run(old_run), set(run.by_id))
+    info(f"imported {n} verdict(s) from {old_run}", args)
+
+
 def run(args: argparse.Namespace) -> int:
     from sitewatch.jobs import ReviewJob
 
@@ -69,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         raise UsageError("--out is only for `sitewatch review export RUN --out DATASET`")
     job = load_job_config(ReviewJob, args, {"review.host": args.host, "review.port": args.port})
+    if args.verdicts_from:
+        _import(Path(args.verdicts_from), Path(args.run), args)
     from review.server import serve
 
     serve(Path(args.run), job.review, token=args.token, announce=lambda msg: print(msg, flush=True))

@@ -88,3 +88,22 @@ def test_bad_config_is_a_usage_error(run_dir: Path, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "sitewatch", "review", str(run_dir), "--config", str(cfg)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "prot" in r.stderr and "port" in r.stderr
+
+
+def test_verdicts_from_an_earlier_run_are_carried_over(run_dir: Path, tmp_path: Path) -> None:
+    from review.store import VerdictStore
+    from tests.review.make_run import write_run
+
+    VerdictStore.for_run(run_dir).add_verdict("s00000", "ann", "destroyed")
+    VerdictStore.for_run(run_dir).add_verdict("s00001", "ann", "no-damage")
+    rerun = write_run(tmp_path / "rerun", 12, seed=5)
+    proc, out = _start([str(rerun), "--port", "0", "--verdicts-from", str(run_dir)])
+    try:
+        assert "imported 2 verdict(s)" in out
+        url = out.rsplit("\n", 1)[-1]
+        assert httpx.get(url.replace("/queue", "/api/progress")).json()["reviewed"] == 2
+    finally:
+        _stop(proc)
+    r = subprocess.run([sys.executable, "-m", "sitewatch", "review", str(rerun), "--verdicts-from", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no review.sqlite there" in r.stderr

@@ -89,3 +89,19 @@ def test_concurrent_writers_threads_and_processes_lose_nothing(tmp_path: Path) -
     audit = store.audit()
     assert len(audit) == 7 * n
     assert sorted(e["detail"]["verdict_id"] for e in audit) == sorted(r.id for r in rows)
+
+
+def test_verdicts_carry_over_to_a_rerun_once(tmp_path: Path) -> None:
+    old = VerdictStore(tmp_path / "old.sqlite")
+    old.add_verdict("a", "alice", "destroyed", note="n1")
+    old.add_verdict("gone", "alice", "destroyed")
+    new = VerdictStore(tmp_path / "new.sqlite")
+    assert new.import_from(old, {"a", "b"}) == 1
+    assert new.import_from(old, {"a", "b"}) == 0  # idempotent
+    old.add_verdict("b", "bob", "no-damage")
+    assert new.import_from(old, {"a", "b"}) == 1
+    rows = new.verdicts()
+    assert [(r.site_id, r.reviewer, r.verdict, r.note) for r in rows] == [("a", "alice", "destroyed", "n1"), ("b", "bob", "no-damage", "")]
+    assert rows[0].created_at == old.verdicts("a")[0].created_at
+    audit = new.audit()
+    assert [e["action"] for e in audit] == ["import", "import"] and audit[0]["detail"]["source_id"] == 1
