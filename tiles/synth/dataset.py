@@ -31,6 +31,10 @@ from tiles.synth.render import make_static_fields, render_epoch
 
 log = logging.getLogger(__name__)
 
+#: changes whenever the same config would give different pixels or labels; caches of generated
+#: datasets should include it in their key
+GENERATOR_VERSION = "1.1"
+
 SITE_COLUMNS = ("site_id", "lon", "lat", "kind", "radius_m", "damage", "damage_style", "region", "building_m")
 DAMAGE_ORDER = ("destroyed", "major-damage", "minor-damage", "no-damage")
 #: chips in the gallery are this many metres wide
@@ -287,6 +291,7 @@ def generate_dataset(
             tags = {
                 "ACQUISITION_DATETIME": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "SENSOR": "SITEWATCH_SYNTH",
+                "SYNTH_GENERATOR_VERSION": GENERATOR_VERSION,
                 "OFF_NADIR_DEG": f"{style.off_nadir_deg:.2f}",
                 "SUN_AZIMUTH_DEG": f"{style.sun_azimuth_deg:.1f}",
                 "SUN_ELEVATION_DEG": f"{style.sun_elevation_deg:.1f}",
