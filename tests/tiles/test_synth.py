@@ -14,7 +14,7 @@ from pyproj import Transformer
 
 from sitewatch.cli import main
 from sitewatch.errors import UsageError
-from tiles.synth import SynthConfig, generate_dataset
+from tiles.synth import GENERATOR_VERSION, SynthConfig, generate_dataset
 
 #: small and quick: one 640 px region (320 m) at 0.5 m
 SMALL = SynthConfig(sites=24, seed=5, size_px=640, destroyed_fraction=0.25, major_fraction=0.1, minor_fraction=0.1)
@@ -52,6 +52,7 @@ def test_writes_labelled_dataset(small_dataset: Path) -> None:
             assert src.res == pytest.approx((0.5, 0.5))
             assert src.profile["tiled"] and src.block_shapes[0] == (256, 256)
             assert "ACQUISITION_DATETIME" in src.tags()
+            assert src.tags()["SYNTH_GENERATOR_VERSION"] == GENERATOR_VERSION
             assert src.nodata == 0
     with rasterio.open(next((small_dataset / "before").glob("*.tif"))) as b, rasterio.open(next((small_dataset / "after").glob("*.tif"))) as a:
         assert a.tags()["ACQUISITION_DATETIME"] > b.tags()["ACQUISITION_DATETIME"]
