@@ -134,7 +134,8 @@ class VerdictStore:
                 con.close()
         except sqlite3.DatabaseError as exc:
             raise RunFolderError(
-                f"{self.path}: not a usable review database ({exc}); move it aside to start a new one"
+                f"{self.path}: cannot use the review database ({exc}); check that the run folder is "
+                "writable, or move a damaged file aside to start a new one"
             ) from None
 
     @classmethod

@@ -55,7 +55,7 @@ def test_a_damaged_database_is_a_run_folder_error(tmp_path: Path) -> None:
 
     bad = tmp_path / "review.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(RunFolderError, match="move it aside"):
+    with pytest.raises(RunFolderError, match="move a damaged file aside"):
         VerdictStore(bad)
 
 
