@@ -136,13 +136,17 @@ class ReviewApp:
         meta_rows = [(k, site.meta[k]) for k in META_FIRST if site.meta.get(k)]
         meta_rows += [(k, v) for k, v in site.meta.items() if k not in META_FIRST and not hidden_column(k) and v]
         mine = next((v.verdict for v in reversed(history) if v.reviewer == reviewer and v.kind == "review"), None)
+        disputed = consensus is not None and needs_adjudication(consensus)
         rr = self.queues.current_rerank
         return {
             "site": site,
             "chips": self.chips.chips(site),
             "consensus": consensus,
-            "disputed": consensus is not None and needs_adjudication(consensus),
-            "history": history,
+            "disputed": disputed,
+            # independent double review: others' verdicts stay hidden until you give yours,
+            # except when adjudicating (disputed queue or a disputed site)
+            "history": history if (mine is not None or view == "disputed" or disputed) else [v for v in history if v.reviewer == reviewer],
+            "hidden_verdicts": 0 if (mine is not None or view == "disputed" or disputed) else sum(1 for v in history if v.reviewer != reviewer),
             "mine": mine,
             "prev": prev,
             "next": nxt,

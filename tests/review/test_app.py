@@ -83,7 +83,11 @@ def test_verdicts_flow_to_next_site_and_progress(run_dir: Path) -> None:
 
 def test_disagreement_goes_to_adjudication(run_dir: Path) -> None:
     alice, bob = _client(run_dir, "alice"), _client(run_dir, "bob")
-    _post(alice, 0, "destroyed")
+    _post(alice, 0, "destroyed", note="alice-note")
+    # independent review: bob does not see alice's verdict before giving his own
+    page = bob.get("/site/0").text
+    assert "alice-note" not in page and 'id="hidden-verdicts">1 verdict(s)' in page
+    assert "destroyed <small>agreed" not in bob.get("/queue?show=all").text
     _post(bob, 0, "no-damage")
     queue = alice.get("/queue?view=disputed").text
     assert "s00000</a>" in queue
