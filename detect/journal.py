@@ -83,43 +83,72 @@ class BatchRecord:
         )
 
 
+@dataclass(frozen=True)
+class JournalIndex:
+    """Where each scored batch lies in a journal (the batches themselves stay on disk).
+
+    Attributes:
+        header: the header line, or None when the journal is missing or has no valid header.
+        batches: ``{batch index: (byte offset, byte length, site ids)}`` of every good line
+            (the first line of a batch wins if it was written twice).
+        good_end: byte offset just after the last good line.
+    """
+
+    header: dict[str, Any] | None
+    batches: dict[int, tuple[int, int, tuple[str, ...]]]
+    good_end: int
+
+
+def scan_journal(path: Path) -> JournalIndex:
+    """Index a journal line by line (bounded memory), stopping at a torn or damaged line."""
+    if not path.is_file():
+        return JournalIndex(None, {}, 0)
+    batches: dict[int, tuple[int, int, tuple[str, ...]]] = {}
+    header: dict[str, Any] | None = None
+    offset = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                log.warning("%s: ignoring a torn last line (the previous run was interrupted)", path)
+                break
+            try:
+                text = raw.decode("utf-8")
+                if header is None:
+                    parsed = json.loads(text)
+                    if not isinstance(parsed, dict) or parsed.get("journal") != JOURNAL_FORMAT:
+                        raise ValueError("not a journal header")
+                    header = parsed
+                else:
+                    record = BatchRecord.from_json(text)
+                    if record.batch not in batches:
+                        ids = tuple(r["site_id"] for r in record.rows)
+                        batches[record.batch] = (offset, len(raw), ids)
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                log.warning("%s: ignoring a damaged line at byte %d (%s)", path, offset, exc)
+                break
+            offset += len(raw)
+    if header is None:
+        return JournalIndex(None, {}, 0)
+    return JournalIndex(header, batches, offset)
+
+
+def read_batch(path: Path, offset: int, length: int) -> BatchRecord:
+    """Load one batch from a journal at a position found by :func:`scan_journal`."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return BatchRecord.from_json(fh.read(length).decode("utf-8"))
+
+
 def read_journal(path: Path) -> tuple[dict[str, Any] | None, dict[int, BatchRecord], int]:
-    """Read a journal, tolerating a torn tail.
+    """Read a whole journal into memory (small journals, tests), tolerating a torn tail.
 
     Returns:
         ``(header, records by batch index, byte offset of the end of the last good line)``;
         ``(None, {}, 0)`` when the file does not exist or has no valid header.
     """
-    if not path.is_file():
-        return None, {}, 0
-    records: dict[int, BatchRecord] = {}
-    header: dict[str, Any] | None = None
-    good_end = 0
-    with open(path, "rb") as fh:
-        data = fh.read()
-    offset = 0
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            log.warning("%s: ignoring a torn last line (the previous run was interrupted)", path)
-            break
-        try:
-            text = raw.decode("utf-8")
-            if header is None:
-                parsed = json.loads(text)
-                if not isinstance(parsed, dict) or parsed.get("journal") != JOURNAL_FORMAT:
-                    raise ValueError("not a journal header")
-                header = parsed
-            else:
-                record = BatchRecord.from_json(text)
-                records.setdefault(record.batch, record)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            log.warning("%s: ignoring a damaged line at byte %d (%s)", path, offset, exc)
-            break
-        offset += len(raw)
-        good_end = offset
-    if header is None:
-        return None, {}, 0
-    return header, records, good_end
+    index = scan_journal(path)
+    records = {b: read_batch(path, off, n) for b, (off, n, _) in index.batches.items()}
+    return index.header, records, index.good_end
 
 
 class JournalWriter:

@@ -75,17 +75,58 @@ def write_scores_geojson(path: Path, rows: Sequence[Mapping[str, str]], columns:
 
     Sites without valid coordinates get ``"geometry": null`` (valid GeoJSON; QGIS skips them).
     """
-    features = []
-    for row in rows:
-        props = {c: _typed(c, row.get(c, "")) for c in columns}
-        lon, lat = props.get("lon"), props.get("lat")
-        geometry = None
-        if isinstance(lon, float) and isinstance(lat, float):
-            geometry = {"type": "Point", "coordinates": [lon, lat]}
-        features.append({"type": "Feature", "geometry": geometry, "properties": props})
-    data = {"type": "FeatureCollection", "features": features}
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    write_bytes_atomic(path, (text + "\n").encode("utf-8"))
+    body = ",".join(geojson_feature(row, columns) for row in rows)
+    text = '{"type":"FeatureCollection","features":[' + body + "]}\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def geojson_feature(row: Mapping[str, str], columns: Sequence[str]) -> str:
+    """One GeoJSON Point feature (compact JSON text) for a ``scores.csv`` row."""
+    props = {c: _typed(c, row.get(c, "")) for c in columns}
+    lon, lat = props.get("lon"), props.get("lat")
+    geometry = None
+    if isinstance(lon, float) and isinstance(lat, float):
+        geometry = {"type": "Point", "coordinates": [lon, lat]}
+    feature = {"type": "Feature", "geometry": geometry, "properties": props}
+    return json.dumps(feature, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class ScoresWriter:
+    """Streams ranked rows into ``scores.csv`` and ``scores.geojson`` at once (bounded memory).
+
+    Both files are written to temporary names and renamed into place by :meth:`close`, so an
+    interrupted write never leaves a half file under the final name.
+
+    Args:
+        run_dir: the run folder.
+        columns: the columns of ``scores.csv`` (also the GeoJSON properties).
+    """
+
+    def __init__(self, run_dir: Path, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self._csv_path = run_dir / "scores.csv"
+        self._gj_path = run_dir / "scores.geojson"
+        self._csv = open(self._csv_path.with_name("scores.csv.tmp"), "w", newline="", encoding="utf-8")
+        self._gj = open(self._gj_path.with_name("scores.geojson.tmp"), "w", encoding="utf-8")
+        self._writer = csv.DictWriter(self._csv, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+        self._writer.writeheader()
+        self._gj.write('{"type":"FeatureCollection","features":[')
+        self._first = True
+
+    def add(self, row: Mapping[str, str]) -> None:
+        """Write one row (in ``scores.csv`` order)."""
+        self._writer.writerow({c: row.get(c, "") for c in self.columns})
+        self._gj.write(("" if self._first else ",") + geojson_feature(row, self.columns))
+        self._first = False
+
+    def close(self) -> None:
+        """Finish both files and move them into place."""
+        self._gj.write("]}\n")
+        for fh, final in ((self._csv, self._csv_path), (self._gj, self._gj_path)):
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            os.replace(final.with_name(final.name + ".tmp"), final)
 
 
 def write_embeddings(path: Path, site_ids: Sequence[str], embeddings: np.ndarray) -> None:

@@ -76,6 +76,15 @@ def _score_of(row: Mapping[str, str]) -> float | None:
     return float(text)
 
 
+def sort_key(row: Mapping[str, str]) -> tuple[int, float, str]:
+    """The order of ``scores.csv``: assessed sites by written score descending, then ``site_id``;
+    then the others by ``site_id``."""
+    score = _score_of(row)
+    if score is None:
+        return (1, 0.0, row["site_id"])
+    return (0, -score, row["site_id"])
+
+
 def rank_rows(
     rows: Iterable[Mapping[str, str]], operating_point: OperatingPoint
 ) -> list[dict[str, str]]:
@@ -89,25 +98,15 @@ def rank_rows(
     Returns:
         New row dicts in output order.
     """
-    scored: list[tuple[float, str, dict[str, str]]] = []
-    unscored: list[tuple[str, dict[str, str]]] = []
-    for row in rows:
-        copy = dict(row)
-        score = _score_of(copy)
+    out = [dict(row) for row in rows]
+    out.sort(key=sort_key)
+    rank = 0
+    for row in out:
+        score = _score_of(row)
         if score is None:
-            copy["score"] = ""
-            unscored.append((copy["site_id"], copy))
+            row["score"], row["rank"], row["flagged"] = "", "", "false"
         else:
-            scored.append((-score, copy["site_id"], copy))
-    scored.sort(key=lambda item: (item[0], item[1]))
-    unscored.sort(key=lambda item: item[0])
-    out: list[dict[str, str]] = []
-    for rank, (neg_score, _, row) in enumerate(scored, start=1):
-        row["rank"] = str(rank)
-        row["flagged"] = "true" if -neg_score >= operating_point.threshold else "false"
-        out.append(row)
-    for _, row in unscored:
-        row["rank"] = ""
-        row["flagged"] = "false"
-        out.append(row)
+            rank += 1
+            row["rank"] = str(rank)
+            row["flagged"] = "true" if score >= operating_point.threshold else "false"
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -113,28 +114,91 @@ def _site_block(row: Mapping[str, str]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ReportSummary:
+    """What the report shows, gathered in one pass over the ranked rows.
+
+    Attributes:
+        sites: number of sites.
+        status_counts: sites per status.
+        reason_counts: ``cannot_assess`` sites per reason.
+        scores: written scores of the assessed sites (for the histogram).
+        flagged: number of flagged sites.
+        shown: the first flagged rows in rank order (at most the report's limit).
+    """
+
+    sites: int
+    status_counts: Mapping[str, int]
+    reason_counts: Mapping[str, int]
+    scores: Sequence[float]
+    flagged: int
+    shown: Sequence[Mapping[str, str]]
+
+
+class ReportCollector:
+    """Gathers a :class:`ReportSummary` from ranked rows fed one at a time."""
+
+    def __init__(self, max_sites: int) -> None:
+        self.max_sites = max_sites
+        self._status: Counter[str] = Counter()
+        self._reason: Counter[str] = Counter()
+        self._scores: list[float] = []
+        self._flagged = 0
+        self._shown: list[Mapping[str, str]] = []
+        self._sites = 0
+
+    def add(self, row: Mapping[str, str]) -> None:
+        """Count one ranked row (rows must come in ``scores.csv`` order)."""
+        self._sites += 1
+        self._status[row["status"]] += 1
+        if row["status"] != "ok":
+            self._reason[row.get("reason", "")] += 1
+        elif row.get("score"):
+            self._scores.append(float(row["score"]))
+        if row.get("flagged") == "true":
+            self._flagged += 1
+            if len(self._shown) < self.max_sites:
+                self._shown.append(dict(row))
+
+    def summary(self) -> ReportSummary:
+        return ReportSummary(
+            sites=self._sites,
+            status_counts=dict(self._status),
+            reason_counts=dict(self._reason),
+            scores=tuple(self._scores),
+            flagged=self._flagged,
+            shown=tuple(self._shown),
+        )
+
+
+def summarise_rows(rows: Sequence[Mapping[str, str]], max_sites: int = 200) -> ReportSummary:
+    """A :class:`ReportSummary` of ranked rows held in memory."""
+    collector = ReportCollector(max_sites)
+    for row in rows:
+        collector.add(row)
+    return collector.summary()
+
+
 def render_report(
-    rows: Sequence[Mapping[str, str]],
+    summary: ReportSummary,
     *,
     operating_point: OperatingPoint,
     model_info: Mapping[str, Any],
     run_info: Mapping[str, Any],
-    max_sites: int = 200,
 ) -> str:
     """The report page as HTML text.
 
     Args:
-        rows: ``scores.csv`` rows in output order (ranked).
+        summary: counts, scores and the flagged rows to show (:class:`ReportCollector`).
         operating_point: the threshold used for ``flagged``.
         model_info: ``arch``, ``weights_sha256``, ``path`` of the model.
-        run_info: ``sites_file``, ``before``/``after`` counts, ``fingerprint``.
-        max_sites: at most this many flagged sites are shown.
+        run_info: ``sites_file``, ``before``/``after`` counts.
     """
-    status_counts = Counter(r["status"] for r in rows)
-    reason_counts = Counter(r["reason"] for r in rows if r["status"] != "ok")
-    scores = [float(r["score"]) for r in rows if r["status"] == "ok" and r["score"]]
-    flagged = [r for r in rows if r.get("flagged") == "true"]
-    shown = flagged[:max_sites]
+    status_counts = summary.status_counts
+    reason_counts = summary.reason_counts
+    scores = summary.scores
+    shown = summary.shown
+    n_flagged = summary.flagged
     out = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<title>sitewatch detection report</title>",
@@ -143,10 +207,10 @@ def render_report(
         "<p>Scores are calibrated probabilities that a site is severely damaged (xBD major-damage "
         "or destroyed). They rank sites for people to verify; they are not verdicts.</p>",
         "<h2>Summary</h2><table>",
-        f"<tr><th>sites</th><td>{len(rows)}</td></tr>",
+        f"<tr><th>sites</th><td>{summary.sites}</td></tr>",
         f"<tr><th>assessed (ok)</th><td>{status_counts.get('ok', 0)}</td></tr>",
         f"<tr><th>cannot assess</th><td>{status_counts.get('cannot_assess', 0)}</td></tr>",
-        f"<tr><th>flagged</th><td>{len(flagged)}</td></tr>",
+        f"<tr><th>flagged</th><td>{n_flagged}</td></tr>",
         f"<tr><th>operating point</th><td>{_e(operating_point.name)}: score &ge; "
         f"{operating_point.threshold:.4f} <span class=\"muted\">({_e(operating_point.source)})</span></td></tr>",
         f"<tr><th>model</th><td>{_e(model_info.get('arch', ''))} <code>{_e(str(model_info.get('weights_sha256', ''))[:16])}</code> "
@@ -163,8 +227,8 @@ def render_report(
     out.append("<h2>Score histogram</h2>")
     out.append(histogram_svg(scores, operating_point.threshold))
     out.append(f'<p class="muted">red line: the operating threshold {operating_point.threshold:.4f}</p>')
-    out.append(f"<h2>Flagged sites, in rank order ({len(shown)} of {len(flagged)} shown)</h2>")
-    if not flagged:
+    out.append(f"<h2>Flagged sites, in rank order ({len(shown)} of {n_flagged} shown)</h2>")
+    if not n_flagged:
         out.append("<p>No site reaches the operating threshold.</p>")
     out.extend(_site_block(r) for r in shown)
     out.append(
@@ -174,6 +238,6 @@ def render_report(
     return "\n".join(out) + "\n"
 
 
-def write_report(path: Path, rows: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
+def write_report(path: Path, summary: ReportSummary, **kwargs: Any) -> None:
     """Render :func:`render_report` into ``path``."""
-    write_bytes_atomic(path, render_report(rows, **kwargs).encode("utf-8"))
+    write_bytes_atomic(path, render_report(summary, **kwargs).encode("utf-8"))

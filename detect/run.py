@@ -22,10 +22,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from detect.chips import CHIPS_DIR, TopChipCache, chip_rows, write_site_chips
+from detect.chips import CHIPS_DIR, TopChipCache, write_site_chips
 from detect.config import PRESENTATION_KEYS
-from detect.journal import JOURNAL_NAME, BatchRecord, JournalWriter, check_fingerprint, read_journal
-from detect.outputs import score_columns, write_embeddings, write_scores_csv, write_scores_geojson
+from detect.journal import JOURNAL_NAME, JournalWriter, check_fingerprint, read_batch, scan_journal
+from detect.outputs import CHIP_COLUMNS, ScoresWriter, score_columns, write_embeddings
 from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
 from detect.provenance import (
     MANIFEST_FORMAT,
@@ -36,8 +36,8 @@ from detect.provenance import (
     software_versions,
     write_json_atomic,
 )
-from detect.ranking import OperatingPoint, rank_rows, resolve_operating_point
-from detect.report import write_report
+from detect.ranking import OperatingPoint, resolve_operating_point, sort_key
+from detect.report import ReportCollector, write_report
 from sitewatch import __version__
 from sitewatch.config import config_to_dict, write_config
 from sitewatch.errors import InputError, ModelError, RunFolderError, UsageError
@@ -325,27 +325,28 @@ def _run_in_folder(
         run_token = sha256_text(json.dumps(components, sort_keys=True))
 
         journal_path = run_dir / JOURNAL_NAME
-        header, records, good_end = read_journal(journal_path)
+        index = scan_journal(journal_path)
+        header, good_end = index.header, index.good_end
         check_fingerprint(header, components, run_dir)
         plan = plan_batches(
             site_list, before_cat, after_cat, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=job.tiles
         )
         plan_ok = all(
-            b.index in records and [r["site_id"] for r in records[b.index].rows] == [site_list[i].site_id for i in b.site_indices]
+            list(index.batches[b.index][2]) == [site_list[i].site_id for i in b.site_indices]
             for b in plan
-            if b.index in records
+            if b.index in index.batches
         )
         if not plan_ok:
             raise RunFolderError(
                 f"{journal_path}: the journal does not match this run's batches; pick a new --out "
                 "folder, or pass --overwrite"
             )
-        records = {k: v for k, v in records.items() if k < len(plan)}
-        resumed = len(records)
+        done = {b.index for b in plan if b.index in index.batches}
+        resumed = len(done)
         started = header.get("started") if header else _utc_now()
         if resumed:
             log.info("resuming: %d of %d batches already scored in %s", resumed, len(plan), journal_path)
-        todo = [b for b in plan if b.index not in records]
+        todo = [b for b in plan if b.index not in done]
 
         def make_cutter() -> Any:
             return PairCutter(before_cat, after_cat, job.tiles)
@@ -362,7 +363,6 @@ def _run_in_folder(
             _score_todo(
                 todo,
                 site_list,
-                records,
                 writer,
                 make_cutter=make_cutter,
                 scorer=scorer,
@@ -374,14 +374,14 @@ def _run_in_folder(
                 client=client,
                 chip_cache=chip_cache,
                 progress=progress,
-                done_sites=sum(len(r.rows) for r in records.values()),
+                done_sites=sum(len(plan[i].site_indices) for i in done),
             )
         scoring_seconds = time.perf_counter() - scoring_started
 
         summary = _finish(
             run_dir,
             plan,
-            records,
+            journal_path,
             site_list,
             scorer=scorer,
             make_cutter=make_cutter,
@@ -412,7 +412,6 @@ def _run_in_folder(
 def _score_todo(
     todo: Sequence[PlannedBatch],
     site_list: Sequence[Any],
-    records: dict[int, BatchRecord],
     writer: JournalWriter,
     *,
     make_cutter: Any,
@@ -454,7 +453,6 @@ def _score_todo(
             )
             for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
                 writer.append(record)
-                records[record.batch] = record
                 bar.update(len(record.rows))
         else:
             for record in score_batches_local(
@@ -467,7 +465,6 @@ def _score_todo(
                 chip_cache=chip_cache,
             ):
                 writer.append(record)
-                records[record.batch] = record
                 bar.update(len(record.rows))
     finally:
         bar.close()
@@ -476,7 +473,7 @@ def _score_todo(
 def _finish(
     run_dir: Path,
     plan: Sequence[PlannedBatch],
-    records: dict[int, BatchRecord],
+    journal_path: Path,
     site_list: Sequence[Any],
     *,
     scorer: Any,
@@ -486,72 +483,100 @@ def _finish(
     operating_point: OperatingPoint,
     manifest_parts: dict[str, Any],
 ) -> RunSummary:
-    """Rank, write chips and every output, and finally ``manifest.json``."""
-    cfg = job.detect
-    all_rows = [row for b in plan for row in records[b.index].rows]
-    ranked = rank_rows(all_rows, operating_point)
+    """Rank, write chips and every output from the journal, and finally ``manifest.json``.
 
-    # chips for the top-ranked assessable sites
-    ok_rows = [r for r in ranked if r["status"] == "ok"]
-    wanted = ok_rows if cfg.chips_top_n < 0 else ok_rows[: cfg.chips_top_n]
+    Memory stays small for any number of sites: rows are spooled to a temporary file in plan
+    order and only their sort keys and file offsets are held; the outputs are then streamed in
+    ranked order.
+    """
+    cfg = job.detect
+    index = scan_journal(journal_path)
+    spool_path = run_dir / "rows.spool.tmp"
+    keys: list[tuple[int, float, str, int, int]] = []
+    seen_columns: dict[str, None] = {}
+    emb_by_id: dict[str, np.ndarray] = {}
+    with open(spool_path, "wb") as spool:
+        for batch in plan:
+            offset, length, _ = index.batches[batch.index]
+            record = read_batch(journal_path, offset, length)
+            for row in record.rows:
+                line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+                keys.append((*sort_key(row), spool.tell(), len(line)))
+                spool.write(line)
+                for column in row:
+                    seen_columns.setdefault(column)
+            if cfg.embeddings:
+                for sid, vec in zip(record.embedding_ids, record.embeddings):
+                    emb_by_id[sid] = vec
+    keys.sort()
+    ok_ids = [k[2] for k in keys if k[0] == 0]
+
+    # chips for the top-ranked assessable sites (kept while scoring, or cut again)
+    wanted = ok_ids if cfg.chips_top_n < 0 else ok_ids[: cfg.chips_top_n]
     by_id = {s.site_id: s for s in site_list}
     shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
     chips = write_site_chips(
-        [by_id[r["site_id"]] for r in wanted],
+        [by_id[sid] for sid in wanted],
         run_dir,
         make_cutter,
         scorer,
         cached=chip_images,
         batch_size=min(cfg.batch_size, 32),
     )
-    ranked = chip_rows(ranked, chips)
-    columns = score_columns(ranked)
+    columns = score_columns([seen_columns])
 
-    write_scores_csv(run_dir / "scores.csv", ranked, columns)
-    write_scores_geojson(run_dir / "scores.geojson", ranked, columns)
+    collector = ReportCollector(cfg.report_max_sites)
+    per_site: list[list[str]] = []
+    writer = ScoresWriter(run_dir, columns)
+    rank = 0
+    with open(spool_path, "rb") as spool:
+        for group, neg_score, sid, offset, length in keys:
+            spool.seek(offset)
+            row = json.loads(spool.read(length).decode("utf-8"))
+            if group == 0:
+                rank += 1
+                row["rank"] = str(rank)
+                row["flagged"] = "true" if -neg_score >= operating_point.threshold else "false"
+            else:
+                row["score"], row["rank"], row["flagged"] = "", "", "false"
+            paths = chips.get(sid, {})
+            for column in CHIP_COLUMNS:
+                row[column] = paths.get(column, "")
+            writer.add(row)
+            collector.add(row)
+            per_site.append(
+                [sid, row["status"]] + [row.get(k, "") for k in ("before_scene", "after_scene", "before_time", "after_time")]
+            )
+    writer.close()
+    spool_path.unlink(missing_ok=True)
+
     if cfg.embeddings:
-        emb_by_id: dict[str, np.ndarray] = {}
-        for b in plan:
-            rec = records[b.index]
-            for sid, vec in zip(rec.embedding_ids, rec.embeddings):
-                emb_by_id[sid] = vec
-        ids = [r["site_id"] for r in ok_rows if r["site_id"] in emb_by_id]
+        ids = [sid for sid in ok_ids if sid in emb_by_id]
         dim = next((v.shape[0] for v in emb_by_id.values()), 0)
         matrix = np.stack([emb_by_id[i] for i in ids]) if ids else np.zeros((0, dim), np.float16)
         write_embeddings(run_dir / "embeddings.npz", ids, matrix)
+        del emb_by_id
     else:
         (run_dir / "embeddings.npz").unlink(missing_ok=True)
     config_path = write_config(job, run_dir)
 
     parts = manifest_parts
     written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
-    written += [paths[c] for paths in chips.values() for c in ("chip_before", "chip_after", "chip_heatmap")]
+    written += [paths[c] for paths in chips.values() for c in CHIP_COLUMNS]
     if cfg.embeddings:
         written.append("embeddings.npz")
     meta = _meta_dict(scorer.meta)
     model_info = {"arch": meta.get("arch", ""), "weights_sha256": scorer.weights_sha256, "path": str(parts["model_dir"])}
+    report = collector.summary()
     write_report(
         run_dir / "report.html",
-        ranked,
+        report,
         operating_point=operating_point,
         model_info=model_info,
         run_info={"sites_file": str(parts["sites_path"]), "before": len(parts["before"]), "after": len(parts["after"])},
-        max_sites=cfg.report_max_sites,
     )
 
-    n_ok = len(ok_rows)
-    n_flagged = sum(1 for r in ranked if r["flagged"] == "true")
-    per_site = [
-        {
-            "site_id": r["site_id"],
-            "status": r["status"],
-            "before_scene": r.get("before_scene", ""),
-            "after_scene": r.get("after_scene", ""),
-            "before_time": r.get("before_time", ""),
-            "after_time": r.get("after_time", ""),
-        }
-        for r in ranked
-    ]
+    n_ok = len(ok_ids)
     manifest = {
         "format": MANIFEST_FORMAT,
         "sitewatch_version": __version__,
@@ -576,17 +601,18 @@ def _finish(
         "operating_point": {"name": operating_point.name, "threshold": operating_point.threshold, "source": operating_point.source},
         "software": software_versions(),
         "execution": parts["execution"],
-        "counts": {"sites": len(ranked), "ok": n_ok, "cannot_assess": len(ranked) - n_ok, "flagged": n_flagged},
+        "counts": {"sites": len(keys), "ok": n_ok, "cannot_assess": len(keys) - n_ok, "flagged": report.flagged},
+        "per_site_columns": ["site_id", "status", "before_scene", "after_scene", "before_time", "after_time"],
         "per_site": per_site,
         "outputs": hash_outputs(run_dir, written),
     }
     write_json_atomic(run_dir / MANIFEST_NAME, manifest)
     return RunSummary(
         run_dir=run_dir,
-        sites=len(ranked),
+        sites=len(keys),
         ok=n_ok,
-        cannot_assess=len(ranked) - n_ok,
-        flagged=n_flagged,
+        cannot_assess=len(keys) - n_ok,
+        flagged=report.flagged,
         operating_point=operating_point,
         batches_total=len(plan),
         batches_resumed=0,

@@ -74,8 +74,10 @@ def test_run_folder_contract(baseline, tiny_scene):
     assert [len(e["sha256"]) for e in manifest["inputs"]["before"] + manifest["inputs"]["after"]] == [64, 64]
     assert len(manifest["model"]["weights_sha256"]) == 64 and manifest["model"]["meta"]["arch"]
     assert manifest["software"]["torch"] and manifest["started"] and manifest["finished"]
-    assert {p["site_id"] for p in manifest["per_site"]} == set(input_ids)
-    assert manifest["per_site"][0]["before_scene"] == "before_scene"
+    columns = manifest["per_site_columns"]
+    per_site = [dict(zip(columns, values)) for values in manifest["per_site"]]
+    assert {p["site_id"] for p in per_site} == set(input_ids)
+    assert per_site[0]["before_scene"] == "before_scene" and per_site[0]["after_time"].startswith("2021-09-01")
     assert "scores.csv" in manifest["outputs"] and "journal.jsonl" not in manifest["outputs"]
     assert manifest["config"]["values"]["detect"]["chips_top_n"] == 4
     html = (run / "report.html").read_text()

@@ -14,7 +14,7 @@ from detect.journal import BatchRecord, JournalWriter, check_fingerprint, read_j
 from detect.outputs import read_scores_csv, score_columns, write_embeddings, write_scores_csv, write_scores_geojson
 from detect.provenance import MANIFEST_FORMAT, hash_outputs, sha256_file, verify_run, write_json_atomic
 from detect.ranking import OperatingPoint, rank_rows, resolve_operating_point
-from detect.report import render_report
+from detect.report import render_report, summarise_rows
 from sitewatch.errors import RunFolderError, UsageError
 
 
@@ -137,7 +137,7 @@ def test_report_escapes_input_text():
         {"site_id": "z", "lon": "", "lat": "", "score": "", "rank": "", "status": "cannot_assess", "reason": "<bad>", "flagged": "false"},
     ]
     page = render_report(
-        rows,
+        summarise_rows(rows),
         operating_point=OperatingPoint("screening", 0.3, "model calibration"),
         model_info={"arch": "a", "weights_sha256": "f" * 64, "path": "/m"},
         run_info={"sites_file": "s.csv", "before": 1, "after": 1},
