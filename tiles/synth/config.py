@@ -36,6 +36,8 @@ class SynthConfig:
             generated when needed); keeps sites spread over many neighbourhoods.
         facilities_per_km2: hospital/school compounds per square kilometre.
         building_density: 0 .. 1, how built-up regions are (sparse rural .. dense town).
+        urban_fraction: share of regions drawn as dense urban districts (attached flat-roofed
+            houses, courtyard blocks, walls, dusty ground, few trees) instead of suburbs.
         tree_density: 0 .. 1, how many trees.
         sun_change: 0 .. 1, how much sun azimuth and elevation differ between epochs.
         season_change: 0 .. 1, vegetation colour and leaf-on/off differences.
@@ -71,6 +73,7 @@ class SynthConfig:
     max_sites_per_region: int = 400
     facilities_per_km2: float = 3.0
     building_density: float = 0.7
+    urban_fraction: float = 0.3
     tree_density: float = 0.5
     sun_change: float = 0.5
     season_change: float = 0.4
@@ -109,7 +112,7 @@ class SynthConfig:
         if len(self.damage_styles) != 3 or any(w < 0 for w in self.damage_styles) or sum(self.damage_styles) <= 0:
             raise ValueError(f"damage_styles must be three weights >= 0 (fire, wind, blast) with a positive sum, got {self.damage_styles}")
         for name in (
-            "building_density", "tree_density", "sun_change", "season_change", "colour_shift", "haze",
+            "building_density", "urban_fraction", "tree_density", "sun_change", "season_change", "colour_shift", "haze",
             "noise", "blur", "misregistration", "off_nadir", "vehicles", "construction", "jpeg",
             "clouds", "nodata",
         ):

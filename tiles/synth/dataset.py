@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: changes whenever the same config would give different pixels or labels; caches of generated
 #: datasets should include it in their key
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 
 SITE_COLUMNS = ("site_id", "lon", "lat", "kind", "radius_m", "damage", "damage_style", "region", "building_m")
 DAMAGE_ORDER = ("destroyed", "major-damage", "minor-damage", "no-damage")
@@ -243,9 +243,11 @@ def generate_dataset(
         rng_layout = np.random.default_rng(seeds[0])
         rng_style = np.random.default_rng(seeds[1])
         rng_pick = np.random.default_rng(seeds[2])
+        urban = bool(rng_layout.random() < config.urban_fraction)
         lay = build_layout(
             rng_layout, extent, extent, building_density=config.building_density, tree_density=config.tree_density,
             facilities_per_km2=config.facilities_per_km2, edge_margin_m=config.edge_margin_m + MAX_SHIFT_PX * g,
+            urban=urban,
         )
         place_damage_clusters(rng_layout, lay, config.damage_styles)
         strengths = region_strengths(rng_style, config)

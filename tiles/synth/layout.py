@@ -44,6 +44,19 @@ FLAT_ROOF_PALETTE = np.array(
     dtype=np.float32,
 )
 
+#: dense urban districts: flat concrete and plaster roofs, beige to grey
+URBAN_ROOF_PALETTE = np.array(
+    [
+        [0.72, 0.68, 0.60],  # beige plaster
+        [0.64, 0.62, 0.58],  # light concrete
+        [0.55, 0.52, 0.47],  # weathered concrete
+        [0.78, 0.76, 0.72],  # whitewash
+        [0.62, 0.55, 0.46],  # sand
+        [0.48, 0.47, 0.46],  # dark concrete
+    ],
+    dtype=np.float32,
+)
+
 DAMAGE_STYLES = ("fire", "wind", "blast")
 
 
@@ -125,6 +138,7 @@ class Layout:
 
     Attributes:
         width_m, height_m: extent in metres.
+        urban: a dense urban district (flat roofs, attached houses, courtyards, few trees).
         roads, compounds, buildings: vector objects.
         driveways: segments ``(2, 2)`` metres with their widths.
         fences: lot boundaries, segments ``(2, 2)`` metres with a kind (``fence`` or ``hedge``).
@@ -140,6 +154,7 @@ class Layout:
 
     width_m: float
     height_m: float
+    urban: bool = False
     roads: list[Road] = field(default_factory=list)
     compounds: list[Compound] = field(default_factory=list)
     buildings: list[Building] = field(default_factory=list)
@@ -286,11 +301,19 @@ def _point_at(line: np.ndarray, cum: np.ndarray, seg: np.ndarray, seglen: np.nda
 
 
 def _make_building(
-    rng: np.random.Generator, cx: float, cy: float, angle: float, kind: str, length: float, depth: float
+    rng: np.random.Generator, cx: float, cy: float, angle: float, kind: str, length: float, depth: float,
+    *, urban: bool = False, courtyard: bool = False,
 ) -> Building:
     parts = [rectangle(cx, cy, length, depth, angle)]
     r = rng.random()
-    if kind in ("home", "apartment") and r < 0.35:
+    if courtyard:
+        # a block around an open courtyard: four wings
+        ca, sa = math.cos(angle), math.sin(angle)
+        t = min(rng.uniform(6, 9), length / 3, depth / 3)
+        wings = [(0.0, -(depth - t) / 2, length, t), (0.0, (depth - t) / 2, length, t),
+                 (-(length - t) / 2, 0.0, t, depth - 2 * t), ((length - t) / 2, 0.0, t, depth - 2 * t)]
+        parts = [rectangle(cx + u * ca - v * sa, cy + u * sa + v * ca, wl, ww, angle) for u, v, wl, ww in wings]
+    elif kind in ("home", "apartment") and r < 0.35:
         # L-shape: a wing at one end, perpendicular
         wl = depth * rng.uniform(0.5, 0.9)
         ww = length * rng.uniform(0.3, 0.5)
@@ -329,6 +352,10 @@ def _make_building(
         pal = FLAT_ROOF_PALETTE if roof == "flat" else ROOF_PALETTE
         rgb = pal[int(rng.integers(len(pal)))]
         height = rng.uniform(3.0, 7.5)
+    if urban and kind in ("home", "apartment", "commercial") and (courtyard or rng.random() < 0.85):
+        roof = "flat"
+        rgb = URBAN_ROOF_PALETTE[int(rng.integers(len(URBAN_ROOF_PALETTE)))]
+        height = rng.uniform(3.0, 7.0) if kind == "home" else rng.uniform(6.0, 16.0)
     rgb = np.clip(rgb * rng.uniform(0.85, 1.15) + rng.normal(0, 0.02, 3), 0.05, 0.95).astype(np.float32)
     b = Building(parts=parts, angle=angle, height_m=float(height), roof=roof, roof_rgb=rgb, kind=kind)
     b.finish()
@@ -390,7 +417,7 @@ def _compounds(rng: np.random.Generator, lay: Layout, occ: _Occupancy, n: int) -
 
 
 def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, building_density: float,
-                 tree_density: float, facilities_per_km2: float, edge_margin_m: float) -> Layout:
+                 tree_density: float, facilities_per_km2: float, edge_margin_m: float, urban: bool = False) -> Layout:
     """Lay out one region: roads, compounds, houses along streets, trees, vehicle slots.
 
     Args:
@@ -399,11 +426,16 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
         building_density, tree_density: 0..1 strengths.
         facilities_per_km2: hospital/school compounds per km².
         edge_margin_m: buildings closer than this to the edge are not eligible as sites.
+        urban: lay out a dense urban district (attached flat-roofed houses with little or no
+            setback, courtyard blocks, walls instead of hedges, few trees and no lawns).
 
     Returns:
         the layout, with ``damage`` still ``no-damage`` everywhere.
     """
-    lay = Layout(width_m=width_m, height_m=height_m)
+    lay = Layout(width_m=width_m, height_m=height_m, urban=urban)
+    if urban:
+        building_density = max(building_density, 0.8)
+        tree_density *= 0.15
     occ = _Occupancy(width_m, height_m)
     coarse = (int(math.ceil(height_m / 4.0)), int(math.ceil(width_m / 4.0)))  # 4 m cells
     dens_field = fractal_noise(rng, coarse, 120.0, octaves=3)
@@ -429,16 +461,22 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
             while s < cum[-1]:
                 p, ang = _point_at(road.line, cum, seg, seglen, s)
                 b = built_at(*p)
-                dense = b > 0.6
+                dense = b > 0.6 or urban
                 lot = rng.uniform(12, 18) if dense else rng.uniform(17, 27)
+                if urban:
+                    lot = rng.uniform(8, 15)
                 s += lot
-                if rng.random() > b * 1.35:
+                if rng.random() > (b * 1.35 if not urban else 0.5 + b):
                     continue
                 r = rng.random()
                 if road.main and r < 0.25:
                     kind = "commercial"
                     length, depth = rng.uniform(18, 45), rng.uniform(15, 30)
                     s += length * 0.6
+                elif urban and r < 0.2:
+                    kind = "apartment"
+                    length, depth = rng.uniform(22, 36), rng.uniform(20, 32)
+                    s += length * 0.7
                 elif dense and r < 0.12:
                     kind = "apartment"
                     length, depth = rng.uniform(20, 40), rng.uniform(11, 16)
@@ -448,32 +486,52 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                     length = rng.uniform(12, 24) if not dense else rng.uniform(8, 15)
                     depth = rng.uniform(8, 15) if not dense else rng.uniform(7, 12)
                     length = min(length, lot - 2.0)
+                    if urban:
+                        length, depth = lot - rng.uniform(0.3, 1.2), rng.uniform(9, 18)
                 setback = rng.uniform(4, 10) if kind != "commercial" else rng.uniform(3, 8)
+                if urban:
+                    setback = rng.uniform(0.5, 3.0)
                 nx, ny = -math.sin(ang) * side, math.cos(ang) * side
                 off = road.width_m / 2 + setback + depth / 2
                 if occ.taken_at(p[0] + nx * off, p[1] + ny * off):
                     continue
                 jit = rng.normal(0, 0.04)
-                bld = _make_building(rng, p[0] + nx * off, p[1] + ny * off, ang + jit, kind, length, depth)
-                foot = [_expanded(part, 1.5) for part in bld.parts]
+                bld = _make_building(rng, p[0] + nx * off, p[1] + ny * off, ang + jit, kind, length, depth,
+                                     urban=urban, courtyard=urban and kind == "apartment" and rng.random() < 0.6)
+                foot = [_expanded(part, 0.1 if urban else 1.5) for part in bld.parts]
                 if not all(occ.free(f) for f in foot):
                     continue
                 for f in foot:
                     occ.take(f)
                 lay.buildings.append(bld)
+                if urban:
+                    # dense blocks: further buildings behind the street front, up to the block's core
+                    back = off + depth / 2
+                    for _ in range(int(rng.integers(1, 4))):
+                        d2 = rng.uniform(8, 16)
+                        back += rng.uniform(0.5, 4.0) + d2 / 2
+                        inner = _make_building(rng, p[0] + nx * back, p[1] + ny * back, ang + rng.normal(0, 0.03), "home",
+                                               lot - rng.uniform(0.3, 2.0), d2, urban=True)
+                        back += d2 / 2
+                        ifoot = [_expanded(part, 0.1) for part in inner.parts]
+                        if not all(occ.free(f) for f in ifoot):
+                            break
+                        for f in ifoot:
+                            occ.take(f)
+                        lay.buildings.append(inner)
                 # lot: a lawn around the house, and a fence or hedge on one side boundary
                 ca, sa = math.cos(ang), math.sin(ang)
                 lot_depth = depth + setback + rng.uniform(6, 14)
                 lc = (p[0] + nx * (road.width_m / 2 + lot_depth / 2), p[1] + ny * (road.width_m / 2 + lot_depth / 2))
-                if kind == "home" and rng.random() < 0.7:
+                if kind == "home" and not urban and rng.random() < 0.7:
                     lay.lawns.append(rectangle(lc[0], lc[1], lot - 1.0, lot_depth, ang))
-                if kind == "home" and rng.random() < 0.55:
+                if kind == "home" and rng.random() < (0.3 if urban else 0.55):
                     bx = -lot / 2 if rng.random() < 0.5 else lot / 2
                     a = np.array([p[0] + bx * ca + nx * (road.width_m / 2 + 2), p[1] + bx * sa + ny * (road.width_m / 2 + 2)])
                     bpt = a + np.array([nx, ny]) * lot_depth
-                    lay.fences.append((np.stack([a, bpt]), "hedge" if rng.random() < 0.4 else "fence"))
+                    lay.fences.append((np.stack([a, bpt]), "hedge" if (rng.random() < 0.4 and not urban) else "fence"))
                 # driveway from the front of the building to the road
-                if kind in ("home", "commercial") and rng.random() < 0.7:
+                if kind in ("home", "commercial") and rng.random() < (0.2 if urban else 0.7):
                     u = rng.uniform(-0.3, 0.3) * length
                     ca, sa = math.cos(ang), math.sin(ang)
                     a = np.array([p[0] + u * ca + nx * (road.width_m / 2), p[1] + u * sa + ny * (road.width_m / 2)])
@@ -493,7 +551,7 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                         occ.take(lot_poly)
                         lay.parking.append(lot_poly)
                 # backyard: pool or shed
-                if kind == "home":
+                if kind == "home" and not urban:
                     bx = p[0] + nx * (off + depth / 2 + 5)
                     by = p[1] + ny * (off + depth / 2 + 5)
                     rr = rng.random()

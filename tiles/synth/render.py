@@ -346,6 +346,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     grass = (0.26 + 0.26 * d, 0.33 + 0.12 * d, 0.17 + 0.15 * d)
     soil = (0.52, 0.45, 0.36)
     scrub = (0.22 + 0.12 * d, 0.26 + 0.05 * d, 0.16 + 0.08 * d)
+    if lay.urban:  # dusty, trodden ground between buildings
+        dust = (0.56, 0.51, 0.43)
+        grass = tuple(0.35 * gc + 0.65 * dc for gc, dc in zip(grass, dust))
+        scrub = tuple(0.5 * sc + 0.5 * dc for sc, dc in zip(scrub, dust))
     img = np.empty((h, w, 3), dtype=np.float32)
     for c in range(3):
         ch = img[..., c]
