@@ -48,8 +48,8 @@ def _group_table(groups: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndar
 def grouped_kfold(groups: np.ndarray, folds: int, *, seed: int = 0, labels: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """K grouped folds, balanced in size and (when ``labels`` are given) in positives.
 
-    Groups are visited in a seeded random order, largest first, and each goes to the fold that
-    currently holds the fewest positives (ties: fewest sites).
+    Groups are visited in a seeded random order, largest first, and each goes to the fold whose
+    share of all positives plus share of all sites is currently smallest.
 
     Args:
         groups: (N,) group id per site.
@@ -77,8 +77,11 @@ def grouped_kfold(groups: np.ndarray, folds: int, *, seed: int = 0, labels: np.n
     fold_of_group = np.empty(names.size, dtype=np.int64)
     fold_pos = np.zeros(folds)
     fold_size = np.zeros(folds)
+    total_pos = max(float(pos.sum()), 1.0)
+    total_size = float(sizes.sum())
     for g in order:
-        f = int(np.lexsort((fold_size, fold_pos))[0])
+        # the fold whose share of positives plus share of sites is smallest
+        f = int(np.argmin(fold_pos / total_pos + fold_size / total_size))
         fold_of_group[g] = f
         fold_pos[f] += pos[g]
         fold_size[f] += sizes[g]
