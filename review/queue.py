@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_VIEWS = ("score", "uncertainty", "validation", "disputed", "rerank")
 QueueView = Literal["score", "uncertainty", "validation", "disputed", "rerank"]
-#: ``todo``: sites the current reviewer has not judged (for ``disputed``: not yet adjudicated).
-SHOW_CHOICES = ("todo", "all")
+#: ``todo``: sites the current reviewer has not judged (for ``disputed``: not yet adjudicated);
+#: ``unreviewed``: sites nobody has judged (single review: split the work); ``all``: everything.
+SHOW_CHOICES = ("todo", "unreviewed", "all")
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,9 @@ class ReviewQueues:
     def filtered(self, view: str, show: str, reviewer: str) -> list[int]:
         """The view's order, minus what ``reviewer`` already judged when ``show`` is ``todo``."""
         order = self.order(view)
-        if show != "todo" or view == "disputed":
+        if show == "all" or view == "disputed":
             return order
-        done = self.store.reviewed_by(reviewer)
+        done = self.store.reviewed_by(reviewer) if show == "todo" else set(self.summaries())
         if not done:
             return order
         by_index = self.run.sites

@@ -67,6 +67,9 @@ def test_verdicts_flow_to_next_site_and_progress(run_dir: Path) -> None:
     # the todo queue no longer shows what alice judged
     assert "s00000</a>" not in client.get("/queue?view=score&show=todo").text
     assert "s00000</a>" in client.get("/queue?view=score&show=all").text
+    bob = _client(run_dir, "bob")
+    assert "s00000</a>" in bob.get("/queue?view=score&show=todo").text  # bob has not judged it
+    assert "s00000</a>" not in bob.get("/queue?view=score&show=unreviewed").text  # but alice has
     p = client.get("/api/progress").json()
     assert (p["reviewed"], p["remaining"], p["confirmed_destroyed"]) == (2, 10, 1)
     page = client.get("/progress").text
