@@ -27,12 +27,15 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tiles.synth.config import SynthConfig  # a light dataclass; the generator loads in run()
+
+    d = SynthConfig()
     parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
-    parser.add_argument("--sites", type=int, metavar="N", help="number of labelled sites (default 200)")
-    parser.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
-    parser.add_argument("--size-px", type=int, metavar="PX", help="side of one region in pixels (default 2048)")
-    parser.add_argument("--gsd", type=float, metavar="M", help="before pixel size in metres (default 0.5)")
-    parser.add_argument("--crs", metavar="CRS", help="projected CRS of the before rasters (default EPSG:32633)")
+    parser.add_argument("--sites", type=int, metavar="N", help=f"number of labelled sites (default {d.sites})")
+    parser.add_argument("--seed", type=int, metavar="S", help=f"random seed (default {d.seed})")
+    parser.add_argument("--size-px", type=int, metavar="PX", help=f"side of one region in pixels (default {d.size_px})")
+    parser.add_argument("--gsd", type=float, metavar="M", help=f"before pixel size in metres (default {d.gsd_m})")
+    parser.add_argument("--crs", metavar="CRS", help=f"projected CRS of the before rasters (default {d.crs})")
     parser.add_argument("--after-crs", metavar="CRS", help="CRS of the after rasters (default: same as --crs)")
     parser.add_argument("--after-gsd", type=float, metavar="M", help="after pixel size in metres (default: same as --gsd)")
     parser.add_argument("--scenes", type=int, metavar="K", help="split each region into K overlapping scene files per epoch")
