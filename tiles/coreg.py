@@ -179,14 +179,17 @@ def estimate_shift(
     # change the global peak can be a wrong one while the true residual is small
     best = (float("-inf"), 0.0, 0.0)
     grad = np.gradient(gb.astype(np.float64))
-    starts = [(float(shift[0]), float(shift[1]))]
-    if max(abs(starts[0][0]), abs(starts[0][1])) > 1.0:  # else the peak's refinement covers 0
+    peak = (float(shift[0]), float(shift[1]))
+    starts = [peak]
+    if max(abs(peak[0]), abs(peak[1])) > 1.0:  # else the peak's refinement covers no shift
         starts.append((0.0, 0.0))
     for start in starts:
         dy, dx = _refine_subpixel(gb, ga, valid_before, valid_after, grad, *start)
         conf = _shifted_correlation(gb, ga, valid_before, valid_after, dy, dx)
         if math.isfinite(conf) and conf > best[0]:
             best = (conf, dy, dx)
+        if best[0] >= 0.5:  # a clearly good alignment: no need to try the other start
+            break
     if not math.isfinite(best[0]):
         return ShiftEstimate(0.0, 0.0, float("nan"), conf0)
     return ShiftEstimate(best[1], best[2], best[0], conf0)

@@ -317,7 +317,8 @@ class PairCutter:
         )
         valid = self._valid_mask(ds, scene, data, window, (hd, wd))
         unit = scale_to_unit(data, self._scene_stats(scene))
-        unit[:, ~valid] = 0.0
+        if not valid.all():
+            unit[:, ~valid] = 0.0
         # chip index -> window (decimated) index coordinates
         sy, sx = hd / h, wd / w
         aff = cand.affine.copy()

@@ -51,6 +51,8 @@ def stats_from_sample(sample: np.ndarray, valid: np.ndarray, dtype: str) -> Scal
 def scale_to_unit(data: np.ndarray, stats: ScaleStats) -> np.ndarray:
     """Raw ``(C, h, w)`` values to float32 in ``[0, 1]`` with per-band limits."""
     low, high = stats
+    if data.dtype == np.uint8 and not low.any() and np.all(high == 255.0):
+        return np.multiply(data, np.float32(1.0 / 255.0), dtype=np.float32)
     out = data.astype(np.float32, copy=False)
     out = (out - low[:, None, None]) / (high - low)[:, None, None]
     np.clip(out, 0.0, 1.0, out=out)
