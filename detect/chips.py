@@ -186,10 +186,14 @@ def write_site_chips(
                 pairs = [p for p in cut_batch(cutter, missing[start : start + batch_size]) if p.ok and p.image is not None]
                 if not pairs:
                     continue
-                batch = np.stack([p.image for p in pairs]).astype(np.float32, copy=False)
-                heatmaps = np.asarray(scorer.score(batch).heatmap, dtype=np.float32)
-                for pair, heat in zip(pairs, heatmaps):
-                    images[pair.site.site_id] = pair_images(pair, heat)
+                by_shape: dict[tuple[int, ...], list[Pair]] = {}
+                for pair in pairs:
+                    by_shape.setdefault(tuple(pair.image.shape), []).append(pair)
+                for group in by_shape.values():
+                    batch = np.stack([p.image for p in group]).astype(np.float32, copy=False)
+                    heatmaps = np.asarray(scorer.score(batch).heatmap, dtype=np.float32)
+                    for pair, heat in zip(group, heatmaps):
+                        images[pair.site.site_id] = pair_images(pair, heat)
         finally:
             cutter.close()
     written: dict[str, dict[str, str]] = {}

@@ -237,25 +237,32 @@ def score_pairs(
     scores: dict[int, float] = {}
     embeddings: list[np.ndarray] = []
     embedding_ids: list[str] = []
-    if ok_positions:
-        images = np.stack([pairs[i].image for i in ok_positions]).astype(np.float32, copy=False)
+    # pairs are scored in groups of equal shape (a cutter may return other sizes for large sites)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i in ok_positions:
+        by_shape.setdefault(tuple(pairs[i].image.shape), []).append(i)
+    kept: dict[int, np.ndarray] = {}
+    for positions in by_shape.values():
+        images = np.stack([pairs[i].image for i in positions]).astype(np.float32, copy=False)
         result = scorer.score(images)
         probs = np.asarray(result.prob, dtype=np.float64)
         emb = np.asarray(result.embedding, dtype=np.float32)
-        for j, i in enumerate(ok_positions):
+        for j, i in enumerate(positions):
             p = float(probs[j])
             if not math.isfinite(p) or not np.isfinite(emb[j]).all():
                 overrides[i] = ("cannot_assess", MODEL_OUTPUT_INVALID)
                 continue
             scores[i] = p
-            embeddings.append(emb[j].astype(np.float16))
-            embedding_ids.append(pairs[i].site.site_id)
+            kept[i] = emb[j].astype(np.float16)
             if chip_cache is not None:
                 written = float(format_number(p, decimals))
                 if chip_cache.wants(written, pairs[i].site.site_id):
                     from detect.chips import pair_images
 
                     chip_cache.offer(written, pairs[i].site.site_id, pair_images(pairs[i], result.heatmap[j]))
+    for i in sorted(kept):
+        embeddings.append(kept[i])
+        embedding_ids.append(pairs[i].site.site_id)
     rows = tuple(
         pair_row(pair, scores.get(i), decimals=decimals, status_override=overrides.get(i))
         for i, pair in enumerate(pairs)

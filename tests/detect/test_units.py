@@ -204,3 +204,30 @@ def test_top_chip_cache_keeps_the_best_in_scores_csv_order():
     for i in range(5):
         everything.offer(0.1, str(i), img)
     assert len(everything.images()) == 5
+
+
+def test_score_pairs_isolates_empty_chips_and_mixed_shapes():
+    """Pairs of two sizes are scored in separate groups by the real default model; NaN chips
+    become cannot_assess; other statuses pass through unscored."""
+    from detect.pipeline import EMPTY_CHIP, score_pairs
+    from models.inference import Scorer
+    from tiles.types import Pair, PairMeta, Site
+
+    def pair(sid, size, value):
+        image = np.full((2, 3, size, size), 0.4, np.float32)
+        image[1] = value
+        return Pair(Site(sid, 1.0, 2.0), PairMeta(sid, "ok"), image, np.ones((2, size, size), bool))
+
+    bad = pair("nan", 32, 0.5)
+    bad.image[1, 0, 0, 0] = np.nan
+    pairs = [pair("a", 32, 0.8), pair("b", 48, 0.2), bad, Pair(Site("c", 1.0, 2.0), PairMeta("c", "cannot_assess", "cloud"))]
+    scorer = Scorer("default", device="cpu")
+    record = score_pairs(3, pairs, scorer, decimals=6)
+    rows = {r["site_id"]: r for r in record.rows}
+    alone = scorer.score(pairs[1].image[None]).prob[0]
+    assert 0.0 <= float(rows["a"]["score"]) <= 1.0
+    assert rows["b"]["score"] == f"{alone:.6f}"  # scored on its own shape, same as alone
+    assert (rows["nan"]["status"], rows["nan"]["reason"], rows["nan"]["score"]) == ("cannot_assess", EMPTY_CHIP, "")
+    assert (rows["c"]["status"], rows["c"]["reason"], rows["c"]["score"]) == ("cannot_assess", "cloud", "")
+    assert record.embedding_ids == ("a", "b") and record.embeddings.dtype == np.float16
+    assert record.embeddings.shape[0] == 2
