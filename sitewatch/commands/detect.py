@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     op = summary.operating_point
     info(
         f"scored {summary.ok} of {summary.sites} sites ({summary.cannot_assess} cannot be assessed) in "
-        f"{summary.seconds:.1f} s; {summary.flagged} flagged at {op.name} (score >= {op.threshold:.3f})"
+        f"{summary.seconds:.1f} s ({summary.sites / max(summary.seconds, 1e-9):.1f} sites/s); {summary.flagged} flagged at {op.name} (score >= {op.threshold:.3f})"
         + (f"; resumed {summary.batches_resumed} of {summary.batches_total} batches" if summary.batches_resumed else ""),
         args,
     )
