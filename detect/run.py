@@ -369,7 +369,7 @@ def _run_in_folder(
                 job=job,
                 before_cat=before_cat,
                 after_cat=after_cat,
-                model_dir=model_dir if str(model) == "default" else Path(model),
+                model_dir=model_dir.resolve(),
                 run_token=run_token,
                 client=client,
                 chip_cache=chip_cache,
