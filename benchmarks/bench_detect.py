@@ -170,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-px", type=int, default=8192, help="raster side in pixels at 0.5 m (default 8192)")
     p.add_argument("--component-sites", type=int, default=2000, help="sites for the rasterio/tiles rates (default 2000)")
     p.add_argument("--model-batches", type=int, default=10, help="batches of 64 for the model-only rate")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2: the 2-core target)")
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads for detect (default 0: detect's default, all cores but one); the model-only "
+        "rate always uses every core",
+    )
     p.add_argument("--dask-sites", type=int, default=1000, help="sites for local vs LocalCluster (0 = skip)")
     p.add_argument("--dask-workers", type=int, default=2)
     p.add_argument("--memory-sites", default="1000,10000,100000", help="comma list for peak memory ('' = skip)")
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_detect_"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"workdir {work}; cpu count {os.cpu_count()}, torch threads {args.threads}")
+    print(f"workdir {work}; cpu count {os.cpu_count()}, detect.threads {args.threads} (0 = all cores but one)")
     t = time.perf_counter()
     before, after = write_large_pair(work / "scene", size_px=args.size_px, seed=args.seed, compress=args.compress)
     max_sites = max([args.sites, args.component_sites, args.dask_sites] + [int(s) for s in args.memory_sites.split(",") if s])
@@ -216,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2. tiles stage alone:                {results['tiles']:.0f} sites/s on {n_comp} sites")
     import torch
 
-    torch.set_num_threads(args.threads)
-    results["model"] = bench_model(args.model_batches, 64, tiles_cfg.chip_px, args.threads)
-    print(f"3. model alone:                      {results['model']:.0f} sites/s ({args.model_batches} batches of 64, {tiles_cfg.chip_px} px)")
+    all_cores = os.cpu_count() or 2
+    torch.set_num_threads(all_cores)
+    results["model"] = bench_model(args.model_batches, 64, tiles_cfg.chip_px, all_cores)
+    print(f"3. model alone:                      {results['model']:.0f} sites/s ({args.model_batches} batches of 64, {tiles_cfg.chip_px} px, {all_cores} threads)")
     job = load_config(DetectJob, None, {"detect.threads": args.threads})
     overall, scoring, summary = bench_end_to_end(subset(args.sites), before, after, work / "run", job=job)
     results["end_to_end"] = overall

@@ -30,7 +30,8 @@ class DetectConfig:
         journal_fsync_every: fsync the resume journal after this many batches.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         tta: average the model over flips (slower, slightly steadier).
-        threads: torch threads for inference; 0 lets torch decide.
+        threads: torch threads for inference; 0 = all cores but one (the reader thread cuts
+            the next batches on the spare core).
         score_decimals: decimals of ``score`` in ``scores.csv``; ranking uses the written value,
             so equal printed scores are ordered by ``site_id``.
         group_by_scene: order batches by the scenes that cover the sites so a worker keeps few
@@ -64,7 +65,7 @@ class DetectConfig:
         if self.journal_fsync_every < 1:
             raise ValueError("journal_fsync_every must be at least 1")
         if self.threads < 0:
-            raise ValueError("threads must be 0 (torch decides) or a positive count")
+            raise ValueError("threads must be 0 (all cores but one) or a positive count")
         if not 2 <= self.score_decimals <= 12:
             raise ValueError("score_decimals must be between 2 and 12")
         if not self.operating_point.strip():
