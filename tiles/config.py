@@ -25,7 +25,8 @@ class TilesConfig:
         normalisation: how after is made radiometrically comparable to before.
         min_valid_fraction: below this fraction of valid pixels in either epoch the pair is
             ``cannot_assess`` (``mostly_nodata`` or ``outside_*_coverage``).
-        max_cloud_fraction: above this cloud-like fraction in either epoch: ``cloud``.
+        max_cloud_fraction: above this fraction of pixels cloud-like in one epoch only (a
+            bright flat roof is in both): ``cloud``.
         max_blank_fraction: above this blank/saturated fraction: ``blank``.
         misregistered_confidence: a confident shift larger than ``max_shift_m`` means the
             epochs do not line up: ``misregistered``.
@@ -52,7 +53,7 @@ class TilesConfig:
     min_valid_fraction: float = 0.6
     max_cloud_fraction: float = 0.5
     max_blank_fraction: float = 0.6
-    misregistered_confidence: float = 0.5
+    misregistered_confidence: float = 0.8
     max_scenes_tried: int = 3
     mosaic: bool = True
     max_open_files: int = 32

@@ -26,7 +26,7 @@ from tiles import grid
 from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
-from tiles.quality import chip_quality
+from tiles.quality import chip_quality, pair_cloud_fraction
 from tiles.resample import resample_affine
 from tiles.radiometry import ScaleStats, match_histograms_masked, match_mean_std, scale_to_unit, stats_from_sample
 from tiles.types import Pair, PairMeta, Site
@@ -527,7 +527,7 @@ class PairCutter:
         qa = chip_quality(a_image, a_valid)
         base.update(
             valid_fraction=min(qb.valid_fraction, qa.valid_fraction),
-            cloud_fraction=max(qb.cloud_fraction, qa.cloud_fraction),
+            cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid),
             blank_fraction=max(qb.blank_fraction, qa.blank_fraction),
             saturated_fraction=max(qb.saturated_fraction, qa.saturated_fraction),
         )

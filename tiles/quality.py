@@ -6,8 +6,12 @@ normalisation:
 - blank: every band at most 0.02 (black fill that the raster did not declare as nodata);
 - saturated: every band at least 0.98;
 - cloud-like: bright (band mean at least 0.75), nearly grey (band range at most 0.12) and smooth
-  (standard deviation of the band mean over 5 x 5 pixels at most 0.04). Bright flat roofs can
-  look like this locally; a pair is called ``cloud`` only when most of the chip does.
+  (standard deviation of the band mean over 5 x 5 pixels at most 0.04).
+
+Bright flat roofs look cloud-like too, but in both epochs at the same place; a cloud is in one
+epoch only. So a pair's cloud fraction (:func:`pair_cloud_fraction`) counts the pixels that are
+cloud-like in one epoch and not in the other, and a pair is ``cloud`` only when most of the chip
+is.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ChipQuality", "chip_quality"]
+__all__ = ["ChipQuality", "chip_quality", "cloud_like", "pair_cloud_fraction"]
 
 
 @dataclass(frozen=True)
@@ -43,17 +47,46 @@ def chip_quality(chip: np.ndarray, valid: np.ndarray) -> ChipQuality:
         return ChipQuality(0.0, 0.0, 0.0, 0.0)
     lo = chip.min(axis=0)
     hi = chip.max(axis=0)
-    mean = chip.mean(axis=0)
     blank = (hi <= 0.02) & valid
     saturated = (lo >= 0.98) & valid
-    cloud = (mean >= 0.75) & ((hi - lo) <= 0.12) & valid & ~saturated
-    if cloud.any():  # the smoothness test only where bright grey pixels exist
-        m1 = ndimage.uniform_filter(mean, 5)
-        m2 = ndimage.uniform_filter(mean * mean, 5)
-        cloud &= np.sqrt(np.clip(m2 - m1 * m1, 0, None)) <= 0.04
+    cloud = cloud_like(chip, valid)
     return ChipQuality(
         valid_fraction=float(vf),
         blank_fraction=float(blank.sum() / n_valid),
         saturated_fraction=float(saturated.sum() / n_valid),
         cloud_fraction=float(cloud.sum() / n_valid),
     )
+
+
+def cloud_like(chip: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Bool ``(H, W)``: valid pixels that are bright, grey and smooth (not saturated).
+
+    Args:
+        chip: float32 ``(C, H, W)`` in ``[0, 1]``.
+        valid: bool ``(H, W)``.
+    """
+    lo = chip.min(axis=0)
+    hi = chip.max(axis=0)
+    mean = chip.mean(axis=0)
+    cloud = (mean >= 0.75) & ((hi - lo) <= 0.12) & valid & (lo < 0.98)
+    if cloud.any():  # the smoothness test only where bright grey pixels exist
+        m1 = ndimage.uniform_filter(mean, 5)
+        m2 = ndimage.uniform_filter(mean * mean, 5)
+        cloud &= np.sqrt(np.clip(m2 - m1 * m1, 0, None)) <= 0.04
+    return cloud
+
+
+def pair_cloud_fraction(before: np.ndarray, valid_before: np.ndarray, after: np.ndarray, valid_after: np.ndarray) -> float:
+    """Largest fraction, over the two epochs, of valid pixels cloud-like in that epoch only.
+
+    Args:
+        before, after: float32 ``(C, H, W)`` in ``[0, 1]``.
+        valid_before, valid_after: bool ``(H, W)``.
+    """
+    cb = cloud_like(before, valid_before)
+    ca = cloud_like(after, valid_after)
+    fractions = []
+    for own, other, valid in ((cb, ca, valid_before), (ca, cb, valid_after)):
+        n = int(valid.sum())
+        fractions.append(float((own & ~other).sum() / n) if n else 0.0)
+    return max(fractions)

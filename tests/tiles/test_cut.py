@@ -171,6 +171,9 @@ def test_cloud_and_histogram_normalisation(make_scene):
     cloudy = make_scene("a_white.tif", white=True)
     pair = _cut(before, cloudy, Site("c", LON0, LAT0))
     assert pair.meta.reason == "cloud" and pair.meta.cloud_fraction > 0.9
+    # bright, flat and grey in both epochs at the same place is a roof, not a cloud
+    roof = _cut(make_scene("b_white.tif", white=True), cloudy, Site("c", LON0, LAT0))
+    assert roof.meta.cloud_fraction < 0.05 and roof.meta.reason != "cloud"
     darker = make_scene("a.tif", crs="wgs84")
     with rasterio_update(darker) as ds:
         ds.write((ds.read() * 0.6).astype("uint8"))
