@@ -1,7 +1,9 @@
 """Chips for people: before, after and a heatmap overlay PNG per site.
 
-Chips are written for the top-ranked sites after scoring (re-cutting only those pairs), so a run
-of 100k sites does not write 300k images unless asked to (``detect.chips_top_n: -1``).
+Chips are written for the top-ranked sites once ranking is known, so a run of 100k sites does not
+write 300k images unless asked to (``detect.chips_top_n: -1``). While scoring, a
+:class:`TopChipCache` keeps the images of the best sites so far; only sites scored elsewhere (an
+earlier, interrupted invocation, or Dask workers) are cut and scored again for their chips.
 """
 
 from __future__ import annotations
@@ -212,15 +214,3 @@ def write_site_chips(
         _save_png(heatmap_overlay(chip.after, chip.heatmap), run_dir / paths["chip_heatmap"])
         written[site.site_id] = paths
     return written
-
-
-def chip_rows(rows: Sequence[Mapping[str, str]], chips: Mapping[str, Mapping[str, str]]) -> list[dict[str, str]]:
-    """Rows with their ``chip_*`` columns filled from ``chips`` (empty where none was written)."""
-    out = []
-    for row in rows:
-        new = dict(row)
-        paths = chips.get(row["site_id"], {})
-        for column in ("chip_before", "chip_after", "chip_heatmap"):
-            new[column] = paths.get(column, "")
-        out.append(new)
-    return out

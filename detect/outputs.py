@@ -13,7 +13,7 @@ import math
 import os
 import zipfile
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -160,8 +160,3 @@ def format_number(value: float | None, decimals: int | None = None) -> str:
     if decimals is not None:
         return f"{value:.{decimals}f}"
     return repr(float(value))
-
-
-def join_nonempty(parts: Iterable[str], sep: str = "; ") -> str:
-    """Join the non-empty strings of ``parts``."""
-    return sep.join(p for p in parts if p)
