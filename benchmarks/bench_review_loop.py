@@ -19,7 +19,7 @@ Printed: ROC AUC (severe = major-damage/destroyed vs no-damage) on the sites nob
 after each round, and on the sites never reviewed in any round (one fixed set, so the rounds
 compare side by side), for the default model, each fine-tuned model and the quick re-rank.
 
-    python benchmarks/bench_review_loop.py [--data DIR] [--work DIR] [--rounds 50,100,200] [--epochs 6]
+    python benchmarks/bench_review_loop.py [--data DIR] [--work DIR] [--rounds 50,100,200] [--epochs 6] [--model default]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--rounds", default="50,100,200", help="cumulative reviewed counts after each round")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="default", help="starting model: 'default' (bundled) or a checkpoint folder")
     args = parser.parse_args()
     import torch
 
@@ -93,7 +94,8 @@ def main() -> None:
     run_dir = work / "run"
     if not (run_dir / "manifest.json").is_file():
         job = build_config(DetectJob, {"detect": {"chips_top_n": 0}})
-        run_detect(args.data / "sites.csv", [args.data / "before"], [args.data / "after"], run_dir, job=job, progress=False)
+        run_detect(args.data / "sites.csv", [args.data / "before"], [args.data / "after"], run_dir, job=job,
+                   model=args.model, progress=False)
     t_detect = time.perf_counter() - t0
     run = RunFolder(run_dir)
     store = VerdictStore.for_run(run_dir)
@@ -128,7 +130,7 @@ def main() -> None:
         tr = time.perf_counter()
         model_dir = work / f"model_{k}"
         try:
-            train_model([str(export)], model_dir, train_job, init_from="default", progress=False, resume=False)
+            train_model([str(export)], model_dir, train_job, init_from=args.model, progress=False, resume=False)
             scores[f"round{k}"] = score_pairs(model_dir, pairs.images)
             note = ""
         except Exception as exc:  # report, do not hide: e.g. one class only in the reviewed set
@@ -146,7 +148,8 @@ def main() -> None:
         results.append({"round": k, "reviewed": len(reviewed), "positives_reviewed": positives, "train_s": round(t_train, 1), "note": note})
 
     final_unreviewed = np.array([s not in set(reviewed) for s in ids])
-    print(f"data: {args.data} ({len(ids)} binary-labelled sites, {int(labels.sum())} severe); detect {t_detect:.0f} s, cut {t_cut:.0f} s")
+    print(f"data: {args.data} ({len(ids)} binary-labelled sites, {int(labels.sum())} severe); start model {args.model}; "
+          f"detect {t_detect:.0f} s, cut {t_cut:.0f} s")
     print(f"{'model':<16} {'reviewed':>8} {'severe':>6} {'AUC unreviewed-now':>19} {'n':>5} {'AUC never-reviewed':>19} {'n':>5}")
     print(f"{'default':<16} {0:>8} {0:>6} {roc_auc(labels, scores['default']):>19.4f} {len(ids):>5} "
           f"{roc_auc(labels[final_unreviewed], scores['default'][final_unreviewed]):>19.4f} {int(final_unreviewed.sum()):>5}")
