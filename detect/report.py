@@ -73,7 +73,7 @@ def histogram_svg(scores: Sequence[float], threshold: float, *, bins: int = 20, 
     for v in (0.0, 0.25, 0.5, 0.75, 1.0):
         x = pad + v * (width - 2 * pad)
         parts.append(f'<text x="{x:.1f}" y="{height + 16}" font-size="11" text-anchor="middle">{v:.2f}</text>')
-    parts.append(f'<text x="{width - pad}" y="12" font-size="11" text-anchor="end">max bin {top}</text>')
+    parts.append(f'<text x="{width / 2:.0f}" y="12" font-size="11" text-anchor="middle">tallest bar: {top} sites</text>')
     parts.append("</svg>")
     return "".join(parts)
 
