@@ -8,8 +8,7 @@ random sites inside them, and measures side by side in one run:
   datasets kept open (the I/O limit);
 - ``cutter``: ``PairCutter.cut_many`` with the default config (resampling, co-registration,
   histogram matching, quality);
-- ``cutter-geometry``: the same without co-registration and normalisation;
-- ``cutter, N threads``: the default config with ``tiles.threads = --threads``.
+- ``cutter-geometry``: the same without co-registration and normalisation.
 
 The plain pass runs before and after the cutter passes (the figure is their mean), after a
 warm-up pass, so both see the same OS page cache. Then, each in a fresh subprocess, the peak
@@ -176,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sites", type=int, default=10_000, help="random sites for the throughput runs (default 10000)")
     p.add_argument("--memory-sites", default="1000,10000,100000", help="site counts for the peak-memory runs ('' to skip)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/sitewatch-bench-tiles"), help="where the rasters are generated")
-    p.add_argument("--threads", type=int, default=2, help="tiles.threads for the threaded pass (default 2)")
     p.add_argument("--gdal-cachemax-mb", type=int, default=256, help="GDAL block cache for every pass")
     p.add_argument("--_memory-child", nargs=4, metavar=("BEFORE", "AFTER", "N", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -204,14 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  cutter pass: {n / t_cut:.1f} pairs/s", flush=True)
     t_geo, _ = cutter_pass(before, after, sites, coregister=False, normalisation="none")
     print(f"  cutter geometry pass: {n / t_geo:.1f} pairs/s", flush=True)
-    t_thr, _ = cutter_pass(before, after, sites, threads=args.threads)
-    print(f"  cutter pass with {args.threads} threads: {n / t_thr:.1f} pairs/s", flush=True)
+
     plain2 = plain_reads(before, after, windows)
     plain = (plain1 + plain2) / 2
     print(f"plain rasterio reads : {n / plain:8.1f} pairs/s  (passes: {n / plain1:.1f}, {n / plain2:.1f})")
     print(f"PairCutter (default) : {n / t_cut:8.1f} pairs/s  ratio to plain {plain / t_cut:.2f}   statuses {counts}")
     print(f"PairCutter (geometry): {n / t_geo:8.1f} pairs/s  ratio to plain {plain / t_geo:.2f}   (no co-registration, no normalisation)")
-    print(f"PairCutter ({args.threads} threads): {n / t_thr:8.1f} pairs/s  ratio to plain {plain / t_thr:.2f}   (default config, tiles.threads={args.threads})")
+
     sys.stdout.flush()
 
     for m in [int(x) for x in args.memory_sites.split(",") if x.strip()]:

@@ -35,9 +35,6 @@ class TilesConfig:
             covering scenes of the same epoch; off: use the single scene with most valid pixels.
         max_open_files: datasets kept open per process (least recently used are closed).
         batch_size: sites whose coordinates are transformed together in one call.
-        threads: worker threads of one PairCutter (each with its own open datasets). GDAL
-            reads, Pillow resampling and FFTs release the GIL, so 2 threads use 2 cores; keep 1
-            where processes already run in parallel (Dask workers).
     """
 
     chip_size_m: float = 64.0
@@ -58,7 +55,6 @@ class TilesConfig:
     mosaic: bool = True
     max_open_files: int = 32
     batch_size: int = 256
-    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.chip_size_m <= 0:
@@ -67,8 +63,8 @@ class TilesConfig:
             raise ValueError("chip_px must be at least 16")
         if self.max_chip_size_m < self.chip_size_m:
             raise ValueError("max_chip_size_m must be at least chip_size_m")
-        if min(self.max_scenes_tried, self.max_open_files, self.batch_size, self.threads) < 1:
-            raise ValueError("max_scenes_tried, max_open_files, batch_size and threads must be at least 1")
+        if min(self.max_scenes_tried, self.max_open_files, self.batch_size) < 1:
+            raise ValueError("max_scenes_tried, max_open_files and batch_size must be at least 1")
         if self.max_shift_m < 0:
             raise ValueError("max_shift_m must not be negative (metres)")
         if not self.bands:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -209,24 +207,11 @@ class PairCutter:
         self.after = after
         self.config = config or TilesConfig()
         self._planner = _Planner(self.config)
-        self._local = threading.local()
-        self._caches: list[OrderedDict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._open: OrderedDict[str, Any] = OrderedDict()
         self._stats: dict[str, ScaleStats] = {}
         self._warned: set[str] = set()
 
     # -- datasets ---------------------------------------------------------------------------
-    @property
-    def _open(self) -> OrderedDict[str, Any]:
-        """This thread's open datasets (rasterio datasets must not be shared between threads)."""
-        cache = getattr(self._local, "open", None)
-        if cache is None:
-            cache = self._local.open = OrderedDict()
-            with self._lock:
-                self._caches.append(cache)
-        return cache
-
     def _dataset(self, scene: SceneInfo) -> Any:
         key = str(scene.path)
         ds = self._open.get(key)
@@ -243,16 +228,10 @@ class PairCutter:
         return ds
 
     def close(self) -> None:
-        """Close every open dataset (of every thread) and stop the worker threads."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        with self._lock:
-            caches = list(self._caches)
-        for cache in caches:
-            while cache:
-                _, ds = cache.popitem()
-                ds.close()
+        """Close every open dataset."""
+        while self._open:
+            _, ds = self._open.popitem()
+            ds.close()
 
     def __enter__(self) -> "PairCutter":
         return self
@@ -453,13 +432,8 @@ class PairCutter:
                 log.exception("site %s: unexpected error", sites[i].site_id)
                 return self._fail(sites[i], "read_error", f"{type(exc).__name__}: {exc}")
 
-        if self.config.threads > 1 and len(sites) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="sitewatch-tiles")
-            yield from self._pool.map(one, range(len(sites)))  # keeps input order
-        else:
-            for i in range(len(sites)):
-                yield one(i)
+        for i in range(len(sites)):
+            yield one(i)
 
     def _fail(self, site: Site, reason: str, detail: str = "", **fields: Any) -> Pair:
         return Pair(site=site, meta=PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail, **fields))

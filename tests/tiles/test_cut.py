@@ -253,22 +253,3 @@ def test_unreadable_raster_gives_read_error_and_the_batch_goes_on(make_scene, gr
     assert pairs[0].meta.reason == "read_error" and "broken" in pairs[0].meta.detail
     assert pairs[1].ok
 
-
-def test_threads_give_the_same_pairs_in_input_order(make_scene, ground):
-    mx, my = ground.marker_xy
-    before = RasterCatalog.from_paths(make_scene("b.tif", size_m=300.0), epoch="before")
-    after = RasterCatalog.from_paths(make_scene("a.tif", size_m=300.0, crs="wgs84", shift_m=(1.0, 0.5)), epoch="after")
-    rng = np.random.default_rng(3)
-    sites = [Site(f"s{i}", *lonlat_of(mx + dx, my + dy)) for i, (dx, dy) in enumerate(rng.uniform(-120, 120, (24, 2)))]
-    sites.append(Site("far", LON0 + 1, LAT0))
-    with PairCutter(before, after, TilesConfig(batch_size=10)) as one:
-        serial = list(one.cut_many(sites))
-    with PairCutter(before, after, TilesConfig(batch_size=10, threads=3)) as cutter:
-        threaded = list(cutter.cut_many(sites))
-        assert len(cutter._caches) >= 2
-    assert [p.site.site_id for p in threaded] == [s.site_id for s in sites]
-    for a, b in zip(serial, threaded):
-        assert a.meta == b.meta or (a.meta.status == b.meta.status and a.meta.reason == b.meta.reason)
-        if a.image is not None:
-            assert np.array_equal(a.image, b.image) and np.array_equal(a.valid, b.valid)
-    assert all(not c for c in cutter._caches)  # closed
