@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="default", help="starting model: 'default' (bundled) or a checkpoint folder")
+    parser.add_argument("--queue", choices=("score", "uncertainty"), default="score",
+                        help="which review queue the simulated reviewers work through")
     args = parser.parse_args()
     import torch
 
@@ -116,10 +118,15 @@ def main() -> None:
     rounds = [int(x) for x in args.rounds.split(",")]
     reviewed: list[str] = []
     current = dict(run_scores)  # the queue: the current model's score per site
+    threshold = float(run.threshold() if run.threshold() is not None else 0.5)
     results = []
     reviewed_after: dict[str, set[str]] = {}
     for k in rounds:
-        queue = sorted((s for s in current if s not in set(reviewed) and s in truth), key=lambda s: -np.nan_to_num(current[s], nan=-1))
+        if args.queue == "score":
+            key = lambda s: -np.nan_to_num(current[s], nan=-1)  # noqa: E731
+        else:  # nearest the current model's threshold first, as the app's uncertainty queue
+            key = lambda s: abs(np.nan_to_num(current[s], nan=9.0) - threshold)  # noqa: E731
+        queue = sorted((s for s in current if s not in set(reviewed) and s in truth), key=key)
         batch = queue[: max(0, k - len(reviewed))]
         for sid in batch:
             store.add_verdict(sid, "oracle", truth[sid], note="known label (bench_review_loop)")
@@ -132,6 +139,8 @@ def main() -> None:
         try:
             train_model([str(export)], model_dir, train_job, init_from=args.model, progress=False, resume=False)
             scores[f"round{k}"] = score_pairs(model_dir, pairs.images)
+            points = json.loads((model_dir / "meta.json").read_text()).get("operating_points") or {}
+            threshold = float(points.get("screening", threshold))
             note = ""
         except Exception as exc:  # report, do not hide: e.g. one class only in the reviewed set
             note = f"training failed: {exc}"
@@ -148,7 +157,7 @@ def main() -> None:
         results.append({"round": k, "reviewed": len(reviewed), "positives_reviewed": positives, "train_s": round(t_train, 1), "note": note})
 
     final_unreviewed = np.array([s not in set(reviewed) for s in ids])
-    print(f"data: {args.data} ({len(ids)} binary-labelled sites, {int(labels.sum())} severe); start model {args.model}; "
+    print(f"data: {args.data} ({len(ids)} binary-labelled sites, {int(labels.sum())} severe); start model {args.model}, {args.queue} queue; "
           f"detect {t_detect:.0f} s, cut {t_cut:.0f} s")
     print(f"{'model':<16} {'reviewed':>8} {'severe':>6} {'AUC unreviewed-now':>19} {'n':>5} {'AUC never-reviewed':>19} {'n':>5}")
     print(f"{'default':<16} {0:>8} {0:>6} {roc_auc(labels, scores['default']):>19.4f} {len(ids):>5} "
