@@ -190,6 +190,8 @@ def read_sites_csv(path: str | Path) -> list[Site]:
         lon, lon_problem = _parse_coordinate(rec[lon_col], "lon", -180.0, 180.0)
         lat, lat_problem = _parse_coordinate(rec[lat_col], "lat", -90.0, 90.0)
         problems = [p for p in (lon_problem, lat_problem) if p]
+        if lat_problem and "out of range" in lat_problem and lon_problem is None and abs(lon) <= 90:
+            problems.append("are the lon and lat columns swapped?")
         problem = "; ".join(problems) or None
         if problem:
             log.warning("%s (site %s): %s; reported as cannot_assess/invalid_site", where, site_id, problem)

@@ -80,7 +80,7 @@ def test_missing_file_and_folder(tmp_path):
         ("abc", "45", "lon 'abc' is not a number"),
         ("15", "", "lat is empty"),
         ("nan", "45", "not a finite number"),
-        ("15", "123.4", "lat 123.4 out of range [-90, 90]"),
+        ("15", "123.4", "lat 123.4 out of range [-90, 90]; are the lon and lat columns swapped?"),
         ("181", "45", "lon 181 out of range [-180, 180]"),
     ],
 )
