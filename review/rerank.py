@@ -1,9 +1,16 @@
 """Quick re-rank: refit a logistic score head on stored embeddings with the verdicts so far.
 
 Never runs the CNN: ``sitewatch detect`` stored each assessable site's embedding in
-``embeddings.npz``; this fits ``p = sigmoid(w . [z(embedding), logit(score)] + b)`` with an L2
-penalty on the reviewed sites (L-BFGS, well under a second for thousands of sites) and scores every
-site with it, so the unreviewed part of the queue can be re-ordered between batches of verdicts.
+``embeddings.npz``; this fits a correction to the run's own score,
+``p = sigmoid(logit(score) + w . z(embedding) + b)``, with an L2 penalty on ``w``, on the reviewed
+sites (L-BFGS, well under a second for thousands of sites), and scores every site with it, so the
+unreviewed part of the queue can be re-ordered between batches of verdicts.
+
+The run's score is an offset, not a free feature: verdicts come from a biased sample (the top of
+the queue, or sites near the threshold), and a free coefficient on the score learnt from such a
+sample can invert the ranking of everything else (measured on xBD Santa Rosa: AUC 0.04 after 50
+verdicts from the uncertainty queue). With the offset, few or uninformative verdicts leave the
+run's ranking as it was.
 """
 
 from __future__ import annotations
@@ -42,13 +49,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float) -> tuple[np.ndarray, float]:
-    """L2-penalised logistic regression.
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, *, l2: float, offset: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """L2-penalised logistic regression, optionally around a fixed offset.
 
     Args:
         x: features of shape ``(N, D)`` float64 (standardised).
         y: labels of shape ``(N,)`` in {0, 1}.
         l2: penalty on the weights (not the bias).
+        offset: ``(N,)`` logits added to ``x @ w + b`` (the prior), or None.
 
     Returns:
         ``(w (D,), b)``.
@@ -56,10 +66,11 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float) -> tuple[np.ndarray
     from scipy.optimize import minimize
 
     n, d = x.shape
+    base = np.zeros(n) if offset is None else np.asarray(offset, dtype=np.float64)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:d], theta[d]
-        z = x @ w + b
+        z = x @ w + b + base
         # log(1 + exp(z)) - y z, computed stably
         nll = np.sum(np.logaddexp(0.0, z) - y * z) / n + 0.5 * l2 * float(w @ w) / n
         p = 1.0 / (1.0 + np.exp(-z))
@@ -78,7 +89,7 @@ def rerank(
     scores: np.ndarray,
     labels: Mapping[str, int],
     *,
-    l2: float = 1.0,
+    l2: float = 10.0,
     min_labels: int = 10,
     based_on_verdict: int = 0,
 ) -> Rerank | None:
@@ -87,7 +98,7 @@ def rerank(
     Args:
         site_ids: ids of the rows of ``embeddings``.
         embeddings: ``(N, D)`` float array from ``embeddings.npz``.
-        scores: ``(N,)`` the run's calibrated scores (used as one more feature; NaN -> 0.5).
+        scores: ``(N,)`` the run's calibrated scores (the prior the head corrects; NaN -> 0.5).
         labels: site_id -> 1 (severe) / 0 (no damage) from the verdicts so far.
         l2: L2 penalty.
         min_labels: fewest labelled sites; each class needs at least two.
@@ -104,11 +115,10 @@ def rerank(
     emb = np.asarray(embeddings, dtype=np.float64)
     mean = emb.mean(axis=0)
     std = emb.std(axis=0) + 1e-6
-    score_feature = _logit(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.5))
-    x_all = np.concatenate([(emb - mean) / std, score_feature[:, None]], axis=1)
-    x = x_all[rows]
-    w, b = fit_logistic(x, y, l2=l2)
-    prob = 1.0 / (1.0 + np.exp(-(x_all @ w + b)))
+    prior = _logit(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.5))
+    x_all = (emb - mean) / std
+    w, b = fit_logistic(x_all[rows], y, l2=l2, offset=prior[rows])
+    prob = 1.0 / (1.0 + np.exp(-(x_all @ w + b + prior)))
     acc = float(np.mean((prob[rows] >= 0.5) == (y == 1)))
     log.info("re-rank fitted on %d sites (%d severe), train accuracy %.3f", len(rows), int(y.sum()), acc)
     return Rerank(

@@ -31,3 +31,25 @@ def test_rerank_waits_for_both_classes() -> None:
     only_positive = {s: 1 for s in ids[:15]}
     assert rerank(ids, emb, np.full(20, 0.5), only_positive, min_labels=10) is None
     assert rerank(ids, emb, np.full(20, 0.5), {ids[0]: 1, ids[1]: 0}, min_labels=10) is None
+
+
+def test_biased_verdicts_do_not_invert_the_runs_ranking() -> None:
+    # verdicts only on the run's top sites (the top of the queue): the correction must not
+    # turn the ranking of everything else upside down
+    rng = np.random.default_rng(2)
+    n, d = 600, 16
+    truth = rng.uniform(size=n) < 0.25
+    scores = 1 / (1 + np.exp(-(4 * (truth - 0.5) + rng.normal(0, 1.2, n))))
+    emb = rng.normal(size=(n, d))
+    ids = [f"s{i}" for i in range(n)]
+    top = np.argsort(-scores)[:40]
+    labelled = {ids[i]: int(truth[i]) for i in top}
+    rr = rerank(ids, emb, scores, labelled, min_labels=10)
+    assert rr is not None
+    rest = np.setdiff1d(np.arange(n), top)
+
+    def auc(s: np.ndarray) -> float:
+        pos, neg = s[truth[rest]], s[~truth[rest]]
+        return float((pos[:, None] > neg[None, :]).mean())
+
+    assert auc(np.array([rr.prob[ids[i]] for i in rest])) >= auc(scores[rest]) - 0.03
