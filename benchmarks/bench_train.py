@@ -193,7 +193,11 @@ def speed(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res = train_model([], Path(tmp) / "m", job, init_from=args.init_from, extra_sets=[ps], progress=False)
     h = res.history[0]
-    print(f"one epoch on {job.train.val_fraction and int(len(ps) * 0.95)} real pairs: {h.seconds:.0f} s ({h.pairs_per_s:.1f} pairs/s training, threads={torch.get_num_threads()})")
+    n_train, n_val = res.meta.metrics["n_train"], res.meta.metrics["n_val"]
+    print(
+        f"one epoch on {n_train} real pairs (+ validation on {n_val}): {h.seconds:.0f} s "
+        f"({h.pairs_per_s:.1f} pairs/s training, threads={torch.get_num_threads()})"
+    )
 
 
 def main() -> None:
