@@ -80,14 +80,25 @@ def choose_operating_points(
     *,
     screening_recall: float = 0.9,
     evidence_precision: float = 0.9,
+    screening_max: float = 0.5,
 ) -> dict[str, OperatingPoint]:
     """Choose the "screening" and "evidence" thresholds on calibration data.
 
     * screening: the highest threshold whose recall reaches ``screening_recall`` (fewest
-      false alarms for that recall).
+      false alarms for that recall), but never above ``screening_max`` (0.5): a screening
+      pass always flags a site the model thinks more likely damaged than not.
     * evidence: the lowest threshold whose precision reaches ``evidence_precision`` (most
-      recall for that precision), but never below the screening threshold. If no threshold
-      reaches it, the threshold of the best precision is used and ``met`` is False.
+      recall for that precision), but never below ``evidence_precision`` itself (on a
+      calibrated score, p >= 0.9 means about 0.9 precision among the flagged) and never below
+      the screening threshold. If no threshold reaches it, the threshold of the best precision
+      is used and ``met`` is False.
+
+    Why the two floors/caps: calibration data is often easier than the imagery the model meets
+    later (the bundled model is calibrated on synthetic scenes it separates almost perfectly),
+    so the edge of the admissible range sits deep inside the positives' scores. On such data
+    both points would collapse onto one strict threshold (0.989 for the default model, which on
+    real xBD imagery meant recall 0.61 for "screening"). The caps keep each point's meaning on
+    the calibrated scale when the calibration data cannot pin it down.
 
     Args:
         labels: (N,) 0/1 labels.
@@ -115,6 +126,8 @@ def choose_operating_points(
         "screening", float(thresholds[i]), float(precision[i]), float(recall[i]),
         f"recall>={screening_recall}", bool(ok.size),
     )
+    if screening.threshold > screening_max:
+        screening = _point_at("screening", y, p, screening_max, screening.target, lambda pr, rc: rc >= screening_recall)
     ok = np.nonzero(precision >= evidence_precision)[0]
     if ok.size:
         j = int(ok[-1])
@@ -126,12 +139,22 @@ def choose_operating_points(
             "operating points: no threshold reaches precision %.2f on calibration data (best %.2f); "
             "'evidence' uses the best-precision threshold", evidence_precision, precision[j],
         )
-    if thresholds[j] < thresholds[i]:
-        # never less strict than screening: "evidence" flags a subset of the screening flags
-        j = i
-        met = bool(precision[j] >= evidence_precision)
     evidence = OperatingPoint(
         "evidence", float(thresholds[j]), float(precision[j]), float(recall[j]),
         f"precision>={evidence_precision}", met,
     )
+    # never below its own precision target, never less strict than screening ("evidence"
+    # flags a subset of the screening flags)
+    floor = max(evidence_precision, screening.threshold)
+    if evidence.threshold < floor:
+        evidence = _point_at("evidence", y, p, floor, evidence.target, lambda pr, rc: pr >= evidence_precision)
     return {"screening": screening, "evidence": evidence}
+
+
+def _point_at(name: str, y: np.ndarray, p: np.ndarray, threshold: float, target: str, meets) -> OperatingPoint:
+    """The operating point ``score >= threshold`` with its precision and recall on ``(y, p)``."""
+    flagged = p >= threshold
+    tp = int((flagged & (y == 1)).sum())
+    precision = tp / max(int(flagged.sum()), 1) if flagged.any() else float("nan")
+    recall = tp / max(int(y.sum()), 1)
+    return OperatingPoint(name, float(threshold), float(precision), float(recall), target, bool(meets(precision, recall)))

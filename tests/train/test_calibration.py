@@ -44,3 +44,26 @@ def test_operating_points_meet_targets():
     # screening is the highest threshold that still reaches the recall
     above = probs >= s.threshold
     assert (labels[above] == 1).sum() / labels.sum() >= 0.9
+
+
+def test_separable_calibration_data_keeps_the_two_points_apart():
+    # Calibration data the model separates perfectly (as synthetic validation is): the
+    # recall-0.9 edge lies deep inside the positives. Screening is capped at 0.5 and evidence
+    # floored at its own precision target, so the two points keep their meaning.
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(300, int), np.ones(100, int)]
+    probs = np.r_[rng.uniform(0.0, 0.05, 300), rng.uniform(0.985, 1.0, 100)]
+    points = choose_operating_points(labels, probs, screening_recall=0.9, evidence_precision=0.9)
+    s, e = points["screening"], points["evidence"]
+    assert s.threshold == 0.5 and s.met and s.recall == 1.0
+    assert e.threshold == 0.9 and e.met and e.precision == 1.0
+    assert e.threshold > s.threshold
+
+
+def test_caps_do_not_move_points_that_are_already_inside():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 4000)
+    probs = np.clip(0.15 + labels * 0.5 + rng.normal(0, 0.2, 4000), 0, 1)
+    points = choose_operating_points(labels, probs, screening_recall=0.9, evidence_precision=0.9)
+    assert points["screening"].threshold < 0.5
+    assert points["evidence"].threshold >= 0.9 or points["evidence"].precision >= 0.9
