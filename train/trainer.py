@@ -58,10 +58,17 @@ class EpochSummary:
     def line(self, epochs: int) -> str:
         """``epoch 3/10 loss 0.412 val_loss 0.380 AUC 0.931 AP 0.802 (*best) 41 s, 37 pairs/s``."""
         return (
-            f"epoch {self.epoch}/{epochs} loss {self.train_loss:.4f} val_loss {self.val_loss:.4f} "
-            f"AUC {self.val_auc:.4f} AP {self.val_ap:.4f}{' *best' if self.best else ''} "
+            f"epoch {self.epoch}/{epochs} loss {self.train_loss:.4f} val_loss {format_metric(self.val_loss)} "
+            f"AUC {format_metric(self.val_auc)} AP {format_metric(self.val_ap)}{' *best' if self.best else ''} "
             f"lr {self.lr:.2e} {self.seconds:.0f} s, {self.pairs_per_s:.1f} pairs/s"
         )
+
+
+def format_metric(value: float | None) -> str:
+    """``0.9312``, or ``n/a`` for a metric that is undefined (e.g. AUC on one class)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}"
 
 
 @dataclass(frozen=True)
@@ -367,6 +374,12 @@ def train_model(
         raise InputError(
             f"the grouped split ({split_desc}) left no positive site on one side; add data, use "
             "fewer folds, or set train.split: block with a smaller train.block_size_m"
+        )
+    if val_set.positives == len(val_set):
+        log.warning(
+            "validation split (%s) holds no intact site: AUC/AP are undefined and the temperature and "
+            "operating points cannot be fitted (review a random sample too, not only the top of the queue)",
+            split_desc,
         )
 
     model, start_meta = build_start_model(job, init_from)

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--epochs must be at least 1")
     job = load_job_config(TrainJob, args, {"train.epochs": args.epochs})
     from train.datasets import default_cache_dir
-    from train.trainer import train_model
+    from train.trainer import format_metric, train_model
 
     specs = list(args.data or job.train.data)
     init_from = args.init_from
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     m = result.meta.metrics
     v = m["validation"]
     info(
-        f"best epoch {m['best_epoch']}: validation AUC {v['roc_auc']:.4f} AP {v['average_precision']:.4f}; "
-        f"temperature {result.meta.temperature:.3f}, ECE {m['ece_before_calibration']:.4f} -> {m['ece_after_calibration']:.4f}; "
+        f"best epoch {m['best_epoch']}: validation AUC {format_metric(v['roc_auc'])} AP {format_metric(v['average_precision'])}; "
+        f"temperature {result.meta.temperature:.3f}, ECE {format_metric(m['ece_before_calibration'])} -> {format_metric(m['ece_after_calibration'])}; "
         f"operating points " + ", ".join(f"{k} {t:.3f}" for k, t in result.meta.operating_points.items()),
         args,
     )

@@ -67,3 +67,13 @@ def test_caps_do_not_move_points_that_are_already_inside():
     points = choose_operating_points(labels, probs, screening_recall=0.9, evidence_precision=0.9)
     assert points["screening"].threshold < 0.5
     assert points["evidence"].threshold >= 0.9 or points["evidence"].precision >= 0.9
+
+
+def test_undefined_metrics_print_as_na():
+    from train.trainer import EpochSummary, format_metric
+
+    assert format_metric(None) == "n/a" and format_metric(float("nan")) == "n/a"
+    assert format_metric(0.93125) == "0.9313"
+    line = EpochSummary(epoch=1, train_loss=0.5, val_loss=0.4, val_auc=None, val_ap=None, lr=1e-3,
+                        seconds=2.0, pairs_per_s=10.0, best=True).line(3)
+    assert "AUC n/a AP n/a" in line
