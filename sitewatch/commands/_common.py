@@ -24,6 +24,16 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_site_and_raster_inputs(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--sites FILE`` and repeatable ``--before PATH...`` / ``--after PATH...`` (tiles, detect)."""
+    group.add_argument("--sites", required=True, metavar="FILE", help="sites CSV (site_id, lon, lat, ...) or GeoJSON")
+    for epoch in ("before", "after"):
+        group.add_argument(
+            f"--{epoch}", required=True, nargs="+", action="extend", metavar="PATH",
+            help=f"{epoch} rasters: GeoTIFF files, folders or globs (repeatable)",
+        )
+
+
 def load_job_config(cls: type[T], args: argparse.Namespace, flags: Mapping[str, Any] | None = None) -> T:
     """Defaults < ``--config`` file < ``--set`` < the command's own flags (``None`` = not given)."""
     overrides: dict[str, Any] = dict(parse_set_overrides(getattr(args, "set", None)))

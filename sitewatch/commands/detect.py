@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sitewatch.commands._common import add_config_options, info, load_job_config, progress_disabled
+from sitewatch.commands._common import add_config_options, add_site_and_raster_inputs, info, load_job_config, progress_disabled
 
 NAME = "detect"
 HELP = "score sites in before/after imagery and write a ranked run folder"
@@ -31,9 +31,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("inputs and output")
-    g.add_argument("--sites", required=True, metavar="FILE", help="sites CSV (site_id, lon, lat, ...) or GeoJSON")
-    g.add_argument("--before", required=True, nargs="+", metavar="PATH", help="before GeoTIFF files, folders or globs")
-    g.add_argument("--after", required=True, nargs="+", metavar="PATH", help="after GeoTIFF files, folders or globs")
+    add_site_and_raster_inputs(g)
     g.add_argument("--out", required=True, metavar="RUN", help="run folder to write (resumed if interrupted)")
     g.add_argument("--model", default="default", metavar="DIR", help="model folder (default: the bundled model)")
     g.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")

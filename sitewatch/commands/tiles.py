@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sitewatch.commands._common import add_config_options, info, load_job_config, progress_disabled
+from sitewatch.commands._common import add_config_options, add_site_and_raster_inputs, info, load_job_config, progress_disabled
 from sitewatch.errors import UsageError
 
 NAME = "tiles"
@@ -31,15 +31,7 @@ example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sites", required=True, metavar="FILE", help="sites CSV (site_id, lon, lat, ...) or GeoJSON")
-    parser.add_argument(
-        "--before", required=True, nargs="+", action="extend", metavar="PATH",
-        help="before rasters: GeoTIFF files, folders or globs (repeatable)",
-    )
-    parser.add_argument(
-        "--after", required=True, nargs="+", action="extend", metavar="PATH",
-        help="after rasters: GeoTIFF files, folders or globs (repeatable)",
-    )
+    add_site_and_raster_inputs(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="write into a folder that already holds an index.csv")
     parser.add_argument("--no-chips", action="store_true", help="do not write PNG chips")

@@ -23,3 +23,15 @@ def test_unknown_command_exits_2():
     proc = subprocess.run([sys.executable, "-m", "sitewatch", "nonsense"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_before_and_after_are_repeatable_in_tiles_and_detect():
+    from sitewatch.cli import build_parser
+
+    parser = build_parser()
+    for cmd in ("tiles", "detect"):
+        args = parser.parse_args(
+            [cmd, "--sites", "s.csv", "--before", "b1/", "--before", "b2.tif", "b3.tif", "--after", "a/", "--out", "o"]
+        )
+        assert args.before == ["b1/", "b2.tif", "b3.tif"], cmd
+        assert args.after == ["a/"], cmd
