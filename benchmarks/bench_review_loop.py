@@ -32,21 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.agreement import roc_auc as agreement_roc_auc
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "xbd-santa-rosa-dev"
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mann-Whitney ROC AUC (ties count half; NaN scores rank lowest); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    # a site the model could not score (e.g. cannot_assess in the run) ranks lowest
-    ranks = rankdata(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf))
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    """ROC AUC where a site the model could not score (NaN, e.g. cannot_assess) ranks lowest."""
+    return agreement_roc_auc(np.asarray(labels, dtype=np.int64), np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf))
 
 
 def read_truth(sites_csv: Path) -> dict[str, str]:

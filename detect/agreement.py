@@ -1,6 +1,7 @@
 """How well a ranking agrees with known labels: ROC AUC and precision at top-k.
 
-Small and dependency-free so ``detect`` (the demo, realdata checks) does not import ``train``.
+Small so ``detect`` (the demo, realdata checks) does not import ``train`` (whose
+``train.metrics.roc_auc`` is the same statistic with input validation).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
@@ -26,16 +28,7 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
     n_neg = int((y == 0).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    ranks = rankdata(s)  # average ranks: ties count half
     rank_sum = ranks[y == 1].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
