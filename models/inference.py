@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
+from scipy.special import expit
 import torch
 from torch import nn
 
@@ -283,7 +284,7 @@ class Scorer:
                 heats.append(torch.sigmoid(heat).cpu())
                 embeds.append(embed.cpu())
         logit_np = torch.cat(logits).double().numpy()
-        prob = 1.0 / (1.0 + np.exp(-logit_np / self.temperature))
+        prob = expit(logit_np / self.temperature)
         return ScoreBatch(
             prob=prob,
             logit=logit_np,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+from scipy.special import expit
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def fit_logistic(
         z = x @ w + b + base
         # log(1 + exp(z)) - y z, computed stably
         nll = np.sum(np.logaddexp(0.0, z) - y * z) / n + 0.5 * l2 * float(w @ w) / n
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = expit(z)
         g = p - y
         grad_w = x.T @ g / n + l2 * w / n
         grad_b = g.sum() / n
@@ -118,7 +119,7 @@ def rerank(
     prior = _logit(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.5))
     x_all = (emb - mean) / std
     w, b = fit_logistic(x_all[rows], y, l2=l2, offset=prior[rows])
-    prob = 1.0 / (1.0 + np.exp(-(x_all @ w + b + prior)))
+    prob = expit(x_all @ w + b + prior)
     acc = float(np.mean((prob[rows] >= 0.5) == (y == 1)))
     log.info("re-rank fitted on %d sites (%d severe), train accuracy %.3f", len(rows), int(y.sum()), acc)
     return Rerank(

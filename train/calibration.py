@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 from scipy.optimize import minimize_scalar
 
 from train.metrics import precision_recall_curve
@@ -25,13 +26,7 @@ _LOG_T_BOUNDS = (-4.0, 4.0)
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function, float64."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    return expit(np.asarray(x, dtype=np.float64))
 
 
 def binary_nll(labels: np.ndarray, logits: np.ndarray) -> float:
