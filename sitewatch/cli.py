@@ -46,7 +46,7 @@ def _command_modules() -> list[ModuleType]:
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("output verbosity")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="debug log output (the default shows info)")
     g.add_argument("-q", "--quiet", action="count", default=0, help="less output: warnings only, no progress bars")
     return common
 
@@ -81,10 +81,8 @@ def configure_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO
     if quiet:
         level = logging.WARNING if quiet == 1 else logging.ERROR
-    elif verbose >= 2:
+    elif verbose:
         level = logging.DEBUG
-    elif verbose == 1:
-        level = logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     for noisy in ("rasterio", "distributed", "asyncio", "PIL", "matplotlib", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

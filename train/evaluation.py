@@ -17,10 +17,17 @@ from typing import Any
 import numpy as np
 
 from sitewatch.config import config_to_dict, write_config
+from sitewatch.errors import ConfigError
 from train.baseline import pixel_difference_score
 from train.calibration import sigmoid
 from train.datasets import PairSet, default_cache_dir, load_dataset
-from train.metrics import BinaryReport, binary_report, counts_at_threshold, precision_recall_at_k, precision_recall_curve, reliability_bins
+from train.metrics import (
+    BinaryReport,
+    binary_report,
+    expected_calibration_error,
+    precision_recall_curve,
+    reliability_bins,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +65,9 @@ def score_pairs(model_dir: str | Path, data: PairSet, *, batch_size: int, device
 
 def baseline_report(labels: np.ndarray, base: np.ndarray, *, flagged: int, top_k: int) -> BinaryReport:
     """Baseline figures; its F1 is taken where it flags as many sites as the model does."""
-    from train.metrics import average_precision, roc_auc
-
     order = np.sort(base)[::-1]
     thr = float(order[min(max(flagged, 1), len(order)) - 1]) if len(order) else 0.0
-    c = counts_at_threshold(labels, base, thr)
-    pk, rk = precision_recall_at_k(labels, base, top_k)
-    return BinaryReport(
-        n=int(labels.size), positives=int(labels.sum()), roc_auc=roc_auc(labels, base),
-        average_precision=average_precision(labels, base), threshold=thr, precision=c.precision,
-        recall=c.recall, f1=c.f1, top_k=int(min(top_k, labels.size)), precision_at_k=pk, recall_at_k=rk, ece=None,
-    )
+    return binary_report(labels, base, threshold=thr, top_k=top_k, probabilities=False)
 
 
 def evaluate_model(model_dir: str | Path, spec: str, out: Path, job: Any, *, progress: bool | None = None) -> EvaluationResult:
@@ -85,6 +84,12 @@ def evaluate_model(model_dir: str | Path, spec: str, out: Path, job: Any, *, pro
 
     cfg = job.evaluate
     meta = read_meta(model_dir)
+    if cfg.threshold is None and cfg.operating_point not in meta.operating_points:
+        known = ", ".join(meta.operating_points) or "none"
+        raise ConfigError(
+            f"evaluate.operating_point {cfg.operating_point!r}: model {model_dir} has operating points: {known}; "
+            "pick one of them, or give a threshold with --threshold P"
+        )
     if meta.input_px != job.tiles.chip_px:
         log.warning("model was trained on %d px chips but tiles.chip_px is %d", meta.input_px, job.tiles.chip_px)
     if abs(meta.gsd_m - job.tiles.gsd_m) > 0.25 * meta.gsd_m:
@@ -94,11 +99,10 @@ def evaluate_model(model_dir: str | Path, spec: str, out: Path, job: Any, *, pro
     probs, logits, meta = score_pairs(model_dir, data, batch_size=cfg.batch_size, device=cfg.device, tta=cfg.tta)
     threshold = cfg.threshold
     if threshold is None:
-        threshold = float(meta.operating_points.get(cfg.operating_point, 0.5))
+        threshold = float(meta.operating_points[cfg.operating_point])
     model_rep = binary_report(labels, probs, threshold=threshold, top_k=cfg.top_k, bins=cfg.calibration_bins)
-    from train.metrics import expected_calibration_error
-
-    ece_raw = expected_calibration_error(labels, sigmoid(logits), cfg.calibration_bins)
+    raw_p = sigmoid(logits)
+    ece_raw = expected_calibration_error(labels, raw_p, cfg.calibration_bins)
     base_rep = None
     base = None
     if cfg.baseline:
@@ -117,7 +121,7 @@ def evaluate_model(model_dir: str | Path, spec: str, out: Path, job: Any, *, pro
         curves.append(Curve(f"pixel-difference baseline (AP {base_rep.average_precision:.3f})", r, p))
     pr_curve_png(curves, out / "pr_curve.png", title=f"precision-recall on {data.name} ({len(data)} pairs)")
     conf, rate, _ = reliability_bins(labels, probs, cfg.calibration_bins)
-    conf0, rate0, _ = reliability_bins(labels, sigmoid(logits), cfg.calibration_bins)
+    conf0, rate0, _ = reliability_bins(labels, raw_p, cfg.calibration_bins)
     reliability_png(
         [Curve(f"calibrated, T={meta.temperature:.2f} (ECE {model_rep.ece:.3f})", conf, rate), Curve(f"uncalibrated (ECE {ece_raw:.3f})", conf0, rate0)],
         out / "reliability.png",

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sitewatch.config import config_to_dict, write_config
-from sitewatch.errors import InputError, ModelError
+from sitewatch.errors import InputError, UsageError
 from train.augment import augment_batch
-from train.calibration import choose_operating_points, fit_temperature, sigmoid
+from train.calibration import binary_nll, choose_operating_points, fit_temperature, sigmoid
 from train.config import TrainConfig
 from train.datasets import PairSet, default_cache_dir, load_datasets, tqdm_disable
 from train.metrics import average_precision, binary_report, expected_calibration_error, roc_auc
@@ -109,21 +109,25 @@ def choose_split(ps: PairSet, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray,
     return train_idx, val_idx, how
 
 
-def heatmap_target(labels: torch.Tensor, size: int, radius_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
+def centre_disc(size: int, radius_frac: float) -> torch.Tensor:
+    """``(1, 1, size, size)`` float mask of the centre disc of radius ``radius_frac * size``."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    c = (size - 1) / 2.0
+    return (((yy - c) ** 2 + (xx - c) ** 2) <= (radius_frac * size) ** 2).float()[None, None]
+
+
+def heatmap_target(labels: torch.Tensor, disc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Weak heatmap supervision from site labels.
 
-    Positives: a centre disc is change, the rest is unknown (ignored). Negatives: nothing is.
+    Positives: the centre disc is change, the rest is unknown (ignored). Negatives: nothing is.
 
     Args:
         labels: (B,) float 0/1.
-        size: chip side H == W.
+        disc: (1, 1, H, W) centre mask from :func:`centre_disc`, on the labels' device.
 
     Returns:
         ``(target (B, 1, H, W), weight (B, 1, H, W))``.
     """
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    c = (size - 1) / 2.0
-    disc = (((yy - c) ** 2 + (xx - c) ** 2) <= (radius_frac * size) ** 2).float()[None, None]
     pos = labels.view(-1, 1, 1, 1)
     target = pos * disc
     weight = torch.where(pos > 0, disc, torch.ones_like(disc))
@@ -176,9 +180,10 @@ def train_one_epoch(
     for stage in _frozen_stages(model, cfg.freeze_encoder_stages):
         stage.eval()
     bs = cfg.batch_size
-    n_batches = max(1, len(order) // bs) if len(order) >= bs else 1
+    n_batches = max(1, len(order) // bs)
     total, count = 0.0, 0
     pw = torch.tensor(pos_weight, device=device)
+    disc = centre_disc(data.images.shape[-1], cfg.heatmap_radius_frac).to(device) if cfg.heatmap_weight > 0 else None
     bar = tqdm(range(n_batches), desc=desc, unit="batch", leave=False, disable=tqdm_disable(progress))
     for b in bar:
         idx = order[b * bs : (b + 1) * bs]
@@ -192,9 +197,9 @@ def train_one_epoch(
             out = model(x)
         loss = F.binary_cross_entropy_with_logits(out.logit.float(), y, pos_weight=pw)
         if cfg.heatmap_weight > 0:
-            target, weight = heatmap_target(y.cpu(), x.shape[-1], cfg.heatmap_radius_frac)
-            hl = F.binary_cross_entropy_with_logits(out.heatmap.float(), target.to(device), weight=weight.to(device), reduction="sum")
-            loss = loss + cfg.heatmap_weight * hl / weight.sum().clamp_min(1.0).to(device)
+            target, weight = heatmap_target(y, disc)
+            hl = F.binary_cross_entropy_with_logits(out.heatmap.float(), target, weight=weight, reduction="sum")
+            loss = loss + cfg.heatmap_weight * hl / weight.sum().clamp_min(1.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -220,11 +225,13 @@ def predict_logits(model: nn.Module, data: PairSet, *, batch_size: int = 64, dev
 
 
 def _choose_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise InputError("train.device is cuda but no CUDA device is available; use auto or cpu")
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """``train.device`` through :func:`models.inference.choose_device`, naming the setting on error."""
+    from models.inference import choose_device
+
+    try:
+        return choose_device(name)
+    except UsageError as exc:
+        raise InputError(f"train.device: {exc}") from None
 
 
 def _lr_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -402,7 +409,7 @@ def train_model(
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     per_epoch = cfg.epoch_pairs or len(train_set)
-    steps_per_epoch = max(1, per_epoch // cfg.batch_size) if per_epoch >= cfg.batch_size else 1
+    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
     lr_at = _lr_schedule(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
     neg = len(train_set) - train_set.positives
     pos_weight = float(neg / train_set.positives) if cfg.balance == "weighted_loss" else 1.0
@@ -416,7 +423,11 @@ def train_model(
     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     best_ap, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 0
     if resume and (state_dir / "state.json").is_file():
-        info = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+        try:
+            info = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            log.warning("%s is unreadable (%s); starting afresh", state_dir / "state.json", exc)
+            info = {}
         if info.get("fingerprint") == fingerprint:
             from safetensors.torch import load_file
 
@@ -425,7 +436,7 @@ def train_model(
             history = [EpochSummary(**h) for h in info["history"]]
             best_ap, best_epoch, bad_epochs, start_epoch = info["best_ap"], info["best_epoch"], info["bad_epochs"], info["epoch"]
             log.info("resuming from epoch %d of %d (state in %s)", start_epoch, cfg.epochs, state_dir)
-        else:
+        elif info:
             log.warning("%s belongs to a different run (data or config changed); starting afresh", state_dir)
     y_val = val_set.labels.astype(np.int64)
 
@@ -442,7 +453,7 @@ def train_model(
         )
         train_s = time.perf_counter() - t0
         logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
-        val_loss = float(np.mean(np.logaddexp(0.0, logits) - y_val * logits))
+        val_loss = binary_nll(y_val, logits)
         auc, ap = roc_auc(y_val, logits), average_precision(y_val, logits)
         improved = ap > best_ap
         if improved:
