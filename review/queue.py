@@ -86,6 +86,7 @@ class ReviewQueues:
             "score": [s.index for s in by_score] + [s.index for s in not_ok],
             "uncertainty": [s.index for s in sorted(ok, key=lambda s: (abs(s.score - self.threshold), s.index))],
         }
+        self._score_pos = {idx: i for i, idx in enumerate(self._orders["score"])}
         rng = np.random.default_rng(config.validation_seed)
         n = min(config.validation_size, len(ok))
         picked = rng.permutation(len(ok))[:n] if n else np.zeros(0, dtype=int)
@@ -121,9 +122,8 @@ class ReviewQueues:
     def disputed_order(self) -> list[int]:
         """Sites needing adjudication, by score (highest first)."""
         summaries = self.summaries()
-        pos = {idx: i for i, idx in enumerate(self._orders["score"])}
         out = [self.run.by_id[sid].index for sid, c in summaries.items() if needs_adjudication(c) and sid in self.run.by_id]
-        return sorted(out, key=lambda idx: pos.get(idx, 0))
+        return sorted(out, key=lambda idx: self._score_pos.get(idx, 0))
 
     def order(self, view: str) -> list[int]:
         """Site indices of a view in queue order (unfiltered)."""

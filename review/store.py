@@ -231,8 +231,9 @@ class VerdictStore:
         with self._write() as con:
             row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             done = int(row[0]) if row else 0
-            rows = [v for v in source.verdicts_after(done) if v.site_id in site_ids]
-            last = max([done] + [v.id for v in source.verdicts_after(done)])
+            new = source.verdicts_after(done)  # read once: a verdict added meanwhile is imported next time
+            rows = [v for v in new if v.site_id in site_ids]
+            last = max([done] + [v.id for v in new])
             now = utc_now()
             for v in rows:
                 cur = con.execute(
