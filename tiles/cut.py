@@ -24,7 +24,7 @@ from tiles import grid
 from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
-from tiles.quality import chip_quality, pair_cloud_fraction
+from tiles.quality import chip_quality, cloud_like, pair_cloud_fraction
 from tiles.resample import resample_affine
 from tiles.radiometry import ScaleStats, match_histograms_masked, match_mean_std, scale_to_unit, stats_from_sample
 from tiles.types import Pair, PairMeta, Site
@@ -497,11 +497,12 @@ class PairCutter:
             )
         base.update(shift_fields)
         # -- quality (on unnormalised values) -------------------------------------------
-        qb = chip_quality(b.image, b.valid)
-        qa = chip_quality(a_image, a_valid)
+        cb, ca = cloud_like(b.image, b.valid), cloud_like(a_image, a_valid)  # once per epoch
+        qb = chip_quality(b.image, b.valid, cloud=cb)
+        qa = chip_quality(a_image, a_valid, cloud=ca)
         base.update(
             valid_fraction=min(qb.valid_fraction, qa.valid_fraction),
-            cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid),
+            cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid, cloud_before=cb, cloud_after=ca),
             blank_fraction=max(qb.blank_fraction, qa.blank_fraction),
             saturated_fraction=max(qb.saturated_fraction, qa.saturated_fraction),
         )

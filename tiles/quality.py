@@ -34,12 +34,13 @@ class ChipQuality:
     cloud_fraction: float
 
 
-def chip_quality(chip: np.ndarray, valid: np.ndarray) -> ChipQuality:
+def chip_quality(chip: np.ndarray, valid: np.ndarray, *, cloud: np.ndarray | None = None) -> ChipQuality:
     """Quality fractions of one chip.
 
     Args:
         chip: float32 ``(C, H, W)`` in ``[0, 1]``.
         valid: bool ``(H, W)``.
+        cloud: :func:`cloud_like` of this chip when the caller has it already.
     """
     n_valid = int(valid.sum())
     vf = n_valid / valid.size
@@ -49,7 +50,8 @@ def chip_quality(chip: np.ndarray, valid: np.ndarray) -> ChipQuality:
     hi = chip.max(axis=0)
     blank = (hi <= 0.02) & valid
     saturated = (lo >= 0.98) & valid
-    cloud = cloud_like(chip, valid)
+    if cloud is None:
+        cloud = cloud_like(chip, valid)
     return ChipQuality(
         valid_fraction=float(vf),
         blank_fraction=float(blank.sum() / n_valid),
@@ -76,15 +78,24 @@ def cloud_like(chip: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return cloud
 
 
-def pair_cloud_fraction(before: np.ndarray, valid_before: np.ndarray, after: np.ndarray, valid_after: np.ndarray) -> float:
+def pair_cloud_fraction(
+    before: np.ndarray,
+    valid_before: np.ndarray,
+    after: np.ndarray,
+    valid_after: np.ndarray,
+    *,
+    cloud_before: np.ndarray | None = None,
+    cloud_after: np.ndarray | None = None,
+) -> float:
     """Largest fraction, over the two epochs, of valid pixels cloud-like in that epoch only.
 
     Args:
         before, after: float32 ``(C, H, W)`` in ``[0, 1]``.
         valid_before, valid_after: bool ``(H, W)``.
+        cloud_before, cloud_after: their :func:`cloud_like` masks when the caller has them.
     """
-    cb = cloud_like(before, valid_before)
-    ca = cloud_like(after, valid_after)
+    cb = cloud_like(before, valid_before) if cloud_before is None else cloud_before
+    ca = cloud_like(after, valid_after) if cloud_after is None else cloud_after
     fractions = []
     for own, other, valid in ((cb, ca, valid_before), (ca, cb, valid_after)):
         n = int(valid.sum())

@@ -10,6 +10,7 @@ warning names the row, and later stages report it as ``cannot_assess`` / ``inval
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -136,7 +137,7 @@ def read_sites_csv(path: str | Path) -> list[Site]:
     """
     path = Path(path)
     text = _read_text(path)
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(io.StringIO(text, newline=""))  # keeps newlines inside quoted fields
     try:
         header = next(reader)
     except StopIteration:

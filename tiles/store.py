@@ -21,6 +21,9 @@ from sitewatch.errors import InputError
 from tiles.chips import safe_name
 from tiles.types import Pair, PairMeta, Site
 
+_SITE_FIELDS = frozenset(f.name for f in dataclasses.fields(Site))
+_META_FIELDS = frozenset(f.name for f in dataclasses.fields(PairMeta))
+
 __all__ = ["write_pair_npz", "read_pair_npz", "iter_pairs"]
 
 
@@ -77,14 +80,12 @@ def read_pair_npz(path: str | Path) -> Pair:
             image = z["image"].astype(np.float32)
             valid = z["valid"].astype(bool)
             meta = json.loads(str(z["meta"]))
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"pair file {path}: cannot be read as a sitewatch pair ({exc})") from None
-    site_d = _unjson(meta["site"])
-    meta_d = _unjson(meta["meta"])
-    site_fields = {f.name for f in dataclasses.fields(Site)}
-    meta_fields = {f.name for f in dataclasses.fields(PairMeta)}
-    site = Site(**{k: v for k, v in site_d.items() if k in site_fields})
-    pm = PairMeta(**{k: v for k, v in meta_d.items() if k in meta_fields})
+        site_d = _unjson(meta["site"])
+        meta_d = _unjson(meta["meta"])
+        site = Site(**{k: v for k, v in site_d.items() if k in _SITE_FIELDS})
+        pm = PairMeta(**{k: v for k, v in meta_d.items() if k in _META_FIELDS})
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"pair file {path}: cannot be read as a sitewatch pair ({type(exc).__name__}: {exc})") from None
     return Pair(site=site, meta=pm, image=image, valid=valid)
 
 

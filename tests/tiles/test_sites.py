@@ -145,3 +145,10 @@ def test_geojson_problems_raise(tmp_path, doc, needle):
     with pytest.raises(InputError) as exc:
         read_sites(f)
     assert str(f) in str(exc.value) and needle in str(exc.value)
+
+
+def test_quoted_newlines_and_unicode_separators_survive(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text('site_id,lon,lat,name\n1,10,20,"line1\nline2"\n2,11,21,x\u2028y\n', encoding="utf-8")
+    sites = read_sites(f)
+    assert [s.name for s in sites] == ["line1\nline2", "x\u2028y"]
