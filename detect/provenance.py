@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from sitewatch.errors import RunFolderError
+from sitewatch.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +46,6 @@ RECORDED_DISTRIBUTIONS = (
 NOT_OUTPUTS = frozenset({MANIFEST_NAME, "journal.jsonl", "run.lock"})
 #: files other stages add to a run folder later (the review app's verdict store); not outputs.
 LATER_FILES_PREFIXES = ("review.sqlite",)
-
-
-def sha256_file(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes.
-
-    Raises:
-        OSError: the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk_bytes)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_text(text: str) -> str:

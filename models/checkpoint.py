@@ -11,7 +11,6 @@ and the SHA-256 of the weights file. Loading checks all of this against the code
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from models import default_model_dir
 from models.config import ModelConfig
 from models.factory import ARCHITECTURES, build_model
 from sitewatch.errors import ModelError
+from sitewatch.hashing import sha256_file as file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +139,6 @@ class CheckpointMeta:
             return cls(**kwargs)
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from None
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _storage_state(model: nn.Module, weights_dtype: Literal["float16", "float32"]) -> dict[str, torch.Tensor]:

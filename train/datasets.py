@@ -29,6 +29,7 @@ import numpy as np
 
 from sitewatch.config import config_to_dict
 from sitewatch.errors import InputError, UsageError
+from sitewatch.hashing import sha256_file as file_sha256
 from tiles.config import TilesConfig
 from tiles.types import damage_to_label
 
@@ -139,15 +140,6 @@ def default_cache_dir(configured: str = "") -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "sitewatch"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _raster_files(folder: Path) -> list[Path]:
