@@ -114,8 +114,6 @@ def dask_client(address: str | None, workers: int | None, *, threads_per_worker:
     Raises:
         UsageError: the scheduler cannot be reached (names the flag and the address).
     """
-    from distributed import Client, LocalCluster
-
     # distributed logs every worker start/stop at INFO; keep a run's output readable (restored after)
     dist_log = logging.getLogger("distributed")
     old_level = dist_log.level

@@ -180,11 +180,7 @@ def pair_row(pair: Pair, score: float | None, *, decimals: int, status_override:
     from tiles.index import pair_meta_row
 
     row = site_columns(pair.site)
-    meta = pair_meta_row(pair)
-    for key, value in meta.items():
-        if key in ("site_id", "lon", "lat"):
-            continue
-        row[key] = "" if value is None else str(value)
+    row.update(pair_meta_row(pair))  # strings only, never site_id/lon/lat
     status, reason = status_override or (pair.meta.status, pair.meta.reason)
     row["status"] = status
     row["reason"] = reason if status != "ok" else ""

@@ -137,16 +137,17 @@ class ReviewApp:
         meta_rows += [(k, v) for k, v in site.meta.items() if k not in META_FIRST and not hidden_column(k) and v]
         mine = next((v.verdict for v in reversed(history) if v.reviewer == reviewer and v.kind == "review"), None)
         disputed = consensus is not None and needs_adjudication(consensus)
+        # independent double review: others' verdicts stay hidden until you give yours,
+        # except when adjudicating (disputed queue or a disputed site)
+        reveal = mine is not None or view == "disputed" or disputed
         rr = self.queues.current_rerank
         return {
             "site": site,
             "chips": self.chips.chips(site),
             "consensus": consensus,
             "disputed": disputed,
-            # independent double review: others' verdicts stay hidden until you give yours,
-            # except when adjudicating (disputed queue or a disputed site)
-            "history": history if (mine is not None or view == "disputed" or disputed) else [v for v in history if v.reviewer == reviewer],
-            "hidden_verdicts": 0 if (mine is not None or view == "disputed" or disputed) else sum(1 for v in history if v.reviewer != reviewer),
+            "history": history if reveal else [v for v in history if v.reviewer == reviewer],
+            "hidden_verdicts": 0 if reveal else sum(1 for v in history if v.reviewer != reviewer),
             "mine": mine,
             "prev": prev,
             "next": nxt,

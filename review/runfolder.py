@@ -95,7 +95,7 @@ def _raster_paths(entry: Any, run_dir: Path) -> list[Path]:
         if "path" in entry:
             p = Path(str(entry["path"]))
             return [p if p.is_absolute() else (run_dir / p)]
-        return [Path(str(k)) if Path(str(k)).is_absolute() else run_dir / str(k) for k in entry]
+        return _raster_paths([str(k) for k in entry], run_dir)
     if isinstance(entry, (list, tuple)):
         out: list[Path] = []
         for item in entry:
