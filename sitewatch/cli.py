@@ -16,6 +16,7 @@ import sys
 from types import ModuleType
 
 from sitewatch import __version__
+from sitewatch.commands._common import describe_error
 from sitewatch.errors import SitewatchError, UsageError
 
 log = logging.getLogger("sitewatch")
@@ -98,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UsageError as exc:
-        print(f"sitewatch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sitewatch {args.command}: error: {describe_error(exc, args)}", file=sys.stderr)
         return 2
     except SitewatchError as exc:
-        print(f"sitewatch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sitewatch {args.command}: error: {describe_error(exc, args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sitewatch {args.command}: interrupted", file=sys.stderr)

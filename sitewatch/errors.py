@@ -10,7 +10,20 @@ from __future__ import annotations
 
 
 class SitewatchError(Exception):
-    """Base class of every error sitewatch raises on purpose."""
+    """Base class of every error sitewatch raises on purpose.
+
+    Library code never names command-line flags: an error about a setting names the dotted
+    setting at the start of its message (``"detect.operating_point: 'x' is not ..."``) and passes
+    ``setting="detect.operating_point"``. The CLI knows which flag set which setting and shows
+    the flag instead (:func:`sitewatch.commands._common.describe_error`).
+
+    Attributes:
+        setting: the dotted setting the error is about, or None.
+    """
+
+    def __init__(self, *args: object, setting: str | None = None) -> None:
+        super().__init__(*args)
+        self.setting = setting
 
 
 class UsageError(SitewatchError, ValueError):

@@ -34,12 +34,29 @@ def add_site_and_raster_inputs(group: argparse.ArgumentParser | argparse._Argume
         )
 
 
-def load_job_config(cls: type[T], args: argparse.Namespace, flags: Mapping[str, Any] | None = None) -> T:
-    """Defaults < ``--config`` file < ``--set`` < the command's own flags (``None`` = not given)."""
+def load_job_config(
+    cls: type[T],
+    args: argparse.Namespace,
+    flags: Mapping[str, Any] | None = None,
+) -> T:
+    """Defaults < ``--config`` file < ``--set`` < the command's own flags (``None`` = not given).
+
+    Args:
+        cls: the job dataclass (:mod:`sitewatch.jobs`).
+        args: the parsed command line.
+        flags: ``{dotted setting: value}`` or ``{dotted setting: (flag, value)}`` for the
+            command's own flags; with the flag's name given, errors about that setting name the
+            flag (:func:`describe_error`).
+    """
     overrides: dict[str, Any] = dict(parse_set_overrides(getattr(args, "set", None)))
     for k, v in (flags or {}).items():
+        flag = None
+        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and v[0].startswith("--"):
+            flag, v = v
         if v is not None:
             overrides[k] = v
+            if flag:
+                record_flag(args, k, flag)
     return load_config(cls, getattr(args, "config", None), overrides)
 
 
@@ -53,3 +70,35 @@ def info(msg: str, args: argparse.Namespace) -> None:
     if not getattr(args, "quiet", 0):
         print(msg, file=sys.stdout, flush=True)
 
+
+
+#: argparse attribute where :func:`load_job_config` records ``{setting: flag}`` for flags given.
+_FLAG_SETTINGS_ATTR = "_sitewatch_flag_settings"
+
+
+def record_flag(args: argparse.Namespace, setting: str, flag: str) -> None:
+    """Remember that ``flag`` (e.g. ``--operating-point``) set the dotted ``setting``."""
+    mapping = getattr(args, _FLAG_SETTINGS_ATTR, None)
+    if mapping is None:
+        mapping = {}
+        setattr(args, _FLAG_SETTINGS_ATTR, mapping)
+    mapping[setting] = flag
+
+
+def describe_error(exc: BaseException, args: argparse.Namespace | None) -> str:
+    """The message of a library error, naming the flag that set its setting when a flag did.
+
+    A library error names the dotted setting (``detect.operating_point: ...``, with
+    ``exc.setting``); when the user gave that value through a flag, the message names the flag
+    the user typed: ``--operating-point (detect.operating_point): ...``. Otherwise the dotted
+    name stays, which is also what ``--set`` and ``--config`` files use.
+    """
+    text = str(exc)
+    setting = getattr(exc, "setting", None)
+    flags = getattr(args, _FLAG_SETTINGS_ATTR, None) or {} if args is not None else {}
+    flag = flags.get(setting) if setting else None
+    if not flag:
+        return text
+    if text.startswith(f"{setting}:"):
+        return f"{flag} ({setting}):" + text[len(setting) + 1 :]
+    return f"{flag} ({setting}): {text}"

@@ -35,3 +35,19 @@ def test_before_and_after_are_repeatable_in_tiles_and_detect():
         )
         assert args.before == ["b1/", "b2.tif", "b3.tif"], cmd
         assert args.after == ["a/"], cmd
+
+
+def test_library_errors_name_the_flag_that_set_the_setting():
+    import argparse
+
+    from sitewatch.commands._common import describe_error, record_flag
+    from sitewatch.errors import UsageError
+
+    exc = UsageError("detect.operating_point: 'nope' is not a known operating point", setting="detect.operating_point")
+    plain = argparse.Namespace()
+    assert describe_error(exc, plain) == str(exc)  # set by --set or a config file: the dotted name stays
+    given = argparse.Namespace()
+    record_flag(given, "detect.operating_point", "--operating-point")
+    assert describe_error(exc, given) == "--operating-point (detect.operating_point): 'nope' is not a known operating point"
+    other = UsageError("no setting here")
+    assert describe_error(other, given) == "no setting here"
