@@ -361,7 +361,7 @@ def train_model(
     torch.manual_seed(cfg.seed)
     cache_dir = default_cache_dir(cfg.cache_dir)
 
-    sets = [load_datasets(specs, job.tiles, cache_dir=cache_dir, synth_config=job.synth, seed=cfg.seed, nuisance=cfg.synth_nuisance, progress=progress)] if specs else []
+    sets = [load_datasets(specs, job.tiles, cache_dir=cache_dir, synth=job.synth, seed=cfg.seed, nuisance=cfg.synth_nuisance, progress=progress)] if specs else []
     sets += list(extra_sets or [])
     if not sets:
         raise InputError("no training data: pass --data DATASET (a folder, synth:N or xbd:PATH)")
