@@ -51,7 +51,10 @@ def test_finetuned_beats_baseline_on_held_out_tiles(shared_data, tmp_path):
         Path(__file__).resolve().parents[2] / "configs" / "train-finetune.yaml",
         {"train.epochs": 2, "train.threads": 1, "train.cache_dir": str(cache), "train.val_fraction": 0.34},
     )
-    res = train_model([str(train_dir)], tmp_path / "model", job, init_from="default", progress=False)
+    res = train_model(
+        [str(train_dir)], tmp_path / "model", tiles=job.tiles, model=job.model, train=job.train, synth=job.synth,
+        init_from="default", progress=False,
+    )
     assert res.meta.metrics["n_train"] > 100
 
     test = load_labelled_folder(test_dir, TilesConfig(), cache_dir=cache, progress=False)

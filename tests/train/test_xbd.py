@@ -211,6 +211,7 @@ def test_cache_is_keyed_on_content_not_file_times(tmp_path, caplog):
     # new file times, same bytes: same conversion, same pairs, nothing remade
     for p in sorted(root.rglob("*.*")):
         os.utime(p, (1_000_000_000, 1_000_000_000))
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="train"):
         again = load_xbd(root, TILES, cache_dir=cache, progress=False)
     assert "pairs from cache" in caplog.text and "converting" not in caplog.text
@@ -235,6 +236,7 @@ def test_a_tile_whose_polygon_sets_disagree_is_left_out(tmp_path, caplog):
     far = doc["features"]["lng_lat"][0]
     far["wkt"] = _square(60 + 40, 60, 10, lambda x, y: _to_lnglat(x, y, 1))  # one footprint 20 m from its pixel polygon
     label.write_text(json.dumps(doc))
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="train"):
         ps = load_xbd(root, TILES, cache_dir=tmp_path / "cache", progress=False)
     assert set(ps.groups) == {_stem(0)} and len(ps) == 3
