@@ -156,6 +156,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"train.{name} must be at least 1, or null (see its description)")
+        if self.cache_dir is not None and not self.cache_dir.strip():
+            raise ValueError("train.cache_dir is empty; give a folder, or null for $SITEWATCH_CACHE / ~/.cache/sitewatch")
 
 
 @dataclass(frozen=True)
@@ -187,3 +189,13 @@ class EvaluateConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache_dir: str | None = None
     data: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("evaluate.batch_size must be at least 1")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"evaluate.threshold must be a probability in [0, 1], got {self.threshold}")
+        if self.cache_dir is not None and not self.cache_dir.strip():
+            raise ValueError("evaluate.cache_dir is empty; give a folder, or null for $SITEWATCH_CACHE / ~/.cache/sitewatch")
+        if self.data is not None and not self.data.strip():
+            raise ValueError("evaluate.data is empty; give a folder, synth:N or xbd:PATH")

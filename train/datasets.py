@@ -351,7 +351,7 @@ def load_dataset(
     """
     kind, value = parse_dataset_spec(spec, setting=setting)
     if kind == "synth":
-        folder = synth_dataset_folder(int(value), synth or SynthConfig(), seed=seed + index, cache_dir=cache_dir, nuisance=nuisance, progress=progress)
+        folder = synth_dataset_folder(int(value), synth if synth is not None else SynthConfig(), seed=seed + index, cache_dir=cache_dir, nuisance=nuisance, progress=progress)
         return load_labelled_folder(folder, tiles, cache_dir=cache_dir, progress=progress, name=f"synth{value}s{seed + index}")
     if kind == "xbd":
         return load_xbd(Path(value), tiles, cache_dir=cache_dir, progress=progress)

@@ -155,3 +155,5 @@ def test_no_sentinel_settings():
     for key in ("early_stopping_patience", "epoch_pairs", "threads"):
         with pytest.raises(ConfigError, match=f"train.{key} must be at least 1, or null"):
             load_config(TrainJob, None, {f"train.{key}": 0})
+    with pytest.raises(ConfigError, match="train.cache_dir is empty"):
+        load_config(TrainJob, None, {"train.cache_dir": " "})
