@@ -132,7 +132,7 @@ def main() -> None:
         tr = time.perf_counter()
         model_dir = work / f"model_{k}"
         try:
-            train_model([str(export)], model_dir, train_job, init_from=args.model, progress=False, resume=False)
+            train_model([str(export)], model_dir, tiles=train_job.tiles, model=train_job.model, train=train_job.train, synth=train_job.synth, init_from=args.model, progress=False, resume=False)
             scores[f"round{k}"] = score_pairs(model_dir, pairs.images)
             points = json.loads((model_dir / "meta.json").read_text()).get("operating_points") or {}
             threshold = float(points.get("screening", threshold))

@@ -76,7 +76,7 @@ def _train_eval(train: PairSet, test: PairSet, args: argparse.Namespace, out: Pa
     overrides = {"train.epochs": args.epochs, "train.threads": args.threads, "train.lr": args.lr, "train.seed": args.seed}
     job = load_config(TrainJob, args.config, overrides)
     t0 = time.perf_counter()
-    res = train_model([], out, job, init_from=args.init_from, extra_sets=[train], progress=False)
+    res = train_model([], out, tiles=job.tiles, model=job.model, train=job.train, synth=job.synth, init_from=args.init_from, extra_sets=[train], progress=False)
     secs = time.perf_counter() - t0
     per_epoch = [h.seconds for h in res.history]
     print(f"  trained on {len(train)} pairs in {secs:.0f} s ({np.mean(per_epoch):.0f} s/epoch incl. validation, best epoch {res.best_epoch})")
@@ -191,7 +191,7 @@ def speed(args: argparse.Namespace) -> None:
     ps = dev_pairs(TilesConfig())
     job = load_config(TrainJob, args.config, {"train.epochs": 1, "train.threads": args.threads, "train.val_fraction": 0.05})
     with tempfile.TemporaryDirectory() as tmp:
-        res = train_model([], Path(tmp) / "m", job, init_from=args.init_from, extra_sets=[ps], progress=False)
+        res = train_model([], Path(tmp) / "m", tiles=job.tiles, model=job.model, train=job.train, synth=job.synth, init_from=args.init_from, extra_sets=[ps], progress=False)
     h = res.history[0]
     n_train, n_val = res.meta.metrics["n_train"], res.meta.metrics["n_val"]
     print(

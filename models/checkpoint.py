@@ -61,7 +61,10 @@ class CheckpointMeta:
             (xBD major-damage or destroyed).
         temperature: calibration temperature; probability = ``sigmoid(logit / temperature)``.
         operating_points: name -> threshold on the calibrated probability (e.g. ``"screening"``
-            for high recall, ``"evidence"`` for high precision).
+            for high recall, ``"evidence"`` for high precision), as chosen by calibration
+            (``train.screening_recall``, ``train.evidence_precision``). Empty = not calibrated:
+            no threshold is made up here (``detect`` then warns and uses its documented
+            fallback; ``evaluate`` asks for ``evaluate.threshold``).
         metrics: validation metrics (floats; ``{"provisional": true}`` marks an untrained model).
         data_hashes: training dataset name -> SHA-256 (or another stable fingerprint).
         train_config: the effective training config (plain nested dict).
@@ -79,9 +82,7 @@ class CheckpointMeta:
     gsd_m: float = 0.5
     class_map: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_CLASS_MAP))
     temperature: float = 1.0
-    operating_points: dict[str, float] = field(
-        default_factory=lambda: {"screening": 0.3, "evidence": 0.7}
-    )
+    operating_points: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     data_hashes: dict[str, str] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)

@@ -16,15 +16,14 @@ class ModelConfig:
             (see ``benchmarks/bench_model.py``) and is what the bundled default model uses.
         pretrained: start the encoder from ImageNet weights when they are available.
         in_channels: image channels ``C`` of the pairs ``(B, 2, C, H, W)``.
-        precision: inference arithmetic: ``auto`` picks bfloat16 autocast (with
-            channels_last) on CPUs with native bfloat16 and on CUDA, float32 elsewhere.
-        weights_dtype: storage type of learned weights in ``model.safetensors``.
+        weights_dtype: storage type of learned weights in ``model.safetensors`` written by
+            ``sitewatch train`` (``float16`` halves the file; batch-norm statistics always stay
+            float32).
     """
 
     arch: str = "siam-mobilenetv2-lite"
     pretrained: bool = True
     in_channels: int = 3
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     weights_dtype: Literal["float16", "float32"] = "float16"
 
     def __post_init__(self) -> None:

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointMeta, load_checkpoint
-from models.config import ModelConfig
 from sitewatch.errors import ModelError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -172,7 +171,7 @@ class Scorer:
         device: str = "auto",
         tta: bool = False,
         threads: int | None = None,
-        precision: Precision = ModelConfig.precision,
+        precision: Precision = "auto",
         batch_size: int = 64,
     ) -> None:
         if threads is not None:

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.special import expit
 from scipy.optimize import minimize_scalar
 
+from train.config import TrainConfig
 from train.metrics import precision_recall_curve
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class OperatingPoint:
-    """A threshold on the calibrated probability and what it achieved on calibration data."""
+class CalibratedPoint:
+    """An operating point chosen on calibration data: a threshold on the calibrated probability,
+    its target and what it achieved there. (Detect's ``detect.ranking.OperatingPoint`` is the
+    threshold a run flags at; this is where such a threshold comes from.)"""
 
     name: str
     threshold: float
@@ -73,15 +76,16 @@ def choose_operating_points(
     labels: np.ndarray,
     probs: np.ndarray,
     *,
-    screening_recall: float = 0.9,
-    evidence_precision: float = 0.9,
-    screening_max: float = 0.5,
-) -> dict[str, OperatingPoint]:
+    screening_recall: float = TrainConfig.screening_recall,
+    evidence_precision: float = TrainConfig.evidence_precision,
+    screening_max: float = TrainConfig.screening_max_threshold,
+) -> dict[str, CalibratedPoint]:
     """Choose the "screening" and "evidence" thresholds on calibration data.
 
     * screening: the highest threshold whose recall reaches ``screening_recall`` (fewest
-      false alarms for that recall), but never above ``screening_max`` (0.5): a screening
-      pass always flags a site the model thinks more likely damaged than not.
+      false alarms for that recall), but never above ``screening_max`` (0.5 by default,
+      ``train.screening_max_threshold``): a screening pass always flags a site the model
+      thinks more likely damaged than not.
     * evidence: the lowest threshold whose precision reaches ``evidence_precision`` (most
       recall for that precision), but never below ``evidence_precision`` itself (on a
       calibrated score, p >= 0.9 means about 0.9 precision among the flagged) and never below
@@ -100,14 +104,14 @@ def choose_operating_points(
         probs: (N,) calibrated probabilities.
 
     Returns:
-        ``{"screening": OperatingPoint, "evidence": OperatingPoint}``.
+        ``{"screening": CalibratedPoint, "evidence": CalibratedPoint}``.
     """
     y = np.asarray(labels).astype(np.int64).ravel()
     p = np.asarray(probs, dtype=np.float64).ravel()
     if y.size == 0 or y.sum() == 0:
         log.warning("operating points: no positive calibration pairs; using 0.5 for both")
         return {
-            name: OperatingPoint(name, 0.5, float("nan"), float("nan"), target, False)
+            name: CalibratedPoint(name, 0.5, float("nan"), float("nan"), target, False)
             for name, target in (
                 ("screening", f"recall>={screening_recall}"),
                 ("evidence", f"precision>={evidence_precision}"),
@@ -117,7 +121,7 @@ def choose_operating_points(
     # thresholds descend, recall non-decreasing
     ok = np.nonzero(recall >= screening_recall)[0]
     i = int(ok[0]) if ok.size else len(thresholds) - 1
-    screening = OperatingPoint(
+    screening = CalibratedPoint(
         "screening", float(thresholds[i]), float(precision[i]), float(recall[i]),
         f"recall>={screening_recall}", bool(ok.size),
     )
@@ -134,7 +138,7 @@ def choose_operating_points(
             "operating points: no threshold reaches precision %.2f on calibration data (best %.2f); "
             "'evidence' uses the best-precision threshold", evidence_precision, precision[j],
         )
-    evidence = OperatingPoint(
+    evidence = CalibratedPoint(
         "evidence", float(thresholds[j]), float(precision[j]), float(recall[j]),
         f"precision>={evidence_precision}", met,
     )
@@ -146,10 +150,10 @@ def choose_operating_points(
     return {"screening": screening, "evidence": evidence}
 
 
-def _point_at(name: str, y: np.ndarray, p: np.ndarray, threshold: float, target: str, meets) -> OperatingPoint:
+def _point_at(name: str, y: np.ndarray, p: np.ndarray, threshold: float, target: str, meets) -> CalibratedPoint:
     """The operating point ``score >= threshold`` with its precision and recall on ``(y, p)``."""
     flagged = p >= threshold
     tp = int((flagged & (y == 1)).sum())
     precision = tp / max(int(flagged.sum()), 1) if flagged.any() else float("nan")
     recall = tp / max(int(y.sum()), 1)
-    return OperatingPoint(name, float(threshold), float(precision), float(recall), target, bool(meets(precision, recall)))
+    return CalibratedPoint(name, float(threshold), float(precision), float(recall), target, bool(meets(precision, recall)))

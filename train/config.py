@@ -80,18 +80,20 @@ class TrainConfig:
             negative sites: nothing is change); 0 turns it off.
         heatmap_radius_frac: radius of the centre disc for the heatmap target (fraction of side).
         early_stopping_patience: stop after this many epochs without a better validation AP
-            (0 = never stop early).
-        epoch_pairs: pairs drawn per epoch (0 = the whole training split once).
-        threads: torch CPU threads (0 = torch's default).
-        num_workers: not used for in-memory caches; kept for data loaders of large sets.
-        cache_dir: where cut pairs and generated synthetic scenes are cached
-            (empty = ``~/.cache/sitewatch``).
+            (null = never stop early).
+        epoch_pairs: pairs drawn per epoch (null = the whole training split once).
+        threads: torch CPU threads (null = torch's default).
+        cache_dir: where cut pairs, converted xBD folders and generated synthetic scenes are
+            cached (null = ``$SITEWATCH_CACHE``, else ``~/.cache/sitewatch``).
         synth_nuisance: randomise the synthetic generator's nuisance settings per ``synth:N``
             dataset (seasonal colour, misregistration, haze) when the generator supports them.
         freeze_bn: keep BatchNorm statistics of the encoder fixed (helps small fine-tuning sets).
         calibration_bins: number of bins for the expected calibration error.
         screening_recall: target recall of the ``screening`` operating point.
-        evidence_precision: target precision of the ``evidence`` operating point.
+        evidence_precision: target precision of the ``evidence`` operating point (also its lowest
+            threshold: on a calibrated score, p >= 0.9 means about 0.9 precision).
+        screening_max_threshold: the ``screening`` threshold is never above this (a screening
+            pass flags every site the model thinks more likely damaged than not).
         top_k: k for precision/recall at top-k (the sites a reviewer would check).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         precision: training arithmetic: ``auto`` = bfloat16 autocast where the device runs it
@@ -116,16 +118,16 @@ class TrainConfig:
     balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
     heatmap_weight: float = 0.3
     heatmap_radius_frac: float = 0.18
-    early_stopping_patience: int = 5
-    epoch_pairs: int = 0
-    threads: int = 0
-    num_workers: int = 0
-    cache_dir: str = ""
+    early_stopping_patience: int | None = 5
+    epoch_pairs: int | None = None
+    threads: int | None = None
+    cache_dir: str | None = None
     synth_nuisance: bool = True
     freeze_bn: bool = False
     calibration_bins: int = 10
     screening_recall: float = 0.9
     evidence_precision: float = 0.9
+    screening_max_threshold: float = 0.5
     top_k: int = 50
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -147,9 +149,15 @@ class TrainConfig:
             raise ValueError(f"train.fold must be in [0, {self.folds - 1}] for folds={self.folds}")
         if self.block_size_m <= 0:
             raise ValueError("train.block_size_m must be positive (metres)")
-        for name in ("screening_recall", "evidence_precision"):
+        for name in ("screening_recall", "evidence_precision", "screening_max_threshold"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"train.{name} must be in (0, 1]")
+        for name in ("early_stopping_patience", "epoch_pairs", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"train.{name} must be at least 1, or null (see its description)")
+        if self.cache_dir is not None and not self.cache_dir.strip():
+            raise ValueError("train.cache_dir is empty; give a folder, or null for $SITEWATCH_CACHE / ~/.cache/sitewatch")
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ class EvaluateConfig:
 
     Attributes:
         batch_size: pairs per forward pass.
-        threshold: probability threshold for F1 / precision / recall; empty = the model's
+        threshold: probability threshold for F1 / precision / recall; null = the model's
             ``operating_point`` threshold.
         operating_point: which of the checkpoint's operating points sets the threshold.
         top_k: k for precision/recall at top-k.
@@ -166,7 +174,9 @@ class EvaluateConfig:
         baseline: compute the non-learned pixel-difference baseline in the same run.
         tta: test-time augmentation (flips / rot90) in the scorer.
         device: ``auto``, ``cpu`` or ``cuda``.
-        cache_dir: cache of cut pairs (empty = ``~/.cache/sitewatch``).
+        cache_dir: cache of cut pairs (null = ``$SITEWATCH_CACHE``, else ``~/.cache/sitewatch``).
+        data: the DATASET evaluated when ``--data`` is not given (a folder, ``synth:N`` or
+            ``xbd:PATH``).
     """
 
     batch_size: int = 64
@@ -177,4 +187,15 @@ class EvaluateConfig:
     baseline: bool = True
     tta: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    cache_dir: str = ""
+    cache_dir: str | None = None
+    data: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("evaluate.batch_size must be at least 1")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"evaluate.threshold must be a probability in [0, 1], got {self.threshold}")
+        if self.cache_dir is not None and not self.cache_dir.strip():
+            raise ValueError("evaluate.cache_dir is empty; give a folder, or null for $SITEWATCH_CACHE / ~/.cache/sitewatch")
+        if self.data is not None and not self.data.strip():
+            raise ValueError("evaluate.data is empty; give a folder, synth:N or xbd:PATH")

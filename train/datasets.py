@@ -1,16 +1,20 @@
 """Labelled pair datasets: project-format folders, ``synth:N`` and ``xbd:PATH``, cached.
 
-A DATASET argument of ``sitewatch train`` / ``sitewatch evaluate`` is one of:
+A DATASET argument of ``sitewatch train`` / ``sitewatch evaluate`` (``train.data``,
+``evaluate.data``) is one of:
 
 * a folder with ``sites.csv`` (``damage`` or ``label`` column), ``before/`` and ``after/``
   rasters: cut through :class:`tiles.cut.PairCutter` with the job's tiles settings;
 * ``synth:N``: ``N`` synthetic sites made by :func:`tiles.synth.generate_dataset` into the
-  cache, then read like a folder;
-* ``xbd:PATH``: the public xBD layout (see :mod:`train.xbd`).
+  cache, then cut like a folder;
+* ``xbd:PATH``: the public xBD layout, converted by :func:`train.xbd.import_xbd` into a
+  labelled folder in the cache (fitted georeference, GeoTIFFs, ``sites.csv``), then cut like a
+  folder.
 
-Cut pairs are cached as one ``.npz`` per dataset keyed by a hash of the input files and the
-tiles settings, stored as uint8 ``(N, 2, C, H, W)``, so epochs never re-read rasters and a
-second run starts at once.
+Every source thus becomes pairs through the same tiles path that ``sitewatch detect`` uses.
+Cut pairs are cached as one ``.npz`` per dataset (:mod:`train.pairs`), keyed by the SHA-256 of
+the source files' contents, the tiles settings and the code that cuts them, never by file times,
+so epochs never re-read rasters and a second run starts at once.
 """
 
 from __future__ import annotations
@@ -20,111 +24,41 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from sitewatch.config import config_to_dict
 from sitewatch.errors import InputError, UsageError
 from sitewatch.hashing import sha256_file as file_sha256
+from tiles.catalog import RASTER_SUFFIXES
 from tiles.config import TilesConfig
+from tiles.synth.config import SynthConfig
 from tiles.types import damage_to_label
+from train.pairs import PairSet, concat_pairsets, load_pairset, save_pairset
+from train.xbd import import_xbd
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "PairSet",
+    "cut_labelled_folder",
+    "default_cache_dir",
+    "load_dataset",
+    "load_datasets",
+    "load_labelled_folder",
+    "load_xbd",
+    "parse_dataset_spec",
+    "synth_dataset_folder",
+]
+
 #: bump when the cached array layout or the cutting semantics change
 CACHE_VERSION = 1
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-
-
-@dataclass(frozen=True)
-class PairSet:
-    """Labelled before/after pairs held in memory.
-
-    Attributes:
-        images: uint8 array ``(N, 2, C, H, W)`` (before, after), ``value / 255`` is the pair.
-        labels: int8 ``(N,)``: 1 = major-damage/destroyed, 0 = no-damage.
-        groups: ``(N,)`` str: the area each site belongs to (tile or scene), for grouped splits.
-        site_ids: ``(N,)`` str.
-        lon, lat: float64 ``(N,)`` WGS84 degrees (NaN where unknown, e.g. xBD without geo).
-        scenes: ``(N,)`` str: before scene id of each pair.
-        damage: ``(N,)`` str: the original damage class.
-        name: short name of the source (for logs and reports).
-        data_hash: SHA-256 over the source files (sites and rasters) and the cutting settings.
-        gsd_m: chip ground sample distance in metres per pixel.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    groups: np.ndarray
-    site_ids: np.ndarray
-    lon: np.ndarray
-    lat: np.ndarray
-    scenes: np.ndarray
-    damage: np.ndarray
-    name: str
-    data_hash: str
-    gsd_m: float
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def positives(self) -> int:
-        return int(self.labels.sum())
-
-    def subset(self, idx: np.ndarray) -> PairSet:
-        """The pairs at ``idx`` (same name and hash)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        return dataclasses.replace(
-            self,
-            images=self.images[idx],
-            labels=self.labels[idx],
-            groups=self.groups[idx],
-            site_ids=self.site_ids[idx],
-            lon=self.lon[idx],
-            lat=self.lat[idx],
-            scenes=self.scenes[idx],
-            damage=self.damage[idx],
-        )
-
-    def as_float(self, idx: np.ndarray | slice | None = None) -> np.ndarray:
-        """float32 ``(n, 2, C, H, W)`` in [0, 1]."""
-        arr = self.images if idx is None else self.images[idx]
-        return arr.astype(np.float32) / 255.0
-
-    def describe(self) -> str:
-        return (
-            f"{self.name}: {len(self)} pairs ({self.positives} positive), "
-            f"{np.unique(self.groups).size} groups"
-        )
-
-
-def concat_pairsets(sets: list[PairSet]) -> PairSet:
-    """Concatenate pair sets (group ids are prefixed with each set's name so they stay apart)."""
-    if not sets:
-        raise InputError("no dataset given; pass --data DATASET at least once")
-    if len(sets) == 1:
-        return sets[0]
-    shapes = {s.images.shape[1:] for s in sets if len(s)}
-    if len(shapes) > 1:
-        raise InputError(f"datasets have different pair shapes {sorted(shapes)}; use the same tiles settings")
-    return PairSet(
-        images=np.concatenate([s.images for s in sets]),
-        labels=np.concatenate([s.labels for s in sets]),
-        groups=np.concatenate([np.array([f"{s.name}/{g}" for g in s.groups], dtype=object) for s in sets]),
-        site_ids=np.concatenate([s.site_ids for s in sets]),
-        lon=np.concatenate([s.lon for s in sets]),
-        lat=np.concatenate([s.lat for s in sets]),
-        scenes=np.concatenate([s.scenes for s in sets]),
-        damage=np.concatenate([s.damage for s in sets]),
-        name="+".join(s.name for s in sets),
-        data_hash=hashlib.sha256("".join(s.data_hash for s in sets).encode()).hexdigest(),
-        gsd_m=sets[0].gsd_m,
-    )
+#: the setting a DATASET argument belongs to, for error messages (``evaluate.data`` in evaluation)
+TRAIN_DATA = "train.data"
 
 
 def tqdm_disable(progress: bool | None) -> bool | None:
@@ -132,9 +66,9 @@ def tqdm_disable(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
-def default_cache_dir(configured: str = "") -> Path:
-    """The cache folder: the configured one, ``$SITEWATCH_CACHE`` or ``~/.cache/sitewatch``."""
-    if configured:
+def default_cache_dir(configured: str | Path | None = None) -> Path:
+    """The cache folder: the configured one, else ``$SITEWATCH_CACHE``, else ``~/.cache/sitewatch``."""
+    if configured is not None:
         return Path(configured).expanduser()
     env = os.environ.get("SITEWATCH_CACHE")
     if env:
@@ -167,11 +101,12 @@ def _sites_file(folder: Path) -> Path:
     )
 
 
-def _check_folder(folder: Path) -> None:
+def _check_folder(folder: Path, setting: str) -> None:
     if not folder.is_dir():
         raise InputError(
-            f"--data {folder}: no such folder; give a labelled dataset folder (sites.csv, before/, "
-            "after/), synth:N or xbd:PATH"
+            f"{setting}: {folder}: no such folder; give a labelled dataset folder (sites.csv, before/, "
+            "after/), synth:N or xbd:PATH",
+            setting=setting,
         )
     _sites_file(folder)
     for epoch in ("before", "after"):
@@ -181,7 +116,8 @@ def _check_folder(folder: Path) -> None:
 
 def code_fingerprint(package: str) -> str:
     """SHA-256 over the source files of a package (``"tiles"``, ``"tiles.synth"``), so cached
-    pairs and synthetic scenes are remade when the code that made them changes."""
+    pairs and synthetic scenes are remade when the code that made them changes (``tiles``
+    leaves out ``tiles/synth``, which does not cut pairs)."""
     import importlib
 
     mod = importlib.import_module(package)
@@ -194,53 +130,26 @@ def code_fingerprint(package: str) -> str:
     return h.hexdigest()
 
 
-def _cache_key(kind: str, fingerprint: str, tiles: TilesConfig, extra: dict | None = None) -> str:
+def _cache_key(kind: str, fingerprint: str, tiles: TilesConfig) -> str:
     payload = json.dumps(
         {
             "v": CACHE_VERSION, "kind": kind, "data": fingerprint, "tiles": config_to_dict(tiles),
-            "code": code_fingerprint("tiles"), "extra": extra or {},
+            "code": code_fingerprint("tiles"), "extra": {},
         },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def save_pairset(ps: PairSet, path: Path) -> None:
-    """Write a pair set as one uncompressed ``.npz`` (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        images=ps.images,
-        labels=ps.labels,
-        groups=ps.groups.astype(str),
-        site_ids=ps.site_ids.astype(str),
-        lon=ps.lon,
-        lat=ps.lat,
-        scenes=ps.scenes.astype(str),
-        damage=ps.damage.astype(str),
-        info=np.array(json.dumps({"name": ps.name, "data_hash": ps.data_hash, "gsd_m": ps.gsd_m})),
-    )
-    os.replace(tmp, path)
-
-
-def load_pairset(path: Path) -> PairSet:
-    """Read a pair set written by :func:`save_pairset` (no pickle)."""
-    with np.load(path, allow_pickle=False) as z:
-        info = json.loads(str(z["info"]))
-        return PairSet(
-            images=z["images"],
-            labels=z["labels"],
-            groups=z["groups"].astype(object),
-            site_ids=z["site_ids"].astype(object),
-            lon=z["lon"],
-            lat=z["lat"],
-            scenes=z["scenes"].astype(object),
-            damage=z["damage"].astype(object),
-            name=info["name"],
-            data_hash=info["data_hash"],
-            gsd_m=float(info["gsd_m"]),
-        )
+def _cached(path: Path, name: str, cut: Callable[[], PairSet]) -> PairSet:
+    """The pair set cached at ``path`` (renamed to ``name``), else ``cut()`` and cache it."""
+    if path.is_file():
+        log.info("%s: pairs from cache %s", name, path)
+        return dataclasses.replace(load_pairset(path), name=name)
+    ps = cut()
+    save_pairset(ps, path)
+    log.info("%s; cached in %s", ps.describe(), path)
+    return ps
 
 
 def cut_labelled_folder(folder: Path, tiles: TilesConfig, *, name: str, data_hash: str, progress: bool | None = None) -> PairSet:
@@ -303,24 +212,49 @@ def cut_labelled_folder(folder: Path, tiles: TilesConfig, *, name: str, data_has
     )
 
 
-def load_labelled_folder(folder: Path, tiles: TilesConfig, *, cache_dir: Path, progress: bool | None = None, name: str | None = None) -> PairSet:
-    """A labelled dataset folder as pairs, from the cache when the inputs are unchanged."""
+def load_labelled_folder(
+    folder: Path, tiles: TilesConfig, *, cache_dir: Path, progress: bool | None = None, name: str | None = None,
+    setting: str = TRAIN_DATA,
+) -> PairSet:
+    """A labelled dataset folder as pairs, from the cache when its contents are unchanged.
+
+    Args:
+        folder: ``sites.csv`` (with ``damage`` or ``label``), ``before/``, ``after/``.
+        tiles: how pairs are cut.
+        cache_dir: cache root (pairs go to ``cache_dir/pairs/``).
+        progress: progress bar (None = automatic).
+        name: the pair set's name (default: the folder's name).
+        setting: the setting that named the folder, for the error when it does not exist.
+
+    Raises:
+        InputError: the folder is missing or unusable (the message names it and says what to do).
+    """
     folder = Path(folder)
-    _check_folder(folder)
+    _check_folder(folder, setting)
     fingerprint = folder_fingerprint(folder)
-    key = _cache_key("folder", fingerprint, tiles)
-    path = cache_dir / "pairs" / f"{key[:32]}.npz"
+    path = cache_dir / "pairs" / f"{_cache_key('folder', fingerprint, tiles)[:32]}.npz"
     name = name or folder.resolve().name
-    if path.is_file():
-        log.info("%s: pairs from cache %s", folder, path)
-        return dataclasses.replace(load_pairset(path), name=name)
-    ps = cut_labelled_folder(folder, tiles, name=name, data_hash=fingerprint, progress=progress)
-    save_pairset(ps, path)
-    log.info("%s: %s; cached in %s", folder, ps.describe(), path)
-    return ps
+    return _cached(path, name, lambda: cut_labelled_folder(folder, tiles, name=name, data_hash=fingerprint, progress=progress))
 
 
-def synth_dataset_folder(n_sites: int, synth_config: object, *, seed: int, cache_dir: Path, nuisance: bool, progress: bool | None = None) -> Path:
+def load_xbd(root: Path, tiles: TilesConfig, *, cache_dir: Path, progress: bool | None = None) -> PairSet:
+    """Pairs of an xBD-layout folder: converted to a labelled folder (:func:`train.xbd.import_xbd`),
+    then cut by the tiles stage like any labelled folder; both steps cached by content.
+
+    The pair set's ``data_hash`` is the SHA-256 over the xBD files' contents.
+
+    Raises:
+        InputError: the layout is wrong, or no building can be cut.
+    """
+    imported = import_xbd(Path(root), cache_dir=cache_dir, progress=progress)
+    path = cache_dir / "pairs" / f"xbd-{_cache_key('xbd', imported.folder_key, tiles)[:32]}.npz"
+    return _cached(
+        path, imported.name,
+        lambda: cut_labelled_folder(imported.folder, tiles, name=imported.name, data_hash=imported.source_sha256, progress=progress),
+    )
+
+
+def synth_dataset_folder(n_sites: int, synth: SynthConfig, *, seed: int, cache_dir: Path, nuisance: bool, progress: bool | None = None) -> Path:
     """Generate (once) a synthetic labelled dataset of ``n_sites`` sites in the cache.
 
     The synth settings come from the job's ``synth`` section with ``sites = n_sites`` and the
@@ -332,7 +266,7 @@ def synth_dataset_folder(n_sites: int, synth_config: object, *, seed: int, cache
     """
     from tiles.synth import generate_dataset
 
-    cfg = randomised_synth_config(synth_config, n_sites=n_sites, seed=seed, nuisance=nuisance)
+    cfg = randomised_synth_config(synth, n_sites=n_sites, seed=seed, nuisance=nuisance)
     key = hashlib.sha256(
         json.dumps({"v": CACHE_VERSION, "synth": config_to_dict(cfg), "code": code_fingerprint("tiles.synth")}, sort_keys=True).encode()
     ).hexdigest()
@@ -341,46 +275,46 @@ def synth_dataset_folder(n_sites: int, synth_config: object, *, seed: int, cache
     if not done.is_file():
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         log.info("generating synthetic dataset of %d sites into %s", n_sites, out)
         generate_dataset(tmp, cfg, progress=progress)
         (tmp / ".complete").write_text(json.dumps(config_to_dict(cfg), sort_keys=True))
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         os.replace(tmp, out)
     return out
 
 
-def randomised_synth_config(synth_config: object, *, n_sites: int, seed: int, nuisance: bool) -> object:
+def randomised_synth_config(synth: SynthConfig, *, n_sites: int, seed: int, nuisance: bool) -> SynthConfig:
     """The synth config for one ``synth:N`` dataset: ``sites`` and ``seed`` set and, with
     ``nuisance``, the generator's ``randomise_nuisance`` switched on (each region draws its
     nuisance strengths in ``[0, knob]``)."""
     changes: dict[str, object] = {"sites": int(n_sites), "seed": int(seed)}
-    names = {f.name for f in dataclasses.fields(synth_config)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(synth)}
     if nuisance and "randomise_nuisance" in names:
         changes["randomise_nuisance"] = True
-    return dataclasses.replace(synth_config, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(synth, **changes)  # type: ignore[arg-type]
 
 
-def parse_dataset_spec(spec: str) -> tuple[str, str]:
-    """Split a DATASET argument into ``(kind, value)``: ``folder``, ``synth`` or ``xbd``."""
+def parse_dataset_spec(spec: str, *, setting: str = TRAIN_DATA) -> tuple[str, str]:
+    """Split a DATASET argument into ``(kind, value)``: ``folder``, ``synth`` or ``xbd``.
+
+    Raises:
+        UsageError: a malformed ``synth:N`` or ``xbd:PATH`` (naming ``setting``).
+    """
     if spec.startswith("synth:"):
         value = spec[len("synth:") :]
         try:
             n = int(value)
         except ValueError:
-            raise UsageError(f"--data {spec}: synth:N needs a whole number of sites, e.g. synth:400") from None
+            raise UsageError(f"{setting}: {spec}: synth:N needs a whole number of sites, e.g. synth:400", setting=setting) from None
         if n < 4:
-            raise UsageError(f"--data {spec}: synth:N needs at least 4 sites")
+            raise UsageError(f"{setting}: {spec}: synth:N needs at least 4 sites", setting=setting)
         return "synth", str(n)
     if spec.startswith("xbd:"):
         path = spec[len("xbd:") :]
         if not path:
-            raise UsageError(f"--data {spec}: xbd:PATH needs the folder holding images/ and labels/")
+            raise UsageError(f"{setting}: {spec}: xbd:PATH needs the folder holding images/ and labels/", setting=setting)
         return "xbd", path
     return "folder", spec
 
@@ -390,11 +324,12 @@ def load_dataset(
     tiles: TilesConfig,
     *,
     cache_dir: Path,
-    synth_config: object | None = None,
+    synth: SynthConfig | None = None,
     seed: int = 0,
     nuisance: bool = True,
     progress: bool | None = None,
     index: int = 0,
+    setting: str = TRAIN_DATA,
 ) -> PairSet:
     """Load one DATASET argument as labelled pairs.
 
@@ -402,28 +337,25 @@ def load_dataset(
         spec: a folder, ``synth:N`` or ``xbd:PATH``.
         tiles: how pairs are cut (chip size, pixels, normalisation...).
         cache_dir: cache root.
-        synth_config: the job's ``SynthConfig`` (for ``synth:N``).
+        synth: the synth settings of a ``synth:N`` dataset (None = the defaults).
         seed: seed of a ``synth:N`` dataset (the ``index``-th one gets ``seed + index``).
         nuisance: randomise the synthetic nuisance knobs.
-        progress: tqdm's disable flag inverted (None = automatic).
-        index: position of this argument among ``--data`` (so two ``synth:N`` differ).
+        progress: progress bars (None = automatic).
+        index: position of this argument among the DATASET arguments (so two ``synth:N`` differ).
+        setting: the setting the argument came from (``train.data``, ``evaluate.data``), named
+            in errors about the argument itself.
 
     Raises:
+        UsageError: a malformed argument.
         InputError: the dataset cannot be used (message names it and says what to do).
     """
-    kind, value = parse_dataset_spec(spec)
+    kind, value = parse_dataset_spec(spec, setting=setting)
     if kind == "synth":
-        if synth_config is None:
-            from tiles.synth.config import SynthConfig
-
-            synth_config = SynthConfig()
-        folder = synth_dataset_folder(int(value), synth_config, seed=seed + index, cache_dir=cache_dir, nuisance=nuisance, progress=progress)
+        folder = synth_dataset_folder(int(value), synth if synth is not None else SynthConfig(), seed=seed + index, cache_dir=cache_dir, nuisance=nuisance, progress=progress)
         return load_labelled_folder(folder, tiles, cache_dir=cache_dir, progress=progress, name=f"synth{value}s{seed + index}")
     if kind == "xbd":
-        from train.xbd import load_xbd
-
         return load_xbd(Path(value), tiles, cache_dir=cache_dir, progress=progress)
-    return load_labelled_folder(Path(value), tiles, cache_dir=cache_dir, progress=progress)
+    return load_labelled_folder(Path(value), tiles, cache_dir=cache_dir, progress=progress, setting=setting)
 
 
 def load_datasets(specs: Iterable[str], tiles: TilesConfig, **kwargs: object) -> PairSet:

@@ -1,11 +1,17 @@
-"""The training loop: ``train_one_epoch``, ``predict_logits``, ``train_model``.
+"""The training loop, in the order a run goes: data, network, ``fit``, ``calibrate``, checkpoint.
 
-``train_model`` loads the datasets (cached pairs), splits them by area, trains a Siamese network
-from ImageNet initialisation or from a checkpoint, keeps the weights with the best validation
-average precision, calibrates a temperature and operating points on the validation split and
-writes a checkpoint folder (``models.checkpoint`` format) with the effective config and the
-per-epoch log. An interrupted run resumes from ``MODEL_DIR/.train_state/`` (safetensors +
-JSON, never pickle) when the data and config are unchanged.
+* :func:`load_training_data`: the DATASET arguments as pairs, split by area
+  (:class:`TrainingData`).
+* :func:`build_start_model`, :func:`build_optimizer`, :func:`plan_epochs`: the network (ImageNet
+  initialisation or a checkpoint), AdamW with its own encoder learning rate, the schedule.
+* :func:`train_one_epoch` (loss: :func:`training_loss`) and :func:`evaluate` (validation
+  figures of one epoch).
+* :func:`fit`: the epochs, keeping the weights with the best validation average precision, with
+  early stopping; an interrupted run resumes from ``MODEL_DIR/.train_state/`` (safetensors +
+  JSON, never pickle) when the data and config are unchanged.
+* :func:`calibrate`: a temperature and the operating points on the validation split.
+* :func:`train_model`: all of it, writing a checkpoint folder (``models.checkpoint`` format)
+  with the effective config and the per-epoch log.
 """
 
 from __future__ import annotations
@@ -17,28 +23,38 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoint import CheckpointMeta, load_checkpoint, read_meta, save_checkpoint
+from models.config import ModelConfig
+from models.factory import build_model
+from models.inference import choose_device, choose_precision
+from models.siamese import ModelOutput
 from sitewatch.config import config_to_dict, write_config
-from sitewatch.errors import InputError, UsageError
+from sitewatch.errors import ConfigError, InputError, UsageError
+from tiles.config import TilesConfig
+from tiles.synth.config import SynthConfig
 from train.augment import augment_batch
-from train.calibration import binary_nll, choose_operating_points, fit_temperature, sigmoid
+from train.calibration import CalibratedPoint, binary_nll, choose_operating_points, fit_temperature, sigmoid
 from train.config import TrainConfig
-from train.datasets import PairSet, default_cache_dir, load_datasets, tqdm_disable
-from train.metrics import average_precision, binary_report, expected_calibration_error, roc_auc
+from train.datasets import default_cache_dir, load_datasets, tqdm_disable
+from train.metrics import BinaryReport, average_precision, binary_report, expected_calibration_error, roc_auc
+from train.pairs import PairSet, concat_pairsets
 from train.splits import grouped_holdout, grouped_kfold, spatial_block_groups
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".train_state"
 LOG_FILE = "train_log.json"
+#: gradients are clipped to this global norm
+GRAD_CLIP_NORM = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,13 +89,36 @@ def format_metric(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What ``train_model`` produced."""
+    """What :func:`train_model` produced."""
 
     out_dir: Path
-    meta: Any
+    meta: CheckpointMeta
     history: list[EpochSummary]
     best_epoch: int
     resumed_from_epoch: int
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled pairs of one run, split by area.
+
+    Attributes:
+        sources: the pair sets as loaded (the DATASET arguments concatenated, then each extra
+            set), whose names and hashes go into the checkpoint.
+        pairs: all of them, concatenated.
+        train: the training side of the split.
+        val: the validation side (calibration data too).
+        split: how it was split, e.g. ``grouped by 256 m blocks (122 blocks)``.
+    """
+
+    sources: tuple[PairSet, ...]
+    pairs: PairSet
+    train: PairSet
+    val: PairSet
+    split: str
 
 
 def choose_split(ps: PairSet, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
@@ -109,6 +148,153 @@ def choose_split(ps: PairSet, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray,
     return train_idx, val_idx, how
 
 
+def load_training_data(
+    specs: Sequence[str],
+    tiles: TilesConfig,
+    train: TrainConfig,
+    synth: SynthConfig,
+    *,
+    extra_sets: Sequence[PairSet] = (),
+    progress: bool | None = None,
+) -> TrainingData:
+    """Load the DATASET arguments (plus already-loaded sets) and split them by area.
+
+    Raises:
+        InputError: no data, one class only, pairs of another size than ``tiles.chip_px``, or a
+            split that leaves no positive site on one side.
+    """
+    cache_dir = default_cache_dir(train.cache_dir)
+    sets = [load_datasets(specs, tiles, cache_dir=cache_dir, synth=synth, seed=train.seed, nuisance=train.synth_nuisance, progress=progress)] if specs else []
+    sets += list(extra_sets)
+    if not sets:
+        raise InputError("train.data: no training data; give at least one DATASET (a folder, synth:N or xbd:PATH)", setting="train.data")
+    data = concat_pairsets(sets)
+    log.info("training data %s", data.describe())
+    if data.positives == 0 or data.positives == len(data):
+        raise InputError(f"training data {data.name} has only one class ({data.positives} positive of {len(data)}); it needs both damaged and intact sites")
+    if data.images.shape[-1] != tiles.chip_px:
+        raise InputError(f"tiles.chip_px: pairs are {data.images.shape[-1]} px but tiles.chip_px is {tiles.chip_px}", setting="tiles.chip_px")
+    train_idx, val_idx, split = choose_split(data, train)
+    train_set, val_set = data.subset(train_idx), data.subset(val_idx)
+    log.info("split %s: train %d (%d pos), validation %d (%d pos)", split, len(train_set), train_set.positives, len(val_set), val_set.positives)
+    if train_set.positives == 0 or val_set.positives == 0:
+        raise InputError(
+            f"the grouped split ({split}) left no positive site on one side; add data, use "
+            "fewer folds, or set train.split: block with a smaller train.block_size_m"
+        )
+    if val_set.positives == len(val_set):
+        log.warning(
+            "validation split (%s) holds no intact site: AUC/AP are undefined and the temperature and "
+            "operating points cannot be fitted (review a random sample too, not only the top of the queue)",
+            split,
+        )
+    return TrainingData(tuple(sets), data, train_set, val_set, split)
+
+
+# ---- network, optimiser, schedule ---------------------------------------------------------
+
+
+def _set_bn_eval(net: nn.Module) -> None:
+    encoder = getattr(net, "encoder", net)
+    for m in encoder.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _frozen_stages(net: nn.Module, n: int) -> list[nn.Module]:
+    stages = getattr(getattr(net, "encoder", None), "stages", None)
+    return list(stages[:n]) if stages is not None and n > 0 else []
+
+
+def build_start_model(model: ModelConfig, init_from: str | Path | None) -> tuple[nn.Module, CheckpointMeta | None]:
+    """The network to train: from a checkpoint (``"default"`` or a folder) or freshly built.
+
+    Returns:
+        ``(network, the checkpoint's meta or None)``.
+
+    Raises:
+        ModelError: the checkpoint cannot be loaded.
+    """
+    if init_from:
+        net, meta = load_checkpoint(init_from)
+        if meta.arch != model.arch:
+            log.info("fine-tuning %s from %s (model.arch %s ignored)", meta.arch, init_from, model.arch)
+        return net, meta
+    return build_model(model.arch, pretrained=model.pretrained, in_channels=model.in_channels), None
+
+
+def freeze_encoder_stages(net: nn.Module, n: int) -> None:
+    """Stop the gradients of the first ``n`` encoder stages (``train.freeze_encoder_stages``)."""
+    for stage in _frozen_stages(net, n):
+        for p in stage.parameters():
+            p.requires_grad_(False)
+
+
+def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable weights; the encoder at ``lr * encoder_lr_scale``.
+
+    Each parameter group carries its ``base_lr``; :func:`train_one_epoch` scales it per step.
+    """
+    encoder = getattr(net, "encoder", nn.Identity())
+    encoder_params = [p for p in encoder.parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in encoder.parameters()}
+    other = [p for p in net.parameters() if id(p) not in enc_ids]
+    groups = [{"params": other, "base_lr": cfg.lr}]
+    if encoder_params:
+        groups.append({"params": encoder_params, "base_lr": cfg.lr * cfg.encoder_lr_scale})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How the epochs of a run step.
+
+    Attributes:
+        steps_per_epoch: optimiser steps per epoch.
+        lr_at: global step -> learning-rate multiplier (linear warm-up, then cosine).
+        pos_weight: weight of positive pairs in the site loss.
+    """
+
+    steps_per_epoch: int
+    lr_at: Callable[[int], float]
+    pos_weight: float
+
+
+def plan_epochs(train_set: PairSet, cfg: TrainConfig) -> EpochPlan:
+    """Steps per epoch, the learning-rate schedule and the positive weight for ``train_set``."""
+    per_epoch = cfg.epoch_pairs if cfg.epoch_pairs is not None else len(train_set)
+    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
+    lr_at = _lr_schedule(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
+    neg = len(train_set) - train_set.positives
+    pos_weight = float(neg / train_set.positives) if cfg.balance == "weighted_loss" else 1.0
+    return EpochPlan(steps_per_epoch, lr_at, pos_weight)
+
+
+def _lr_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def lr_at(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return lr_at
+
+
+def _epoch_order(data: PairSet, cfg: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """Indices into ``data`` for one epoch (``train.epoch_pairs`` of them, class-balanced with
+    ``train.balance: sampler``)."""
+    n = cfg.epoch_pairs if cfg.epoch_pairs is not None else len(data)
+    if cfg.balance == "sampler" and 0 < data.positives < len(data):
+        p = np.where(data.labels == 1, 0.5 / data.positives, 0.5 / (len(data) - data.positives))
+        return rng.choice(len(data), size=n, replace=True, p=p / p.sum())
+    if n <= len(data):
+        return rng.permutation(len(data))[:n]
+    return np.concatenate([rng.permutation(len(data)) for _ in range(math.ceil(n / len(data)))])[:n]
+
+
+# ---- one epoch -------------------------------------------------------------------------------
+
+
 def centre_disc(size: int, radius_frac: float) -> torch.Tensor:
     """``(1, 1, size, size)`` float mask of the centre disc of radius ``radius_frac * size``."""
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -134,55 +320,70 @@ def heatmap_target(labels: torch.Tensor, disc: torch.Tensor) -> tuple[torch.Tens
     return target, weight
 
 
-def _set_bn_eval(model: nn.Module) -> None:
-    encoder = getattr(model, "encoder", model)
-    for m in encoder.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+def training_loss(out: ModelOutput, y: torch.Tensor, cfg: TrainConfig, *, pos_weight: torch.Tensor, disc: torch.Tensor | None) -> torch.Tensor:
+    """The loss of one batch: site BCE (positives weighted) plus the weak heatmap loss.
 
+    Args:
+        out: the network's output for the batch (``logit (B,)``, ``heatmap (B, 1, H, W)``).
+        y: (B,) float 0/1 labels.
+        cfg: ``heatmap_weight`` (0 = site loss only).
+        pos_weight: scalar tensor, weight of positive pairs.
+        disc: (1, 1, H, W) centre disc (:func:`centre_disc`) when ``heatmap_weight > 0``.
 
-def _frozen_stages(model: nn.Module, n: int) -> list[nn.Module]:
-    stages = getattr(getattr(model, "encoder", None), "stages", None)
-    return list(stages[:n]) if stages is not None and n > 0 else []
+    Returns:
+        Scalar loss tensor.
+    """
+    loss = F.binary_cross_entropy_with_logits(out.logit.float(), y, pos_weight=pos_weight)
+    if cfg.heatmap_weight > 0 and disc is not None:
+        target, weight = heatmap_target(y, disc)
+        hl = F.binary_cross_entropy_with_logits(out.heatmap.float(), target, weight=weight, reduction="sum")
+        loss = loss + cfg.heatmap_weight * hl / weight.sum().clamp_min(1.0)
+    return loss
 
 
 def train_one_epoch(
-    model: nn.Module,
+    net: nn.Module,
     optimizer: torch.optim.Optimizer,
-    lr_at: Callable[[int], float],
-    step0: int,
     data: PairSet,
     order: np.ndarray,
     cfg: TrainConfig,
     gen: torch.Generator,
     *,
-    pos_weight: float,
+    plan: EpochPlan,
+    step0: int,
     device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
     progress: bool | None = None,
     desc: str = "train",
-    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float, int]:
-    """One pass over ``order`` (indices into ``data``) in batches.
+    """One pass over ``order`` (indices into ``data``) in augmented batches of ``cfg.batch_size``.
 
     Args:
-        lr_at: step -> learning-rate multiplier (warm-up + cosine).
+        net: the network, trained in place (BatchNorm and frozen stages per ``cfg``).
+        optimizer: from :func:`build_optimizer` (groups carry ``base_lr``).
+        data: pairs ``(N, 2, C, H, W)`` uint8 and labels.
+        order: the epoch's indices into ``data``.
+        cfg: batch size, augmentation, loss weights.
+        gen: torch generator of the augmentation.
+        plan: learning-rate schedule and positive weight.
         step0: global step at the start of this epoch.
-        pos_weight: weight of positive pairs in the site loss.
+        device: where the batches go.
+        autocast_dtype: autocast dtype (None = float32).
 
     Returns:
-        ``(mean loss, steps taken)``.
+        ``(mean loss per pair, steps taken)``.
     """
     from tqdm import tqdm
 
-    model.train()
+    net.train()
     if cfg.freeze_bn:
-        _set_bn_eval(model)
-    for stage in _frozen_stages(model, cfg.freeze_encoder_stages):
+        _set_bn_eval(net)
+    for stage in _frozen_stages(net, cfg.freeze_encoder_stages):
         stage.eval()
     bs = cfg.batch_size
     n_batches = max(1, len(order) // bs)
     total, count = 0.0, 0
-    pw = torch.tensor(pos_weight, device=device)
+    pw = torch.tensor(plan.pos_weight, device=device)
     disc = centre_disc(data.images.shape[-1], cfg.heatmap_radius_frac).to(device) if cfg.heatmap_weight > 0 else None
     bar = tqdm(range(n_batches), desc=desc, unit="batch", leave=False, disable=tqdm_disable(progress))
     for b in bar:
@@ -192,17 +393,13 @@ def train_one_epoch(
         x = augment_batch(x, y, cfg.augment, gen).to(device)
         y = y.to(device)
         for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * lr_at(step0 + b)
+            g["lr"] = g["base_lr"] * plan.lr_at(step0 + b)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            out = model(x)
-        loss = F.binary_cross_entropy_with_logits(out.logit.float(), y, pos_weight=pw)
-        if cfg.heatmap_weight > 0:
-            target, weight = heatmap_target(y, disc)
-            hl = F.binary_cross_entropy_with_logits(out.heatmap.float(), target, weight=weight, reduction="sum")
-            loss = loss + cfg.heatmap_weight * hl / weight.sum().clamp_min(1.0)
+            out = net(x)
+        loss = training_loss(out, y, cfg, pos_weight=pw, disc=disc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP_NORM)
         optimizer.step()
         total += float(loss.detach()) * len(idx)
         count += len(idx)
@@ -212,53 +409,80 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, data: PairSet, *, batch_size: int = 64, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+def predict_logits(net: nn.Module, data: PairSet, *, batch_size: int = 64, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> np.ndarray:
     """Raw site logits ``(N,)`` float64 of every pair in ``data`` (eval mode, no augmentation)."""
-    model.eval()
+    net.eval()
     device = torch.device(device)
     out = []
     for start in range(0, len(data), batch_size):
         x = torch.from_numpy(data.images[start : start + batch_size]).float().div_(255.0).to(device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            out.append(model(x).logit.float().cpu())
+            out.append(net(x).logit.float().cpu())
     return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Validation figures of one epoch.
+
+    Attributes:
+        loss: mean BCE of the raw logits.
+        auc, ap: ROC AUC and average precision (NaN when one class only).
+        logits: ``(N,)`` float64 raw logits of the validation pairs.
+    """
+
+    loss: float
+    auc: float
+    ap: float
+    logits: np.ndarray
+
+
+def evaluate(net: nn.Module, data: PairSet, *, batch_size: int, device: torch.device, autocast_dtype: torch.dtype | None = None) -> Validation:
+    """Score ``data`` without augmentation and measure it against its labels."""
+    logits = predict_logits(net, data, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype)
+    y = data.labels.astype(np.int64)
+    return Validation(binary_nll(y, logits), roc_auc(y, logits), average_precision(y, logits), logits)
 
 
 def _choose_device(name: str) -> torch.device:
     """``train.device`` through :func:`models.inference.choose_device`, naming the setting on error."""
-    from models.inference import choose_device
-
     try:
         return choose_device(name)
     except UsageError as exc:
-        raise InputError(f"train.device: {exc}") from None
+        raise ConfigError(f"train.device: {exc}", setting="train.device") from None
 
 
-def _lr_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def lr_at(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return lr_at
+# ---- the epochs, resumable --------------------------------------------------------------------
 
 
-def _epoch_order(data: PairSet, cfg: TrainConfig, rng: np.random.Generator) -> np.ndarray:
-    n = cfg.epoch_pairs or len(data)
-    if cfg.balance == "sampler" and 0 < data.positives < len(data):
-        p = np.where(data.labels == 1, 0.5 / data.positives, 0.5 / (len(data) - data.positives))
-        return rng.choice(len(data), size=n, replace=True, p=p / p.sum())
-    if n <= len(data):
-        return rng.permutation(len(data))[:n]
-    return np.concatenate([rng.permutation(len(data)) for _ in range(math.ceil(n / len(data)))])[:n]
+@dataclass
+class FitState:
+    """Where a run stands after ``epoch`` epochs: what the resume state holds.
+
+    Attributes:
+        epoch: epochs done.
+        best_ap, best_epoch: the best validation AP so far and its (1-based) epoch.
+        bad_epochs: epochs since the last improvement.
+        history: one summary per epoch done.
+        best_weights: the network's state dict at ``best_epoch`` (CPU copies).
+        resumed_from: the epoch this process resumed from (0 = started afresh).
+    """
+
+    epoch: int = 0
+    best_ap: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[EpochSummary] = field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    resumed_from: int = 0
 
 
-# ---- resume state (safetensors + JSON) -------------------------------------------------------
+def _weights_copy(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
-def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, best: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def _state_tensors(net: nn.Module, optimizer: torch.optim.Optimizer, best: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tensors.update({f"best.{k}": v.contiguous() for k, v in best.items()})
     opt = optimizer.state_dict()
     for pid, st in opt["state"].items():
@@ -269,8 +493,8 @@ def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, best: dic
     return tensors
 
 
-def _load_state_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+def _load_state_tensors(tensors: dict[str, torch.Tensor], net: nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     opt = optimizer.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -284,11 +508,6 @@ def _load_state_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, opti
     return best
 
 
-def _run_fingerprint(specs: list[str], ps: PairSet, job_dict: dict[str, Any], init_from: str | None) -> str:
-    payload = json.dumps({"data": specs, "hash": ps.data_hash, "job": job_dict, "from": init_from}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
 def _save_state(folder: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
@@ -299,37 +518,202 @@ def _save_state(folder: Path, tensors: dict[str, torch.Tensor], info: dict[str, 
     (folder / "state.json.partial").replace(folder / "state.json")
 
 
+def _run_fingerprint(specs: Sequence[str], ps: PairSet, config: dict[str, Any], init_from: str | Path | None) -> str:
+    payload = json.dumps(
+        {"data": list(specs), "hash": ps.data_hash, "job": config, "from": str(init_from) if init_from else None},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _save_resume(state_dir: Path, fingerprint: str, net: nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator, rng: np.random.Generator, state: FitState) -> None:
+    info = {
+        "fingerprint": fingerprint, "epoch": state.epoch, "best_ap": state.best_ap, "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs, "numpy_rng": rng.bit_generator.state,
+        "history": [dataclasses.asdict(h) for h in state.history],
+    }
+    _save_state(state_dir, _state_tensors(net, optimizer, state.best_weights, gen), info)
+
+
+def _resume(state_dir: Path, fingerprint: str, net: nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator, rng: np.random.Generator, state: FitState, epochs: int) -> None:
+    """Load ``state_dir`` into the network, optimiser, generators and ``state`` when it belongs
+    to this run (same fingerprint); otherwise leave everything as it is."""
+    if not (state_dir / "state.json").is_file():
+        return
+    try:
+        info = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        log.warning("%s is unreadable (%s); starting afresh", state_dir / "state.json", exc)
+        return
+    if info.get("fingerprint") != fingerprint:
+        log.warning("%s belongs to a different run (data or config changed); starting afresh", state_dir)
+        return
+    from safetensors.torch import load_file
+
+    state.best_weights = _load_state_tensors(load_file(str(state_dir / "state.safetensors")), net, optimizer, gen)
+    rng.bit_generator.state = info["numpy_rng"]
+    state.history = [EpochSummary(**h) for h in info["history"]]
+    state.best_ap, state.best_epoch, state.bad_epochs = info["best_ap"], info["best_epoch"], info["bad_epochs"]
+    state.epoch = state.resumed_from = info["epoch"]
+    log.info("resuming from epoch %d of %d (state in %s)", state.epoch, epochs, state_dir)
+
+
+def fit(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: TrainingData,
+    cfg: TrainConfig,
+    *,
+    plan: EpochPlan,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    state_dir: Path,
+    fingerprint: str,
+    resume: bool = True,
+    progress: bool | None = None,
+    on_epoch: Callable[[EpochSummary], None] | None = None,
+) -> FitState:
+    """Train for ``cfg.epochs`` epochs (fewer with early stopping) and load the best weights.
+
+    After every epoch the state is saved to ``state_dir``; with ``resume`` a saved state with
+    the same ``fingerprint`` is continued, giving the weights an uninterrupted run gives.
+
+    Returns:
+        The final :class:`FitState`; ``net`` holds its ``best_weights``.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    state = FitState(best_weights=_weights_copy(net))
+    if resume:
+        _resume(state_dir, fingerprint, net, optimizer, gen, rng, state, cfg.epochs)
+    eval_batch = max(cfg.batch_size, 64)
+    for epoch in range(state.epoch, cfg.epochs):
+        if cfg.early_stopping_patience is not None and state.bad_epochs >= cfg.early_stopping_patience:
+            log.info("early stopping: no better validation AP for %d epochs", state.bad_epochs)
+            break
+        t0 = time.perf_counter()
+        order = _epoch_order(data.train, cfg, rng)
+        loss, steps = train_one_epoch(
+            net, optimizer, data.train, order, cfg, gen, plan=plan, step0=epoch * plan.steps_per_epoch,
+            device=device, autocast_dtype=autocast_dtype, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        )
+        train_s = time.perf_counter() - t0
+        val = evaluate(net, data.val, batch_size=eval_batch, device=device, autocast_dtype=autocast_dtype)
+        improved = val.ap > state.best_ap
+        if improved:
+            state.best_ap, state.best_epoch, state.bad_epochs = val.ap, epoch + 1, 0
+            state.best_weights = _weights_copy(net)
+        else:
+            state.bad_epochs += 1
+        summary = EpochSummary(
+            epoch=epoch + 1, train_loss=loss, val_loss=val.loss, val_auc=val.auc, val_ap=val.ap,
+            lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
+            pairs_per_s=min(len(order), steps * cfg.batch_size) / max(train_s, 1e-9), best=improved,
+        )
+        state.history.append(summary)
+        state.epoch = epoch + 1
+        log.debug(summary.line(cfg.epochs))
+        _save_resume(state_dir, fingerprint, net, optimizer, gen, rng, state)
+        if on_epoch:
+            on_epoch(summary)
+    net.load_state_dict(state.best_weights)
+    return state
+
+
+# ---- calibration and the checkpoint ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration on the validation split gave.
+
+    Attributes:
+        temperature: probability = ``sigmoid(logit / temperature)``.
+        points: ``screening`` and ``evidence`` thresholds on that probability.
+        ece_before, ece_after: expected calibration error without and with the temperature.
+        report: validation figures of the calibrated scores at the screening threshold.
+    """
+
+    temperature: float
+    points: dict[str, CalibratedPoint]
+    ece_before: float
+    ece_after: float
+    report: BinaryReport
+
+
+def calibrate(labels: np.ndarray, logits: np.ndarray, cfg: TrainConfig) -> Calibration:
+    """Fit the temperature and choose the operating points on held-out pairs.
+
+    Args:
+        labels: (N,) 0/1 labels of the validation pairs.
+        logits: (N,) raw logits of the same pairs.
+        cfg: ``calibration_bins``, ``screening_recall``, ``evidence_precision``,
+            ``screening_max_threshold``, ``top_k``.
+    """
+    temperature = fit_temperature(labels, logits)
+    raw_p, cal_p = sigmoid(logits), sigmoid(logits / temperature)
+    points = choose_operating_points(
+        labels, cal_p, screening_recall=cfg.screening_recall, evidence_precision=cfg.evidence_precision,
+        screening_max=cfg.screening_max_threshold,
+    )
+    return Calibration(
+        temperature=float(temperature),
+        points=points,
+        ece_before=expected_calibration_error(labels, raw_p, cfg.calibration_bins),
+        ece_after=expected_calibration_error(labels, cal_p, cfg.calibration_bins),
+        report=binary_report(labels, cal_p, threshold=points["screening"].threshold, top_k=cfg.top_k, bins=cfg.calibration_bins),
+    )
+
+
+def _checkpoint_meta(
+    data: TrainingData, state: FitState, cal: Calibration, *, arch: str, in_channels: int, tiles: TilesConfig,
+    train_config: dict[str, Any], start_meta: CheckpointMeta | None,
+) -> CheckpointMeta:
+    metrics: dict[str, Any] = {
+        "validation": cal.report.to_dict(),
+        "ece_before_calibration": cal.ece_before,
+        "ece_after_calibration": cal.ece_after,
+        "best_epoch": state.best_epoch,
+        "epochs_run": len(state.history),
+        "split": data.split,
+        "n_train": len(data.train),
+        "n_train_positive": data.train.positives,
+        "n_val": len(data.val),
+        "n_val_positive": data.val.positives,
+        "operating_points": {k: dataclasses.asdict(v) for k, v in cal.points.items()},
+    }
+    meta = CheckpointMeta(
+        arch=arch,
+        in_channels=in_channels,
+        input_px=tiles.chip_px,
+        gsd_m=float(tiles.gsd_m),
+        temperature=cal.temperature,
+        operating_points={k: float(v.threshold) for k, v in cal.points.items()},
+        metrics=metrics,
+        data_hashes={s.name: s.data_hash for s in data.sources},
+        train_config=train_config,
+    )
+    if start_meta is not None and start_meta.class_map:
+        meta = dataclasses.replace(meta, class_map=dict(start_meta.class_map))
+    return meta
+
+
 # ---- the whole run ----------------------------------------------------------------------------
 
 
-def build_start_model(job: Any, init_from: str | Path | None) -> tuple[nn.Module, Any]:
-    """The network to train: from a checkpoint (``"default"`` or a folder) or freshly built.
-
-    Returns:
-        ``(model, the checkpoint's meta or None)``.
-    """
-    if init_from:
-        from models.checkpoint import load_checkpoint
-
-        model, meta = load_checkpoint(init_from)
-        if meta.arch != job.model.arch:
-            log.info("fine-tuning %s from %s (model.arch %s ignored)", meta.arch, init_from, job.model.arch)
-        return model, meta
-    from models.factory import build_model
-
-    return build_model(job.model.arch, pretrained=job.model.pretrained, in_channels=job.model.in_channels), None
-
-
 def train_model(
-    specs: list[str],
+    specs: Sequence[str],
     out: Path,
-    job: Any,
     *,
+    tiles: TilesConfig,
+    model: ModelConfig,
+    train: TrainConfig,
+    synth: SynthConfig,
     init_from: str | Path | None = None,
     progress: bool | None = None,
     on_epoch: Callable[[EpochSummary], None] | None = None,
     resume: bool = True,
-    extra_sets: list[PairSet] | None = None,
+    extra_sets: Sequence[PairSet] = (),
 ) -> TrainResult:
     """Train (or fine-tune) a model and write a checkpoint folder.
 
@@ -337,7 +721,10 @@ def train_model(
         specs: DATASET arguments (folders, ``synth:N``, ``xbd:PATH``).
         out: the checkpoint folder to write (``model.safetensors``, ``meta.json``,
             ``config.yaml``, ``train_log.json``).
-        job: a :class:`sitewatch.jobs.TrainJob`.
+        tiles: how pairs are cut (and the model's input size and GSD).
+        model: the architecture of a new model and how its weights are stored.
+        train: the training settings.
+        synth: the generator settings of ``synth:N`` datasets.
         init_from: ``"default"`` or a checkpoint folder to fine-tune; None = new model.
         progress: progress bars (None = automatic).
         on_epoch: called with each epoch's summary (the CLI prints its one-line summary).
@@ -350,181 +737,42 @@ def train_model(
     Raises:
         InputError: datasets cannot be used or cannot be split without leaking.
         ModelError: the starting checkpoint cannot be loaded.
+        ConfigError: a setting cannot be used here (e.g. ``train.device: cuda`` without CUDA).
     """
-    from models.checkpoint import CheckpointMeta, save_checkpoint
-
-    cfg: TrainConfig = job.train
     out = Path(out)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = _choose_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    cache_dir = default_cache_dir(cfg.cache_dir)
+    if train.threads is not None:
+        torch.set_num_threads(train.threads)
+    device = _choose_device(train.device)
+    torch.manual_seed(train.seed)  # before the network is built: its initialisation draws from it
+    data = load_training_data(specs, tiles, train, synth, extra_sets=extra_sets, progress=progress)
 
-    sets = [load_datasets(specs, job.tiles, cache_dir=cache_dir, synth_config=job.synth, seed=cfg.seed, nuisance=cfg.synth_nuisance, progress=progress)] if specs else []
-    sets += list(extra_sets or [])
-    if not sets:
-        raise InputError("no training data: pass --data DATASET (a folder, synth:N or xbd:PATH)")
-    from train.datasets import concat_pairsets
-
-    data = concat_pairsets(sets)
-    log.info("training data %s", data.describe())
-    if data.positives == 0 or data.positives == len(data):
-        raise InputError(f"training data {data.name} has only one class ({data.positives} positive of {len(data)}); it needs both damaged and intact sites")
-    if data.images.shape[-1] != job.tiles.chip_px:
-        raise InputError(f"pairs are {data.images.shape[-1]} px but tiles.chip_px is {job.tiles.chip_px}")
-
-    train_idx, val_idx, split_desc = choose_split(data, cfg)
-    train_set, val_set = data.subset(train_idx), data.subset(val_idx)
-    log.info("split %s: train %d (%d pos), validation %d (%d pos)", split_desc, len(train_set), train_set.positives, len(val_set), val_set.positives)
-    if train_set.positives == 0 or val_set.positives == 0:
-        raise InputError(
-            f"the grouped split ({split_desc}) left no positive site on one side; add data, use "
-            "fewer folds, or set train.split: block with a smaller train.block_size_m"
-        )
-    if val_set.positives == len(val_set):
-        log.warning(
-            "validation split (%s) holds no intact site: AUC/AP are undefined and the temperature and "
-            "operating points cannot be fitted (review a random sample too, not only the top of the queue)",
-            split_desc,
-        )
-
-    model, start_meta = build_start_model(job, init_from)
-    model.to(device)
-    for stage in _frozen_stages(model, cfg.freeze_encoder_stages):
-        for p in stage.parameters():
-            p.requires_grad_(False)
-    from models.inference import choose_precision
-
-    autocast_dtype = choose_precision(device, cfg.precision)
+    net, start_meta = build_start_model(model, init_from)
+    net.to(device)
+    freeze_encoder_stages(net, train.freeze_encoder_stages)
+    autocast_dtype = choose_precision(device, train.precision)
     log.info("training on %s, %s", device, "float32" if autocast_dtype is None else f"{autocast_dtype} autocast".replace("torch.", ""))
-    arch = start_meta.arch if start_meta else job.model.arch
-    in_channels = start_meta.in_channels if start_meta else job.model.in_channels
-    encoder_params = [p for p in getattr(model, "encoder", nn.Identity()).parameters() if p.requires_grad]
-    enc_ids = {id(p) for p in getattr(model, "encoder", nn.Identity()).parameters()}
-    other = [p for p in model.parameters() if id(p) not in enc_ids]
-    groups = [{"params": other, "base_lr": cfg.lr}]
-    if encoder_params:
-        groups.append({"params": encoder_params, "base_lr": cfg.lr * cfg.encoder_lr_scale})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    per_epoch = cfg.epoch_pairs or len(train_set)
-    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
-    lr_at = _lr_schedule(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
-    neg = len(train_set) - train_set.positives
-    pos_weight = float(neg / train_set.positives) if cfg.balance == "weighted_loss" else 1.0
-
-    job_dict = config_to_dict(job)
-    fingerprint = _run_fingerprint(list(specs), data, job_dict, str(init_from) if init_from else None)
-    state_dir = out / STATE_DIR
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    history: list[EpochSummary] = []
-    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    best_ap, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 0
-    if resume and (state_dir / "state.json").is_file():
-        try:
-            info = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            log.warning("%s is unreadable (%s); starting afresh", state_dir / "state.json", exc)
-            info = {}
-        if info.get("fingerprint") == fingerprint:
-            from safetensors.torch import load_file
-
-            best_state = _load_state_tensors(load_file(str(state_dir / "state.safetensors")), model, optimizer, gen)
-            rng.bit_generator.state = info["numpy_rng"]
-            history = [EpochSummary(**h) for h in info["history"]]
-            best_ap, best_epoch, bad_epochs, start_epoch = info["best_ap"], info["best_epoch"], info["bad_epochs"], info["epoch"]
-            log.info("resuming from epoch %d of %d (state in %s)", start_epoch, cfg.epochs, state_dir)
-        elif info:
-            log.warning("%s belongs to a different run (data or config changed); starting afresh", state_dir)
-    y_val = val_set.labels.astype(np.int64)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-            log.info("early stopping: no better validation AP for %d epochs", bad_epochs)
-            break
-        t0 = time.perf_counter()
-        order = _epoch_order(train_set, cfg, rng)
-        loss, steps = train_one_epoch(
-            model, optimizer, lr_at, epoch * steps_per_epoch, train_set, order, cfg, gen,
-            pos_weight=pos_weight, device=device, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            autocast_dtype=autocast_dtype,
-        )
-        train_s = time.perf_counter() - t0
-        logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
-        val_loss = binary_nll(y_val, logits)
-        auc, ap = roc_auc(y_val, logits), average_precision(y_val, logits)
-        improved = ap > best_ap
-        if improved:
-            best_ap, best_epoch, bad_epochs = ap, epoch + 1, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        summary = EpochSummary(
-            epoch=epoch + 1, train_loss=loss, val_loss=val_loss, val_auc=auc, val_ap=ap,
-            lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
-            pairs_per_s=min(len(order), steps * cfg.batch_size) / max(train_s, 1e-9), best=improved,
-        )
-        history.append(summary)
-        log.debug(summary.line(cfg.epochs))
-        _save_state(
-            state_dir,
-            _state_tensors(model, optimizer, best_state, gen),
-            {
-                "fingerprint": fingerprint, "epoch": epoch + 1, "best_ap": best_ap, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "numpy_rng": rng.bit_generator.state,
-                "history": [dataclasses.asdict(h) for h in history],
-            },
-        )
-        if on_epoch:
-            on_epoch(summary)
-
-    model.load_state_dict(best_state)
-    logits = predict_logits(model, val_set, batch_size=max(cfg.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
-    temperature = fit_temperature(y_val, logits)
-    raw_p, cal_p = sigmoid(logits), sigmoid(logits / temperature)
-    ece_before = expected_calibration_error(y_val, raw_p, cfg.calibration_bins)
-    ece_after = expected_calibration_error(y_val, cal_p, cfg.calibration_bins)
-    points = choose_operating_points(y_val, cal_p, screening_recall=cfg.screening_recall, evidence_precision=cfg.evidence_precision)
-    report = binary_report(y_val, cal_p, threshold=points["screening"].threshold, top_k=cfg.top_k, bins=cfg.calibration_bins)
-    log.info("calibration: temperature %.3f, ECE %.4f -> %.4f on %d validation pairs", temperature, ece_before, ece_after, len(val_set))
-
-    metrics: dict[str, Any] = {
-        "validation": report.to_dict(),
-        "ece_before_calibration": ece_before,
-        "ece_after_calibration": ece_after,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "split": split_desc,
-        "n_train": len(train_set),
-        "n_train_positive": train_set.positives,
-        "n_val": len(val_set),
-        "n_val_positive": val_set.positives,
-        "operating_points": {k: dataclasses.asdict(v) for k, v in points.items()},
-    }
-    train_config = {**job_dict, "data": list(specs), "from": str(init_from) if init_from else None}
-    meta = CheckpointMeta(
-        arch=arch,
-        in_channels=in_channels,
-        input_px=job.tiles.chip_px,
-        gsd_m=float(job.tiles.gsd_m),
-        temperature=float(temperature),
-        operating_points={k: float(v.threshold) for k, v in points.items()},
-        metrics=metrics,
-        data_hashes={s.name: s.data_hash for s in sets},
-        train_config=train_config,
+    optimizer = build_optimizer(net, train)
+    sections = {"tiles": tiles, "model": model, "train": train, "synth": synth}
+    config = config_to_dict(sections)
+    state = fit(
+        net, optimizer, data, train, plan=plan_epochs(data.train, train), device=device, autocast_dtype=autocast_dtype,
+        state_dir=out / STATE_DIR, fingerprint=_run_fingerprint(specs, data.pairs, config, init_from),
+        resume=resume, progress=progress, on_epoch=on_epoch,
     )
-    if start_meta is not None and start_meta.class_map:
-        meta = dataclasses.replace(meta, class_map=dict(start_meta.class_map))
-    model.cpu()
-    save_checkpoint(model, meta, out)
-    write_config(job, out)
-    (out / LOG_FILE).write_text(
-        json.dumps({"data": list(specs), "split": split_desc, "epochs": [dataclasses.asdict(h) for h in history]}, indent=1) + "\n",
-        encoding="utf-8",
-    )
-    shutil.rmtree(state_dir, ignore_errors=True)
-    from models.checkpoint import read_meta
 
-    return TrainResult(out_dir=out, meta=read_meta(out), history=history, best_epoch=best_epoch, resumed_from_epoch=start_epoch)
+    logits = predict_logits(net, data.val, batch_size=max(train.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
+    cal = calibrate(data.val.labels.astype(np.int64), logits, train)
+    log.info("calibration: temperature %.3f, ECE %.4f -> %.4f on %d validation pairs", cal.temperature, cal.ece_before, cal.ece_after, len(data.val))
+    meta = _checkpoint_meta(
+        data, state, cal, tiles=tiles, start_meta=start_meta,
+        arch=start_meta.arch if start_meta else model.arch,
+        in_channels=start_meta.in_channels if start_meta else model.in_channels,
+        train_config={**config, "data": list(specs), "from": str(init_from) if init_from else None},
+    )
+    net.cpu()
+    save_checkpoint(net, meta, out, weights_dtype=model.weights_dtype)
+    write_config(sections, out)
+    log_doc = {"data": list(specs), "split": data.split, "epochs": [dataclasses.asdict(h) for h in state.history]}
+    (out / LOG_FILE).write_text(json.dumps(log_doc, indent=1) + "\n", encoding="utf-8")
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    return TrainResult(out_dir=out, meta=read_meta(out), history=state.history, best_epoch=state.best_epoch, resumed_from_epoch=state.resumed_from)

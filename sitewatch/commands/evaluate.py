@@ -24,7 +24,7 @@ example:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="MODEL_DIR", default="default", help="checkpoint folder or 'default' (the bundled model)")
-    parser.add_argument("--data", metavar="DATASET", required=True, help="labelled dataset folder, synth:N or xbd:PATH")
+    parser.add_argument("--data", metavar="DATASET", help="labelled dataset folder, synth:N or xbd:PATH (default: evaluate.data of the config file)")
     parser.add_argument("--out", metavar="DIR", help="report folder (default: evaluation-<model>-<dataset>)")
     parser.add_argument("--threshold", type=float, metavar="P", help="probability threshold for F1/precision/recall (default: the model's operating point)")
     add_config_options(parser)
@@ -40,12 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold}: must be a probability in [0, 1]")
-    job = load_job_config(EvaluateJob, args, {"evaluate.threshold": args.threshold})
+    job = load_job_config(EvaluateJob, args, {"evaluate.threshold": ("--threshold", args.threshold), "evaluate.data": ("--data", args.data)})
+    if job.evaluate.data is None:
+        raise UsageError("no dataset: pass --data DATASET (a folder, synth:N or xbd:PATH) or set evaluate.data in --config")
     from train.evaluation import evaluate_model
 
-    out = Path(args.out or f"evaluation-{_slug(args.model)}-{_slug(args.data)}")
-    result = evaluate_model(args.model, args.data, out, job, progress=None if not progress_disabled(args) else False)
-    info(f"{result.n_pairs} labelled pairs ({result.model.positives} positive) from {args.data}", args)
+    out = Path(args.out or f"evaluation-{_slug(args.model)}-{_slug(job.evaluate.data)}")
+    result = evaluate_model(args.model, out, tiles=job.tiles, evaluate=job.evaluate, progress=None if not progress_disabled(args) else False)
+    info(f"{result.n_pairs} labelled pairs ({result.model.positives} positive) from {job.evaluate.data}", args)
     for line in result.lines():
         info(line, args)
     info(f"wrote {out}/metrics.json, scores.csv, pr_curve.png, reliability.png", args)

@@ -74,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
-    job = load_job_config(TrainJob, args, {"train.epochs": args.epochs})
+    job = load_job_config(TrainJob, args, {"train.epochs": ("--epochs", args.epochs), "train.data": ("--data", args.data)})
     from train.datasets import default_cache_dir
     from train.trainer import format_metric, train_model
 
-    specs = list(args.data or job.train.data)
+    specs = list(job.train.data)
     init_from = args.init_from
     if args.from_review:
         folder, run_model = _review_dataset(Path(args.from_review), default_cache_dir(job.train.cache_dir))
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     info(f"training on {', '.join(specs)} -> {out}", args)
     result = train_model(
-        specs, out, job, init_from=init_from, progress=None if not progress_disabled(args) else False,
+        specs, out, tiles=job.tiles, model=job.model, train=job.train, synth=job.synth, init_from=init_from,
+        progress=None if not progress_disabled(args) else False,
         on_epoch=lambda s: info(s.line(job.train.epochs), args), resume=not args.no_resume,
     )
     m = result.meta.metrics

@@ -205,3 +205,14 @@ def test_bundled_default_model_loads_and_is_small():
     with torch.no_grad():
         out = model(torch.rand(1, 2, meta.in_channels, meta.input_px, meta.input_px))
     assert out.heatmap.shape == (1, 1, meta.input_px, meta.input_px)
+
+
+def test_an_uncalibrated_checkpoint_carries_no_operating_points(tmp_path, trained_like):
+    # no thresholds are made up: only calibration puts operating points into a checkpoint
+    assert CheckpointMeta(arch=ARCH).operating_points == {}
+    folder = save_checkpoint(trained_like, CheckpointMeta(arch=ARCH), tmp_path / "ck")
+    data = json.loads((folder / META_FILE).read_text())
+    assert data["operating_points"] == {}
+    del data["operating_points"]  # a meta.json without the key reads the same
+    (folder / META_FILE).write_text(json.dumps(data))
+    assert read_meta(folder).operating_points == {}

@@ -61,12 +61,29 @@ def test_separable_calibration_data_keeps_the_two_points_apart():
 
 
 def test_caps_do_not_move_points_that_are_already_inside():
+    # the plain rules' thresholds lie inside the bounds here (screening below 0.5, evidence
+    # above 0.9): the chosen points must be exactly the plain rules' thresholds
     rng = np.random.default_rng(4)
-    labels = rng.integers(0, 2, 4000)
-    probs = np.clip(0.15 + labels * 0.5 + rng.normal(0, 0.2, 4000), 0, 1)
+    labels = np.r_[np.zeros(3000, int), np.zeros(300, int), np.ones(1000, int)]
+    probs = np.r_[rng.uniform(0.0, 0.45, 3000), rng.uniform(0.85, 0.95, 300), rng.uniform(0.2, 1.0, 1000)]
+    candidates = np.unique(probs)
+    flagged = probs[None, :] >= candidates[:, None]  # (thresholds, pairs)
+    tp = (flagged & (labels == 1)).sum(axis=1)
+    recall, precision = tp / labels.sum(), tp / flagged.sum(axis=1)
+    plain_screening = candidates[recall >= 0.9].max()
+    plain_evidence = candidates[precision >= 0.9].min()
+    assert plain_screening < 0.5 and plain_evidence > 0.9
     points = choose_operating_points(labels, probs, screening_recall=0.9, evidence_precision=0.9)
-    assert points["screening"].threshold < 0.5
-    assert points["evidence"].threshold >= 0.9 or points["evidence"].precision >= 0.9
+    assert points["screening"].threshold == plain_screening
+    assert points["evidence"].threshold == plain_evidence
+    assert points["screening"].met and points["evidence"].met and points["evidence"].precision >= 0.9
+
+
+def test_screening_cap_comes_from_the_setting():
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(300, int), np.ones(100, int)]
+    probs = np.r_[rng.uniform(0.0, 0.05, 300), rng.uniform(0.985, 1.0, 100)]
+    assert choose_operating_points(labels, probs, screening_max=0.4)["screening"].threshold == 0.4
 
 
 def test_undefined_metrics_print_as_na():

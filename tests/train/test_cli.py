@@ -47,10 +47,22 @@ def test_train_then_evaluate_on_synthetic_scenes(tmp_path, monkeypatch, capsys):
 
 
 def test_bad_arguments_are_usage_errors(tmp_path, capsys):
+    # library errors name the setting; the CLI shows the flag that set it
     assert main(["train", "--data", "synth:x", "--out", str(tmp_path / "m")]) == 2
-    assert "synth:N needs a whole number" in capsys.readouterr().err
+    assert "--data (train.data): synth:x: synth:N needs a whole number" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 1
-    assert "no such folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--data (train.data):" in err and "no such folder" in err
+    # the same setting from --set keeps its dotted name
+    assert main(["train", "--set", "train.data=[synth:2]", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "train.data: synth:2: synth:N needs at least 4 sites" in err and "--data" not in err
+    assert main(["evaluate", "--data", "synth:x"]) == 2
+    assert "--data (evaluate.data): synth:x" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "default", "--data", "synth:10", "--set", "evaluate.operating_point=nope", "--out", str(tmp_path / "e")]) == 2
+    assert "evaluate.operating_point: 'nope': model default has operating points: screening, evidence" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "default"]) == 2
+    assert "no dataset" in capsys.readouterr().err
     assert main(["train", "--data", "synth:10", "--out", str(tmp_path / "m"), "--from", str(tmp_path / "none")]) == 2
     assert "--from" in capsys.readouterr().err
     assert main(["train", "--from-review", str(tmp_path / "no-run"), "--out", str(tmp_path / "m")]) == 2
