@@ -205,6 +205,8 @@ def load_config(
     cls: type[T],
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    explicit: Mapping[str, Any] | None = None,
 ) -> T:
     """Defaults of ``cls``, overridden by the YAML file at ``path``, then by dotted ``overrides``.
 
@@ -213,6 +215,8 @@ def load_config(
         path: a YAML file (optional). Its top level holds the job's sections.
         overrides: ``{"tiles.chip_px": 256, ...}`` from flags; ``None`` values are ignored so a
             flag that was not given never overrides the file.
+        explicit: dotted settings applied before ``overrides`` as given, ``None`` included
+            (``--set train.threads=null`` resets a setting to "unset").
 
     Raises:
         ConfigError: the file is missing or not valid YAML, or a key or value is wrong.
@@ -233,6 +237,8 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded
+    for key, value in (explicit or {}).items():
+        _set_dotted(data, key, value)
     for key, value in (overrides or {}).items():
         if value is None:
             continue

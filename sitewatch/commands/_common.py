@@ -48,7 +48,8 @@ def load_job_config(
             command's own flags; with the flag's name given, errors about that setting name the
             flag (:func:`describe_error`).
     """
-    overrides: dict[str, Any] = dict(parse_set_overrides(getattr(args, "set", None)))
+    explicit = parse_set_overrides(getattr(args, "set", None))
+    overrides: dict[str, Any] = {}
     for k, v in (flags or {}).items():
         flag = None
         if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and v[0].startswith("--"):
@@ -57,7 +58,7 @@ def load_job_config(
             overrides[k] = v
             if flag:
                 record_flag(args, k, flag)
-    return load_config(cls, getattr(args, "config", None), overrides)
+    return load_config(cls, getattr(args, "config", None), overrides, explicit=explicit)
 
 
 def progress_disabled(args: argparse.Namespace) -> bool | None:

@@ -110,3 +110,17 @@ def test_shipped_configs_load(tmp_path):
     for f in files:
         cls = by_prefix[f.stem.split("-")[0]]
         load_config(cls, f)
+
+
+def test_set_null_resets_a_setting_while_absent_flags_change_nothing():
+    import argparse
+
+    from sitewatch.commands._common import load_job_config
+    from sitewatch.jobs import TrainJob
+
+    args = argparse.Namespace(set=["train.threads=null"], config=None)
+    job = load_job_config(TrainJob, args, {"train.epochs": None})
+    assert job.train.threads is None
+    assert job.train.epochs == TrainJob().train.epochs
+    args = argparse.Namespace(set=["train.threads=3"], config=None)
+    assert load_job_config(TrainJob, args, {}).train.threads == 3
