@@ -36,6 +36,7 @@ Sets (found in ``../shared/data``, or ``$SITEWATCH_SHARED_DATA``):
         [--sets NAME,...] [--data NAME=FOLDER[:LABELS.csv]] [--limit N]
         [--verdicts 25,50,100,200] [--queues uncertainty,random] [--verdict-sets NAME,...]
         [--no-finetune] [--threads 1] [--work DIR] [--json OUT]
+    python benchmarks/bench_generalisation.py --show OUT   # the table of an earlier run
 """
 
 from __future__ import annotations
@@ -461,17 +462,18 @@ def _pct(v: Any) -> str:
 
 
 HEADER = (
-    f"{'set':<26} {'labels':<9} {'model':<14} {'row':<25} {'n':>5} {'pos':>4} "
+    f"{'set':<26} {'labels':<9} {'model':<14} {'row':<26} {'n':>5} {'pos':>4} "
     f"{'AUC':>5} {'[95% CI]':<13} {'AP':>5} {'scrFA':>5} {'scrRec':>6} {'eviFA':>5} {'eviRec':>6} | "
-    f"{'bAUC':>5} {'bAP':>5} {'bFA':>4} {'bRec':>4} | {'zsAUC':>5} {'min':>5}"
+    f"{'bAUC':>5} {'bAP':>5} {'bFA':>4} {'bRec':>4} | {'zsAUC':>5} {'rvPos':>5} {'min':>5}"
 )
 
 
 def table_line(r: dict[str, Any]) -> str:
     """One row of the printed table (``n/a`` for figures that do not exist)."""
-    head = f"{r['set'][:26]:<26} {r['kind']:<9} {r['model'][-14:]:<14} {r['row'][:25]:<25} "
+    head = f"{r['set'][:26]:<26} {r['kind']:<9} {r['model'][-14:]:<14} {r['row'][:26]:<26} "
     if "auc" not in r:
-        return head + (r.get("note") or "n/a")
+        reviewed = f"(reviewed {r['reviewed_positive']} damaged) " if "reviewed_positive" in r else ""
+        return head + reviewed + (r.get("note") or "n/a")
     ci = f"[{_num(r.get('auc_lo'))}-{_num(r.get('auc_hi'))}]"
     return (
         head + f"{r['n']:>5} {r['positives']:>4} {_num(r['auc']):>5} {ci:<13} {_num(r['ap']):>5} "
@@ -479,7 +481,8 @@ def table_line(r: dict[str, Any]) -> str:
         f"{_pct(r.get('evidence_false_alarm')):>5} {_pct(r.get('evidence_recall')):>6} | "
         f"{_num(r.get('baseline_auc')):>5} {_num(r.get('baseline_ap')):>5} "
         f"{_pct(r.get('baseline_screening_false_alarm')):>4} {_pct(r.get('baseline_screening_recall')):>4} | "
-        f"{_num(r.get('zero_shot_auc_on_rest')) if 'verdicts' in r else '':>5} {_num(r.get('minutes'), '{:.1f}'):>5}" + (f"  {r['note']}" if r.get("note") else "")
+        f"{_num(r.get('zero_shot_auc_on_rest')) if 'verdicts' in r else '':>5} {r.get('reviewed_positive', ''):>5} "
+        f"{_num(r.get('minutes'), '{:.1f}'):>5}" + (f"  {r['note']}" if r.get("note") else "")
     )
 
 
@@ -512,6 +515,30 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def print_table(payload: dict[str, Any]) -> None:
+    """The whole table of a run (the payload that ``--json`` writes): legend, sets, rows."""
+    print(f"models: {', '.join(payload['models'])}; fine-tuning recipe {Path(str(payload['finetune_config'])).name}"
+          + (f" (epochs {payload['epochs']})" if payload.get("epochs") else "")
+          + f"; {payload['threads']} torch thread(s), {payload.get('machine', '')}")
+    print("scrFA/eviFA: share of intact sites flagged at the screening/evidence operating point; scrRec/eviRec: recall there;")
+    print("b*: pixel-difference baseline on the same pairs (bFA/bRec where it flags as many sites as the model at screening);")
+    print("verdict rows: fine-tuned on N reviewed sites (rvPos of them damaged), figures on the unreviewed rest, zsAUC: the")
+    print("starting model on that rest;")
+    print("min: minutes (scoring, or fine-tuning + rescoring per round)")
+    print()
+    for info in payload["sets"]:
+        print(set_line(info))
+    print()
+    print(HEADER)
+    print("-" * len(HEADER))
+    last = None
+    for r in payload["rows"]:
+        if last is not None and r["set"] != last:
+            print()
+        print(table_line(r))
+        last = r["set"]
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -556,8 +583,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "sitewatch-bench-generalisation", help="scratch folder (set folders, fine-tuned models)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--show", type=Path, metavar="JSON", help="print the table of an earlier --json run and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="library info messages")
     args = parser.parse_args(argv)
+    if args.show:
+        print_table(json.loads(args.show.read_text(encoding="utf-8")))
+        return 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads < 1:
         raise SystemExit("--threads must be at least 1")
@@ -628,37 +659,22 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     print(table_line(row), flush=True)
 
+    payload = {
+        "command": "python benchmarks/bench_generalisation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "models": models,
+        "adaptation": adapt[0] if adapt else None,
+        "finetune_config": args.finetune_config,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "sets": set_infos,
+        "rows": rows,
+    }
     print()
-    print(f"models: {', '.join(models)}; fine-tuning recipe {args.finetune_config.name}"
-          + (f" (epochs {args.epochs})" if args.epochs else "") + f"; {args.threads} torch thread(s) on {platform.processor() or platform.machine()}")
-    print("scrFA/eviFA: share of intact sites flagged at the screening/evidence operating point; scrRec/eviRec: recall there;")
-    print("b*: pixel-difference baseline on the same pairs (bFA/bRec where it flags as many sites as the model at screening);")
-    print("verdict rows: fine-tuned on N reviewed sites, figures on the unreviewed rest, zsAUC: the starting model on that rest;")
-    print("min: minutes (scoring, or fine-tuning + rescoring per round)")
-    print()
-    for info in set_infos:
-        print(set_line(info))
-    print()
-    print(HEADER)
-    print("-" * len(HEADER))
-    last = None
-    for r in rows:
-        if last is not None and r["set"] != last:
-            print()
-        print(table_line(r))
-        last = r["set"]
+    print_table(json_safe(payload))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "command": "python benchmarks/bench_generalisation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "models": models,
-            "adaptation": adapt[0] if adapt else None,
-            "finetune_config": args.finetune_config,
-            "threads": args.threads,
-            "sets": set_infos,
-            "rows": rows,
-        }
         args.json.write_text(json.dumps(json_safe(payload), indent=1) + "\n", encoding="utf-8")
         print(f"\nwrote {args.json}")
     return 0
