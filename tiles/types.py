@@ -117,3 +117,34 @@ class Pair:
     @property
     def ok(self) -> bool:
         return self.meta.status == "ok"
+
+    @classmethod
+    def cannot_assess(
+        cls,
+        site: Site,
+        reason: str,
+        detail: str = "",
+        *,
+        image: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        **meta_fields: Any,
+    ) -> "Pair":
+        """The one way to make a ``cannot_assess`` pair.
+
+        Args:
+            site: the input site.
+            reason: why the pair cannot be assessed (one of ``tiles.cut.REASONS``, or a reason
+                of the calling stage such as detect's ``cut_failed``); must not be empty.
+            detail: a sentence for people (what was found, what to do).
+            image, valid: the chips when something could be read (so people can look), else
+                None.
+            **meta_fields: any other :class:`PairMeta` field (scenes, times, GSD, quality).
+
+        Raises:
+            ValueError: ``reason`` is empty.
+            TypeError: ``meta_fields`` names a field PairMeta does not have.
+        """
+        if not reason:
+            raise ValueError("a cannot_assess pair needs a reason")
+        meta = PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail, **meta_fields)
+        return cls(site=site, meta=meta, image=image, valid=valid)
