@@ -205,7 +205,7 @@ class PairCutter:
     def __init__(self, before: RasterCatalog, after: RasterCatalog, config: TilesConfig | None = None) -> None:
         self.before = before
         self.after = after
-        self.config = config or TilesConfig()
+        self.config = TilesConfig() if config is None else config
         self._planner = _Planner(self.config)
         self._open: OrderedDict[str, Any] = OrderedDict()
         self._stats: dict[str, ScaleStats] = {}
@@ -423,40 +423,37 @@ class PairCutter:
         except Exception as exc:  # noqa: BLE001 - never stop the batch
             log.exception("planning a batch of %d sites failed", len(sites))
             for s in sites:
-                yield self._fail(s, "read_error", f"planning failed: {exc}")
+                yield Pair.cannot_assess(s, "read_error", f"planning failed: {exc}")
             return
         def one(i: int) -> Pair:
             try:
                 return self._cut_one(sites[i], cb[i], ca[i], float(size_m[i]))
             except Exception as exc:  # noqa: BLE001 - one bad site never stops the batch
                 log.exception("site %s: unexpected error", sites[i].site_id)
-                return self._fail(sites[i], "read_error", f"{type(exc).__name__}: {exc}")
+                return Pair.cannot_assess(sites[i], "read_error", f"{type(exc).__name__}: {exc}")
 
         for i in range(len(sites)):
             yield one(i)
 
-    def _fail(self, site: Site, reason: str, detail: str = "", **fields: Any) -> Pair:
-        return Pair(site=site, meta=PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail, **fields))
-
     def _cut_one(self, site: Site, cands_b: list[Candidate], cands_a: list[Candidate], size_m: float) -> Pair:
         cfg = self.config
         if not _usable(site):
-            return self._fail(site, "invalid_site", site.problem or "site has no valid coordinates")
+            return Pair.cannot_assess(site, "invalid_site", site.problem or "site has no valid coordinates")
         gsd = size_m / cfg.chip_px
         base: dict[str, Any] = {"chip_gsd_m": gsd, "chip_size_m": size_m, "normalisation": cfg.normalisation}
         if not cands_b:
             detail = "no before scene covers the site" + ("" if cands_a else "; no after scene either")
-            return self._fail(site, "outside_before_coverage", detail, **base)
+            return Pair.cannot_assess(site, "outside_before_coverage", detail, **base)
         if not cands_a:
-            return self._fail(site, "outside_after_coverage", "no after scene covers the site", **base)
+            return Pair.cannot_assess(site, "outside_after_coverage", "no after scene covers the site", **base)
         margin = math.ceil(cfg.max_shift_m / gsd) + 1 if cfg.coregister else 0
         b, err_b = self._read_epoch(cands_b, 0.0)
         a, err_a = self._read_epoch(cands_a, float(margin))
         if b is None or a is None:
             if err_b or err_a:
-                return self._fail(site, "read_error", "; ".join(e for e in (err_b, err_a) if e), **base)
+                return Pair.cannot_assess(site, "read_error", "; ".join(e for e in (err_b, err_a) if e), **base)
             reason = "outside_before_coverage" if b is None else "outside_after_coverage"
-            return self._fail(site, reason, "the chip misses the scene's pixels", **base)
+            return Pair.cannot_assess(site, reason, "the chip misses the scene's pixels", **base)
         base.update(
             before_scene=b.scene.scene_id,
             after_scene=a.scene.scene_id,
@@ -541,7 +538,7 @@ def group_sites_by_scene(
     use ``-`` for it, and invalid sites go under ``"-|-"``. Every site appears in exactly one
     group, in input order within it. Only headers are used (no pixels are read).
     """
-    planner = _Planner(config or TilesConfig())
+    planner = _Planner(TilesConfig() if config is None else config)
     groups: dict[str, list[Site]] = {}
     step = 4096
     for start in range(0, len(sites), step):
