@@ -494,12 +494,12 @@ class PairCutter:
             )
         base.update(shift_fields)
         # -- quality (on unnormalised values) -------------------------------------------
-        cb, ca = cloud_like(b.image, b.valid), cloud_like(a_image, a_valid)  # once per epoch
-        qb = chip_quality(b.image, b.valid, cloud=cb)
-        qa = chip_quality(a_image, a_valid, cloud=ca)
+        cb, ca = cloud_like(b.image, b.valid, cfg), cloud_like(a_image, a_valid, cfg)  # once per epoch
+        qb = chip_quality(b.image, b.valid, cfg, cloud=cb)
+        qa = chip_quality(a_image, a_valid, cfg, cloud=ca)
         base.update(
             valid_fraction=min(qb.valid_fraction, qa.valid_fraction),
-            cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid, cloud_before=cb, cloud_after=ca),
+            cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid, cfg, cloud_before=cb, cloud_after=ca),
             blank_fraction=max(qb.blank_fraction, qa.blank_fraction),
             saturated_fraction=max(qb.saturated_fraction, qa.saturated_fraction),
         )
