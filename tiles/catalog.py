@@ -63,6 +63,9 @@ class SceneInfo:
             footprint, for quick filtering).
         gsd_m: approximate ground sample distance in metres (mean of x and y).
         has_mask: the file carries an internal/alpha mask that marks invalid pixels.
+        file_key: identity of the file's content version (resolved path, size and modification
+            time in ns): what per-scene caches are keyed by. Never the stem or ``scene_id``:
+            ``before/scene.tif`` and ``after/scene.tif`` share both (the xBD layout).
     """
 
     scene_id: str
@@ -81,6 +84,12 @@ class SceneInfo:
     lonlat_bounds: tuple[float, float, float, float] = (-180.0, -90.0, 180.0, 90.0)
     gsd_m: float = math.nan
     has_mask: bool = False
+    file_key: str = ""
+
+    @property
+    def cache_key(self) -> str:
+        """The key of per-scene caches (value scaling, band choice): :attr:`file_key`."""
+        return self.file_key or str(self.path)
 
 
 def _parse_datetime_text(text: str) -> datetime | None:
@@ -214,6 +223,7 @@ def _read_header(path: Path) -> SceneInfo:
         flags = ds.mask_flag_enums[0] if ds.count else []
         has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags) and MaskFlags.nodata not in flags
         nodata = ds.nodata
+        st = path.stat()
         return SceneInfo(
             scene_id=path.stem,
             path=path,
@@ -231,6 +241,7 @@ def _read_header(path: Path) -> SceneInfo:
             lonlat_bounds=tuple(lonlat),  # type: ignore[arg-type]
             gsd_m=float(gsd),
             has_mask=has_mask,
+            file_key=f"{path}|{st.st_size}|{st.st_mtime_ns}",
         )
 
 

@@ -198,8 +198,9 @@ class PairCutter:
         config: how pairs are cut.
 
     Datasets are opened lazily and kept open in an LRU cache of ``config.max_open_files``;
-    per-scene value scaling (non-uint8 rasters) is computed once per scene. Use as a context
-    manager or call :meth:`close`.
+    per-scene value scaling (non-uint8 rasters) is computed once per scene file (keyed by
+    :attr:`SceneInfo.cache_key`, so two epochs' files that share a name never share statistics).
+    Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, before: RasterCatalog, after: RasterCatalog, config: TilesConfig | None = None) -> None:
@@ -250,8 +251,8 @@ class PairCutter:
         if max(bands) <= scene.count:
             return bands
         if scene.count == 1:
-            if scene.scene_id not in self._warned:
-                self._warned.add(scene.scene_id)
+            if scene.cache_key not in self._warned:
+                self._warned.add(scene.cache_key)
                 log.warning("%s has one band; it is used for all %d channels", scene.path, len(bands))
             return [1] * len(bands)
         raise ValueError(f"{scene.path} has {scene.count} bands but tiles.bands asks for {bands}")
@@ -270,7 +271,8 @@ class PairCutter:
         return valid
 
     def _scene_stats(self, scene: SceneInfo) -> ScaleStats:
-        stats = self._stats.get(scene.scene_id)
+        # keyed by the file, never by scene_id: before/x.tif and after/x.tif share the stem
+        stats = self._stats.get(scene.cache_key)
         if stats is not None:
             return stats
         bands = self._bands(scene)
@@ -288,7 +290,7 @@ class PairCutter:
             valid = self._valid_mask(ds, scene, sample, window, shape)
             stats = stats_from_sample(sample, valid, scene.dtype)
             log.debug("scene %s: stretch %s..%s", scene.scene_id, stats[0], stats[1])
-        self._stats[scene.scene_id] = stats
+        self._stats[scene.cache_key] = stats
         return stats
 
     # -- reading ----------------------------------------------------------------------------
