@@ -330,6 +330,37 @@ class RasterCatalog:
         ts = scene.acquired.timestamp()
         return -ts if self.epoch == "before" else ts
 
+    def scenes_containing(self, lon: float, lat: float) -> list[SceneInfo]:
+        """The scenes whose raster holds the point ``(lon, lat)`` (WGS84), in catalogue order.
+
+        Exact (the point is transformed to each candidate scene's CRS), across the antimeridian
+        too. Pixel values are not looked at: a point in a nodata area counts as contained.
+        """
+        import numpy as np
+        from pyproj import CRS, Transformer
+
+        from tiles import grid
+
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            return []
+        found: list[SceneInfo] = []
+        lon_a, lat_a = np.array([lon]), np.array([lat])
+        for s in self.scenes:
+            w, so, e, no = s.lonlat_bounds
+            if not (so <= lat <= no and grid.lon_overlap(lon_a, lon_a, w, e)[0]):
+                continue
+            try:
+                x, y = Transformer.from_crs("EPSG:4326", s.crs, always_xy=True).transform(lon, lat)
+                if CRS.from_user_input(s.crs).is_geographic:
+                    x = float(grid.wrap_lon_towards(np.array([[x]]), (s.bounds[0] + s.bounds[2]) / 2)[0, 0])
+            except Exception:  # noqa: BLE001 - pyproj raises several types; not containable then
+                continue
+            rows, cols = grid.pixel_coords(s.transform, np.array([x]), np.array([y]))
+            r, c = float(rows[0]) + 0.5, float(cols[0]) + 0.5
+            if 0.0 <= r <= s.height and 0.0 <= c <= s.width:
+                found.append(s)
+        return found
+
     def crs_groups(self) -> dict[str, list[SceneInfo]]:
         """Scenes grouped by CRS string."""
         groups: dict[str, list[SceneInfo]] = {}

@@ -119,6 +119,7 @@ class _Planner:
     def __init__(self, config: TilesConfig) -> None:
         self.config = config
         self._transformers: dict[str, Any] = {}
+        self._geographic: dict[str, bool] = {}
         self._rc = grid.control_points_rc(config.chip_px, 3)
 
     def _transformer(self, crs: str) -> Any:
@@ -129,6 +130,15 @@ class _Planner:
             t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
             self._transformers[crs] = t
         return t
+
+    def _is_geographic(self, crs: str) -> bool:
+        g = self._geographic.get(crs)
+        if g is None:
+            from pyproj import CRS
+
+            g = bool(CRS.from_user_input(crs).is_geographic)
+            self._geographic[crs] = g
+        return g
 
     def plan(self, sites: Sequence[Site], catalog: RasterCatalog) -> tuple[list[list[Candidate]], np.ndarray]:
         """Candidates per site for one epoch, best first, plus each site's window size (metres).
@@ -156,7 +166,7 @@ class _Planner:
             masks = []
             for s in scenes:
                 w, so, e, no = s.lonlat_bounds
-                masks.append((lon_max >= w) & (lon_min <= e) & (lat_max >= so) & (lat_min <= no))
+                masks.append(grid.lon_overlap(lon_min, lon_max, w, e) & (lat_max >= so) & (lat_min <= no))
             any_mask = np.logical_or.reduce(masks)
             if not any_mask.any():
                 continue
@@ -167,13 +177,17 @@ class _Planner:
                 log.warning("cannot transform sites to %s (%s); its scenes are not used", crs, exc)
                 continue
             x, y = np.asarray(x), np.asarray(y)
+            geographic = self._is_geographic(crs)
             pos = np.full(n, -1)
             pos[sel] = np.arange(sel.size)
             for s, m in zip(scenes, masks):
                 hit = np.flatnonzero(m)
                 if hit.size == 0:
                     continue
-                rows, cols = grid.pixel_coords(s.transform, x[pos[hit]], y[pos[hit]])
+                xs = x[pos[hit]]
+                if geographic:  # a scene whose x runs beyond ±180: take the site's longitude there
+                    xs = grid.wrap_lon_towards(xs, (s.bounds[0] + s.bounds[2]) / 2)
+                rows, cols = grid.pixel_coords(s.transform, xs, y[pos[hit]])
                 ok = np.isfinite(rows).all(1) & np.isfinite(cols).all(1)
                 hit, rows, cols = hit[ok], rows[ok], cols[ok]
                 if hit.size == 0:
@@ -427,9 +441,11 @@ class PairCutter:
             for s in sites:
                 yield Pair.cannot_assess(s, "read_error", f"planning failed: {exc}")
             return
+        hints = self._coverage_hints(sites, cb, ca)
+
         def one(i: int) -> Pair:
             try:
-                return self._cut_one(sites[i], cb[i], ca[i], float(size_m[i]))
+                return self._cut_one(sites[i], cb[i], ca[i], float(size_m[i]), hints.get(i, ""))
             except Exception as exc:  # noqa: BLE001 - one bad site never stops the batch
                 log.exception("site %s: unexpected error", sites[i].site_id)
                 return Pair.cannot_assess(sites[i], "read_error", f"{type(exc).__name__}: {exc}")
@@ -437,7 +453,53 @@ class PairCutter:
         for i in range(len(sites)):
             yield one(i)
 
-    def _cut_one(self, site: Site, cands_b: list[Candidate], cands_a: list[Candidate], size_m: float) -> Pair:
+    def _coverage_hints(self, sites: Sequence[Site], cb: list[list[Candidate]], ca: list[list[Candidate]]) -> dict[int, str]:
+        """What to tell about sites that an epoch does not cover: swapped lon/lat, antimeridian.
+
+        Only sites without a before (or after) candidate are looked at, so a batch that is
+        covered costs nothing here.
+
+        Returns:
+            ``{site index: "; hint ..."}`` for the sites that get a hint.
+        """
+        hints: dict[int, str] = {}
+        missing = [i for i, s in enumerate(sites) if _usable(s) and not (cb[i] and ca[i])]
+        if not missing:
+            return hints
+        # the swapped point is covered by both epochs (the catalogue knows the footprints)
+        swappable = [i for i in missing if abs(sites[i].lon) <= 90.0]
+        if swappable:
+            swapped = [Site(sites[i].site_id, lon=sites[i].lat, lat=sites[i].lon) for i in swappable]
+            sb, _ = self._planner.plan(swapped, self.before)
+            sa, _ = self._planner.plan(swapped, self.after)
+            for k, i in enumerate(swappable):
+                if sb[k] and sa[k]:
+                    s = sites[i]
+                    hints[i] = (
+                        f"; the swapped point (lon {s.lat:g}, lat {s.lon:g}) lies in the imagery "
+                        f"(scene {sb[k][0].scene.scene_id}): are the lon and lat columns swapped?"
+                    )
+        # a scene across the antimeridian whose CRS cannot place the site (e.g. Web Mercator)
+        for epoch, cands, catalog in (("before", cb, self.before), ("after", ca, self.after)):
+            crossing = [sc for sc in catalog.scenes if sc.lonlat_bounds[2] < sc.lonlat_bounds[0]]
+            for i in missing:
+                if cands[i] or i in hints:
+                    continue
+                s = sites[i]
+                for sc in crossing:
+                    w, so, e, no = sc.lonlat_bounds
+                    if so <= s.lat <= no and (s.lon >= w or s.lon <= e):
+                        hints[i] = (
+                            f"; {epoch} scene {sc.scene_id} crosses the antimeridian and its bounds hold the "
+                            f"site, but its CRS {sc.crs} cannot place the site on it: reproject the scene to a "
+                            "local projected CRS (e.g. gdalwarp -t_srs with the site's UTM zone)"
+                        )
+                        break
+        return hints
+
+    def _cut_one(
+        self, site: Site, cands_b: list[Candidate], cands_a: list[Candidate], size_m: float, hint: str = ""
+    ) -> Pair:
         cfg = self.config
         if not _usable(site):
             return Pair.cannot_assess(site, "invalid_site", site.problem or "site has no valid coordinates")
@@ -445,9 +507,9 @@ class PairCutter:
         base: dict[str, Any] = {"chip_gsd_m": gsd, "chip_size_m": size_m, "normalisation": cfg.normalisation}
         if not cands_b:
             detail = "no before scene covers the site" + ("" if cands_a else "; no after scene either")
-            return Pair.cannot_assess(site, "outside_before_coverage", detail, **base)
+            return Pair.cannot_assess(site, "outside_before_coverage", detail + hint, **base)
         if not cands_a:
-            return Pair.cannot_assess(site, "outside_after_coverage", "no after scene covers the site", **base)
+            return Pair.cannot_assess(site, "outside_after_coverage", "no after scene covers the site" + hint, **base)
         margin = math.ceil(cfg.max_shift_m / gsd) + 1 if cfg.coregister else 0
         b, err_b = self._read_epoch(cands_b, 0.0)
         a, err_a = self._read_epoch(cands_a, float(margin))

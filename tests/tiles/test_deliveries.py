@@ -71,3 +71,81 @@ def test_dim_16bit_alone_is_stretched_not_blank(make_scene):
     pair = _cut(before, after, normalisation="none", coregister=False)
     assert pair.ok and pair.meta.blank_fraction == 0.0
     assert pair.image[0].max() > 0.8 and np.abs(pair.image[0] - pair.image[1]).mean() < 0.03
+
+
+# -- 2. a scene across the antimeridian; coverage hints--------------------------------------------------------
+
+UTM60 = "EPSG:32660"
+
+
+def _antimeridian_raster(path, *, lat: float = 65.0, size_m: float = 200.0, res_m: float = 0.5, seed: int = 3):
+    """A UTM 60N raster centred on 180° (so it spans both signs of longitude)."""
+    x0, y0 = Transformer.from_crs("EPSG:4326", UTM60, always_xy=True).transform(180.0, lat)
+    n = int(size_m / res_m)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(30, 220, (3, n // 4, n // 4)).astype(np.uint8)
+    data = np.repeat(np.repeat(base, 4, axis=1), 4, axis=2)
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=3, dtype="uint8", crs=UTM60,
+                       transform=from_origin(x0 - size_m / 2, y0 + size_m / 2, res_m, res_m)) as ds:
+        ds.write(data)
+    return path
+
+
+def test_scene_across_the_antimeridian_covers_sites_on_both_sides(tmp_path):
+    before = _antimeridian_raster(tmp_path / "before.tif")
+    after = _antimeridian_raster(tmp_path / "after.tif")
+    b = RasterCatalog.from_paths(before, epoch="before")
+    a = RasterCatalog.from_paths(after, epoch="after")
+    # about 23 m east and west of 180° at 65° N; a 64 m chip around each lies inside the 200 m scene
+    sites = [Site("west_of_180", 179.9995, 65.0), Site("east_of_180", -179.9995, 65.0), Site("on_180", 180.0, 65.0),
+             Site("far", -179.9, 65.0)]
+    with PairCutter(b, a, TilesConfig(coregister=False, normalisation="none")) as cutter:
+        pairs = {p.site.site_id: p for p in cutter.cut_many(sites)}
+    for sid in ("west_of_180", "east_of_180", "on_180"):
+        assert pairs[sid].ok, pairs[sid].meta
+        assert pairs[sid].valid.all()
+        assert np.abs(pairs[sid].image[0] - pairs[sid].image[1]).max() < 1e-6
+    # the two sides are different ground: the chips differ
+    assert np.abs(pairs["west_of_180"].image[0] - pairs["east_of_180"].image[0]).mean() > 0.05
+    assert pairs["far"].meta.reason == "outside_before_coverage"
+    assert b.scenes_containing(-179.9995, 65.0) == [b.scenes[0]]
+    assert b.scenes_containing(179.9995, 65.0) == [b.scenes[0]]
+    assert b.scenes_containing(-179.9, 65.0) == []
+
+
+def test_geographic_scene_beyond_180_is_used(tmp_path):
+    # an EPSG:4326 raster whose x runs from 179.999 to 180.001 (GDAL allows it, vendors do it)
+    path = tmp_path / "geo.tif"
+    n = 400
+    dlon, dlat = 0.002 / n, 0.001 / n
+    rng = np.random.default_rng(0)
+    data = np.repeat(np.repeat(rng.integers(30, 220, (3, n // 4, n // 4)).astype(np.uint8), 4, 1), 4, 2)
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=3, dtype="uint8", crs="EPSG:4326",
+                       transform=from_origin(179.999, 10.0005, dlon, dlat)) as ds:
+        ds.write(data)
+    pair = _cut(path, path, Site("east", -179.9997, 10.0), coregister=False, chip_size_m=20.0, chip_px=32)
+    assert pair.ok and pair.valid.all(), pair.meta
+
+
+def test_web_mercator_scene_across_the_antimeridian_gets_a_hint_not_silence(tmp_path):
+    # EPSG:3857 cannot hold x beyond 180° for pyproj: a site east of 180° cannot be placed on
+    # such a scene; that must be said, with what to do
+    x0, y0 = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(179.9995, -16.0)
+    path = tmp_path / "merc.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=400, height=400, count=3, dtype="uint8", crs="EPSG:3857",
+                       transform=from_origin(x0 - 50, y0 + 100, 0.5, 0.5)) as ds:
+        ds.write(np.full((3, 400, 400), 120, np.uint8))
+    pair = _cut(path, path, Site("east", -179.9995, -16.0), coregister=False)
+    if pair.ok:  # a pyproj that wraps Web Mercator x: supported, nothing to hint
+        return
+    assert pair.meta.reason == "outside_before_coverage"
+    assert "antimeridian" in pair.meta.detail and "EPSG:3857" in pair.meta.detail and "reproject" in pair.meta.detail
+
+
+def test_swapped_lon_lat_gets_a_hint_when_the_swapped_point_is_covered(make_scene):
+    before, after = make_scene("b.tif"), make_scene("a.tif")
+    swapped = _cut(before, after, Site("sw", LAT0, LON0))  # (45.1, 15.2): both in range, in the sea
+    assert swapped.meta.reason == "outside_before_coverage"
+    assert "swapped" in swapped.meta.detail and "15.2" in swapped.meta.detail
+    nowhere = _cut(before, after, Site("far", LON0 + 1.0, LAT0))
+    assert "swapped" not in nowhere.meta.detail
