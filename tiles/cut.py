@@ -39,6 +39,7 @@ REASONS = (
     "outside_before_coverage",
     "outside_after_coverage",
     "read_error",
+    "too_coarse",
     "mostly_nodata",
     "blank",
     "cloud",
@@ -56,11 +57,14 @@ class Candidate:
         scene: the scene.
         affine: float64 ``(2, 3)`` map from chip index ``(row, col)`` to scene index coordinates.
         coverage: approximate fraction of the chip inside the scene.
+        too_coarse: the scene's native GSD exceeds ``tiles.max_native_gsd_ratio`` times the
+            site's chip GSD (such scenes sort after every finer one).
     """
 
     scene: SceneInfo
     affine: np.ndarray
     coverage: float
+    too_coarse: bool = False
 
 
 @dataclass
@@ -107,6 +111,11 @@ def _site_geometry(site: Site, config: TilesConfig) -> float:
         radius_scale=config.radius_scale,
         max_chip_size_m=config.max_chip_size_m,
     )
+
+
+def _metres(value: float) -> str:
+    """A length for a message: ``0.5``, ``1.25``, ``2000`` (never ``2e+03``)."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _usable(site: Site) -> bool:
@@ -194,12 +203,15 @@ class _Planner:
                     continue
                 aff = grid.fit_affine(self._rc, rows, cols)
                 cov = grid.coverage_fraction(aff, cfg.chip_px, s.height, s.width)
+                coarse = s.gsd_m > cfg.max_native_gsd_ratio * sizes[hit] / cfg.chip_px
                 for j, k in enumerate(hit):
                     if cov[j] > 0:
-                        out[idx[k]].append(Candidate(s, aff[j], float(cov[j])))
+                        out[idx[k]].append(Candidate(s, aff[j], float(cov[j]), bool(coarse[j])))
         for cands in out:
             cands.sort(
-                key=lambda c: (c.coverage < 0.999, catalog.time_rank(c.scene), -c.coverage, c.scene.gsd_m, c.scene.scene_id)
+                key=lambda c: (
+                    c.too_coarse, c.coverage < 0.999, catalog.time_rank(c.scene), -c.coverage, c.scene.gsd_m, c.scene.scene_id
+                )
             )
         return out, size_m
 
@@ -510,6 +522,9 @@ class PairCutter:
             return Pair.cannot_assess(site, "outside_before_coverage", detail + hint, **base)
         if not cands_a:
             return Pair.cannot_assess(site, "outside_after_coverage", "no after scene covers the site" + hint, **base)
+        # never fill a fine scene's holes from a too coarse one
+        cands_b = [c for c in cands_b if not c.too_coarse] or cands_b
+        cands_a = [c for c in cands_a if not c.too_coarse] or cands_a
         margin = math.ceil(cfg.max_shift_m / gsd) + 1 if cfg.coregister else 0
         b, err_b = self._read_epoch(cands_b, 0.0)
         a, err_a = self._read_epoch(cands_a, float(margin))
@@ -530,6 +545,19 @@ class PairCutter:
             before_extra_scenes=b.extra_ids,
             after_extra_scenes=a.extra_ids,
         )
+        # -- resolution: too coarse for the chip, or very different between the epochs -------
+        coarse = ""
+        for epoch, cands, mosaic in (("before", cands_b, b), ("after", cands_a, a)):
+            if cands[0].too_coarse and not coarse:
+                g = mosaic.scene.gsd_m
+                coarse = (
+                    f"{epoch} native GSD {_metres(g)} m is {g / gsd:.1f}x the chip GSD {_metres(gsd)} m "
+                    f"(> tiles.max_native_gsd_ratio {cfg.max_native_gsd_ratio:g}); no finer {epoch} scene covers the site"
+                )
+        fine, rough = sorted((b.scene.gsd_m, a.scene.gsd_m))
+        if fine > 0 and math.isfinite(rough):
+            base["gsd_ratio"] = rough / fine
+            base["gsd_mismatch"] = rough / fine > cfg.gsd_mismatch_ratio
         # -- co-registration ------------------------------------------------------------
         shift_fields: dict[str, Any] = {}
         misregistered = ""
@@ -580,7 +608,9 @@ class PairCutter:
         # -- status ---------------------------------------------------------------------------
         reason, detail = "", ""
         worst_blank = max(qb.blank_fraction + qb.saturated_fraction, qa.blank_fraction + qa.saturated_fraction)
-        if base["valid_fraction"] < cfg.min_valid_fraction:
+        if coarse:
+            reason, detail = "too_coarse", coarse
+        elif base["valid_fraction"] < cfg.min_valid_fraction:
             reason = "mostly_nodata"
             detail = f"valid pixels: before {qb.valid_fraction:.0%}, after {qa.valid_fraction:.0%}"
         elif worst_blank > cfg.max_blank_fraction:

@@ -25,6 +25,8 @@ PAIR_META_COLUMNS = (
     "after_gsd_m",
     "chip_gsd_m",
     "chip_size_m",
+    "gsd_ratio",
+    "gsd_mismatch",
     "shift_dy_px",
     "shift_dx_px",
     "shift_m",

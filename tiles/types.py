@@ -67,6 +67,9 @@ class PairMeta:
     sits lower/right), plus its size in metres. ``before_scene``/``after_scene`` is the primary
     scene of each epoch; ``before_extra_scenes``/``after_extra_scenes`` list (``;``-separated)
     the scenes that filled the primary's holes when a chip straddles scene edges.
+    ``gsd_ratio`` is the coarser primary scene's native GSD over the finer one's (1 = same
+    resolution; NaN when nothing was read) and ``gsd_mismatch`` says it exceeds
+    ``tiles.gsd_mismatch_ratio``.
     """
 
     site_id: str
@@ -82,6 +85,8 @@ class PairMeta:
     after_gsd_m: float = float("nan")
     chip_gsd_m: float = float("nan")
     chip_size_m: float = float("nan")
+    gsd_ratio: float = float("nan")
+    gsd_mismatch: bool = False
     shift_dy_px: float = 0.0
     shift_dx_px: float = 0.0
     shift_m: float = 0.0

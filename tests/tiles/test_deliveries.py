@@ -149,3 +149,40 @@ def test_swapped_lon_lat_gets_a_hint_when_the_swapped_point_is_covered(make_scen
     assert "swapped" in swapped.meta.detail and "15.2" in swapped.meta.detail
     nowhere = _cut(before, after, Site("far", LON0 + 1.0, LAT0))
     assert "swapped" not in nowhere.meta.detail
+
+
+# -- 3. resolution gate and mismatch ----------------------------------------------------------------
+
+
+def test_a_2km_pixel_is_too_coarse(make_scene):
+    before = make_scene("b.tif")
+    after = make_scene("a.tif", size_m=6000.0, res_m=2000.0)  # 3 x 3 pixels of 2 km
+    pair = _cut(before, after)
+    assert pair.meta.status == "cannot_assess" and pair.meta.reason == "too_coarse"
+    assert "2000" in pair.meta.detail and "tiles.max_native_gsd_ratio" in pair.meta.detail
+    assert pair.meta.after_gsd_m == pytest.approx(2000.0)
+    assert "too_coarse" in REASONS
+    # a looser gate lets the same pair through (recorded as a strong mismatch)
+    loose = _cut(before, after, max_native_gsd_ratio=10_000.0)
+    assert loose.meta.reason != "too_coarse" and loose.meta.gsd_mismatch
+
+
+def test_resolution_mismatch_between_epochs_is_recorded(make_scene):
+    before = make_scene("b.tif", res_m=0.3)
+    after = make_scene("a.tif", crs="wgs84", res_m=1.2)
+    pair = _cut(before, after, coregister=False)
+    assert pair.ok, pair.meta  # 1.2 m <= 2.5 x 0.5 m chip GSD
+    assert pair.meta.gsd_ratio == pytest.approx(4.0, rel=0.02) and pair.meta.gsd_mismatch
+    row = pair_meta_row(pair)
+    assert row["gsd_mismatch"] == "true" and float(row["gsd_ratio"]) == pytest.approx(4.0, rel=0.02)
+    same = _cut(before, make_scene("a2.tif", res_m=0.4), coregister=False)
+    assert same.meta.gsd_ratio == pytest.approx(4 / 3, rel=0.02) and not same.meta.gsd_mismatch
+    assert {"gsd_ratio", "gsd_mismatch"} <= set(PAIR_META_COLUMNS)
+
+
+def test_a_fine_scene_is_preferred_to_an_earlier_coarse_one(make_scene):
+    before = make_scene("b.tif")
+    make_scene("after/coarse.tif", size_m=400.0, res_m=4.0, tags={"ACQUISITION_DATETIME": "2020-01-01T00:00:00Z"})
+    fine = make_scene("after/fine.tif", tags={"ACQUISITION_DATETIME": "2020-02-01T00:00:00Z"})
+    pair = _cut(before, fine.parent)
+    assert pair.ok and pair.meta.after_scene == "fine", pair.meta
