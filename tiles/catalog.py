@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from sitewatch.errors import RasterError
+from tiles.bands import BandChoice, choose_bands
+from tiles.config import TilesConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class SceneInfo:
             footprint, for quick filtering).
         gsd_m: approximate ground sample distance in metres (mean of x and y).
         has_mask: the file carries an internal/alpha mask that marks invalid pixels.
+        colour_interp: GDAL colour interpretation per band, lower case (``red``, ``gray``,
+            ``undefined``, ...).
+        descriptions: band descriptions (``""`` where unset).
         file_key: identity of the file's content version (resolved path, size and modification
             time in ns): what per-scene caches are keyed by. Never the stem or ``scene_id``:
             ``before/scene.tif`` and ``after/scene.tif`` share both (the xBD layout).
@@ -85,6 +90,16 @@ class SceneInfo:
     gsd_m: float = math.nan
     has_mask: bool = False
     file_key: str = ""
+    colour_interp: tuple[str, ...] = ()
+    descriptions: tuple[str, ...] = ()
+
+    def band_choice(self, config: TilesConfig) -> BandChoice:
+        """Which bands become the chip's channels for this scene (:func:`tiles.bands.choose_bands`).
+
+        Raises:
+            RasterError: ``tiles.bands`` asks for a band this scene does not have.
+        """
+        return choose_bands(self.count, self.colour_interp, self.descriptions, config, where=str(self.path))
 
     @property
     def cache_key(self) -> str:
@@ -224,6 +239,11 @@ def _read_header(path: Path) -> SceneInfo:
         has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags) and MaskFlags.nodata not in flags
         nodata = ds.nodata
         st = path.stat()
+        try:
+            colour_interp = tuple(c.name.lower() for c in ds.colorinterp)
+        except ValueError:  # a colour interpretation newer than this rasterio knows
+            colour_interp = ()
+        descriptions = tuple(d or "" for d in ds.descriptions)
         return SceneInfo(
             scene_id=path.stem,
             path=path,
@@ -242,6 +262,8 @@ def _read_header(path: Path) -> SceneInfo:
             gsd_m=float(gsd),
             has_mask=has_mask,
             file_key=f"{path}|{st.st_size}|{st.st_mtime_ns}",
+            colour_interp=colour_interp,
+            descriptions=descriptions,
         )
 
 
@@ -329,6 +351,21 @@ class RasterCatalog:
             return math.inf
         ts = scene.acquired.timestamp()
         return -ts if self.epoch == "before" else ts
+
+    def band_choices(self, config: TilesConfig) -> dict[str, BandChoice]:
+        """``{scene_id: BandChoice}``: which bands every scene gives the chips (for a manifest).
+
+        Scenes whose bands cannot be read under ``config`` (``tiles.bands`` asks for a band they
+        lack) are left out; their sites come out ``cannot_assess`` / ``read_error`` with the
+        reason.
+        """
+        out: dict[str, BandChoice] = {}
+        for s in self.scenes:
+            try:
+                out[s.scene_id] = s.band_choice(config)
+            except RasterError:
+                continue
+        return out
 
     def scenes_containing(self, lon: float, lat: float) -> list[SceneInfo]:
         """The scenes whose raster holds the point ``(lon, lat)`` (WGS84), in catalogue order.

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from tiles import grid
+from tiles.bands import BandChoice
 from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
@@ -236,7 +237,7 @@ class PairCutter:
         self._planner = _Planner(self.config)
         self._open: OrderedDict[str, Any] = OrderedDict()
         self._stats: dict[str, ScaleStats] = {}
-        self._warned: set[str] = set()
+        self._choices: dict[str, BandChoice] = {}
 
     # -- datasets ---------------------------------------------------------------------------
     def _dataset(self, scene: SceneInfo) -> Any:
@@ -272,16 +273,18 @@ class PairCutter:
         except Exception:  # noqa: BLE001
             pass
 
+    def _band_choice(self, scene: SceneInfo) -> BandChoice:
+        """The scene's :class:`BandChoice`, made (and warned about) once per scene file."""
+        choice = self._choices.get(scene.cache_key)
+        if choice is None:
+            choice = scene.band_choice(self.config)
+            self._choices[scene.cache_key] = choice
+            if choice.warning:
+                log.warning("%s", choice.warning)
+        return choice
+
     def _bands(self, scene: SceneInfo) -> list[int]:
-        bands = list(self.config.bands)
-        if max(bands) <= scene.count:
-            return bands
-        if scene.count == 1:
-            if scene.cache_key not in self._warned:
-                self._warned.add(scene.cache_key)
-                log.warning("%s has one band; it is used for all %d channels", scene.path, len(bands))
-            return [1] * len(bands)
-        raise ValueError(f"{scene.path} has {scene.count} bands but tiles.bands asks for {bands}")
+        return list(self._band_choice(scene).bands)
 
     def _valid_mask(self, ds: Any, scene: SceneInfo, data: np.ndarray, window: Any, out_shape: tuple[int, int]) -> np.ndarray:
         valid = np.ones(out_shape, dtype=bool)
@@ -544,6 +547,10 @@ class PairCutter:
             after_gsd_m=a.scene.gsd_m,
             before_extra_scenes=b.extra_ids,
             after_extra_scenes=a.extra_ids,
+            before_bands=self._band_choice(b.scene).text,
+            after_bands=self._band_choice(a.scene).text,
+            before_band_source=self._band_choice(b.scene).source,
+            after_band_source=self._band_choice(a.scene).source,
         )
         # -- resolution: too coarse for the chip, or very different between the epochs -------
         coarse = ""

@@ -69,7 +69,9 @@ class PairMeta:
     the scenes that filled the primary's holes when a chip straddles scene edges.
     ``gsd_ratio`` is the coarser primary scene's native GSD over the finer one's (1 = same
     resolution; NaN when nothing was read) and ``gsd_mismatch`` says it exceeds
-    ``tiles.gsd_mismatch_ratio``.
+    ``tiles.gsd_mismatch_ratio``. ``before_bands``/``after_bands`` are the 1-based band indices
+    of the primary scene read as the chip's channels (``"3,2,1"`` for a BGRN raster) and
+    ``*_band_source`` says how they were found (``tiles.bands.BAND_SOURCES``).
     """
 
     site_id: str
@@ -100,6 +102,10 @@ class PairMeta:
     detail: str = ""
     before_extra_scenes: str = ""
     after_extra_scenes: str = ""
+    before_bands: str = ""
+    after_bands: str = ""
+    before_band_source: str = ""
+    after_band_source: str = ""
 
 
 @dataclass(frozen=True)

@@ -186,3 +186,48 @@ def test_a_fine_scene_is_preferred_to_an_earlier_coarse_one(make_scene):
     fine = make_scene("after/fine.tif", tags={"ACQUISITION_DATETIME": "2020-02-01T00:00:00Z"})
     pair = _cut(before, fine.parent)
     assert pair.ok and pair.meta.after_scene == "fine", pair.meta
+
+
+# -- 4. band order from the colour interpretation ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "colorinterp, descriptions, source",
+    [
+        (["blue", "green", "red", "undefined"], None, "colour_interpretation"),
+        (["gray", "undefined", "undefined", "undefined"], ["Blue", "Green", "Red", "Near-Infrared"], "band_description"),
+    ],
+    ids=["colorinterp", "descriptions"],
+)
+def test_bgrn_raster_is_read_as_rgb_from_its_tags(make_scene, colorinterp, descriptions, source):
+    ref = _cut(make_scene("b.tif"), make_scene("a.tif"), normalisation="none", coregister=False)
+    bgrn = make_scene("a_bgrn.tif", band_order="BGRN", colorinterp=colorinterp, descriptions=descriptions)
+    pair = _cut(make_scene("b.tif"), bgrn, normalisation="none", coregister=False)
+    assert pair.ok
+    assert np.abs(pair.image[1] - ref.image[1]).max() < 1e-6
+    assert (pair.meta.after_bands, pair.meta.after_band_source) == ("3,2,1", source)
+    assert (pair.meta.before_bands, pair.meta.before_band_source) == ("1,2,3", "colour_interpretation")
+    row = pair_meta_row(pair)
+    assert row["after_bands"] == "3,2,1" and row["after_band_source"] == source
+
+
+def test_untagged_4band_raster_uses_tiles_bands_with_a_warning(make_scene, caplog):
+    ref = _cut(make_scene("b.tif"), make_scene("a.tif"), normalisation="none", coregister=False)
+    untagged = make_scene("a_bgrn.tif", band_order="BGRN", colorinterp=["gray", "undefined", "undefined", "undefined"])
+    with caplog.at_level(logging.WARNING):
+        default = _cut(make_scene("b.tif"), untagged, normalisation="none", coregister=False)
+    assert (default.meta.after_bands, default.meta.after_band_source) == ("1,2,3", "tiles.bands")
+    assert any("a_bgrn.tif" in r.getMessage() and "tiles.bands" in r.getMessage() for r in caplog.records)
+    mapped = _cut(make_scene("b.tif"), untagged, normalisation="none", coregister=False, bands=(3, 2, 1))
+    assert mapped.meta.after_bands == "3,2,1"
+    assert np.abs(mapped.image[1] - ref.image[1]).max() < 1e-6
+    # the catalogue says which bands every scene gives, for the manifest
+    cat = RasterCatalog.from_paths(untagged, epoch="after")
+    choice = cat.band_choices(TilesConfig(bands=(3, 2, 1)))[cat.scenes[0].scene_id]
+    assert (choice.bands, choice.source) == ((3, 2, 1), "tiles.bands")
+
+
+def test_colour_interpretation_can_be_turned_off(make_scene):
+    tagged = make_scene("a.tif", band_order="BGRN", colorinterp=["blue", "green", "red", "undefined"])
+    pair = _cut(make_scene("b.tif"), tagged, colour_interpretation=False, normalisation="none", coregister=False)
+    assert (pair.meta.after_bands, pair.meta.after_band_source) == ("1,2,3", "tiles.bands")
