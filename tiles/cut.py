@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tiles import grid
 from tiles.bands import BandChoice
+from tiles.borders import BorderMap, black_border_mask, coarse_border_map
 from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
@@ -238,6 +239,7 @@ class PairCutter:
         self._open: OrderedDict[str, Any] = OrderedDict()
         self._stats: dict[str, ScaleStats] = {}
         self._choices: dict[str, BandChoice] = {}
+        self._borders: OrderedDict[str, BorderMap] = OrderedDict()
 
     # -- datasets ---------------------------------------------------------------------------
     def _dataset(self, scene: SceneInfo) -> Any:
@@ -297,7 +299,31 @@ class PairCutter:
                 valid &= ~(data == scene.nodata).all(axis=0)
         if scene.has_mask:
             valid &= ds.read_masks(1, window=window, out_shape=out_shape) > 0
+        elif scene.nodata is None and self.config.black_border_nodata:
+            zero = ~data.any(axis=0)  # exactly 0 in every band (NaN counts as non-zero)
+            if zero.any():
+                win = (int(window.row_off), int(window.col_off), int(window.height), int(window.width))
+                valid &= ~black_border_mask(zero, win, (scene.height, scene.width), lambda: self._border_map(scene))
         return valid
+
+    def _border_map(self, scene: SceneInfo) -> BorderMap:
+        """The scene's black collar on a coarse grid (one decimated read, kept for a while)."""
+        key = scene.cache_key
+        bm = self._borders.get(key)
+        if bm is not None:
+            self._borders.move_to_end(key)
+            return bm
+        from rasterio.enums import Resampling
+
+        f = max(1.0, max(scene.width, scene.height) / 1024)
+        shape = (max(1, int(scene.height / f)), max(1, int(scene.width / f)))
+        bands = self._bands(scene)
+        sample = self._dataset(scene).read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+        bm = coarse_border_map(~sample.any(axis=0), scene.height, scene.width)
+        self._borders[key] = bm
+        while len(self._borders) > max(32, self.config.max_open_files):
+            self._borders.popitem(last=False)
+        return bm
 
     def _scene_stats(self, scene: SceneInfo) -> ScaleStats:
         # keyed by the file, never by scene_id: before/x.tif and after/x.tif share the stem

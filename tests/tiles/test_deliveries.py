@@ -231,3 +231,55 @@ def test_colour_interpretation_can_be_turned_off(make_scene):
     tagged = make_scene("a.tif", band_order="BGRN", colorinterp=["blue", "green", "red", "undefined"])
     pair = _cut(make_scene("b.tif"), tagged, colour_interpretation=False, normalisation="none", coregister=False)
     assert (pair.meta.after_bands, pair.meta.after_band_source) == ("1,2,3", "tiles.bands")
+
+
+# -- 5. black scene borders without nodata -----------------------------------------------------------
+
+
+def _zero_window(path, rows: slice, cols: slice) -> None:
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read()
+        data[:, rows, cols] = 0
+        ds.write(data)
+
+
+def test_black_border_connected_to_the_scene_edge_is_nodata(make_scene, ground):
+    mx, my = ground.marker_xy
+    # a black collar from 16 m east of the site to the east edge of the 200 m scene, nodata unset
+    before = make_scene("b.tif", nodata_box=(mx + 16.0, my - 200, mx + 200, my + 200))
+    # a black roof inside the scene, crossing the chip's west edge (not connected to the scene edge)
+    _zero_window(before, slice(180, 220), slice(120, 160))  # x mx-40..mx-20, y my-10..my+10
+    after = make_scene("a.tif")
+    pair = _cut(before, after, coregister=False, normalisation="none")
+    assert pair.ok, pair.meta
+    v = pair.valid[0]
+    assert v[:, :95].all() and not v[:, 97:].any()  # collar (chip columns 96..127) invalid
+    assert (pair.image[0][:, 45:83, :23] == 0).all() and pair.valid[0][40:88, :28].all()  # a black roof stays data
+    assert pair.meta.valid_fraction == pytest.approx(96 / 128, abs=0.01)
+    # a site inside the collar has no data, it is not a black (blank) ok chip
+    inside = _cut(before, after, Site("in_collar", *lonlat_of(mx + 60.0, my)), coregister=False)
+    assert inside.meta.reason == "mostly_nodata", inside.meta
+    # the old behaviour on request
+    off = _cut(before, after, coregister=False, normalisation="none", black_border_nodata=False)
+    assert off.valid.all()
+
+
+def test_black_border_is_filled_from_the_next_scene(make_scene, ground):
+    mx, my = ground.marker_xy
+    collared = make_scene("before/a_collared.tif", nodata_box=(mx + 16.0, my - 200, mx + 200, my + 200),
+                          tags={"ACQUISITION_DATETIME": "2020-06-01T00:00:00Z"})
+    make_scene("before/b_older.tif", crs="wgs84", tags={"ACQUISITION_DATETIME": "2020-01-01T00:00:00Z"})
+    pair = _cut(collared.parent, make_scene("a.tif"), coregister=False, normalisation="none")
+    assert pair.ok and pair.valid.all()
+    assert (pair.meta.before_scene, pair.meta.before_extra_scenes) == ("a_collared", "b_older")
+    assert np.abs(pair.image[0] - pair.image[1]).mean() < 0.03
+
+
+def test_black_border_of_a_16bit_scene_is_left_out_of_its_stretch(make_scene, ground):
+    mx, my = ground.marker_xy
+    plain = _cut(make_scene("p.tif", dtype="uint16", marker=False), make_scene("a.tif", marker=False),
+                 normalisation="none", coregister=False)
+    # 60 % of the scene is black collar: with the zeros in its percentiles the stretch would change
+    before = make_scene("b.tif", dtype="uint16", marker=False, nodata_box=(mx - 100, my - 100, mx + 100, my - 40))
+    pair = _cut(before, make_scene("a2.tif", marker=False), normalisation="none", coregister=False)
+    assert np.abs(pair.image[0] - plain.image[0]).max() < 0.02
