@@ -410,6 +410,7 @@ class PairCutter:
         errors: list[str] = []
         image: np.ndarray | None = None
         valid: np.ndarray | None = None
+        empty: _EpochChip | None = None  # read, but no valid pixel (a nodata or NaN area)
         for cand in cands[: max(1, cfg.max_scenes_tried)]:
             try:
                 chip = self._read(cand, margin_px)
@@ -417,6 +418,8 @@ class PairCutter:
                 errors.append(f"{cand.scene.scene_id}: {exc}")
                 log.warning("read error in %s: %s", cand.scene.path, exc)
                 continue
+            if chip is not None and not chip.valid.any() and empty is None:
+                empty = chip
             if chip is None or not chip.valid.any():
                 continue
             if image is None or valid is None:
@@ -432,6 +435,8 @@ class PairCutter:
             if valid.all() or (not cfg.mosaic and valid.mean() >= cfg.min_valid_fraction):
                 break
         if image is None or valid is None:
+            if empty is not None:  # the scene is there, its pixels are not: mostly_nodata
+                return _Mosaic([empty], empty.image, empty.valid), "; ".join(errors)
             return None, "; ".join(errors)
         return _Mosaic(parts, image, valid), "; ".join(errors)
 

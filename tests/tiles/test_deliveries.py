@@ -283,3 +283,14 @@ def test_black_border_of_a_16bit_scene_is_left_out_of_its_stretch(make_scene, gr
     before = make_scene("b.tif", dtype="uint16", marker=False, nodata_box=(mx - 100, my - 100, mx + 100, my - 40))
     pair = _cut(before, make_scene("a2.tif", marker=False), normalisation="none", coregister=False)
     assert np.abs(pair.image[0] - plain.image[0]).max() < 0.02
+
+
+# -- 6. NaN areas ------------------------------------------------------------
+
+
+def test_site_in_a_nan_area_is_mostly_nodata_not_outside(make_scene, ground):
+    mx, my = ground.marker_xy
+    before = make_scene("b.tif", dtype="float32", value_range=(0.0, 1000.0), nan_box=(mx - 50, my - 50, mx + 50, my + 50))
+    pair = _cut(before, make_scene("a.tif"))
+    assert pair.meta.reason == "mostly_nodata", pair.meta
+    assert pair.meta.valid_fraction == 0.0 and pair.meta.before_scene == "b"
