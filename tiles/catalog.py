@@ -219,6 +219,11 @@ def _read_header(path: Path) -> SceneInfo:
             raise ValueError("has no CRS (georeference it, e.g. gdal_edit.py -a_srs)")
         if ds.transform.is_identity:
             raise ValueError("has no geotransform (it is not georeferenced)")
+        if ds.count and ds.dtypes[0].startswith("complex"):
+            raise ValueError(
+                f"holds complex values ({ds.dtypes[0]}, e.g. SAR SLC); sitewatch reads optical imagery: "
+                "convert it to amplitude or an RGB product first"
+            )
         crs = _crs_string(ds.crs)
         tags = ds.tags()
         acquired, source = parse_acquisition_time(path, tags)

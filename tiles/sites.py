@@ -63,6 +63,13 @@ def _read_text(path: Path) -> str:
     raw = path.read_bytes()
     if not raw.strip():
         raise InputError(f"sites file {path}: is empty; it needs a header row and at least one site")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw[:nul].count(b"\n") + 1
+        raise InputError(
+            f"sites file {path}: line {line} holds a NUL byte (byte {nul}); the file is binary or UTF-16, "
+            "not UTF-8 text: re-save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -177,7 +184,9 @@ def read_sites_csv(path: str | Path) -> list[Site]:
     """
     path = Path(path)
     text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))  # keeps newlines inside quoted fields
+    # keeps newlines inside quoted fields; strict: an unclosed quote is an error, not a field that
+    # silently swallows every row after it
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
