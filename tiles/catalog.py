@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from sitewatch.errors import RasterError
+from tiles.bands import BandChoice, choose_bands
+from tiles.config import TilesConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,12 @@ class SceneInfo:
             footprint, for quick filtering).
         gsd_m: approximate ground sample distance in metres (mean of x and y).
         has_mask: the file carries an internal/alpha mask that marks invalid pixels.
+        colour_interp: GDAL colour interpretation per band, lower case (``red``, ``gray``,
+            ``undefined``, ...).
+        descriptions: band descriptions (``""`` where unset).
+        file_key: identity of the file's content version (resolved path, size and modification
+            time in ns): what per-scene caches are keyed by. Never the stem or ``scene_id``:
+            ``before/scene.tif`` and ``after/scene.tif`` share both (the xBD layout).
     """
 
     scene_id: str
@@ -81,6 +89,22 @@ class SceneInfo:
     lonlat_bounds: tuple[float, float, float, float] = (-180.0, -90.0, 180.0, 90.0)
     gsd_m: float = math.nan
     has_mask: bool = False
+    file_key: str = ""
+    colour_interp: tuple[str, ...] = ()
+    descriptions: tuple[str, ...] = ()
+
+    def band_choice(self, config: TilesConfig) -> BandChoice:
+        """Which bands become the chip's channels for this scene (:func:`tiles.bands.choose_bands`).
+
+        Raises:
+            RasterError: ``tiles.bands`` asks for a band this scene does not have.
+        """
+        return choose_bands(self.count, self.colour_interp, self.descriptions, config, where=str(self.path))
+
+    @property
+    def cache_key(self) -> str:
+        """The key of per-scene caches (value scaling, band choice): :attr:`file_key`."""
+        return self.file_key or str(self.path)
 
 
 def _parse_datetime_text(text: str) -> datetime | None:
@@ -195,6 +219,11 @@ def _read_header(path: Path) -> SceneInfo:
             raise ValueError("has no CRS (georeference it, e.g. gdal_edit.py -a_srs)")
         if ds.transform.is_identity:
             raise ValueError("has no geotransform (it is not georeferenced)")
+        if ds.count and ds.dtypes[0].startswith("complex"):
+            raise ValueError(
+                f"holds complex values ({ds.dtypes[0]}, e.g. SAR SLC); sitewatch reads optical imagery: "
+                "convert it to amplitude or an RGB product first"
+            )
         crs = _crs_string(ds.crs)
         tags = ds.tags()
         acquired, source = parse_acquisition_time(path, tags)
@@ -214,6 +243,12 @@ def _read_header(path: Path) -> SceneInfo:
         flags = ds.mask_flag_enums[0] if ds.count else []
         has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags) and MaskFlags.nodata not in flags
         nodata = ds.nodata
+        st = path.stat()
+        try:
+            colour_interp = tuple(c.name.lower() for c in ds.colorinterp)
+        except ValueError:  # a colour interpretation newer than this rasterio knows
+            colour_interp = ()
+        descriptions = tuple(d or "" for d in ds.descriptions)
         return SceneInfo(
             scene_id=path.stem,
             path=path,
@@ -231,6 +266,9 @@ def _read_header(path: Path) -> SceneInfo:
             lonlat_bounds=tuple(lonlat),  # type: ignore[arg-type]
             gsd_m=float(gsd),
             has_mask=has_mask,
+            file_key=f"{path}|{st.st_size}|{st.st_mtime_ns}",
+            colour_interp=colour_interp,
+            descriptions=descriptions,
         )
 
 
@@ -318,6 +356,52 @@ class RasterCatalog:
             return math.inf
         ts = scene.acquired.timestamp()
         return -ts if self.epoch == "before" else ts
+
+    def band_choices(self, config: TilesConfig) -> dict[str, BandChoice]:
+        """``{scene_id: BandChoice}``: which bands every scene gives the chips (for a manifest).
+
+        Scenes whose bands cannot be read under ``config`` (``tiles.bands`` asks for a band they
+        lack) are left out; their sites come out ``cannot_assess`` / ``read_error`` with the
+        reason.
+        """
+        out: dict[str, BandChoice] = {}
+        for s in self.scenes:
+            try:
+                out[s.scene_id] = s.band_choice(config)
+            except RasterError:
+                continue
+        return out
+
+    def scenes_containing(self, lon: float, lat: float) -> list[SceneInfo]:
+        """The scenes whose raster holds the point ``(lon, lat)`` (WGS84), in catalogue order.
+
+        Exact (the point is transformed to each candidate scene's CRS), across the antimeridian
+        too. Pixel values are not looked at: a point in a nodata area counts as contained.
+        """
+        import numpy as np
+        from pyproj import CRS, Transformer
+
+        from tiles import grid
+
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            return []
+        found: list[SceneInfo] = []
+        lon_a, lat_a = np.array([lon]), np.array([lat])
+        for s in self.scenes:
+            w, so, e, no = s.lonlat_bounds
+            if not (so <= lat <= no and grid.lon_overlap(lon_a, lon_a, w, e)[0]):
+                continue
+            try:
+                x, y = Transformer.from_crs("EPSG:4326", s.crs, always_xy=True).transform(lon, lat)
+                if CRS.from_user_input(s.crs).is_geographic:
+                    x = float(grid.wrap_lon_towards(np.array([[x]]), (s.bounds[0] + s.bounds[2]) / 2)[0, 0])
+            except Exception:  # noqa: BLE001 - pyproj raises several types; not containable then
+                continue
+            rows, cols = grid.pixel_coords(s.transform, np.array([x]), np.array([y]))
+            r, c = float(rows[0]) + 0.5, float(cols[0]) + 0.5
+            if 0.0 <= r <= s.height and 0.0 <= c <= s.width:
+                found.append(s)
+        return found
 
     def crs_groups(self) -> dict[str, list[SceneInfo]]:
         """Scenes grouped by CRS string."""

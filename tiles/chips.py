@@ -10,11 +10,13 @@ import numpy as np
 
 from tiles.types import Pair
 
-__all__ = ["chip_to_rgb_uint8", "safe_name", "write_pair_pngs", "INVALID_RGB"]
+__all__ = ["chip_to_rgb_uint8", "safe_name", "write_pair_pngs", "INVALID_RGB", "MAX_NAME_CHARS"]
 
 #: colour of pixels without data in the PNGs (dark grey, so it is not mistaken for burnt ground).
 INVALID_RGB = (64, 64, 64)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: longest site id used unchanged as a file name stem (longer ones are cut and hashed).
+MAX_NAME_CHARS = 100
 
 
 def chip_to_rgb_uint8(chip: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -39,15 +41,21 @@ def chip_to_rgb_uint8(chip: np.ndarray, valid: np.ndarray | None = None) -> np.n
 
 
 def safe_name(site_id: str) -> str:
-    """A file-name-safe version of a site id that never collides with another id's.
+    """A bounded, file-name-safe version of a site id that never collides with another id's.
 
     Characters outside ``[A-Za-z0-9._-]`` become ``_``; when anything was replaced (or the id
-    is empty or starts with a dot), an 8-hex-digit hash of the original id is appended.
+    is empty or starts with a dot), the first 80 characters get an 8-hex-digit hash of the
+    original id appended. An id longer than :data:`MAX_NAME_CHARS` is cut to 80 characters plus
+    a 16-hex-digit hash, so every name stays far below the file systems' 255-byte limit with
+    the ``_before.png`` suffixes added.
     """
     text = str(site_id)
     cleaned = _UNSAFE.sub("_", text)
     if cleaned != text or not cleaned or cleaned.startswith("."):
         digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+        cleaned = f"{cleaned[:80]}_{digest}"
+    elif len(cleaned) > MAX_NAME_CHARS:
+        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
         cleaned = f"{cleaned[:80]}_{digest}"
     return cleaned
 

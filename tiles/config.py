@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
+
+from sitewatch.errors import ConfigError
+
+
+def _invalid(name: str, text: str) -> ConfigError:
+    """An error about ``tiles.<name>`` that names the dotted setting (COMMON.md)."""
+    return ConfigError(f"tiles.{name}: {text}", setting=f"tiles.{name}")
 
 
 @dataclass(frozen=True)
@@ -16,18 +24,37 @@ class TilesConfig:
         radius_scale: a site with ``radius_m`` (or a footprint) gets a window of at least
             ``2 * radius_m * radius_scale`` metres, so the building fills the chip with context.
         max_chip_size_m: upper bound on the window side for large sites.
-        bands: 1-based band indices read from every raster (RGB by default).
+        bands: 1-based band indices read as the chip's channels (R, G, B by default) from
+            rasters whose colour interpretation does not say where R, G and B are (see
+            ``colour_interpretation``).
+        colour_interpretation: with three ``bands``, take R, G and B from a raster's GDAL colour
+            interpretation, else from its band descriptions (``Red``, ``Green``, ``Blue``), when
+            they name each exactly once (BGRN deliveries); off: ``bands`` for every raster.
         resampling: resampling of native windows onto the chip grid.
         coregister: estimate the residual shift of after against before.
         max_shift_m: a shift larger than this is not applied (recorded, and the pair may be
             flagged ``misregistered``).
         min_coreg_confidence: minimum phase-correlation confidence to apply a shift.
         normalisation: how after is made radiometrically comparable to before.
+        black_border_nodata: in rasters without a nodata value or mask, pixels that are exactly
+            0 in every band and connected to the scene edge (black collars) are nodata.
+        max_native_gsd_ratio: a pair whose native GSD (either epoch) is coarser than this
+            multiple of the chip GSD is ``cannot_assess`` / ``too_coarse``; finer scenes are
+            preferred whenever one covers the site.
+        gsd_mismatch_ratio: native GSDs of the two epochs that differ by more than this factor
+            are flagged (``gsd_mismatch``) in the pair's metadata.
         min_valid_fraction: below this fraction of valid pixels in either epoch the pair is
             ``cannot_assess`` (``mostly_nodata`` or ``outside_*_coverage``).
         max_cloud_fraction: above this fraction of pixels cloud-like in one epoch only (a
             bright flat roof is in both): ``cloud``.
         max_blank_fraction: above this blank/saturated fraction: ``blank``.
+        blank_level: a pixel whose every band is at most this (in [0, 1]) is blank (black).
+        saturated_level: a pixel whose every band is at least this is saturated.
+        cloud_min_brightness: cloud-like pixels have a band mean of at least this ...
+        cloud_max_band_range: ... a band range (max - min) of at most this (nearly grey) ...
+        cloud_max_texture: ... and a standard deviation of the band mean over
+            ``cloud_texture_px`` x ``cloud_texture_px`` pixels of at most this (smooth).
+        cloud_texture_px: side of that window, in chip pixels.
         misregistered_confidence: a confident shift larger than ``max_shift_m`` means the
             epochs do not line up: ``misregistered``.
         max_scenes_tried: per epoch, how many covering scenes are read at most (best first).
@@ -42,14 +69,24 @@ class TilesConfig:
     radius_scale: float = 2.0
     max_chip_size_m: float = 512.0
     bands: tuple[int, ...] = (1, 2, 3)
+    colour_interpretation: bool = True
     resampling: Literal["bilinear", "nearest", "cubic"] = "bilinear"
     coregister: bool = True
     max_shift_m: float = 6.0
     min_coreg_confidence: float = 0.15
     normalisation: Literal["histogram", "standardise", "none"] = "histogram"
+    black_border_nodata: bool = True
+    max_native_gsd_ratio: float = 2.5
+    gsd_mismatch_ratio: float = 2.0
     min_valid_fraction: float = 0.6
     max_cloud_fraction: float = 0.5
     max_blank_fraction: float = 0.6
+    blank_level: float = 0.02
+    saturated_level: float = 0.98
+    cloud_min_brightness: float = 0.75
+    cloud_max_band_range: float = 0.12
+    cloud_max_texture: float = 0.04
+    cloud_texture_px: int = 5
     misregistered_confidence: float = 0.8
     max_scenes_tried: int = 3
     mosaic: bool = True
@@ -57,24 +94,40 @@ class TilesConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _invalid(name, f"must be a finite number, got {value}")
         if self.chip_size_m <= 0:
-            raise ValueError("chip_size_m must be positive (metres)")
+            raise _invalid("chip_size_m", f"must be positive (metres), got {self.chip_size_m:g}")
         if self.chip_px < 16:
-            raise ValueError("chip_px must be at least 16")
+            raise _invalid("chip_px", f"must be at least 16, got {self.chip_px}")
         if self.max_chip_size_m < self.chip_size_m:
-            raise ValueError("max_chip_size_m must be at least chip_size_m")
-        if min(self.max_scenes_tried, self.max_open_files, self.batch_size) < 1:
-            raise ValueError("max_scenes_tried, max_open_files and batch_size must be at least 1")
+            raise _invalid(
+                "max_chip_size_m", f"{self.max_chip_size_m:g} must be at least tiles.chip_size_m ({self.chip_size_m:g})"
+            )
+        for name in ("max_scenes_tried", "max_open_files", "batch_size", "cloud_texture_px"):
+            if getattr(self, name) < 1:
+                raise _invalid(name, f"must be at least 1, got {getattr(self, name)}")
         if self.max_shift_m < 0:
-            raise ValueError("max_shift_m must not be negative (metres)")
+            raise _invalid("max_shift_m", f"must not be negative (metres), got {self.max_shift_m:g}")
         if not self.bands:
-            raise ValueError("bands must list at least one band index (1-based)")
+            raise _invalid("bands", "must list at least one band index (1-based), e.g. [1, 2, 3]")
         if any(b < 1 for b in self.bands):
-            raise ValueError(f"bands are 1-based band indices, got {list(self.bands)}")
-        for name in ("min_valid_fraction", "max_cloud_fraction", "max_blank_fraction"):
+            raise _invalid("bands", f"band indices are 1-based, got {list(self.bands)}")
+        for name in ("max_native_gsd_ratio", "gsd_mismatch_ratio"):
+            if getattr(self, name) < 1.0:
+                raise _invalid(name, f"is a ratio of GSDs and must be at least 1, got {getattr(self, name):g}")
+        for name in (
+            "min_valid_fraction", "max_cloud_fraction", "max_blank_fraction", "blank_level", "saturated_level",
+            "cloud_min_brightness", "cloud_max_band_range", "cloud_max_texture",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {v}")
+                raise _invalid(name, f"must be between 0 and 1, got {v:g}")
+        if self.blank_level >= self.saturated_level:
+            raise _invalid(
+                "blank_level", f"{self.blank_level:g} must be below tiles.saturated_level ({self.saturated_level:g})"
+            )
 
     @property
     def gsd_m(self) -> float:

@@ -21,6 +21,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from tiles import grid
+from tiles.bands import BandChoice
+from tiles.borders import BorderMap, black_border_mask, coarse_border_map
 from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
@@ -39,6 +41,7 @@ REASONS = (
     "outside_before_coverage",
     "outside_after_coverage",
     "read_error",
+    "too_coarse",
     "mostly_nodata",
     "blank",
     "cloud",
@@ -56,11 +59,14 @@ class Candidate:
         scene: the scene.
         affine: float64 ``(2, 3)`` map from chip index ``(row, col)`` to scene index coordinates.
         coverage: approximate fraction of the chip inside the scene.
+        too_coarse: the scene's native GSD exceeds ``tiles.max_native_gsd_ratio`` times the
+            site's chip GSD (such scenes sort after every finer one).
     """
 
     scene: SceneInfo
     affine: np.ndarray
     coverage: float
+    too_coarse: bool = False
 
 
 @dataclass
@@ -109,6 +115,11 @@ def _site_geometry(site: Site, config: TilesConfig) -> float:
     )
 
 
+def _metres(value: float) -> str:
+    """A length for a message: ``0.5``, ``1.25``, ``2000`` (never ``2e+03``)."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _usable(site: Site) -> bool:
     return site.problem is None and math.isfinite(site.lon) and math.isfinite(site.lat)
 
@@ -119,6 +130,7 @@ class _Planner:
     def __init__(self, config: TilesConfig) -> None:
         self.config = config
         self._transformers: dict[str, Any] = {}
+        self._geographic: dict[str, bool] = {}
         self._rc = grid.control_points_rc(config.chip_px, 3)
 
     def _transformer(self, crs: str) -> Any:
@@ -129,6 +141,15 @@ class _Planner:
             t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
             self._transformers[crs] = t
         return t
+
+    def _is_geographic(self, crs: str) -> bool:
+        g = self._geographic.get(crs)
+        if g is None:
+            from pyproj import CRS
+
+            g = bool(CRS.from_user_input(crs).is_geographic)
+            self._geographic[crs] = g
+        return g
 
     def plan(self, sites: Sequence[Site], catalog: RasterCatalog) -> tuple[list[list[Candidate]], np.ndarray]:
         """Candidates per site for one epoch, best first, plus each site's window size (metres).
@@ -156,7 +177,7 @@ class _Planner:
             masks = []
             for s in scenes:
                 w, so, e, no = s.lonlat_bounds
-                masks.append((lon_max >= w) & (lon_min <= e) & (lat_max >= so) & (lat_min <= no))
+                masks.append(grid.lon_overlap(lon_min, lon_max, w, e) & (lat_max >= so) & (lat_min <= no))
             any_mask = np.logical_or.reduce(masks)
             if not any_mask.any():
                 continue
@@ -167,25 +188,32 @@ class _Planner:
                 log.warning("cannot transform sites to %s (%s); its scenes are not used", crs, exc)
                 continue
             x, y = np.asarray(x), np.asarray(y)
+            geographic = self._is_geographic(crs)
             pos = np.full(n, -1)
             pos[sel] = np.arange(sel.size)
             for s, m in zip(scenes, masks):
                 hit = np.flatnonzero(m)
                 if hit.size == 0:
                     continue
-                rows, cols = grid.pixel_coords(s.transform, x[pos[hit]], y[pos[hit]])
+                xs = x[pos[hit]]
+                if geographic:  # a scene whose x runs beyond ±180: take the site's longitude there
+                    xs = grid.wrap_lon_towards(xs, (s.bounds[0] + s.bounds[2]) / 2)
+                rows, cols = grid.pixel_coords(s.transform, xs, y[pos[hit]])
                 ok = np.isfinite(rows).all(1) & np.isfinite(cols).all(1)
                 hit, rows, cols = hit[ok], rows[ok], cols[ok]
                 if hit.size == 0:
                     continue
                 aff = grid.fit_affine(self._rc, rows, cols)
                 cov = grid.coverage_fraction(aff, cfg.chip_px, s.height, s.width)
+                coarse = s.gsd_m > cfg.max_native_gsd_ratio * sizes[hit] / cfg.chip_px
                 for j, k in enumerate(hit):
                     if cov[j] > 0:
-                        out[idx[k]].append(Candidate(s, aff[j], float(cov[j])))
+                        out[idx[k]].append(Candidate(s, aff[j], float(cov[j]), bool(coarse[j])))
         for cands in out:
             cands.sort(
-                key=lambda c: (c.coverage < 0.999, catalog.time_rank(c.scene), -c.coverage, c.scene.gsd_m, c.scene.scene_id)
+                key=lambda c: (
+                    c.too_coarse, c.coverage < 0.999, catalog.time_rank(c.scene), -c.coverage, c.scene.gsd_m, c.scene.scene_id
+                )
             )
         return out, size_m
 
@@ -198,18 +226,20 @@ class PairCutter:
         config: how pairs are cut.
 
     Datasets are opened lazily and kept open in an LRU cache of ``config.max_open_files``;
-    per-scene value scaling (non-uint8 rasters) is computed once per scene. Use as a context
-    manager or call :meth:`close`.
+    per-scene value scaling (non-uint8 rasters) is computed once per scene file (keyed by
+    :attr:`SceneInfo.cache_key`, so two epochs' files that share a name never share statistics).
+    Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, before: RasterCatalog, after: RasterCatalog, config: TilesConfig | None = None) -> None:
         self.before = before
         self.after = after
-        self.config = config or TilesConfig()
+        self.config = TilesConfig() if config is None else config
         self._planner = _Planner(self.config)
         self._open: OrderedDict[str, Any] = OrderedDict()
         self._stats: dict[str, ScaleStats] = {}
-        self._warned: set[str] = set()
+        self._choices: dict[str, BandChoice] = {}
+        self._borders: OrderedDict[str, BorderMap] = OrderedDict()
 
     # -- datasets ---------------------------------------------------------------------------
     def _dataset(self, scene: SceneInfo) -> Any:
@@ -245,16 +275,18 @@ class PairCutter:
         except Exception:  # noqa: BLE001
             pass
 
+    def _band_choice(self, scene: SceneInfo) -> BandChoice:
+        """The scene's :class:`BandChoice`, made (and warned about) once per scene file."""
+        choice = self._choices.get(scene.cache_key)
+        if choice is None:
+            choice = scene.band_choice(self.config)
+            self._choices[scene.cache_key] = choice
+            if choice.warning:
+                log.warning("%s", choice.warning)
+        return choice
+
     def _bands(self, scene: SceneInfo) -> list[int]:
-        bands = list(self.config.bands)
-        if max(bands) <= scene.count:
-            return bands
-        if scene.count == 1:
-            if scene.scene_id not in self._warned:
-                self._warned.add(scene.scene_id)
-                log.warning("%s has one band; it is used for all %d channels", scene.path, len(bands))
-            return [1] * len(bands)
-        raise ValueError(f"{scene.path} has {scene.count} bands but tiles.bands asks for {bands}")
+        return list(self._band_choice(scene).bands)
 
     def _valid_mask(self, ds: Any, scene: SceneInfo, data: np.ndarray, window: Any, out_shape: tuple[int, int]) -> np.ndarray:
         valid = np.ones(out_shape, dtype=bool)
@@ -267,10 +299,35 @@ class PairCutter:
                 valid &= ~(data == scene.nodata).all(axis=0)
         if scene.has_mask:
             valid &= ds.read_masks(1, window=window, out_shape=out_shape) > 0
+        elif scene.nodata is None and self.config.black_border_nodata:
+            zero = ~data.any(axis=0)  # exactly 0 in every band (NaN counts as non-zero)
+            if zero.any():
+                win = (int(window.row_off), int(window.col_off), int(window.height), int(window.width))
+                valid &= ~black_border_mask(zero, win, (scene.height, scene.width), lambda: self._border_map(scene))
         return valid
 
+    def _border_map(self, scene: SceneInfo) -> BorderMap:
+        """The scene's black collar on a coarse grid (one decimated read, kept for a while)."""
+        key = scene.cache_key
+        bm = self._borders.get(key)
+        if bm is not None:
+            self._borders.move_to_end(key)
+            return bm
+        from rasterio.enums import Resampling
+
+        f = max(1.0, max(scene.width, scene.height) / 1024)
+        shape = (max(1, int(scene.height / f)), max(1, int(scene.width / f)))
+        bands = self._bands(scene)
+        sample = self._dataset(scene).read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+        bm = coarse_border_map(~sample.any(axis=0), scene.height, scene.width)
+        self._borders[key] = bm
+        while len(self._borders) > max(32, self.config.max_open_files):
+            self._borders.popitem(last=False)
+        return bm
+
     def _scene_stats(self, scene: SceneInfo) -> ScaleStats:
-        stats = self._stats.get(scene.scene_id)
+        # keyed by the file, never by scene_id: before/x.tif and after/x.tif share the stem
+        stats = self._stats.get(scene.cache_key)
         if stats is not None:
             return stats
         bands = self._bands(scene)
@@ -288,7 +345,7 @@ class PairCutter:
             valid = self._valid_mask(ds, scene, sample, window, shape)
             stats = stats_from_sample(sample, valid, scene.dtype)
             log.debug("scene %s: stretch %s..%s", scene.scene_id, stats[0], stats[1])
-        self._stats[scene.scene_id] = stats
+        self._stats[scene.cache_key] = stats
         return stats
 
     # -- reading ----------------------------------------------------------------------------
@@ -353,6 +410,7 @@ class PairCutter:
         errors: list[str] = []
         image: np.ndarray | None = None
         valid: np.ndarray | None = None
+        empty: _EpochChip | None = None  # read, but no valid pixel (a nodata or NaN area)
         for cand in cands[: max(1, cfg.max_scenes_tried)]:
             try:
                 chip = self._read(cand, margin_px)
@@ -360,6 +418,8 @@ class PairCutter:
                 errors.append(f"{cand.scene.scene_id}: {exc}")
                 log.warning("read error in %s: %s", cand.scene.path, exc)
                 continue
+            if chip is not None and not chip.valid.any() and empty is None:
+                empty = chip
             if chip is None or not chip.valid.any():
                 continue
             if image is None or valid is None:
@@ -375,6 +435,8 @@ class PairCutter:
             if valid.all() or (not cfg.mosaic and valid.mean() >= cfg.min_valid_fraction):
                 break
         if image is None or valid is None:
+            if empty is not None:  # the scene is there, its pixels are not: mostly_nodata
+                return _Mosaic([empty], empty.image, empty.valid), "; ".join(errors)
             return None, "; ".join(errors)
         return _Mosaic(parts, image, valid), "; ".join(errors)
 
@@ -423,40 +485,88 @@ class PairCutter:
         except Exception as exc:  # noqa: BLE001 - never stop the batch
             log.exception("planning a batch of %d sites failed", len(sites))
             for s in sites:
-                yield self._fail(s, "read_error", f"planning failed: {exc}")
+                yield Pair.cannot_assess(s, "read_error", f"planning failed: {exc}")
             return
+        hints = self._coverage_hints(sites, cb, ca)
+
         def one(i: int) -> Pair:
             try:
-                return self._cut_one(sites[i], cb[i], ca[i], float(size_m[i]))
+                return self._cut_one(sites[i], cb[i], ca[i], float(size_m[i]), hints.get(i, ""))
             except Exception as exc:  # noqa: BLE001 - one bad site never stops the batch
                 log.exception("site %s: unexpected error", sites[i].site_id)
-                return self._fail(sites[i], "read_error", f"{type(exc).__name__}: {exc}")
+                return Pair.cannot_assess(sites[i], "read_error", f"{type(exc).__name__}: {exc}")
 
         for i in range(len(sites)):
             yield one(i)
 
-    def _fail(self, site: Site, reason: str, detail: str = "", **fields: Any) -> Pair:
-        return Pair(site=site, meta=PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail, **fields))
+    def _coverage_hints(self, sites: Sequence[Site], cb: list[list[Candidate]], ca: list[list[Candidate]]) -> dict[int, str]:
+        """What to tell about sites that an epoch does not cover: swapped lon/lat, antimeridian.
 
-    def _cut_one(self, site: Site, cands_b: list[Candidate], cands_a: list[Candidate], size_m: float) -> Pair:
+        Only sites without a before (or after) candidate are looked at, so a batch that is
+        covered costs nothing here.
+
+        Returns:
+            ``{site index: "; hint ..."}`` for the sites that get a hint.
+        """
+        hints: dict[int, str] = {}
+        missing = [i for i, s in enumerate(sites) if _usable(s) and not (cb[i] and ca[i])]
+        if not missing:
+            return hints
+        # the swapped point is covered by both epochs (the catalogue knows the footprints)
+        swappable = [i for i in missing if abs(sites[i].lon) <= 90.0]
+        if swappable:
+            swapped = [Site(sites[i].site_id, lon=sites[i].lat, lat=sites[i].lon) for i in swappable]
+            sb, _ = self._planner.plan(swapped, self.before)
+            sa, _ = self._planner.plan(swapped, self.after)
+            for k, i in enumerate(swappable):
+                if sb[k] and sa[k]:
+                    s = sites[i]
+                    hints[i] = (
+                        f"; the swapped point (lon {s.lat:g}, lat {s.lon:g}) lies in the imagery "
+                        f"(scene {sb[k][0].scene.scene_id}): are the lon and lat columns swapped?"
+                    )
+        # a scene across the antimeridian whose CRS cannot place the site (e.g. Web Mercator)
+        for epoch, cands, catalog in (("before", cb, self.before), ("after", ca, self.after)):
+            crossing = [sc for sc in catalog.scenes if sc.lonlat_bounds[2] < sc.lonlat_bounds[0]]
+            for i in missing:
+                if cands[i] or i in hints:
+                    continue
+                s = sites[i]
+                for sc in crossing:
+                    w, so, e, no = sc.lonlat_bounds
+                    if so <= s.lat <= no and (s.lon >= w or s.lon <= e):
+                        hints[i] = (
+                            f"; {epoch} scene {sc.scene_id} crosses the antimeridian and its bounds hold the "
+                            f"site, but its CRS {sc.crs} cannot place the site on it: reproject the scene to a "
+                            "local projected CRS (e.g. gdalwarp -t_srs with the site's UTM zone)"
+                        )
+                        break
+        return hints
+
+    def _cut_one(
+        self, site: Site, cands_b: list[Candidate], cands_a: list[Candidate], size_m: float, hint: str = ""
+    ) -> Pair:
         cfg = self.config
         if not _usable(site):
-            return self._fail(site, "invalid_site", site.problem or "site has no valid coordinates")
+            return Pair.cannot_assess(site, "invalid_site", site.problem or "site has no valid coordinates")
         gsd = size_m / cfg.chip_px
         base: dict[str, Any] = {"chip_gsd_m": gsd, "chip_size_m": size_m, "normalisation": cfg.normalisation}
         if not cands_b:
             detail = "no before scene covers the site" + ("" if cands_a else "; no after scene either")
-            return self._fail(site, "outside_before_coverage", detail, **base)
+            return Pair.cannot_assess(site, "outside_before_coverage", detail + hint, **base)
         if not cands_a:
-            return self._fail(site, "outside_after_coverage", "no after scene covers the site", **base)
+            return Pair.cannot_assess(site, "outside_after_coverage", "no after scene covers the site" + hint, **base)
+        # never fill a fine scene's holes from a too coarse one
+        cands_b = [c for c in cands_b if not c.too_coarse] or cands_b
+        cands_a = [c for c in cands_a if not c.too_coarse] or cands_a
         margin = math.ceil(cfg.max_shift_m / gsd) + 1 if cfg.coregister else 0
         b, err_b = self._read_epoch(cands_b, 0.0)
         a, err_a = self._read_epoch(cands_a, float(margin))
         if b is None or a is None:
             if err_b or err_a:
-                return self._fail(site, "read_error", "; ".join(e for e in (err_b, err_a) if e), **base)
+                return Pair.cannot_assess(site, "read_error", "; ".join(e for e in (err_b, err_a) if e), **base)
             reason = "outside_before_coverage" if b is None else "outside_after_coverage"
-            return self._fail(site, reason, "the chip misses the scene's pixels", **base)
+            return Pair.cannot_assess(site, reason, "the chip misses the scene's pixels", **base)
         base.update(
             before_scene=b.scene.scene_id,
             after_scene=a.scene.scene_id,
@@ -468,7 +578,24 @@ class PairCutter:
             after_gsd_m=a.scene.gsd_m,
             before_extra_scenes=b.extra_ids,
             after_extra_scenes=a.extra_ids,
+            before_bands=self._band_choice(b.scene).text,
+            after_bands=self._band_choice(a.scene).text,
+            before_band_source=self._band_choice(b.scene).source,
+            after_band_source=self._band_choice(a.scene).source,
         )
+        # -- resolution: too coarse for the chip, or very different between the epochs -------
+        coarse = ""
+        for epoch, cands, mosaic in (("before", cands_b, b), ("after", cands_a, a)):
+            if cands[0].too_coarse and not coarse:
+                g = mosaic.scene.gsd_m
+                coarse = (
+                    f"{epoch} native GSD {_metres(g)} m is {g / gsd:.1f}x the chip GSD {_metres(gsd)} m "
+                    f"(> tiles.max_native_gsd_ratio {cfg.max_native_gsd_ratio:g}); no finer {epoch} scene covers the site"
+                )
+        fine, rough = sorted((b.scene.gsd_m, a.scene.gsd_m))
+        if fine > 0 and math.isfinite(rough):
+            base["gsd_ratio"] = rough / fine
+            base["gsd_mismatch"] = rough / fine > cfg.gsd_mismatch_ratio
         # -- co-registration ------------------------------------------------------------
         shift_fields: dict[str, Any] = {}
         misregistered = ""
@@ -497,12 +624,12 @@ class PairCutter:
             )
         base.update(shift_fields)
         # -- quality (on unnormalised values) -------------------------------------------
-        cb, ca = cloud_like(b.image, b.valid), cloud_like(a_image, a_valid)  # once per epoch
-        qb = chip_quality(b.image, b.valid, cloud=cb)
-        qa = chip_quality(a_image, a_valid, cloud=ca)
+        cb, ca = cloud_like(b.image, b.valid, cfg), cloud_like(a_image, a_valid, cfg)  # once per epoch
+        qb = chip_quality(b.image, b.valid, cfg, cloud=cb)
+        qa = chip_quality(a_image, a_valid, cfg, cloud=ca)
         base.update(
             valid_fraction=min(qb.valid_fraction, qa.valid_fraction),
-            cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid, cloud_before=cb, cloud_after=ca),
+            cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid, cfg, cloud_before=cb, cloud_after=ca),
             blank_fraction=max(qb.blank_fraction, qa.blank_fraction),
             saturated_fraction=max(qb.saturated_fraction, qa.saturated_fraction),
         )
@@ -519,7 +646,9 @@ class PairCutter:
         # -- status ---------------------------------------------------------------------------
         reason, detail = "", ""
         worst_blank = max(qb.blank_fraction + qb.saturated_fraction, qa.blank_fraction + qa.saturated_fraction)
-        if base["valid_fraction"] < cfg.min_valid_fraction:
+        if coarse:
+            reason, detail = "too_coarse", coarse
+        elif base["valid_fraction"] < cfg.min_valid_fraction:
             reason = "mostly_nodata"
             detail = f"valid pixels: before {qb.valid_fraction:.0%}, after {qa.valid_fraction:.0%}"
         elif worst_blank > cfg.max_blank_fraction:
@@ -541,7 +670,7 @@ def group_sites_by_scene(
     use ``-`` for it, and invalid sites go under ``"-|-"``. Every site appears in exactly one
     group, in input order within it. Only headers are used (no pixels are read).
     """
-    planner = _Planner(config or TilesConfig())
+    planner = _Planner(TilesConfig() if config is None else config)
     groups: dict[str, list[Site]] = {}
     step = 4096
     for start in range(0, len(sites), step):

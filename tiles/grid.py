@@ -32,6 +32,8 @@ __all__ = [
     "pixel_coords",
     "coverage_fraction",
     "native_window",
+    "lon_overlap",
+    "wrap_lon_towards",
 ]
 
 WGS84_A = 6_378_137.0
@@ -205,3 +207,41 @@ def native_window(
     if r1 <= r0 or c1 <= c0:
         return None
     return r0, c0, r1 - r0, c1 - c0
+
+
+def lon_overlap(lon_min: np.ndarray, lon_max: np.ndarray, west: float, east: float) -> np.ndarray:
+    """Whether longitude intervals overlap a scene's ``[west, east]``, across the antimeridian.
+
+    A scene that crosses 180° has ``east < west`` (GDAL's convention for such bounds), and a
+    chip near 180° may extend beyond ±180, so the test is made on the circle.
+
+    Args:
+        lon_min, lon_max: ``(N,)`` degrees, ``lon_min <= lon_max`` (values may exceed ±180).
+        west, east: the scene's longitude bounds in degrees.
+
+    Returns:
+        ``(N,)`` bool.
+    """
+    if east < west:
+        east += 360.0
+    hit = np.zeros(np.shape(lon_min), dtype=bool)
+    for k in (-360.0, 0.0, 360.0):
+        hit |= (lon_max + k >= west) & (lon_min + k <= east)
+    return hit
+
+
+def wrap_lon_towards(lon: np.ndarray, centre: float) -> np.ndarray:
+    """Longitudes shifted by whole turns (per row) to lie nearest to ``centre``.
+
+    For rasters in a geographic CRS whose x runs beyond ±180 (e.g. 179.5..180.5): a site at
+    -179.8 sits at x = 180.2 there.
+
+    Args:
+        lon: ``(N, K)`` degrees (one row per site).
+        centre: the scene's centre longitude in its own x range.
+
+    Returns:
+        ``(N, K)`` degrees, each row shifted by the same multiple of 360.
+    """
+    turns = np.round((centre - lon.mean(axis=1, keepdims=True)) / 360.0)
+    return lon + 360.0 * turns

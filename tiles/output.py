@@ -5,7 +5,9 @@ Layout::
     OUT/
       pairs/<safe>.npz        one per site that has an image (see tiles.store)
       chips/<safe>_before.png, <safe>_after.png, <safe>_pair.png
-      index.csv               exactly one row per input site, in input order
+      index.csv               exactly one row per input site, in input order; a cell that a
+                              spreadsheet would run as a formula starts with ' (see
+                              tiles.formula_injection)
       config.yaml             the effective config
 """
 
@@ -22,15 +24,17 @@ from tiles.catalog import RasterCatalog
 from tiles.chips import write_pair_pngs
 from tiles.config import TilesConfig
 from tiles.cut import PairCutter
+from tiles.formula_injection import neutralise_formula
 from tiles.index import PAIR_META_COLUMNS, format_value, pair_meta_row
 from tiles.store import write_pair_npz
 from tiles.types import Pair, Site
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TilesSummary", "write_tiles_folder", "SITE_COLUMNS", "FILE_COLUMNS"]
+__all__ = ["TilesSummary", "write_tiles_folder", "INDEX_SITE_COLUMNS", "FILE_COLUMNS"]
 
-SITE_COLUMNS = ("site_id", "lon", "lat", "name", "kind", "radius_m", "damage")
+#: the site's own columns at the start of every ``index.csv`` row.
+INDEX_SITE_COLUMNS = ("site_id", "lon", "lat", "name", "kind", "radius_m", "damage")
 FILE_COLUMNS = ("pair_file", "chip_before", "chip_after", "chip_pair")
 
 
@@ -99,9 +103,9 @@ def write_tiles_folder(
     extra_cols: list[str] = []
     for s in sites:
         for k in s.extra:
-            if k not in extra_cols and k not in SITE_COLUMNS and k not in PAIR_META_COLUMNS and k not in FILE_COLUMNS:
+            if k not in extra_cols and k not in INDEX_SITE_COLUMNS and k not in PAIR_META_COLUMNS and k not in FILE_COLUMNS:
                 extra_cols.append(k)
-    columns = [*SITE_COLUMNS, *PAIR_META_COLUMNS, *FILE_COLUMNS, *extra_cols]
+    columns = [*INDEX_SITE_COLUMNS, *PAIR_META_COLUMNS, *FILE_COLUMNS, *extra_cols]
     counts: Counter[str] = Counter()
     index_path = out / "index.csv"
     tmp = out / "index.csv.partial"
@@ -128,7 +132,7 @@ def write_tiles_folder(
                 row.update(files)
                 for k in extra_cols:
                     row[k] = pair.site.extra.get(k, "")
-                writer.writerow(row)
+                writer.writerow({k: neutralise_formula(str(v)) for k, v in row.items()})
                 counts["ok" if pair.ok else f"cannot_assess:{pair.meta.reason}"] += 1
                 bar.update(1)
         finally:

@@ -1,12 +1,15 @@
 """Per-epoch pixel quality of a chip: blank, saturated and cloud-like fractions.
 
 All fractions are of the chip's *valid* pixels, computed on the ``[0, 1]`` values before
-normalisation:
+normalisation, with the thresholds of :class:`~tiles.config.TilesConfig` (defaults in brackets):
 
-- blank: every band at most 0.02 (black fill that the raster did not declare as nodata);
-- saturated: every band at least 0.98;
-- cloud-like: bright (band mean at least 0.75), nearly grey (band range at most 0.12) and smooth
-  (standard deviation of the band mean over 5 x 5 pixels at most 0.04).
+- blank: every band at most ``blank_level`` [0.02] (black fill that the raster did not declare
+  as nodata);
+- saturated: every band at least ``saturated_level`` [0.98];
+- cloud-like: bright (band mean at least ``cloud_min_brightness`` [0.75]), nearly grey (band
+  range at most ``cloud_max_band_range`` [0.12]), not saturated, and smooth (standard deviation
+  of the band mean over ``cloud_texture_px`` [5] pixels square at most ``cloud_max_texture``
+  [0.04]).
 
 Bright flat roofs look cloud-like too, but in both epochs at the same place; a cloud is in one
 epoch only. So a pair's cloud fraction (:func:`pair_cloud_fraction`) counts the pixels that are
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from tiles.config import TilesConfig
+
 __all__ = ["ChipQuality", "chip_quality", "cloud_like", "pair_cloud_fraction"]
 
 
@@ -34,12 +39,15 @@ class ChipQuality:
     cloud_fraction: float
 
 
-def chip_quality(chip: np.ndarray, valid: np.ndarray, *, cloud: np.ndarray | None = None) -> ChipQuality:
+def chip_quality(
+    chip: np.ndarray, valid: np.ndarray, config: TilesConfig, *, cloud: np.ndarray | None = None
+) -> ChipQuality:
     """Quality fractions of one chip.
 
     Args:
         chip: float32 ``(C, H, W)`` in ``[0, 1]``.
         valid: bool ``(H, W)``.
+        config: the thresholds (``blank_level``, ``saturated_level``, the ``cloud_*`` ones).
         cloud: :func:`cloud_like` of this chip when the caller has it already.
     """
     n_valid = int(valid.sum())
@@ -48,10 +56,10 @@ def chip_quality(chip: np.ndarray, valid: np.ndarray, *, cloud: np.ndarray | Non
         return ChipQuality(0.0, 0.0, 0.0, 0.0)
     lo = chip.min(axis=0)
     hi = chip.max(axis=0)
-    blank = (hi <= 0.02) & valid
-    saturated = (lo >= 0.98) & valid
+    blank = (hi <= config.blank_level) & valid
+    saturated = (lo >= config.saturated_level) & valid
     if cloud is None:
-        cloud = cloud_like(chip, valid)
+        cloud = cloud_like(chip, valid, config)
     return ChipQuality(
         valid_fraction=float(vf),
         blank_fraction=float(blank.sum() / n_valid),
@@ -60,21 +68,27 @@ def chip_quality(chip: np.ndarray, valid: np.ndarray, *, cloud: np.ndarray | Non
     )
 
 
-def cloud_like(chip: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def cloud_like(chip: np.ndarray, valid: np.ndarray, config: TilesConfig) -> np.ndarray:
     """Bool ``(H, W)``: valid pixels that are bright, grey and smooth (not saturated).
 
     Args:
         chip: float32 ``(C, H, W)`` in ``[0, 1]``.
         valid: bool ``(H, W)``.
+        config: the thresholds (the ``cloud_*`` settings and ``saturated_level``).
     """
     lo = chip.min(axis=0)
     hi = chip.max(axis=0)
     mean = chip.mean(axis=0)
-    cloud = (mean >= 0.75) & ((hi - lo) <= 0.12) & valid & (lo < 0.98)
+    cloud = (
+        (mean >= config.cloud_min_brightness)
+        & ((hi - lo) <= config.cloud_max_band_range)
+        & valid
+        & (lo < config.saturated_level)
+    )
     if cloud.any():  # the smoothness test only where bright grey pixels exist
-        m1 = ndimage.uniform_filter(mean, 5)
-        m2 = ndimage.uniform_filter(mean * mean, 5)
-        cloud &= np.sqrt(np.clip(m2 - m1 * m1, 0, None)) <= 0.04
+        m1 = ndimage.uniform_filter(mean, config.cloud_texture_px)
+        m2 = ndimage.uniform_filter(mean * mean, config.cloud_texture_px)
+        cloud &= np.sqrt(np.clip(m2 - m1 * m1, 0, None)) <= config.cloud_max_texture
     return cloud
 
 
@@ -83,6 +97,7 @@ def pair_cloud_fraction(
     valid_before: np.ndarray,
     after: np.ndarray,
     valid_after: np.ndarray,
+    config: TilesConfig,
     *,
     cloud_before: np.ndarray | None = None,
     cloud_after: np.ndarray | None = None,
@@ -92,10 +107,11 @@ def pair_cloud_fraction(
     Args:
         before, after: float32 ``(C, H, W)`` in ``[0, 1]``.
         valid_before, valid_after: bool ``(H, W)``.
+        config: the cloud thresholds.
         cloud_before, cloud_after: their :func:`cloud_like` masks when the caller has them.
     """
-    cb = cloud_like(before, valid_before) if cloud_before is None else cloud_before
-    ca = cloud_like(after, valid_after) if cloud_after is None else cloud_after
+    cb = cloud_like(before, valid_before, config) if cloud_before is None else cloud_before
+    ca = cloud_like(after, valid_after, config) if cloud_after is None else cloud_after
     fractions = []
     for own, other, valid in ((cb, ca, valid_before), (ca, cb, valid_after)):
         n = int(valid.sum())

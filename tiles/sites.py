@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -22,7 +23,7 @@ from tiles.types import DAMAGE_CLASSES, Site
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_sites", "read_sites_csv", "read_sites_geojson", "KNOWN_COLUMNS"]
+__all__ = ["read_sites", "read_sites_csv", "read_sites_geojson", "KNOWN_COLUMNS", "decimal_number", "geometry_centroid"]
 
 #: accepted spellings of the coordinate columns (first match wins), all compared lower-case.
 LON_ALIASES = ("lon", "longitude", "lng", "long")
@@ -31,6 +32,7 @@ LAT_ALIASES = ("lat", "latitude")
 KNOWN_COLUMNS = ("site_id", "lon", "lat", "name", "kind", "radius_m", "damage", "label")
 #: a binary ``label`` column is mapped onto the xBD scale so ``damage_to_label`` gives it back.
 _BINARY_LABELS = {"1": "destroyed", "0": "no-damage", "true": "destroyed", "false": "no-damage"}
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def read_sites(path: str | Path) -> list[Site]:
@@ -61,6 +63,13 @@ def _read_text(path: Path) -> str:
     raw = path.read_bytes()
     if not raw.strip():
         raise InputError(f"sites file {path}: is empty; it needs a header row and at least one site")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw[:nul].count(b"\n") + 1
+        raise InputError(
+            f"sites file {path}: line {line} holds a NUL byte (byte {nul}); the file is binary or UTF-16, "
+            "not UTF-8 text: re-save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -71,14 +80,32 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def decimal_number(text: str) -> float | None:
+    """The value of a plain decimal number written with ASCII digits, else None.
+
+    ``15.005``, ``-45``, ``+1.5e1`` and ``nan``/``inf`` (which give NaN/inf for the caller to
+    refuse) are numbers; ``1_5.005``, ``0x1F``, ``15,5`` and other digit systems are not,
+    although Python's ``float()`` accepts several of them (``float("1_5.005") == 15.005``).
+    """
+    t = text.strip()
+    if t.lstrip("+-").lower() in ("nan", "inf", "infinity"):
+        return float(t)
+    if not _DECIMAL.fullmatch(t):
+        return None
+    return float(t)
+
+
 def _parse_coordinate(text: str | None, field: str, low: float, high: float) -> tuple[float, str | None]:
     """A coordinate value, or NaN plus a problem description."""
     if text is None or not str(text).strip():
         return math.nan, f"{field} is empty"
-    try:
-        value = float(str(text).strip())
-    except ValueError:
-        return math.nan, f"{field} {text!r} is not a number"
+    value = decimal_number(str(text))
+    if value is None:
+        return math.nan, f"{field} {text!r} is not a number (write decimal degrees with a point, e.g. 15.005)"
+    return _check_coordinate(value, text, field, low, high)
+
+
+def _check_coordinate(value: float, text: Any, field: str, low: float, high: float) -> tuple[float, str | None]:
     if not math.isfinite(value):
         return math.nan, f"{field} {text!r} is not a finite number"
     if not low <= value <= high:
@@ -89,9 +116,12 @@ def _parse_coordinate(text: str | None, field: str, low: float, high: float) -> 
 def _parse_radius(text: Any, where: str) -> float | None:
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    try:
+    if isinstance(text, str):
+        parsed = decimal_number(text)
+        value = math.nan if parsed is None else parsed
+    elif isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
-    except (TypeError, ValueError):
+    else:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         log.warning("%s: radius_m %r is not a positive number of metres; ignored", where, text)
@@ -125,6 +155,23 @@ def _find_column(header: list[str], aliases: Iterable[str]) -> str | None:
     return None
 
 
+def _csv_rows(reader: Any, path: Path) -> Iterable[list[str]]:
+    """The data rows of a CSV reader; a row the csv module refuses is an InputError naming it."""
+    row_no = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(
+                f"sites file {path}: row {row_no + 1} (line {reader.line_num}) cannot be read as CSV ({exc}); "
+                "check that row's quotes and field lengths"
+            ) from None
+        row_no += 1
+        yield values
+
+
 def read_sites_csv(path: str | Path) -> list[Site]:
     """Read a CSV with ``site_id, lon, lat`` (WGS84 degrees) and optional columns.
 
@@ -137,11 +184,15 @@ def read_sites_csv(path: str | Path) -> list[Site]:
     """
     path = Path(path)
     text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))  # keeps newlines inside quoted fields
+    # keeps newlines inside quoted fields; strict: an unclosed quote is an error, not a field that
+    # silently swallows every row after it
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise InputError(f"sites file {path}: is empty; it needs a header row and at least one site") from None
+    except csv.Error as exc:
+        raise InputError(f"sites file {path}: the header row cannot be read as CSV ({exc})") from None
     header = [h.strip() for h in header]
     id_col = _find_column(header, ("site_id",))
     lon_col = _find_column(header, LON_ALIASES)
@@ -170,7 +221,7 @@ def read_sites_csv(path: str | Path) -> list[Site]:
 
     sites: list[Site] = []
     seen: dict[str, int] = {}
-    for row_no, values in enumerate(reader, start=1):
+    for row_no, values in enumerate(_csv_rows(reader, path), start=1):
         if not values or all(not v.strip() for v in values):
             continue  # blank line
         if len(values) != len(header):
@@ -240,22 +291,88 @@ def _ring_centroid(ring: list[list[float]]) -> tuple[float, float, float]:
     return area, ox + cx / (6 * area) / k, oy + cy / (6 * area)
 
 
+def _describe(value: Any) -> str:
+    """A short, non-recursive description of a JSON value for messages."""
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return repr(value)
+
+
+def _json_number(value: Any, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field} {_describe(value)} is not a JSON number")
+    v, problem = _check_coordinate(float(value), value, field, low, high)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
+def _position(p: Any, where: str) -> tuple[float, float]:
+    """A GeoJSON position ``[lon, lat]`` or ``[lon, lat, z]`` of finite in-range numbers."""
+    if not isinstance(p, list) or len(p) not in (2, 3):
+        raise ValueError(f"{where} must be [lon, lat] (two or three numbers), got {_describe(p)}")
+    lon = _json_number(p[0], "lon", -180.0, 180.0)
+    lat = _json_number(p[1], "lat", -90.0, 90.0)
+    if len(p) == 3:
+        _json_number(p[2], "height", -math.inf, math.inf)
+    return lon, lat
+
+
+def _polygon(coords: Any, where: str) -> list[list[tuple[float, float]]]:
+    if not isinstance(coords, list) or not coords or not all(isinstance(r, list) for r in coords):
+        raise ValueError(f"{where} coordinates must be a list of rings (lists of [lon, lat]), got {_describe(coords)}")
+    rings = []
+    for k, ring in enumerate(coords, start=1):
+        if not isinstance(ring, list) or len(ring) < 3 or not all(isinstance(p, list) for p in ring):
+            raise ValueError(f"{where} ring {k} must be a list of at least 3 [lon, lat] positions, got {_describe(ring)}")
+        rings.append([_position(p, f"{where} ring {k} position {i}") for i, p in enumerate(ring, start=1)])
+    return rings
+
+
+def validated_geometry(geometry: Any) -> dict[str, Any]:
+    """A clean copy of a GeoJSON Point, Polygon or MultiPolygon with checked coordinates.
+
+    Every position must be two (or three) finite JSON numbers in WGS84 range; rings need at
+    least 3 positions. The copy holds only ``type`` and ``coordinates`` (as lists of floats), so
+    nothing else of the input travels on.
+
+    Raises:
+        ValueError: the message says what is wrong (no recursion: any depth is safe).
+    """
+    if not isinstance(geometry, dict):
+        raise ValueError(f"geometry is not a GeoJSON geometry object (got {_describe(geometry)})")
+    gtype = geometry.get("type")
+    coords = geometry.get("coordinates")
+    if gtype == "Point":
+        if not isinstance(coords, list) or len(coords) not in (2, 3) or any(isinstance(c, list) for c in coords):
+            raise ValueError(f"Point coordinates must be [lon, lat], got {_describe(coords)}")
+        return {"type": "Point", "coordinates": list(_position(coords, "Point coordinates"))}
+    if gtype == "Polygon":
+        return {"type": "Polygon", "coordinates": [[list(p) for p in r] for r in _polygon(coords, "Polygon")]}
+    if gtype == "MultiPolygon":
+        if not isinstance(coords, list) or not coords:
+            raise ValueError(f"MultiPolygon coordinates must be a non-empty list of polygons, got {_describe(coords)}")
+        polys = [_polygon(c, f"MultiPolygon polygon {k}") for k, c in enumerate(coords, start=1)]
+        return {"type": "MultiPolygon", "coordinates": [[[list(p) for p in r] for r in poly] for poly in polys]}
+    shown = gtype if isinstance(gtype, str) else _describe(gtype)
+    raise ValueError(f"geometry type {shown!r} is not supported (use Point, Polygon or MultiPolygon)")
+
+
 def geometry_centroid(geometry: Mapping[str, Any]) -> tuple[float, float]:
     """Centroid ``(lon, lat)`` of a GeoJSON Point, Polygon or MultiPolygon (WGS84).
 
     Raises:
-        ValueError: unsupported or malformed geometry.
+        ValueError: unsupported or malformed geometry (see :func:`validated_geometry`).
     """
-    gtype = geometry.get("type")
-    coords = geometry.get("coordinates")
-    if gtype == "Point":
+    clean = validated_geometry(geometry)
+    coords = clean["coordinates"]
+    if clean["type"] == "Point":
         return float(coords[0]), float(coords[1])
-    if gtype == "Polygon":
-        polys = [coords]
-    elif gtype == "MultiPolygon":
-        polys = list(coords)
-    else:
-        raise ValueError(f"geometry type {gtype!r} is not supported (use Point, Polygon or MultiPolygon)")
+    polys = [coords] if clean["type"] == "Polygon" else list(coords)
     total = sx = sy = 0.0
     for poly in polys:
         a, x, y = _ring_centroid(poly[0])
@@ -275,29 +392,87 @@ def geometry_centroid(geometry: Mapping[str, Any]) -> tuple[float, float]:
     return sx / total, sy / total
 
 
+def _property_text(value: Any, where: str, key: str) -> str:
+    """A property value as text: strings as they are, numbers as Python writes them, lists and
+    objects as compact JSON, null as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise InputError(f"{where}: property {key!r} cannot be kept as text ({type(exc).__name__}); simplify it") from None
+
+
+def _load_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"sites file {path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise InputError(
+            f"sites file {path}: JSON nested too deeply to read (hundreds of levels of [ or {{); a GeoJSON "
+            "sites file needs only a few levels: check how it was made"
+        ) from None
+
+
+def _declared_crs(doc: dict, path: Path) -> str:
+    crs = doc.get("crs")
+    if crs is None:
+        return ""
+    if isinstance(crs, str):
+        return crs
+    props = crs.get("properties") if isinstance(crs, dict) else None
+    name = props.get("name") if isinstance(props, dict) else None
+    if not isinstance(name, str):
+        raise InputError(
+            f"sites file {path}: 'crs' is not a GeoJSON crs object ({{\"type\": \"name\", \"properties\": "
+            '{"name": ...}}); remove it (GeoJSON is WGS84) or fix it'
+        )
+    return name
+
+
+def _feature_id(feat: dict, props: dict, where: str) -> str:
+    raw = props.get("site_id")
+    if raw is None:
+        raw = feat.get("id")
+    if raw is None:
+        raise InputError(f"{where}: no site_id property and no feature id; every site needs a unique id")
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise InputError(f"{where}: site_id must be a string or an integer, got {_describe(raw)}")
+    site_id = str(raw).strip()
+    if not site_id:
+        raise InputError(f"{where}: site_id is empty; every site needs a unique id")
+    return site_id
+
+
 def read_sites_geojson(path: str | Path) -> list[Site]:
     """Read a GeoJSON FeatureCollection of points or (multi)polygons in WGS84.
 
-    The id comes from the property ``site_id``, else the feature's ``id``. A polygon gives its
-    centroid as ``lon, lat`` and the geometry as ``footprint``. Properties ``name, kind,
-    radius_m, damage, label`` are read; other properties go to ``extra`` (as strings).
+    The id comes from the property ``site_id``, else the feature's ``id`` (a string or an
+    integer). A polygon gives its centroid as ``lon, lat`` and the geometry as ``footprint``.
+    Properties ``name, kind, radius_m, damage, label`` are read; other properties go to
+    ``extra`` as text (lists and objects as compact JSON).
+
+    A malformed geometry (not an object, an unsupported type, positions that are not two finite
+    JSON numbers in range, rings of fewer than 3 positions) makes that feature an invalid site;
+    a structural problem (not JSON, nested too deeply, not a FeatureCollection, a feature or its
+    properties not an object, a bad id) is an InputError naming the file and the feature.
 
     Raises:
-        InputError: see :func:`read_sites`; also invalid JSON or not a FeatureCollection.
+        InputError: see :func:`read_sites`; also the structural problems above.
     """
     path = Path(path)
     text = _read_text(path)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"sites file {path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    doc = _load_json(path, text)
     if isinstance(doc, dict) and doc.get("type") == "Feature":
         features = [doc]
     elif isinstance(doc, dict) and doc.get("type") == "FeatureCollection" and isinstance(doc.get("features"), list):
         features = doc["features"]
     else:
         raise InputError(f"sites file {path}: expected a GeoJSON FeatureCollection with a 'features' list")
-    crs_name = (((doc.get("crs") or {}).get("properties") or {}).get("name") or "") if isinstance(doc, dict) else ""
+    crs_name = _declared_crs(doc, path)
     if crs_name and not any(s in crs_name.upper() for s in ("CRS84", "4326")):
         raise InputError(
             f"sites file {path}: declares crs {crs_name!r}; GeoJSON sites must be WGS84 lon/lat (CRS84); "
@@ -307,15 +482,17 @@ def read_sites_geojson(path: str | Path) -> list[Site]:
         raise InputError(f"sites file {path}: the FeatureCollection has no features; add at least one site")
     sites: list[Site] = []
     seen: dict[str, int] = {}
+    known = {"site_id", "name", "kind", "radius_m", "damage", "label"}
     for row_no, feat in enumerate(features, start=1):
         where = f"sites file {path}: feature {row_no}"
         if not isinstance(feat, dict):
-            raise InputError(f"{where}: is not a GeoJSON Feature object")
-        props = feat.get("properties") or {}
-        raw_id = props.get("site_id", feat.get("id"))
-        site_id = "" if raw_id is None else str(raw_id).strip()
-        if not site_id:
-            raise InputError(f"{where}: no site_id property and no feature id; every site needs a unique id")
+            raise InputError(f"{where}: is not a GeoJSON Feature object (got {_describe(feat)})")
+        props = feat.get("properties")
+        if props is None:
+            props = {}
+        if not isinstance(props, dict):
+            raise InputError(f"{where}: properties must be a JSON object ({{...}}) or null, got {_describe(props)}")
+        site_id = _feature_id(feat, props, where)
         if site_id in seen:
             raise InputError(f"{where}: site_id {site_id!r} duplicates feature {seen[site_id]}; site ids must be unique")
         seen[site_id] = row_no
@@ -323,35 +500,33 @@ def read_sites_geojson(path: str | Path) -> list[Site]:
         footprint = None
         problem = None
         lon = lat = math.nan
-        if not geometry:
+        if geometry is None or geometry == {}:
             problem = "geometry is missing"
         else:
             try:
-                lon_v, lat_v = geometry_centroid(geometry)
-                lon, p1 = _parse_coordinate(str(lon_v), "lon", -180.0, 180.0)
-                lat, p2 = _parse_coordinate(str(lat_v), "lat", -90.0, 90.0)
-                problem = "; ".join(p for p in (p1, p2) if p) or None
-                if geometry.get("type") != "Point":
-                    footprint = geometry
-            except (ValueError, TypeError, IndexError, KeyError) as exc:
-                problem = f"geometry is malformed ({exc})"
+                clean = validated_geometry(geometry)
+                lon, lat = geometry_centroid(clean)
+                if clean["type"] != "Point":
+                    footprint = clean
+            except ValueError as exc:
+                problem = f"geometry is malformed: {exc}"
         if problem:
             log.warning("%s (site %s): %s; reported as cannot_assess/invalid_site", where, site_id, problem)
             lon = lat = math.nan
             footprint = None
-        known = {"site_id", "name", "kind", "radius_m", "damage", "label"}
+        texts = {str(k): _property_text(v, where, str(k)) for k, v in props.items()}
         sites.append(
             Site(
                 site_id=site_id,
                 lon=lon,
                 lat=lat,
                 row=row_no,
-                name=str(props["name"]) if props.get("name") not in (None, "") else None,
-                kind=str(props["kind"]) if props.get("kind") not in (None, "") else None,
+                name=texts.get("name") or None,
+                kind=texts.get("kind") or None,
                 radius_m=_parse_radius(props.get("radius_m"), where),
                 footprint=footprint,
-                damage=_parse_damage(props.get("damage"), props.get("label"), where),
-                extra={str(k): "" if v is None else str(v) for k, v in props.items() if k not in known},
+                damage=_parse_damage(texts.get("damage") or None, texts.get("label") or None, where),
+                extra={k: v for k, v in texts.items() if k not in known},
                 problem=problem,
             )
         )

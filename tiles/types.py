@@ -67,6 +67,11 @@ class PairMeta:
     sits lower/right), plus its size in metres. ``before_scene``/``after_scene`` is the primary
     scene of each epoch; ``before_extra_scenes``/``after_extra_scenes`` list (``;``-separated)
     the scenes that filled the primary's holes when a chip straddles scene edges.
+    ``gsd_ratio`` is the coarser primary scene's native GSD over the finer one's (1 = same
+    resolution; NaN when nothing was read) and ``gsd_mismatch`` says it exceeds
+    ``tiles.gsd_mismatch_ratio``. ``before_bands``/``after_bands`` are the 1-based band indices
+    of the primary scene read as the chip's channels (``"3,2,1"`` for a BGRN raster) and
+    ``*_band_source`` says how they were found (``tiles.bands.BAND_SOURCES``).
     """
 
     site_id: str
@@ -82,6 +87,8 @@ class PairMeta:
     after_gsd_m: float = float("nan")
     chip_gsd_m: float = float("nan")
     chip_size_m: float = float("nan")
+    gsd_ratio: float = float("nan")
+    gsd_mismatch: bool = False
     shift_dy_px: float = 0.0
     shift_dx_px: float = 0.0
     shift_m: float = 0.0
@@ -95,6 +102,10 @@ class PairMeta:
     detail: str = ""
     before_extra_scenes: str = ""
     after_extra_scenes: str = ""
+    before_bands: str = ""
+    after_bands: str = ""
+    before_band_source: str = ""
+    after_band_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,3 +128,34 @@ class Pair:
     @property
     def ok(self) -> bool:
         return self.meta.status == "ok"
+
+    @classmethod
+    def cannot_assess(
+        cls,
+        site: Site,
+        reason: str,
+        detail: str = "",
+        *,
+        image: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        **meta_fields: Any,
+    ) -> "Pair":
+        """The one way to make a ``cannot_assess`` pair.
+
+        Args:
+            site: the input site.
+            reason: why the pair cannot be assessed (one of ``tiles.cut.REASONS``, or a reason
+                of the calling stage such as detect's ``cut_failed``); must not be empty.
+            detail: a sentence for people (what was found, what to do).
+            image, valid: the chips when something could be read (so people can look), else
+                None.
+            **meta_fields: any other :class:`PairMeta` field (scenes, times, GSD, quality).
+
+        Raises:
+            ValueError: ``reason`` is empty.
+            TypeError: ``meta_fields`` names a field PairMeta does not have.
+        """
+        if not reason:
+            raise ValueError("a cannot_assess pair needs a reason")
+        meta = PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail, **meta_fields)
+        return cls(site=site, meta=meta, image=image, valid=valid)

@@ -90,7 +90,15 @@ def make_scene(tmp_path: Path, ground: Ground) -> SceneMaker:
         shift_m: ``(east, north)`` offset of the content on the ground.
         nodata_box: ``(x0, y0, x1, y1)`` UTM box written as nodata (0) when ``nodata=0``.
         tags: TIFF tags.
-        dtype: ``uint8`` or ``uint16`` (uint16 values span 100..3000).
+        dtype: ``uint8``, ``uint16`` or ``float32`` (non-uint8 values span ``value_range``).
+        value_range: ``(low, high)`` that the [0, 1] texture maps to for non-uint8 dtypes
+            (default 100..3000; e.g. ``(0, 2047)`` for 11-bit data in uint16).
+        nan_box: ``(x0, y0, x1, y1)`` UTM box written as NaN (float32 only).
+        band_order: the bands written, from ``R``, ``G``, ``B`` and ``N`` (near infrared,
+            here the band mean), e.g. ``"BGRN"``.
+        colorinterp: GDAL colour interpretation names per band (``"red"``, ``"undefined"``,
+            ...), or None for GDAL's default.
+        descriptions: band descriptions, or None.
         white: cover everything with smooth white (cloud-like).
         marker: draw the marker.
     """
@@ -107,6 +115,11 @@ def make_scene(tmp_path: Path, ground: Ground) -> SceneMaker:
         nodata_box: tuple[float, float, float, float] | None = None,
         tags: dict[str, str] | None = None,
         dtype: str = "uint8",
+        value_range: tuple[float, float] = (100.0, 3000.0),
+        nan_box: tuple[float, float, float, float] | None = None,
+        band_order: str = "RGB",
+        colorinterp: list[str] | None = None,
+        descriptions: list[str] | None = None,
         white: bool = False,
         marker: bool = True,
     ) -> Path:
@@ -132,23 +145,40 @@ def make_scene(tmp_path: Path, ground: Ground) -> SceneMaker:
         img = ground.sample(np.asarray(x) - shift_m[0], np.asarray(y) - shift_m[1], marker=marker)
         if white:
             img[:] = 0.93
+        channels = {"R": img[0], "G": img[1], "B": img[2], "N": img.mean(0)}
+        img = np.stack([channels[b] for b in band_order])
         if dtype == "uint8":
             data = np.round(img * 255).astype(np.uint8)
+        elif dtype == "float32":
+            lo, hi = value_range
+            data = (lo + img * (hi - lo)).astype(np.float32)
         else:
-            data = np.round(100 + img * 2900).astype(np.uint16)
+            lo, hi = value_range
+            data = np.round(lo + img * (hi - lo)).astype(dtype)
+
+        def box(b: tuple[float, float, float, float]) -> np.ndarray:
+            x0, y0, x1, y1 = b
+            return (np.asarray(x) >= x0) & (np.asarray(x) <= x1) & (np.asarray(y) >= y0) & (np.asarray(y) <= y1)
+
         if nodata_box is not None:
-            x0, y0, x1, y1 = nodata_box
-            inside = (np.asarray(x) >= x0) & (np.asarray(x) <= x1) & (np.asarray(y) >= y0) & (np.asarray(y) <= y1)
-            data[:, inside] = 0 if nodata is None else nodata
+            data[:, box(nodata_box)] = 0 if nodata is None else nodata
+        if nan_box is not None:
+            data[:, box(nan_box)] = np.nan
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         with rasterio.open(
-            path, "w", driver="GTiff", width=n, height=n, count=3, dtype=dtype, crs=crs_s,
+            path, "w", driver="GTiff", width=n, height=n, count=len(band_order), dtype=dtype, crs=crs_s,
             transform=transform, nodata=nodata, tiled=True, blockxsize=128, blockysize=128,
         ) as ds:
             ds.write(data)
             if tags:
                 ds.update_tags(**tags)
+            if colorinterp is not None:
+                from rasterio.enums import ColorInterp
+
+                ds.colorinterp = [ColorInterp[c] for c in colorinterp]
+            if descriptions is not None:
+                ds.descriptions = tuple(descriptions)
         return path
 
     return make

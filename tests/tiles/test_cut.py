@@ -101,7 +101,11 @@ def test_nodata_gives_mostly_nodata(make_scene, ground):
     after = make_scene("a.tif")
     pair = _cut(before, after, Site("nd", LON0, LAT0))
     assert pair.meta.status == "cannot_assess" and pair.meta.reason == "mostly_nodata"
-    assert pair.valid[0].mean() == pytest.approx(84 / 128, abs=0.03) or pair.valid[0].mean() < 0.7
+    # the box covers the chip from its south edge (my - 32) up to my + 10: chip rows 44..127
+    assert pair.valid[0].mean() == pytest.approx(44 / 128, abs=0.01)
+    assert pair.valid[0][:43].all() and not pair.valid[0][45:].any()
+    assert pair.meta.valid_fraction == pytest.approx(44 / 128, abs=0.01)
+    assert "before 34%" in pair.meta.detail and "after 100%" in pair.meta.detail
     assert pair.valid[1].all()
 
 
@@ -126,7 +130,10 @@ def test_outside_coverage_and_invalid_site(make_scene, ground):
     assert reasons["nowhere"] == "outside_before_coverage"
     assert reasons["bad"] == "invalid_site" and "123" in pairs[3].meta.detail
     assert reasons["after_only"] == "outside_before_coverage"
-    assert pairs[0].meta.status == "ok" or pairs[0].meta.reason == "mostly_nodata"
+    # in_both: before covers 62 of the chip's 64 m, after (from mx + 90) only its east 12 m
+    assert reasons["in_both"] == "mostly_nodata"
+    assert pairs[0].valid[1].mean() == pytest.approx(12 / 64, abs=0.02)
+    assert pairs[0].valid[0].mean() == pytest.approx(62 / 64, abs=0.02)
     assert all(p.image is None for p in pairs[1:])
 
 

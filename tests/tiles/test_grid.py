@@ -40,3 +40,19 @@ def test_chip_size_for_sites():
     assert grid.chip_size_m_for(radius_m=None, footprint_half_m=200.0, **kw) == 512.0
     square = {"type": "Polygon", "coordinates": [[[0, 0], [0.001, 0], [0.001, 0.001], [0, 0.001], [0, 0]]]}
     assert grid.footprint_half_extent_m(square, 0.0005, 0.0005) == pytest.approx(55.7, abs=0.2)
+
+
+def test_longitude_overlap_on_the_circle():
+    import numpy as np
+
+    from tiles.grid import lon_overlap, wrap_lon_towards
+
+    lo = np.array([10.0, 179.99, -180.01, -179.9, 170.0])
+    hi = np.array([10.1, 180.01, -179.99, -179.8, 170.1])
+    # a scene from 179.9 E across 180 to 179.9 W (GDAL writes it west > east)
+    assert lon_overlap(lo, hi, 179.9, -179.85).tolist() == [False, True, True, True, False]
+    # an ordinary scene near 180 still meets a chip that sticks out past -180
+    assert lon_overlap(lo, hi, 179.95, 180.0).tolist() == [False, True, True, False, False]
+    assert lon_overlap(lo, hi, 9.0, 11.0).tolist() == [True, False, False, False, False]
+    wrapped = wrap_lon_towards(np.array([[-179.8, -179.7], [10.0, 10.1]]), 180.0)
+    assert np.allclose(wrapped, [[180.2, 180.3], [10.0, 10.1]])

@@ -124,3 +124,76 @@ def test_cli_smoke(tmp_path, make_scene, capsys, restore_logging):
     bad = ["tiles", "--sites", str(tmp_path / "no.csv"), "--before", str(before), "--after", str(after), "--out", str(tmp_path / "o2")]
     assert main(bad) == 1
     assert "no.csv" in capsys.readouterr().err
+
+
+def test_long_ids_give_bounded_distinct_file_names():
+    long_a, long_b = "a" * 300, "a" * 299 + "b"
+    na, nb = safe_name(long_a), safe_name(long_b)
+    assert na != nb and len(na) <= 100 and len(nb) <= 100 and na.startswith("a" * 80)
+    assert safe_name("x" * 100) == "x" * 100  # short enough: unchanged
+    assert len(safe_name("/" * 300)) <= 100
+
+
+def test_a_300_character_site_id_does_not_stop_the_run(tmp_path, make_scene):
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.output import write_tiles_folder
+
+    before = RasterCatalog.from_paths(make_scene("b.tif"), epoch="before")
+    after = RasterCatalog.from_paths(make_scene("a.tif"), epoch="after")
+    sites = [Site("s" * 300, LON0, LAT0), Site("s" * 299 + "t", LON0, LAT0)]
+    summary = write_tiles_folder(sites, before, after, tmp_path / "out", TilesConfig(chip_px=32, chip_size_m=16.0),
+                                 progress=False)
+    assert summary.by_status == {"ok": 2}
+    rows = list(csv.DictReader((tmp_path / "out" / "index.csv").open(encoding="utf-8")))
+    assert [r["site_id"] for r in rows] == [s.site_id for s in sites]
+    assert len({r["pair_file"] for r in rows}) == 2
+    for r in rows:
+        assert (tmp_path / "out" / r["pair_file"]).is_file() and (tmp_path / "out" / r["chip_pair"]).is_file()
+        assert read_pair_npz(tmp_path / "out" / r["pair_file"]).site.site_id == r["site_id"]
+
+
+@pytest.mark.parametrize(
+    "text, safe",
+    [
+        ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+        ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("  =1+1", "'  =1+1"),
+        ("\uff1d1+1", "'\uff1d1+1"),  # full-width equals sign
+        ("-12.5", "-12.5"),  # a plain number is not a formula
+        ("+3", "+3"),
+        ("1e-5", "1e-5"),
+        ("Hospital = big", "Hospital = big"),
+        ("", ""),
+    ],
+)
+def test_neutralise_formula(text, safe):
+    from tiles.formula_injection import neutralise_formula
+
+    assert neutralise_formula(text) == safe
+
+
+def test_index_csv_cells_cannot_be_spreadsheet_formulas(tmp_path, make_scene):
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.output import write_tiles_folder
+
+    before = RasterCatalog.from_paths(make_scene("b.tif"), epoch="before")
+    after = RasterCatalog.from_paths(make_scene("=cmd.tif"), epoch="after")
+    sites = [
+        Site("=1+1", LON0, LAT0, name="=HYPERLINK(\"http://evil\")", kind="@x", extra={"note": "+cmd", "depth": "-3.5"}),
+        Site("-2", LON0, LAT0, name="plain"),
+    ]
+    write_tiles_folder(sites, before, after, tmp_path / "out", TilesConfig(chip_px=32, chip_size_m=16.0), progress=False)
+    rows = list(csv.DictReader((tmp_path / "out" / "index.csv").open(encoding="utf-8")))
+    r = rows[0]
+    assert (r["site_id"], r["name"], r["kind"], r["note"], r["after_scene"]) == (
+        "'=1+1", "'=HYPERLINK(\"http://evil\")", "'@x", "'+cmd", "'=cmd")
+    assert r["depth"] == "-3.5" and rows[1]["site_id"] == "-2" and float(r["lon"]) == LON0
+    for row in rows:
+        for cell in row.values():
+            assert not cell or cell[0] not in "=+@\t\r" or cell.lstrip("+-").replace(".", "", 1).isdigit()

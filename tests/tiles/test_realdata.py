@@ -88,3 +88,38 @@ def test_xbd_sites_land_on_their_buildings(shared_data):
     # than intact ones there, and 30 m away from them the change is clearly smaller
     assert burnt > 2.0 * kept, (burnt, kept)
     assert burnt > 1.3 * off_site, (burnt, off_site)
+
+
+def test_xbd_as_11bit_uint16_with_shared_names_matches_the_uint8_pairs(shared_data, tmp_path):
+    # issue 10 item 1: before/X.tif and after/X.tif share their names (the xBD layout); saved as
+    # 11-bit uint16 (Maxar's delivery) every pair used to come out blank
+    import rasterio
+
+    root = shared_data / "xbd-santa-rosa-dev"
+    names = sorted(p.name for p in (root / "before").glob("*.tif"))[:6]
+    for epoch, gain in (("before", 1), ("after", 8)):  # dim 16-bit before, 11-bit after, same names
+        (tmp_path / epoch).mkdir()
+        for name in names:
+            with rasterio.open(root / epoch / name) as src:
+                profile = src.profile | {"dtype": "uint16", "compress": "deflate", "photometric": "rgb"}
+                profile.pop("jpeg_quality", None)
+                data = src.read().astype(np.uint16) * gain
+            with rasterio.open(tmp_path / epoch / name, "w", **profile) as dst:
+                dst.write(data)
+    cat = {e: RasterCatalog.from_paths([root / e / n for n in names], epoch=e) for e in ("before", "after")}
+    cat16 = {e: RasterCatalog.from_paths(tmp_path / e, epoch=e) for e in ("before", "after")}
+    w = min(s.lonlat_bounds[0] for s in cat["before"].scenes)
+    e_ = max(s.lonlat_bounds[2] for s in cat["before"].scenes)
+    so = min(s.lonlat_bounds[1] for s in cat["before"].scenes)
+    n = max(s.lonlat_bounds[3] for s in cat["before"].scenes)
+    sites = [s for s in read_sites(root / "sites.csv") if w < s.lon < e_ and so < s.lat < n][:60]
+    assert len(sites) >= 20
+    cfg = TilesConfig(normalisation="none", coregister=False)
+    with PairCutter(cat["before"], cat["after"], cfg) as c8, PairCutter(cat16["before"], cat16["after"], cfg) as c16:
+        pairs8 = list(c8.cut_many(sites))
+        pairs16 = list(c16.cut_many(sites))
+    ok8 = [(a, b) for a, b in zip(pairs8, pairs16) if a.ok]
+    assert len(ok8) >= 15
+    assert sum(b.ok for _, b in ok8) >= 0.9 * len(ok8), [b.meta.reason for _, b in ok8 if not b.ok]
+    corr = [np.corrcoef(a.image[t, 0].ravel(), b.image[t, 0].ravel())[0, 1] for a, b in ok8 if b.ok for t in (0, 1)]
+    assert np.median(corr) > 0.97, np.median(corr)

@@ -152,3 +152,128 @@ def test_quoted_newlines_and_unicode_separators_survive(tmp_path):
     f.write_text('site_id,lon,lat,name\n1,10,20,"line1\nline2"\n2,11,21,x\u2028y\n', encoding="utf-8")
     sites = read_sites(f)
     assert [s.name for s in sites] == ["line1\nline2", "x\u2028y"]
+
+
+# -- issue 10: coordinates Python's float() accepts but no person meant ---------------------------
+
+
+@pytest.mark.parametrize(
+    "lon, needle",
+    [
+        ("1_5.005", "lon '1_5.005' is not a number"),
+        ("0x1F", "lon '0x1F' is not a number"),
+        ("\u0661\u0665.2", "is not a number"),  # Arabic-Indic digits
+        ("15.2.1", "is not a number"),
+        ("1e400", "not a finite number"),
+        ("Infinity", "not a finite number"),
+    ],
+)
+def test_coordinates_must_be_plain_decimal_numbers(tmp_path, lon, needle):
+    f = write_sites_csv(tmp_path / "s.csv", [("a", lon, 45), ("b", "15.005", "-45.5"), ("c", "+15", "4.5e1")])
+    sites = read_sites(f)
+    assert sites[0].problem is not None and needle in sites[0].problem and math.isnan(sites[0].lon)
+    assert (sites[1].lon, sites[1].lat, sites[2].lon, sites[2].lat) == (15.005, -45.5, 15.0, 45.0)
+
+
+def test_radius_with_an_underscore_is_ignored(tmp_path, caplog):
+    f = write_sites_csv(tmp_path / "s.csv", [("a", 1, 2, "1_0")], header="site_id,lon,lat,radius_m")
+    assert read_sites(f)[0].radius_m is None
+    assert any("radius_m" in r.message for r in caplog.records)
+
+
+def test_oversized_csv_field_names_the_row(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("site_id,lon,lat,name\na,1,2,x\nb,1,2," + '"' + "y" * 200_000 + '"\n', encoding="utf-8")
+    with pytest.raises(InputError) as exc:
+        read_sites(f)
+    assert str(f) in str(exc.value) and "row 2" in str(exc.value)
+
+
+# -- issue 10: malformed GeoJSON is a clear error or an invalid site, never a traceback -----------
+
+
+def _feature(geometry, props=None, **extra):
+    return {"type": "Feature", "properties": {"site_id": "x", **(props or {})}, "geometry": geometry, **extra}
+
+
+POINT = {"type": "Point", "coordinates": [15.2, 45.1]}
+
+
+@pytest.mark.parametrize(
+    "geometry, needle",
+    [
+        ("POINT (15.2 45.1)", "geometry is not a GeoJSON geometry object"),
+        ({"type": "Point", "coordinates": [15.2]}, "Point coordinates must be [lon, lat]"),
+        ({"type": "Point", "coordinates": "15.2,45.1"}, "Point coordinates must be [lon, lat]"),
+        ({"type": "Point", "coordinates": [[15.2, 45.1]]}, "Point coordinates must be [lon, lat]"),
+        ({"type": "Point", "coordinates": ["15.2", "45.1"]}, "not a JSON number"),
+        ({"type": "Point", "coordinates": [True, 45.1]}, "not a JSON number"),
+        ({"type": "Point", "coordinates": [float("nan"), 45.1]}, "not a finite number"),
+        ({"type": "Point", "coordinates": [15.2, float("inf")]}, "not a finite number"),
+        ({"type": "Point", "coordinates": [15.2, 1e308]}, "out of range"),
+        ({"type": "Polygon", "coordinates": [15.2, 45.1]}, "Polygon coordinates must be a list of rings"),
+        ({"type": "Polygon", "coordinates": [[15.2, 45.1]]}, "ring 1 must be a list of at least 3 [lon, lat]"),
+        ({"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.1, 45.0]]]}, "at least 3"),
+        ({"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.1, 45.0], [15.1, 95.0]]]}, "out of range"),
+        ({"type": "MultiPolygon", "coordinates": []}, "MultiPolygon coordinates must be a non-empty list"),
+        ({"type": "MultiPolygon", "coordinates": [[[[15.0, 45.0], [15.1, 45.0], ["a", 45.1]]]]}, "not a JSON number"),
+        ({"type": "LineString", "coordinates": [[15.0, 45.0], [15.1, 45.0]]}, "not supported"),
+        ({"type": ["Point"], "coordinates": [15.2, 45.1]}, "not supported"),
+        ({"coordinates": [15.2, 45.1]}, "not supported"),
+    ],
+)
+def test_bad_geometry_is_an_invalid_site(tmp_path, caplog, geometry, needle):
+    good = {"type": "Feature", "properties": {"site_id": "ok"}, "geometry": POINT}
+    f = tmp_path / "s.geojson"
+    f.write_text(json.dumps(_fc([good, _feature(geometry)])))
+    sites = read_sites(f)
+    assert sites[0].problem is None and sites[0].lon == 15.2
+    bad = sites[1]
+    assert bad.site_id == "x" and math.isnan(bad.lon) and bad.footprint is None
+    assert bad.problem is not None and needle in bad.problem, bad.problem
+    assert any("feature 2" in r.message and str(f) in r.message for r in caplog.records)
+
+
+def _deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+MALFORMED = {
+    "list-properties": (json.dumps(_fc([_feature(POINT, None, properties=["site_id", "x"])])),
+                        "feature 1: properties must be a JSON object"),
+    "string-properties": (json.dumps(_fc([_feature(POINT, None, properties="x")])),
+                          "feature 1: properties must be a JSON object"),
+    "string-feature": (json.dumps(_fc(["not a feature"])), "feature 1: is not a GeoJSON Feature object"),
+    "features-object": (json.dumps({"type": "FeatureCollection", "features": {"a": 1}}), "'features' list"),
+    "crs-string": (json.dumps({**_fc([_feature(POINT)]), "crs": "EPSG:3857"}), "EPSG:3857"),
+    "crs-bad-properties": (json.dumps({**_fc([_feature(POINT)]), "crs": {"properties": "x"}}), "crs"),
+    "id-object": (json.dumps(_fc([_feature(POINT, {"site_id": {"a": 1}})])),
+                  "feature 1: site_id must be a string or an integer"),
+    "id-bool": (json.dumps(_fc([_feature(POINT, {"site_id": True})])), "feature 1: site_id must be a string or an integer"),
+    "feature-id-list": (json.dumps(_fc([_feature(POINT, {"site_id": None}, id=[1])])),
+                        "feature 1: site_id must be a string or an integer"),
+    "deep-features": ('{"type": "FeatureCollection", "features": ' + _deep(100_000) + "}", "nested too deeply"),
+    "deep-property": ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"site_id": "a", '
+                      '"x": ' + _deep(5_000) + '}, "geometry": null}]}', "nested too deeply"),
+    "unclosed-deep": ("[" * 100_000, "nested too deeply"),
+    "array-top": (_deep(50), "expected a GeoJSON FeatureCollection"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_geojson_names_file_and_feature(tmp_path, case):
+    text, needle = MALFORMED[case]
+    f = tmp_path / "s.geojson"
+    f.write_text(text)
+    with pytest.raises(InputError) as exc:
+        read_sites(f)
+    assert str(f) in str(exc.value) and needle in str(exc.value), str(exc.value)
+
+
+def test_nested_property_values_pass_through_as_json_text(tmp_path):
+    props = {"site_id": 7, "tags": {"a": [1, 2]}, "deep": json.loads(_deep(200)), "n": 1.5, "none": None}
+    f = tmp_path / "s.geojson"
+    f.write_text(json.dumps(_fc([{"type": "Feature", "properties": props, "geometry": POINT}])))
+    (s,) = read_sites(f)
+    assert s.site_id == "7" and s.extra["tags"] == '{"a": [1, 2]}' and s.extra["n"] == "1.5" and s.extra["none"] == ""
+    assert s.extra["deep"].startswith("[[[")
