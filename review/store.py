@@ -67,6 +67,29 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 
+#: the columns of a :class:`Verdict`, in its field order.
+_VERDICT_COLUMNS = "id, site_id, reviewer, verdict, note, kind, created_at"
+
+
+def _append_verdict(
+    con: sqlite3.Connection, site_id: str, reviewer: str, verdict: str, note: str, kind: str, created_at: str
+) -> int:
+    """Insert one verdict row inside the caller's transaction; returns its id."""
+    cur = con.execute(
+        "INSERT INTO verdicts (site_id, reviewer, verdict, note, kind, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (site_id, reviewer, verdict, note, kind, created_at),
+    )
+    return int(cur.lastrowid)
+
+
+def _append_audit(con: sqlite3.Connection, at: str, actor: str, action: str, site_id: str, detail: dict[str, Any]) -> None:
+    """Insert one audit entry (detail as JSON) inside the caller's transaction."""
+    con.execute(
+        "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
+        (at, actor, action, site_id, json.dumps(detail, ensure_ascii=False, default=str)),
+    )
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One stored verdict row.
@@ -191,27 +214,17 @@ class VerdictStore:
                 "SELECT verdict FROM verdicts WHERE site_id = ? AND reviewer = ? AND kind = ? ORDER BY id DESC LIMIT 1",
                 (site_id, reviewer, kind),
             ).fetchone()
-            cur = con.execute(
-                "INSERT INTO verdicts (site_id, reviewer, verdict, note, kind, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (site_id, reviewer, verdict, note, kind, now),
-            )
-            row_id = int(cur.lastrowid)
+            row_id = _append_verdict(con, site_id, reviewer, verdict, note, kind, now)
             detail = {"verdict_id": row_id, "verdict": verdict, "note": note, "client": client}
             if previous is not None:
                 detail["previous"] = previous[0]
-            con.execute(
-                "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (now, reviewer, kind, site_id, json.dumps(detail, ensure_ascii=False)),
-            )
+            _append_audit(con, now, reviewer, kind, site_id, detail)
         return Verdict(row_id, site_id, reviewer, verdict, note, kind, now)
 
     def log_event(self, actor: str, action: str, detail: dict[str, Any] | None = None, *, site_id: str = "") -> None:
         """Append an audit entry for an action that is not a verdict (re-rank, export, ...)."""
         with self._write() as con:
-            con.execute(
-                "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (utc_now(), actor, action, site_id, json.dumps(detail or {}, ensure_ascii=False, default=str)),
-            )
+            _append_audit(con, utc_now(), actor, action, site_id, detail or {})
 
     def import_from(self, source: "VerdictStore", site_ids: set[str], *, actor: str = "import") -> int:
         """Append another run's verdicts on the given sites (e.g. after re-running detect).
@@ -236,16 +249,10 @@ class VerdictStore:
             last = max([done] + [v.id for v in new])
             now = utc_now()
             for v in rows:
-                cur = con.execute(
-                    "INSERT INTO verdicts (site_id, reviewer, verdict, note, kind, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (v.site_id, v.reviewer, v.verdict, v.note, v.kind, v.created_at),
-                )
-                detail = {"verdict_id": int(cur.lastrowid), "verdict": v.verdict, "source": str(source.path.resolve()),
+                row_id = _append_verdict(con, v.site_id, v.reviewer, v.verdict, v.note, v.kind, v.created_at)
+                detail = {"verdict_id": row_id, "verdict": v.verdict, "source": str(source.path.resolve()),
                           "source_id": v.id, "imported_at": now}
-                con.execute(
-                    "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
-                    (now, actor, "import", v.site_id, json.dumps(detail, ensure_ascii=False)),
-                )
+                _append_audit(con, now, actor, "import", v.site_id, detail)
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(last)))
         return len(rows)
 
@@ -260,11 +267,10 @@ class VerdictStore:
 
     def verdicts(self, site_id: str | None = None) -> list[Verdict]:
         """All verdict rows in submission order (of one site when ``site_id`` is given)."""
-        cols = "id, site_id, reviewer, verdict, note, kind, created_at"
         if site_id is None:
-            rows = self._read(f"SELECT {cols} FROM verdicts ORDER BY id")
+            rows = self._read(f"SELECT {_VERDICT_COLUMNS} FROM verdicts ORDER BY id")
         else:
-            rows = self._read(f"SELECT {cols} FROM verdicts WHERE site_id = ? ORDER BY id", (site_id,))
+            rows = self._read(f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE site_id = ? ORDER BY id", (site_id,))
         return [Verdict(*r) for r in rows]
 
     def verdicts_after(self, last_id: int) -> list[Verdict]:
@@ -274,8 +280,8 @@ class VerdictStore:
         rows become visible in id order: reading "everything after the last id I saw" never
         skips a row.
         """
-        cols = "id, site_id, reviewer, verdict, note, kind, created_at"
-        return [Verdict(*r) for r in self._read(f"SELECT {cols} FROM verdicts WHERE id > ? ORDER BY id", (last_id,))]
+        rows = self._read(f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE id > ? ORDER BY id", (last_id,))
+        return [Verdict(*r) for r in rows]
 
     def last_id(self) -> int:
         """The id of the newest verdict (0 when none): a cheap version number for caches."""

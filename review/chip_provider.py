@@ -1,4 +1,4 @@
-"""Chips for the site page: the ones ``detect`` wrote, or cut on demand from the run's rasters.
+"""Chip images for the site page: the ones ``detect`` wrote, or cut on demand from the run's rasters.
 
 ``detect`` writes chips for its top sites only. For the others this module cuts the before/after
 pair with :class:`tiles.cut.PairCutter` from the rasters listed in ``manifest.json`` (no CNN, so no

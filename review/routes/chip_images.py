@@ -1,0 +1,37 @@
+"""Chip PNGs: the files ``detect`` wrote into the run folder, and chips cut on demand."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+
+from review.state import State
+
+router = APIRouter()
+
+#: browsers may keep chip images (they never change for a run) for an hour.
+CHIP_CACHE = {"Cache-Control": "private, max-age=3600"}
+
+
+@router.get("/rendered-chip/{index}/{epoch}.png")
+def rendered_chip(state: State, index: int, epoch: str) -> Response:
+    """A chip cut from the run's rasters on demand (``epoch``: ``before`` or ``after``)."""
+    site = state.site(index)
+    if site is None or epoch not in ("before", "after"):
+        return PlainTextResponse("no such chip", 404)
+    data = state.chips.rendered_png(site, epoch)
+    if data is None:
+        reason = state.chips.ensure_rendered(site) if state.chips.render else "chips are not cut on demand"
+        return PlainTextResponse(reason or "no chip", 404)
+    return Response(data, media_type="image/png", headers=CHIP_CACHE)
+
+
+@router.get("/chip/{path:path}")
+def chip(state: State, path: str) -> Response:
+    """A chip file of the run folder (``.png`` inside the folder only)."""
+    if not path.lower().endswith(".png"):
+        return PlainTextResponse("only chip images (.png) are served", 404)
+    resolved = state.run.resolve_inside(path)
+    if resolved is None:
+        return PlainTextResponse("no such chip in this run folder", 404)
+    return FileResponse(resolved, media_type="image/png", headers=CHIP_CACHE)
