@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from review.run_outputs import RunOutputs
 from review.runfolder import RunFolder, RunSite
 
 log = logging.getLogger(__name__)
@@ -112,14 +113,19 @@ class ChipCache:
 class ChipProvider:
     """Finds or renders chips; one per app, safe across worker threads.
 
+    Detect's chips are used only when ``manifest.json`` lists them as outputs and they are
+    unchanged (:class:`review.run_outputs.RunOutputs`).
+
     Args:
         run: the run folder.
         render: whether to cut missing chips on demand.
+        outputs: the run's servable outputs (made from ``run`` when None).
     """
 
-    def __init__(self, run: RunFolder, *, render: bool = True) -> None:
+    def __init__(self, run: RunFolder, *, render: bool = True, outputs: RunOutputs | None = None) -> None:
         self.run = run
         self.render = render
+        self.outputs = outputs if outputs is not None else RunOutputs(run)
         self._lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._cache: ChipCache | None = None
@@ -137,9 +143,11 @@ class ChipProvider:
     def chips(self, site: RunSite) -> SiteChips:
         """The site's chip URLs, rendering before/after on demand when detect wrote none."""
         before, after, heatmap = (site.chips.get(k, "") for k in ("before", "after", "heatmap"))
-        before_ok = bool(before) and self.run.resolve_inside(before) is not None
-        after_ok = bool(after) and self.run.resolve_inside(after) is not None
-        heat_ok = bool(heatmap) and self.run.resolve_inside(heatmap) is not None
+        checks = {rel: self.outputs.check(rel) for rel in (before, after, heatmap) if rel}
+        changed = [c.message for c in checks.values() if c.problem == "changed"]
+        if changed:  # never show (nor replace) a chip that differs from what detect wrote
+            return SiteChips("", "", "", "none", f"no chip: {changed[0]}")
+        before_ok, after_ok, heat_ok = (bool(rel) and checks[rel].path is not None for rel in (before, after, heatmap))
         if before_ok and after_ok:
             return SiteChips(
                 run_chip_url(before), run_chip_url(after), run_chip_url(heatmap) if heat_ok else "", "detect",

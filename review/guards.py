@@ -1,12 +1,14 @@
 """The request rules every route of the review app shares (the policy itself is in :mod:`review.security`).
 
 - :func:`access_guard` (HTTP middleware, so it covers ``/static`` too): the ``Host`` header, the
-  access token, the CSRF and reviewer cookies and the security headers of every response.
+  access token (with failed attempts rate-limited per client), the CSRF and reviewer cookies
+  (``Secure`` behind TLS) and the security headers of every response.
 - :func:`csrf_protected` (an app-wide dependency): every request that changes something (any
   method but GET/HEAD/OPTIONS) must come from the app's own pages: same-origin ``Origin`` and
   ``Sec-Fetch-Site`` where the browser sends them, and the page's CSRF token. A route cannot
   forget it: it is declared once on the app, not per route.
-- :func:`posted_form`: the URL-encoded body of a POST, read once per request.
+- :func:`posted_form`: the URL-encoded body of a POST, read once per request, streamed and
+  refused with 413 as soon as it passes :data:`MAX_BODY_BYTES` (never held whole first).
 - :func:`current_reviewer`: the reviewer's name, or a redirect to the name form.
 
 Refusals are :class:`Refused` (a plain-text answer with a status) and :class:`ReviewerNeeded`
@@ -15,6 +17,7 @@ Refusals are :class:`Refused` (a plain-text answer with a status) and :class:`Re
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Mapping
 from urllib.parse import parse_qsl, urlencode
 
@@ -41,6 +44,7 @@ from sitewatch.errors import InputError
 
 #: the largest request body accepted (the forms carry a note of at most 2,000 characters).
 MAX_BODY_BYTES = 64_000
+TOO_LARGE = "request body too large (over 64 kB): shorten the note"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: how long the reviewer cookie lasts (seconds).
 REVIEWER_COOKIE_AGE = 90 * 86400
@@ -89,9 +93,18 @@ def install_handlers(app: FastAPI) -> None:
         return PlainTextResponse(str(exc), 400)
 
 
-def set_reviewer_cookie(response: Response, name: str) -> None:
+def secure_cookies(request: Request) -> bool:
+    """Whether cookies must be ``Secure``: ``review.behind_tls``, or a request that came over
+    HTTPS (uvicorn takes the scheme from ``X-Forwarded-Proto`` of a trusted proxy only)."""
+    return bool(request.app.state.review.config.behind_tls) or request.url.scheme == "https"
+
+
+def set_reviewer_cookie(request: Request, response: Response, name: str) -> None:
     """Remember the reviewer's name in the browser."""
-    response.set_cookie(REVIEWER_COOKIE, encode_cookie(name), samesite="strict", max_age=REVIEWER_COOKIE_AGE)
+    response.set_cookie(
+        REVIEWER_COOKIE, encode_cookie(name), samesite="strict", max_age=REVIEWER_COOKIE_AGE,
+        secure=secure_cookies(request),
+    )
 
 
 def _token_redirect(request: Request, token: str) -> Response:
@@ -99,14 +112,42 @@ def _token_redirect(request: Request, token: str) -> Response:
     rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
     target = request.url.path + ("?" + urlencode(rest) if rest else "")
     redirect = RedirectResponse(target, status_code=303)
-    redirect.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+    redirect.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies(request))
     return redirect
 
 
-def _has_token(request: Request, token: str) -> bool:
+def _presented_tokens(request: Request) -> tuple[str | None, str | None]:
+    """``(?token= of a GET, cookie or bearer token)`` the request carries (None where absent)."""
+    query = request.query_params.get("token") if request.method == "GET" else None
     auth = request.headers.get("authorization", "")
     bearer = auth[7:] if auth.lower().startswith("bearer ") else None
-    return tokens_match(request.cookies.get(TOKEN_COOKIE) or bearer, token)
+    return query, request.cookies.get(TOKEN_COOKIE) or bearer
+
+
+def _check_token(request: Request, token: str) -> Response | None:
+    """None when the request carries the right token, else the answer: a redirect that moves a
+    right ``?token=`` into a cookie, 401, or 429 while the client is refused for guessing."""
+    failures = request.app.state.review.token_failures
+    client = request.client.host if request.client else ""
+    wait = failures.retry_after(client)
+    if wait > 0:
+        return PlainTextResponse(
+            f"too many wrong access tokens from {client}: try again in {math.ceil(wait)} s with the URL "
+            "that `sitewatch review` printed",
+            429,
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    query, kept = _presented_tokens(request)
+    if query is not None and tokens_match(query, token):
+        return _token_redirect(request, token)
+    if tokens_match(kept, token):
+        return None
+    for wrong in (query, kept):
+        if wrong:
+            failures.failed(client, wrong)
+    return PlainTextResponse(
+        "access token required: open the URL that `sitewatch review` printed (it ends in ?token=...)", 401
+    )
 
 
 def _reviewer_from_link(request: Request, reviewer: str) -> str | None:
@@ -126,14 +167,9 @@ async def access_guard(request: Request, call_next: Any) -> Response:
     if not host_allowed(request.headers.get("host"), settings.allowed_hosts):
         return PlainTextResponse("Host header not allowed: open the app at the address it printed", 400)
     if settings.token is not None:
-        query_token = request.query_params.get("token")
-        if query_token is not None and request.method == "GET" and tokens_match(query_token, settings.token):
-            return _token_redirect(request, settings.token)
-        if not _has_token(request, settings.token):
-            return PlainTextResponse(
-                "access token required: open the URL that `sitewatch review` printed (it ends in ?token=...)",
-                401,
-            )
+        refusal = _check_token(request, settings.token)
+        if refusal is not None:
+            return refusal
     csrf_cookie = request.cookies.get(CSRF_COOKIE)
     request.state.csrf = csrf_cookie or new_token()
     reviewer = decode_cookie(request.cookies.get(REVIEWER_COOKIE))
@@ -141,9 +177,9 @@ async def access_guard(request: Request, call_next: Any) -> Response:
     request.state.reviewer = from_link or reviewer
     response: Response = await call_next(request)
     if not csrf_cookie:
-        response.set_cookie(CSRF_COOKIE, request.state.csrf, httponly=True, samesite="strict")
+        response.set_cookie(CSRF_COOKIE, request.state.csrf, httponly=True, samesite="strict", secure=secure_cookies(request))
     if from_link:
-        set_reviewer_cookie(response, from_link)
+        set_reviewer_cookie(request, response, from_link)
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     # not "no-referrer": with it, Chromium sends "Origin: null" on the app's own form posts
@@ -156,17 +192,30 @@ async def access_guard(request: Request, call_next: Any) -> Response:
 async def posted_form(request: Request) -> dict[str, str]:
     """Dependency: the URL-encoded form body (the app's forms and script send nothing else).
 
-    Read once per request and kept on ``request.state``.
+    Read once per request and kept on ``request.state``. The body is streamed: a declared
+    ``Content-Length`` over the limit is refused before reading anything, and a body without
+    one (chunked) as soon as it passes the limit, so memory stays flat whatever is sent.
 
     Raises:
-        InputError: the body is over :data:`MAX_BODY_BYTES`.
+        Refused: 413 when the body is over :data:`MAX_BODY_BYTES`; 400 for a bad Content-Length.
     """
     cached = getattr(request.state, "form", None)
     if cached is not None:
         return cached
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise InputError("request body too large (over 64 kB): shorten the note")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise Refused(400, f"Content-Length {declared!r} is not a number of bytes")
+        if int(declared) > MAX_BODY_BYTES:
+            raise Refused(413, TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise Refused(413, TOO_LARGE)
+        chunks.append(chunk)
+    body = b"".join(chunks)
     form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     request.state.form = form
     return form

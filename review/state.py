@@ -6,6 +6,7 @@ the routers (:mod:`review.routes`) reach it through the :func:`review_state` dep
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from review.config import ReviewConfig
 from review.consensus import agreement, list_quality, needs_adjudication
 from review.queue import QUEUE_VIEWS, ReviewQueues
 from review.runfolder import META_FIRST, RunFolder, RunSite
+from review.security import TokenFailures, check_token
 from review.store import VERDICTS, VerdictStore
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,13 +86,19 @@ class ReviewApp:
 
     Raises:
         RunFolderError: the folder is not a readable run folder.
+        UsageError: the access token is too weak (:func:`review.security.check_token`).
     """
 
     def __init__(self, run_dir: str | Path, config: ReviewConfig, settings: AppSettings) -> None:
+        check_token(settings.token)
         self.config = config
         self.settings = settings
+        self.token_failures = TokenFailures(config.token_failures, config.token_failure_window_s)
         self.run = RunFolder(run_dir)
         self.store = VerdictStore.for_run(self.run.path)
+        self.chain_at_start = self.store.verify_chain()
+        if not self.chain_at_start.ok:
+            log.warning("%s: verdict hash chain broken: %s", self.store.path, "; ".join(self.chain_at_start.problems))
         self.queues = ReviewQueues(self.run, self.store, config)
         self.chips = ChipProvider(self.run, render=config.render_missing_chips)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True)
@@ -161,7 +171,9 @@ class ReviewApp:
             for name, _ in c.votes:
                 per_reviewer[name] = per_reviewer.get(name, 0) + 1
         rr = self.queues.current_rerank
+        chain_verdicts, chain_head = self.store.chain_head()
         return {
+            "chain": {"verdicts": chain_verdicts, "head": chain_head, "at_start": self.chain_at_start},
             "total": len(self.run.sites),
             "assessable": sum(1 for s in self.run.sites if s.ok),
             "reviewed": reviewed,

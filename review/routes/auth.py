@@ -28,5 +28,5 @@ def reviewer_set(request: Request, state: State, form: Form) -> Response:
     except InputError as exc:
         return state.render(request, "reviewer.html", 400, next=safe_next(form.get("next")), error=str(exc))
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
-    set_reviewer_cookie(response, name)
+    set_reviewer_cookie(request, response, name)
     return response

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
 from review.state import State
 
@@ -11,6 +11,11 @@ router = APIRouter()
 
 #: browsers may keep chip images (they never change for a run) for an hour.
 CHIP_CACHE = {"Cache-Control": "private, max-age=3600"}
+CHIP_PROBLEMS = {
+    "unlisted": "only the outputs manifest.json lists are served",
+    "missing": "listed in manifest.json but not in the folder",
+    "changed": "it changed after detect wrote it: run `sitewatch verify` on the run folder",
+}
 
 
 @router.get("/rendered-chip/{index}/{epoch}.png")
@@ -28,10 +33,10 @@ def rendered_chip(state: State, index: int, epoch: str) -> Response:
 
 @router.get("/chip/{path:path}")
 def chip(state: State, path: str) -> Response:
-    """A chip file of the run folder (``.png`` inside the folder only)."""
+    """A chip file of the run folder: a ``.png`` that ``manifest.json`` lists as an output, unchanged."""
     if not path.lower().endswith(".png"):
         return PlainTextResponse("only chip images (.png) are served", 404)
-    resolved = state.run.resolve_inside(path)
-    if resolved is None:
-        return PlainTextResponse("no such chip in this run folder", 404)
-    return FileResponse(resolved, media_type="image/png", headers=CHIP_CACHE)
+    data, problem = state.chips.outputs.read(path)
+    if data is None:  # the requested path is not echoed back
+        return PlainTextResponse(f"no such chip in this run folder ({CHIP_PROBLEMS.get(problem, problem)})", 404)
+    return Response(data, media_type="image/png", headers=CHIP_CACHE)

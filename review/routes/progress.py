@@ -51,6 +51,9 @@ def progress_json(state: State) -> JSONResponse:
             "rerank": None if rr is None else {"labelled": rr.labelled, "positives": rr.positives,
                                                "based_on_verdict": rr.based_on_verdict},
             "threshold": state.queues.threshold,
+            "verdict_chain": {"verdicts": p["chain"]["verdicts"], "head": p["chain"]["head"],
+                              "intact_at_start": p["chain"]["at_start"].ok,
+                              "problems_at_start": list(p["chain"]["at_start"].problems)},
         }
     )
 

@@ -15,6 +15,13 @@ from review.app import create_app
 from review.config import ReviewConfig
 from review.store import VerdictStore
 from tests.review.conftest import LiveServer
+from tests.review.listed_outputs import record_outputs
+
+
+@pytest.fixture()
+def run_dir(run_dir: Path) -> Path:
+    """The shared run folder, with its outputs listed in manifest.json (only those are served)."""
+    return record_outputs(run_dir)
 
 
 def _client(run_dir: Path, reviewer: str = "alice", **kwargs) -> TestClient:
@@ -145,7 +152,7 @@ def test_cross_site_posts_are_refused(run_dir: Path) -> None:
     r = client.post("/rerank", data={"csrf": "forged"})
     assert r.status_code == 403
     r = client.post("/site/0/verdict", data={**ok, "note": "x" * 70_000})
-    assert r.status_code == 400 and "too large" in r.text
+    assert r.status_code == 413 and "too large" in r.text
     assert VerdictStore.for_run(run_dir).verdicts() == []
     r = client.post("/site/0/verdict", data=ok, headers={"origin": "http://testserver", "sec-fetch-site": "same-origin"}, follow_redirects=False)
     assert r.status_code == 303 and len(VerdictStore.for_run(run_dir).verdicts()) == 1

@@ -10,8 +10,15 @@ import pytest
 from review.export import export_dataset
 from review.store import VerdictStore
 from tests.review.conftest import CHROMIUM_ARGS, LiveServer, chromium_or_skip
+from tests.review.listed_outputs import record_outputs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture()
+def run_dir(run_dir: Path) -> Path:
+    """The shared run folder, with its outputs listed in manifest.json (only those are served)."""
+    return record_outputs(run_dir)
 
 
 @pytest.fixture()
