@@ -22,10 +22,10 @@ from fastapi.staticfiles import StaticFiles
 
 from review.config import ReviewConfig
 from review.guards import access_guard, csrf_protected, install_handlers
-from review.routes import auth, chip_images, progress, queues, sites
+from review.routes import auth, chip_images, progress, queues, run_map, sites
 from review.state import HERE, AppSettings, ReviewApp
 
-ROUTERS = (auth.router, queues.router, sites.router, chip_images.router, progress.router)
+ROUTERS = (auth.router, queues.router, sites.router, chip_images.router, progress.router, run_map.router)
 
 
 def create_app(
@@ -62,6 +62,7 @@ def create_app(
         dependencies=[Depends(csrf_protected)],
     )
     app.state.review = state
+    state.map.start()  # the run map's picture, made from the rasters in the background
     install_handlers(app)
     app.middleware("http")(access_guard)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

@@ -42,6 +42,9 @@ class ReviewConfig:
         token_failures: different wrong access tokens one client may present within
             ``token_failure_window_s`` before it is refused with HTTP 429 (0: no limit).
         token_failure_window_s: that window, in seconds.
+        context_scale: the context view shows this many times the chip's side (same centre).
+        context_px: side of the context view in pixels.
+        map_px: pixels on the longer side of the run map's picture of the after scenes.
     """
 
     host: str = "127.0.0.1"
@@ -59,6 +62,9 @@ class ReviewConfig:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     token_failures: int = 10
     token_failure_window_s: float = 60.0
+    context_scale: float = 3.0
+    context_px: int = 256
+    map_px: int = 2048
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -79,3 +85,9 @@ class ReviewConfig:
             raise ValueError("token_failures must be 0 (no limit) or more")
         if self.token_failure_window_s <= 0:
             raise ValueError("token_failure_window_s must be positive")
+        if not 1.0 < self.context_scale <= 20.0:
+            raise ValueError("context_scale must be above 1 and at most 20")
+        if not 32 <= self.context_px <= 2048:
+            raise ValueError("context_px must be between 32 and 2048")
+        if not 256 <= self.map_px <= 8192:
+            raise ValueError("map_px must be between 256 and 8192")

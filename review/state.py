@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,12 +17,15 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader
 
-from review.chip_provider import ChipProvider
+from review.chip_provider import ChipProvider, context_chip_url
 from review.config import ReviewConfig
 from review.consensus import agreement, list_quality, needs_adjudication
 from review.queue import QUEUE_VIEWS, ReviewQueues
+from review.overview import RunMap
 from review.runfolder import META_FIRST, RunFolder, RunSite
 from review.security import TokenFailures, check_token
+from review.site_facts import coordinates, fact_rows, logit_text, score_text
+from review.site_marker import chip_extent_m, site_footprints, site_marker
 from review.store import VERDICTS, VerdictStore
 
 log = logging.getLogger(__name__)
@@ -100,9 +104,30 @@ class ReviewApp:
         if not self.chain_at_start.ok:
             log.warning("%s: verdict hash chain broken: %s", self.store.path, "; ".join(self.chain_at_start.problems))
         self.queues = ReviewQueues(self.run, self.store, config)
-        self.chips = ChipProvider(self.run, render=config.render_missing_chips)
+        self.tiles = self.run.tiles_config()
+        self._footprints: dict[str, Any] | None = None
+        self._footprints_lock = threading.Lock()
+        self.chips = ChipProvider(
+            self.run,
+            render=config.render_missing_chips,
+            footprint_of=self.footprint,
+            context_scale=config.context_scale,
+            context_px=config.context_px,
+            chip_extent_m=lambda site: chip_extent_m(site, self.footprint(site.site_id), self.tiles),
+        )
+        bands = tuple(int(b) for b in self.tiles.get("bands", (1, 2, 3)))
+        self.map = RunMap([(s.lon, s.lat) for s in self.run.sites], self.run.rasters("after"), bands,
+                          self.chips.cache, config.map_px)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True)
-        self.env.globals.update(fmt=fmt, pct=pct, views=QUEUE_VIEWS, verdicts=VERDICTS, verdict_keys=VERDICT_KEYS)
+        self.env.globals.update(fmt=fmt, pct=pct, score=score_text, logit=logit_text, views=QUEUE_VIEWS,
+                                verdicts=VERDICTS, verdict_keys=VERDICT_KEYS)
+
+    def footprint(self, site_id: str) -> Any:
+        """The site's footprint from the sites file (None when it gave none); read once."""
+        with self._footprints_lock:
+            if self._footprints is None:
+                self._footprints = site_footprints(self.run)
+            return self._footprints.get(site_id)
 
     def site(self, index: int) -> RunSite | None:
         """The site at row ``index`` of ``scores.csv``, or None when there is none."""
@@ -126,8 +151,7 @@ class ReviewApp:
         history = self.store.verdicts(site.site_id)
         prev, nxt = self.queues.neighbours(view, show, reviewer, site.index)
         # an input's own damage label is never shown: it would bias the reviewer
-        meta_rows = [(k, site.meta[k]) for k in META_FIRST if site.meta.get(k)]
-        meta_rows += [(k, v) for k, v in site.meta.items() if k not in META_FIRST and not hidden_column(k) and v]
+        facts = fact_rows(site.meta, self.tiles, META_FIRST, hidden_column)
         mine = next((v.verdict for v in reversed(history) if v.reviewer == reviewer and v.kind == "review"), None)
         disputed = consensus is not None and needs_adjudication(consensus)
         # independent double review: others' verdicts stay hidden until you give yours,
@@ -146,7 +170,15 @@ class ReviewApp:
             "next": nxt,
             "view": view,
             "show": show,
-            "meta_rows": meta_rows,
+            "facts": facts,
+            "marker": site_marker(site, self.footprint(site.site_id), self.tiles, self.config.context_scale),
+            "context": {
+                "before": context_chip_url(site.index, "before"),
+                "after": context_chip_url(site.index, "after"),
+                "note": self.chips.context_note(site),
+                "scale": self.config.context_scale,
+            },
+            "coords": coordinates(site.lat, site.lon),
             "map_url": osm_url(site.lat, site.lon),
             "in_validation": site.site_id in self.queues.validation_ids,
             "rerank_prob": rr.prob.get(site.site_id) if rr is not None else None,

@@ -31,6 +31,18 @@ def rendered_chip(state: State, index: int, epoch: str) -> Response:
     return Response(data, media_type="image/png", headers=CHIP_CACHE)
 
 
+@router.get("/context-chip/{index}/{epoch}.png")
+def context_chip(state: State, index: int, epoch: str) -> Response:
+    """The site's context view (the pair zoomed out), cut from the run's rasters on demand."""
+    site = state.site(index)
+    if site is None or epoch not in ("before", "after"):
+        return PlainTextResponse("no such context view", 404)
+    data = state.chips.context_png(site, epoch)
+    if data is None:
+        return PlainTextResponse(state.chips.context_note(site) or "no context view", 404)
+    return Response(data, media_type="image/png", headers=CHIP_CACHE)
+
+
 @router.get("/chip/{path:path}")
 def chip(state: State, path: str) -> Response:
     """A chip file of the run folder: a ``.png`` that ``manifest.json`` lists as an output, unchanged."""

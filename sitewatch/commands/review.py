@@ -24,7 +24,8 @@ Serve a run folder (written by `sitewatch detect`) to reviewers in the browser:
 
 Verdicts are stored in RUN/review.sqlite (append-only, with an audit log). Reviewers type their
 name once; every verdict records who and when. Keyboard: 1-5 / 0 verdicts, n note, v swipe or
-flicker, h heatmap, j/k next/previous, ? all shortcuts.
+flicker, h heatmap, s site marker, z context view, j/k next/previous, o map of the run, ? all
+shortcuts.
 """
 
 
