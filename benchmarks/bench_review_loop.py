@@ -142,7 +142,6 @@ def main() -> None:
             scores[f"round{k}"] = scores["default"]
         t_train = time.perf_counter() - tr
         current = dict(zip(ids, scores[f"round{k}"].tolist()))
-        rr_auc = float("nan")
         if emb is not None:
             lab = {s: damage_to_label(truth[s]) for s in reviewed if damage_to_label(truth[s]) is not None}
             e_ids, e = emb

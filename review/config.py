@@ -33,6 +33,18 @@ class ReviewConfig:
         render_missing_chips: cut chips on demand (no CNN) for sites that ``detect`` wrote no chip
             for (cached in ``RUN/review.sqlite-chips``); otherwise the page shows a "no chip" note.
         confidence: confidence level of the intervals on the progress page.
+        behind_tls: the app is reached through a TLS reverse proxy (Caddy, nginx): every cookie
+            is marked ``Secure``. Without it, cookies are ``Secure`` on requests that a trusted
+            proxy marks ``X-Forwarded-Proto: https``.
+        trusted_proxies: addresses whose ``X-Forwarded-For``/``X-Forwarded-Proto`` headers are
+            believed (the reverse proxy's address; ``[]``: none, ``["*"]``: any). The client
+            address they name is the one failed token attempts are counted for.
+        token_failures: different wrong access tokens one client may present within
+            ``token_failure_window_s`` before it is refused with HTTP 429 (0: no limit).
+        token_failure_window_s: that window, in seconds.
+        context_scale: the context view shows this many times the chip's side (same centre).
+        context_px: side of the context view in pixels.
+        map_px: pixels on the longer side of the run map's picture of the after scenes.
     """
 
     host: str = "127.0.0.1"
@@ -46,6 +58,13 @@ class ReviewConfig:
     rerank_min_labels: int = 10
     render_missing_chips: bool = True
     confidence: float = 0.95
+    behind_tls: bool = False
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    token_failures: int = 10
+    token_failure_window_s: float = 60.0
+    context_scale: float = 3.0
+    context_px: int = 256
+    map_px: int = 2048
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -62,3 +81,13 @@ class ReviewConfig:
             raise ValueError("rerank_l2 must be positive")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError("confidence must be in [0.5, 1)")
+        if self.token_failures < 0:
+            raise ValueError("token_failures must be 0 (no limit) or more")
+        if self.token_failure_window_s <= 0:
+            raise ValueError("token_failure_window_s must be positive")
+        if not 1.0 < self.context_scale <= 20.0:
+            raise ValueError("context_scale must be above 1 and at most 20")
+        if not 32 <= self.context_px <= 2048:
+            raise ValueError("context_px must be between 32 and 2048")
+        if not 256 <= self.map_px <= 8192:
+            raise ValueError("map_px must be between 256 and 8192")

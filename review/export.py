@@ -7,7 +7,9 @@ links to the rasters the run used (listed in its ``manifest.json``), so no image
 
 A site is exported when it has a decision on the xBD scale: adjudicated, agreed, or a strict
 majority. Sites judged ``cannot_assess``, and ties nobody has adjudicated, are left out (counted
-in ``export.json``).
+in ``export.json``). ``export.json`` also records the verdict store's hash-chain head and count
+(``verdict_chain``), so the labels can later be tied to exactly the verdicts they came from; a
+store whose chain is broken (edited outside the app) is not exported.
 """
 
 from __future__ import annotations
@@ -114,7 +116,15 @@ def export_dataset_summary(run_dir: Path, out_dir: Path) -> ExportSummary:
             "a dataset cannot point at the imagery without them"
         )
     store = VerdictStore.for_run(run.path)
-    summaries = summarise(store.verdicts())
+    chain = store.verify_chain()
+    if not chain.ok:
+        raise RunFolderError(
+            f"{store.path}: the verdicts' hash chain is broken, so they are not exported as labels: "
+            f"{chain.problems[0]}" + (f" (and {len(chain.problems) - 1} more)" if len(chain.problems) > 1 else "")
+            + "; restore the store from a backup, or ask who changed it"
+        )
+    verdicts = [v for v in store.verdicts() if v.id <= chain.last_id]  # exactly the verdicts the head covers
+    summaries = summarise(verdicts)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_before = _link_rasters(before, out_dir / "before")
     n_after = _link_rasters(after, out_dir / "after")
@@ -166,10 +176,12 @@ def export_dataset_summary(run_dir: Path, out_dir: Path) -> ExportSummary:
         "by_damage": by_damage,
         "skipped_cannot_assess": skipped_ca,
         "skipped_undecided": skipped_undecided,
-        "last_verdict_id": store.last_id(),
+        "last_verdict_id": chain.last_id,
+        "verdict_chain": {"verdicts": chain.verdicts, "head": chain.head, "last_verdict_id": chain.last_id},
     }
     (out_dir / "export.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    store.log_event("export", "export", {"out": str(out_dir.resolve()), "exported": exported, "by_damage": by_damage})
+    store.log_event("export", "export", {"out": str(out_dir.resolve()), "exported": exported, "by_damage": by_damage,
+                                         "verdict_chain": record["verdict_chain"]})
     log.info("exported %d reviewed site(s) to %s", exported, out_dir)
     return summary
 

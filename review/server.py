@@ -6,10 +6,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from review.config import LOOPBACK_HOSTS, ReviewConfig
-from review.security import is_loopback, new_token
+from review.security import check_token, is_loopback, new_token
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,12 @@ def access_policy(host: str, token: str | None) -> AccessPolicy:
     Loopback (127.0.0.1, localhost, ::1) needs no token but only accepts loopback ``Host``
     headers. Any other address requires a token: the given one, ``$SITEWATCH_REVIEW_TOKEN``, or a
     freshly generated one.
+
+    Raises:
+        UsageError: (``review.token``) a given token is too weak (:func:`review.security.check_token`).
     """
     token = token or os.environ.get(TOKEN_ENV) or None
+    check_token(token)
     if is_loopback(host):
         return AccessPolicy(token, False, None if token else frozenset(LOOPBACK_HOSTS | {"[::1]"}))
     if token:
@@ -63,6 +70,21 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def uvicorn_config(app: Any, config: ReviewConfig, port: int) -> "uvicorn.Config":
+    """How uvicorn serves the app: proxy headers believed from ``config.trusted_proxies`` only."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=bool(config.trusted_proxies),
+        forwarded_allow_ips=list(config.trusted_proxies) or None,
+    )
+
+
 def serve(
     run_dir: Path,
     config: ReviewConfig,
@@ -85,8 +107,7 @@ def serve(
     policy = access_policy(config.host, token)
     app = create_app(run_dir, config, token=policy.token, allowed_hosts=policy.allowed_hosts)
     port = config.port or free_port(config.host)
-    server_config = uvicorn.Config(app, host=config.host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(server_config)
+    server = uvicorn.Server(uvicorn_config(app, config, port))
     if policy.generated:
         announce(f"access token (generated; needed because {config.host} is reachable from other machines): {policy.token}")
     announce(f"reviewing {Path(run_dir).resolve()} at {app_url(config.host, port, policy.token)}")

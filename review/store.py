@@ -8,7 +8,12 @@ Two tables hold everything reviewers do:
 - ``audit``: one row per action (verdict, adjudication, re-rank, export, ...), with a JSON detail.
 
 Both are append-only: SQLite triggers abort any UPDATE or DELETE, so nothing is overwritten or
-lost. Each call opens its own connection and writes in a ``BEGIN IMMEDIATE`` transaction with a
+lost. The verdicts are also hash-chained (``prev_hash``, ``row_hash``; see :mod:`review.verdict_chain`),
+so a row edited outside the app, with the triggers dropped, is detected and named by
+:func:`review.verdict_chain.verify_verdict_chain`. A store written before the chain existed
+(schema 1) gets its chain built on first open, recorded in the audit log as ``chain_built``.
+
+Each call opens its own connection and writes in a ``BEGIN IMMEDIATE`` transaction with a
 busy timeout, so concurrent submissions from many clients (threads or processes) serialise
 instead of failing.
 """
@@ -23,17 +28,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from review.verdict_chain import GENESIS_HASH, ChainReport, verdict_hash, verify_verdict_chain
 from sitewatch.errors import InputError, RunFolderError
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "review.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: verdicts carry prev_hash/row_hash (hash chain)
 
 #: verdict buttons: the xBD joint damage scale plus ``cannot_assess``.
 VERDICTS = ("no-damage", "minor-damage", "major-damage", "destroyed", "un-classified", "cannot_assess")
 
 VerdictKind = Literal["review", "adjudication"]
+
+_NO_UPDATE_TRIGGER = """CREATE TRIGGER IF NOT EXISTS verdicts_no_update BEFORE UPDATE ON verdicts
+BEGIN SELECT RAISE(ABORT, 'verdicts are append-only'); END;"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,7 +53,9 @@ CREATE TABLE IF NOT EXISTS verdicts (
     verdict TEXT NOT NULL,
     note TEXT NOT NULL DEFAULT '',
     kind TEXT NOT NULL CHECK (kind IN ('review', 'adjudication')),
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    prev_hash TEXT,
+    row_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS verdicts_by_site ON verdicts (site_id, id);
 CREATE INDEX IF NOT EXISTS verdicts_by_reviewer ON verdicts (reviewer, site_id);
@@ -56,8 +67,6 @@ CREATE TABLE IF NOT EXISTS audit (
     site_id TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '{}'
 );
-CREATE TRIGGER IF NOT EXISTS verdicts_no_update BEFORE UPDATE ON verdicts
-BEGIN SELECT RAISE(ABORT, 'verdicts are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS verdicts_no_delete BEFORE DELETE ON verdicts
 BEGIN SELECT RAISE(ABORT, 'verdicts are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
@@ -65,6 +74,78 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+_SCHEMA += _NO_UPDATE_TRIGGER
+
+#: the columns of a :class:`Verdict`, in its field order.
+_VERDICT_COLUMNS = "id, site_id, reviewer, verdict, note, kind, created_at"
+
+
+def _append_verdict(
+    con: sqlite3.Connection, site_id: str, reviewer: str, verdict: str, note: str, kind: str, created_at: str
+) -> int:
+    """Insert one verdict row, chained to the one before it, inside the caller's (write)
+    transaction; returns its id.
+
+    The id is chosen here (it is part of the hashed content): one past both the last row and
+    the table's id counter, so an id is never reused even if rows were removed outside the app.
+    """
+    last = con.execute("SELECT id, row_hash FROM verdicts ORDER BY id DESC LIMIT 1").fetchone()
+    seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'verdicts'").fetchone()
+    row_id = max(int(last[0]) if last else 0, int(seq[0]) if seq else 0) + 1
+    prev = (last[1] if last else None) or GENESIS_HASH
+    row_hash = verdict_hash(row_id, site_id, reviewer, verdict, note, kind, created_at, prev)
+    con.execute(
+        "INSERT INTO verdicts (id, site_id, reviewer, verdict, note, kind, created_at, prev_hash, row_hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row_id, site_id, reviewer, verdict, note, kind, created_at, prev, row_hash),
+    )
+    return row_id
+
+
+def _append_audit(con: sqlite3.Connection, at: str, actor: str, action: str, site_id: str, detail: dict[str, Any]) -> None:
+    """Insert one audit entry (detail as JSON) inside the caller's transaction."""
+    con.execute(
+        "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
+        (at, actor, action, site_id, json.dumps(detail, ensure_ascii=False, default=str)),
+    )
+
+
+def _build_chain(con: sqlite3.Connection) -> None:
+    """Bring a store up to the current schema: a schema-1 store (no hash chain) gets the chain
+    columns, every existing verdict its hashes in id order, and an audit entry ``chain_built``.
+
+    Runs in one write transaction (the no-update trigger is dropped and re-created inside it),
+    so concurrent openers wait and the second finds the work done.
+    """
+    def chained() -> bool:
+        return "row_hash" in {r[1] for r in con.execute("PRAGMA table_info(verdicts)")}
+
+    version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if chained() and version is not None and version[0] == SCHEMA_VERSION:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if not chained():
+            con.execute("ALTER TABLE verdicts ADD COLUMN prev_hash TEXT")
+            con.execute("ALTER TABLE verdicts ADD COLUMN row_hash TEXT")
+            con.execute("DROP TRIGGER IF EXISTS verdicts_no_update")
+            prev = GENESIS_HASH
+            rows = con.execute(f"SELECT {_VERDICT_COLUMNS} FROM verdicts ORDER BY id").fetchall()
+            for row in rows:
+                row_hash = verdict_hash(*row, prev)
+                con.execute("UPDATE verdicts SET prev_hash = ?, row_hash = ? WHERE id = ?", (prev, row_hash, row[0]))
+                prev = row_hash
+            con.execute(_NO_UPDATE_TRIGGER)
+            _append_audit(con, utc_now(), "sitewatch", "chain_built", "", {
+                "verdicts": len(rows), "head": prev, "schema_from": version[0] if version else "1",
+                "schema_to": SCHEMA_VERSION,
+            })
+            log.info("%d existing verdict(s) hash-chained (head %s)", len(rows), prev)
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True)
@@ -127,9 +208,7 @@ class VerdictStore:
             try:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(_SCHEMA)
-                con.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-                )
+                _build_chain(con)
             finally:
                 con.close()
         except sqlite3.DatabaseError as exc:
@@ -151,6 +230,19 @@ class VerdictStore:
 
     def _write(self) -> "_Transaction":
         return _Transaction(self._connect())
+
+    # -- the hash chain --------------------------------------------------------------------
+
+    def verify_chain(self) -> ChainReport:
+        """Re-compute the whole verdict chain (see :func:`review.verdict_chain.verify_verdict_chain`)."""
+        return verify_verdict_chain(self.path)
+
+    def chain_head(self) -> tuple[int, str]:
+        """``(verdict count, stored row_hash of the last verdict)``, cheaply (nothing re-computed)."""
+        rows = self._read(
+            "SELECT (SELECT COUNT(*) FROM verdicts), (SELECT row_hash FROM verdicts ORDER BY id DESC LIMIT 1)"
+        )
+        return int(rows[0][0]), rows[0][1] or GENESIS_HASH
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -191,27 +283,17 @@ class VerdictStore:
                 "SELECT verdict FROM verdicts WHERE site_id = ? AND reviewer = ? AND kind = ? ORDER BY id DESC LIMIT 1",
                 (site_id, reviewer, kind),
             ).fetchone()
-            cur = con.execute(
-                "INSERT INTO verdicts (site_id, reviewer, verdict, note, kind, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (site_id, reviewer, verdict, note, kind, now),
-            )
-            row_id = int(cur.lastrowid)
+            row_id = _append_verdict(con, site_id, reviewer, verdict, note, kind, now)
             detail = {"verdict_id": row_id, "verdict": verdict, "note": note, "client": client}
             if previous is not None:
                 detail["previous"] = previous[0]
-            con.execute(
-                "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (now, reviewer, kind, site_id, json.dumps(detail, ensure_ascii=False)),
-            )
+            _append_audit(con, now, reviewer, kind, site_id, detail)
         return Verdict(row_id, site_id, reviewer, verdict, note, kind, now)
 
     def log_event(self, actor: str, action: str, detail: dict[str, Any] | None = None, *, site_id: str = "") -> None:
         """Append an audit entry for an action that is not a verdict (re-rank, export, ...)."""
         with self._write() as con:
-            con.execute(
-                "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (utc_now(), actor, action, site_id, json.dumps(detail or {}, ensure_ascii=False, default=str)),
-            )
+            _append_audit(con, utc_now(), actor, action, site_id, detail or {})
 
     def import_from(self, source: "VerdictStore", site_ids: set[str], *, actor: str = "import") -> int:
         """Append another run's verdicts on the given sites (e.g. after re-running detect).
@@ -236,16 +318,10 @@ class VerdictStore:
             last = max([done] + [v.id for v in new])
             now = utc_now()
             for v in rows:
-                cur = con.execute(
-                    "INSERT INTO verdicts (site_id, reviewer, verdict, note, kind, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (v.site_id, v.reviewer, v.verdict, v.note, v.kind, v.created_at),
-                )
-                detail = {"verdict_id": int(cur.lastrowid), "verdict": v.verdict, "source": str(source.path.resolve()),
+                row_id = _append_verdict(con, v.site_id, v.reviewer, v.verdict, v.note, v.kind, v.created_at)
+                detail = {"verdict_id": row_id, "verdict": v.verdict, "source": str(source.path.resolve()),
                           "source_id": v.id, "imported_at": now}
-                con.execute(
-                    "INSERT INTO audit (at, actor, action, site_id, detail) VALUES (?, ?, ?, ?, ?)",
-                    (now, actor, "import", v.site_id, json.dumps(detail, ensure_ascii=False)),
-                )
+                _append_audit(con, now, actor, "import", v.site_id, detail)
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(last)))
         return len(rows)
 
@@ -260,11 +336,10 @@ class VerdictStore:
 
     def verdicts(self, site_id: str | None = None) -> list[Verdict]:
         """All verdict rows in submission order (of one site when ``site_id`` is given)."""
-        cols = "id, site_id, reviewer, verdict, note, kind, created_at"
         if site_id is None:
-            rows = self._read(f"SELECT {cols} FROM verdicts ORDER BY id")
+            rows = self._read(f"SELECT {_VERDICT_COLUMNS} FROM verdicts ORDER BY id")
         else:
-            rows = self._read(f"SELECT {cols} FROM verdicts WHERE site_id = ? ORDER BY id", (site_id,))
+            rows = self._read(f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE site_id = ? ORDER BY id", (site_id,))
         return [Verdict(*r) for r in rows]
 
     def verdicts_after(self, last_id: int) -> list[Verdict]:
@@ -274,8 +349,8 @@ class VerdictStore:
         rows become visible in id order: reading "everything after the last id I saw" never
         skips a row.
         """
-        cols = "id, site_id, reviewer, verdict, note, kind, created_at"
-        return [Verdict(*r) for r in self._read(f"SELECT {cols} FROM verdicts WHERE id > ? ORDER BY id", (last_id,))]
+        rows = self._read(f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE id > ? ORDER BY id", (last_id,))
+        return [Verdict(*r) for r in rows]
 
     def last_id(self) -> int:
         """The id of the newest verdict (0 when none): a cheap version number for caches."""

@@ -1,4 +1,5 @@
-// sitewatch review: keyboard shortcuts, verdict submission, swipe/flicker views, heatmap overlay.
+// sitewatch review: keyboard shortcuts, verdict submission, swipe/flicker views, heatmap overlay,
+// site marker and context view, copying coordinates. (The run map has its own script, map.js.)
 // No inline scripts (the Content-Security-Policy forbids them); page data comes in data- attributes.
 (function () {
   "use strict";
@@ -16,6 +17,7 @@
       var start = document.getElementById("start");
       if ((ev.key === "Enter" || ev.key === "o") && start) { ev.preventDefault(); window.location.href = start.href; }
       else if (ev.key === "p") { window.location.href = "/progress"; }
+      else if (ev.key === "o") { window.location.href = "/map"; }
     });
     return;
   }
@@ -75,26 +77,28 @@
     });
   }
 
+  // -- view modes, site marker, context view -------------------------------------------------
+  var contextOn = false;
+  function chipSrc(img) { return img.getAttribute(contextOn ? "data-context" : "data-chip"); }
+  function currentSrc(id) { var img = document.getElementById(id); return img ? chipSrc(img) : ""; }
+
   function setMode(mode) {
     if (!viewer) return;
     viewer.setAttribute("data-mode", mode);
-    if (flickerTimer) { clearInterval(flickerTimer); flickerTimer = null; if (afterImg) afterImg.classList.remove("hidden-keep"); }
+    if (flickerTimer) { clearInterval(flickerTimer); flickerTimer = null; }
     var side = mode === "side" || mode === "flicker";
     document.querySelectorAll(".frame.before").forEach(function (f) { f.classList.toggle("hidden", mode !== "side"); });
     if (swipeFrame) swipeFrame.classList.toggle("hidden", mode !== "swipe");
     document.querySelectorAll(".frame.after").forEach(function (f) { f.classList.toggle("hidden", !side); });
     if (mode === "flicker" && afterImg) {
-      var beforeSrc = document.getElementById("img-before").getAttribute("src");
-      var afterSrc = afterImg.getAttribute("data-src") || afterImg.getAttribute("src");
-      afterImg.setAttribute("data-src", afterSrc);
       var showingAfter = true;
       flickerTimer = setInterval(function () {
         showingAfter = !showingAfter;
-        afterImg.setAttribute("src", showingAfter ? afterSrc : beforeSrc);
+        afterImg.setAttribute("src", showingAfter ? currentSrc("img-after") : currentSrc("img-before"));
         afterImg.alt = showingAfter ? "after" : "before";
       }, 500);
-    } else if (afterImg && afterImg.getAttribute("data-src")) {
-      afterImg.setAttribute("src", afterImg.getAttribute("data-src"));
+    } else if (afterImg) {
+      afterImg.setAttribute("src", currentSrc("img-after"));
       afterImg.alt = "after";
     }
     document.querySelectorAll("[data-mode-button]").forEach(function (b) {
@@ -115,17 +119,70 @@
   function toggleHeat(force) {
     if (!heat) return;
     var on = typeof force === "boolean" ? force : heat.classList.contains("hidden");
+    if (contextOn) on = false;  // the heatmap belongs to the chip, not the context view
     heat.classList.toggle("hidden", !on);
     if (heatToggle) heatToggle.checked = on;
   }
   if (heatToggle) heatToggle.addEventListener("change", function () { toggleHeat(heatToggle.checked); });
+
+  var markerToggle = document.getElementById("marker-toggle");
+  function setMarker(on) {
+    if (!viewer) return;
+    viewer.setAttribute("data-marker", on ? "on" : "off");
+    if (markerToggle) markerToggle.checked = on;
+    try { window.localStorage.setItem("sw-marker", on ? "on" : "off"); } catch (e) { /* private mode */ }
+  }
+  if (markerToggle) markerToggle.addEventListener("change", function () { setMarker(markerToggle.checked); });
+  var savedMarker = null;
+  try { savedMarker = window.localStorage.getItem("sw-marker"); } catch (e) { savedMarker = null; }
+  if (viewer) setMarker(savedMarker !== "off");
+
+  var contextToggle = document.getElementById("context-toggle");
+  var contextFailed = document.getElementById("context-failed");
+  function setContext(on) {
+    if (!viewer || (contextToggle && contextToggle.disabled)) return;
+    contextOn = on;
+    viewer.setAttribute("data-context", on ? "on" : "off");
+    if (contextToggle) contextToggle.checked = on;
+    document.querySelectorAll("#viewer img[data-chip]").forEach(function (img) { img.setAttribute("src", chipSrc(img)); });
+    document.querySelectorAll("#viewer svg.marker").forEach(function (svg) {
+      svg.setAttribute("viewBox", svg.getAttribute(on ? "data-view-context" : "data-view-chip"));
+    });
+    if (on) toggleHeat(false);
+    setMode(viewer.getAttribute("data-mode") || "side");
+  }
+  if (contextToggle) contextToggle.addEventListener("change", function () { setContext(contextToggle.checked); });
   if (viewer) setMode("side");
   document.querySelectorAll("#viewer img").forEach(function (img) {
     img.addEventListener("error", function () {
+      if (contextOn && img.getAttribute("data-context")) {
+        // say why (the server answers in words), and go back to the chip
+        fetch(img.getAttribute("data-context"), { credentials: "same-origin" }).then(function (r) { return r.text(); })
+          .then(function (text) { if (contextFailed) { contextFailed.textContent = text; contextFailed.classList.remove("hidden"); } });
+        if (contextToggle) { contextToggle.checked = false; contextToggle.disabled = true; }
+        contextOn = false;
+        viewer.setAttribute("data-context", "off");
+        document.querySelectorAll("#viewer img[data-chip]").forEach(function (i) { i.setAttribute("src", chipSrc(i)); });
+        document.querySelectorAll("#viewer svg.marker").forEach(function (svg) { svg.setAttribute("viewBox", svg.getAttribute("data-view-chip")); });
+        return;
+      }
       var failed = document.getElementById("chip-failed");
       var frames = viewer.querySelector(".frames");
       if (failed) failed.classList.remove("hidden");
       if (frames) frames.classList.add("hidden");
+    });
+  });
+
+  // -- coordinates: copy decimal or DMS -------------------------------------------------------
+  document.querySelectorAll("button[data-copy]").forEach(function (b) {
+    b.addEventListener("click", function () {
+      var field = document.getElementById(b.getAttribute("data-copy"));
+      var shown = document.getElementById("copied");
+      function done() { if (shown) { shown.textContent = "copied: " + field.value; shown.classList.remove("hidden"); } }
+      field.select();
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(field.value).then(done, function () { if (document.execCommand("copy")) done(); });
+      } else if (document.execCommand("copy")) { done(); }
     });
   });
 
@@ -152,6 +209,9 @@
     else if (k === "g") { go("data-queue"); }
     else if (k === "p") { window.location.href = "/progress"; }
     else if (k === "m") { var m = site.getAttribute("data-map"); if (m) window.open(m, "_blank", "noopener,noreferrer"); }
+    else if (k === "o") { go("data-run-map"); }
+    else if (k === "s") { setMarker(viewer && viewer.getAttribute("data-marker") === "off"); }
+    else if (k === "z") { setContext(!contextOn); }
     else if (k === "?") { var d = document.getElementById("keys-help"); if (d) d.open = !d.open; }
   });
 })();

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from sitewatch.commands._common import add_config_options, info, load_job_config
+from sitewatch.commands._common import add_config_options, info, load_job_config, record_flag
 from sitewatch.errors import UsageError
 
 NAME = "review"
@@ -15,14 +16,16 @@ Serve a run folder (written by `sitewatch detect`) to reviewers in the browser:
 
   sitewatch review RUN                      # http://127.0.0.1:8765/queue
   sitewatch review RUN --host 0.0.0.0       # reachable from other machines: needs the access
-                                            # token it prints (or give --token)
+                                            # token it prints (or give --token, 128 bits or more)
+  sitewatch review RUN --token T --tls      # for a team, behind a TLS reverse proxy (README)
   sitewatch review export RUN --out DATASET # verdicts -> labelled dataset for `sitewatch train`
   sitewatch review RUN2 --verdicts-from RUN   # after re-running detect with a retrained model:
                                             # carry the verdicts over, review what is left
 
 Verdicts are stored in RUN/review.sqlite (append-only, with an audit log). Reviewers type their
 name once; every verdict records who and when. Keyboard: 1-5 / 0 verdicts, n note, v swipe or
-flicker, h heatmap, j/k next/previous, ? all shortcuts.
+flicker, h heatmap, s site marker, z context view, j/k next/previous, o map of the run, ? all
+shortcuts.
 """
 
 
@@ -43,7 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--token",
-        help="access token for a non-loopback --host (default: $SITEWATCH_REVIEW_TOKEN or a generated one)",
+        help="access token for a non-loopback --host (default: $SITEWATCH_REVIEW_TOKEN or a generated one); "
+        "at least 128 random bits: 22+ characters of A-Z a-z 0-9 - _, or 32+ hex digits",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=None,
+        help="served through a TLS reverse proxy (Caddy, nginx): mark every cookie Secure (review.behind_tls)",
     )
     add_config_options(parser)
 
@@ -86,10 +96,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("review export: give the run folder, e.g. `sitewatch review export RUN --out DATASET`")
     if args.out:
         raise UsageError("--out is only for `sitewatch review export RUN --out DATASET`")
-    job = load_job_config(ReviewJob, args, {"review.host": args.host, "review.port": args.port})
+    job = load_job_config(
+        ReviewJob, args, {"review.host": args.host, "review.port": args.port, "review.behind_tls": ("--tls", args.tls)}
+    )
+    from review.security import check_token
+    from review.server import TOKEN_ENV, serve
+
+    if args.token:
+        record_flag(args, "review.token", "--token")
+    elif os.environ.get(TOKEN_ENV):
+        record_flag(args, "review.token", f"${TOKEN_ENV}")
+    check_token(args.token or os.environ.get(TOKEN_ENV) or None)  # before anything is imported or served
     if args.verdicts_from:
         _import(Path(args.verdicts_from), Path(args.run), args)
-    from review.server import serve
-
     serve(Path(args.run), job.review, token=args.token, announce=lambda msg: print(msg, flush=True))
     return 0

@@ -15,6 +15,13 @@ from review.app import create_app
 from review.config import ReviewConfig
 from review.store import VerdictStore
 from tests.review.conftest import LiveServer
+from tests.review.listed_outputs import record_outputs
+
+
+@pytest.fixture()
+def run_dir(run_dir: Path) -> Path:
+    """The shared run folder, with its outputs listed in manifest.json (only those are served)."""
+    return record_outputs(run_dir)
 
 
 def _client(run_dir: Path, reviewer: str = "alice", **kwargs) -> TestClient:
@@ -145,7 +152,7 @@ def test_cross_site_posts_are_refused(run_dir: Path) -> None:
     r = client.post("/rerank", data={"csrf": "forged"})
     assert r.status_code == 403
     r = client.post("/site/0/verdict", data={**ok, "note": "x" * 70_000})
-    assert r.status_code == 400 and "too large" in r.text
+    assert r.status_code == 413 and "too large" in r.text
     assert VerdictStore.for_run(run_dir).verdicts() == []
     r = client.post("/site/0/verdict", data=ok, headers={"origin": "http://testserver", "sec-fetch-site": "same-origin"}, follow_redirects=False)
     assert r.status_code == 303 and len(VerdictStore.for_run(run_dir).verdicts()) == 1
@@ -254,3 +261,21 @@ def test_sites_without_chips_are_cut_on_demand_or_say_why(run_dir: Path) -> None
     assert "no chip: cannot be assessed (outside_after_coverage)" in page
     off = _client(run_dir, render_missing_chips=False)
     assert "no chip: detect wrote chips for its top sites only" in off.get("/site/9").text
+
+
+def test_every_state_changing_route_needs_the_csrf_token(run_dir: Path) -> None:
+    """The CSRF check is one app-wide dependency: no POST route, present or future, skips it."""
+    from fastapi.routing import APIRoute
+
+    from review.app import ROUTERS
+
+    client = _client(run_dir)
+    posts = [r.path for router in ROUTERS for r in router.routes if isinstance(r, APIRoute) and "POST" in r.methods]
+    assert {"/reviewer", "/site/{index}/verdict", "/rerank"} <= set(posts)
+    for path in posts:
+        url = path.replace("{index}", "0")
+        r = client.post(url, data={"verdict": "destroyed", "name": "mallory"})
+        assert r.status_code == 403 and "CSRF" in r.text, path
+        r = client.post(url, data={"csrf": client.cookies.get("sw_csrf")}, headers={"origin": "https://evil.example"})
+        assert r.status_code == 403 and "cross-site" in r.text, path
+    assert VerdictStore.for_run(run_dir).verdicts() == [] and VerdictStore.for_run(run_dir).audit() == []

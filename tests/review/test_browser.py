@@ -10,8 +10,15 @@ import pytest
 from review.export import export_dataset
 from review.store import VerdictStore
 from tests.review.conftest import CHROMIUM_ARGS, LiveServer, chromium_or_skip
+from tests.review.listed_outputs import record_outputs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture()
+def run_dir(run_dir: Path) -> Path:
+    """The shared run folder, with its outputs listed in manifest.json (only those are served)."""
+    return record_outputs(run_dir)
 
 
 @pytest.fixture()
@@ -109,3 +116,113 @@ def test_review_by_keyboard_lands_in_db_and_export(browser_page, live_server: Li
     out = export_dataset(run_dir, tmp_path / "dataset")
     text = (out / "sites.csv").read_text()
     assert "s00000," in text and ",destroyed," in text and "s00001," in text and "s00003" not in text
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory: pytest.TempPathFactory):
+    """A real detect run of a dense block of buildings with known footprints."""
+    from tests.review.footprint_scene import block_run_folder
+
+    return block_run_folder(tmp_path_factory)
+
+
+def _visible(page, selector: str) -> bool:
+    return page.locator(selector).first.evaluate(
+        "el => { const s = getComputedStyle(el); const r = el.getBoundingClientRect();"
+        " return s.display !== 'none' && s.visibility !== 'hidden' && r.width > 0 && r.height > 0"
+        " && el.closest('.hidden') === null; }"
+    )
+
+
+def test_site_marker_context_view_and_run_map_by_keyboard(browser_page, block, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.review.footprint_scene import ROOF_RGB
+
+    scene, original = block
+    run = Path(shutil.copytree(original, tmp_path / "run"))
+    page = browser_page
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
+    with LiveServer(run) as server:
+        state = server.app.state.review
+        b06 = state.run.by_id["b06"].index
+        page.goto(f"{server.url}/queue?reviewer=Ann")
+        page.goto(f"{server.url}/site/{b06}?view=score&show=all")
+        page.wait_for_function("() => document.getElementById('img-before').naturalWidth > 0")
+
+        # the footprint is outlined on both chips, over the chip's centre, in every view mode
+        for frame in (".frame.before", ".frame.after"):
+            assert page.locator(f"{frame} svg.marker").get_attribute("data-kind") == "footprint"
+            assert _visible(page, f"{frame} svg.marker polygon.line")
+        img = page.locator("#img-before").bounding_box()
+        outline = page.locator(".frame.before svg.marker polygon.line").bounding_box()
+        centre = (img["x"] + img["width"] / 2, img["y"] + img["height"] / 2)
+        assert outline["x"] < centre[0] < outline["x"] + outline["width"]
+        assert outline["y"] < centre[1] < outline["y"] + outline["height"]
+        assert 20 < outline["width"] < img["width"] / 2  # a building, not the whole chip
+        page.keyboard.press("s")
+        assert not _visible(page, ".frame.before svg.marker polygon.line")
+        assert page.locator("#viewer").get_attribute("data-marker") == "off"
+        page.keyboard.press("j")  # the choice is remembered on the next site
+        page.wait_for_url(re.compile(r"/site/(?!%d\?)" % b06))
+        assert page.locator("#viewer").get_attribute("data-marker") == "off"
+        page.keyboard.press("s")
+        assert _visible(page, ".frame.before svg.marker .line")
+        page.goto(f"{server.url}/site/{b06}?view=score&show=all")
+        page.keyboard.press("v")
+        assert page.locator("#viewer").get_attribute("data-mode") == "swipe"
+        assert _visible(page, "#swipe-frame svg.marker polygon.line")
+        page.keyboard.press("v")
+        assert page.locator("#viewer").get_attribute("data-mode") == "flicker"
+        assert _visible(page, ".frame.after svg.marker polygon.line")
+        page.keyboard.press("v")
+
+        # the context view: the same pair zoomed out 3x, the chip's square drawn in it
+        chip_src = page.locator("#img-before").get_attribute("src")
+        chip_box = page.locator(".frame.before svg.marker").get_attribute("viewBox")
+        page.keyboard.press("z")
+        page.wait_for_function("() => { const i = document.getElementById('img-before');"
+                               " return i.src.includes('/context-chip/') && i.complete && i.naturalWidth === 256; }")
+        box = page.locator(".frame.before svg.marker").get_attribute("viewBox")
+        assert float(box.split()[2]) == pytest.approx(3 * float(chip_box.split()[2]), rel=1e-3)
+        assert _visible(page, ".frame.before svg.marker rect.chip-outline")
+        assert _visible(page, ".frame.before svg.marker polygon.line")
+        assert "/context-chip/" in page.locator("#img-after").get_attribute("src")
+        page.keyboard.press("z")
+        assert page.locator("#img-before").get_attribute("src") == chip_src
+        assert not _visible(page, ".frame.before svg.marker rect.chip-outline")
+
+        # the run map: o opens it on this site; arrows move, Enter opens, a click opens
+        page.keyboard.press("o")
+        page.wait_for_url(re.compile(r"/map\?site=%d" % b06))
+        page.wait_for_function("() => document.getElementById('run-map').getAttribute('data-ready') === '1'"
+                               " && document.getElementById('run-map').getAttribute('data-overview') === 'ready'")
+        assert page.evaluate("() => window.swMap.selectedIndex()") == b06
+        assert str(b06) == page.locator("#map-selected").get_attribute("data-index")
+        page.keyboard.press("ArrowRight")
+        east = page.evaluate("() => window.swMap.selectedIndex()")
+        assert east != b06 and state.run.sites[east].lon > state.run.sites[b06].lon
+        assert abs(state.run.sites[east].lat - state.run.sites[b06].lat) < abs(state.run.sites[east].lon - state.run.sites[b06].lon) * 2
+        page.keyboard.press("ArrowLeft")
+        assert page.evaluate("() => window.swMap.selectedIndex()") == b06
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/site/%d$" % b06))
+        page.goto(f"{server.url}/map")
+        page.wait_for_function("() => document.getElementById('run-map').getAttribute('data-overview') === 'ready'")
+        page.keyboard.press("n")  # the top site by score
+        top = min(state.run.sites, key=lambda s: s.rank or 1e9).index
+        assert page.evaluate("() => window.swMap.selectedIndex()") == top
+        # the picture is the after scene: next to an intact building's point, its red roof
+        intact = next(b for b in scene.buildings if not b.destroyed)
+        i = state.run.by_id[intact.site_id].index
+        xy = page.evaluate(f"() => window.swMap.screenOf({i})")
+        rgb = page.evaluate(f"() => Array.from(document.getElementById('map-canvas').getContext('2d')"
+                            f".getImageData({xy[0]} * devicePixelRatio + 6, {xy[1]} * devicePixelRatio, 1, 1).data)")
+        assert sum(abs(a - b) for a, b in zip(rgb[:3], ROOF_RGB)) < 120, rgb
+        canvas = page.locator("#map-canvas").bounding_box()
+        page.mouse.click(canvas["x"] + xy[0], canvas["y"] + xy[1])
+        page.wait_for_url(re.compile(r"/site/%d$" % i))
+        assert page.locator("#site-id").inner_text() == intact.site_id
+    assert problems == []

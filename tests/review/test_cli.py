@@ -75,9 +75,9 @@ def test_loopback_default_needs_no_token_and_given_token_is_used(run_dir: Path) 
         assert httpx.get(url.replace("/queue", "/api/progress")).status_code == 200
     finally:
         _stop(proc)
-    proc, out = _start([str(run_dir), "--host", "127.0.0.2", "--port", "0", "--token", "s3cret-token"])
+    proc, out = _start([str(run_dir), "--host", "127.0.0.2", "--port", "0", "--token", "s3cret-token-0123456789-abcdefXYZ"])
     try:
-        assert "generated" not in out and out.endswith("/queue?token=s3cret-token")
+        assert "generated" not in out and out.endswith("/queue?token=s3cret-token-0123456789-abcdefXYZ")
     finally:
         _stop(proc)
 

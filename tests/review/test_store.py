@@ -89,6 +89,8 @@ def test_concurrent_writers_threads_and_processes_lose_nothing(tmp_path: Path) -
     audit = store.audit()
     assert len(audit) == 7 * n
     assert sorted(e["detail"]["verdict_id"] for e in audit) == sorted(r.id for r in rows)
+    chain = store.verify_chain()  # concurrent writers from threads and processes keep one unbroken chain
+    assert chain.ok and chain.verdicts == 7 * n, chain.problems
 
 
 def test_verdicts_carry_over_to_a_rerun_once(tmp_path: Path) -> None:

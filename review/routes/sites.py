@@ -1,0 +1,59 @@
+"""One site's page and the verdicts posted from it."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from review.guards import Form, Reviewer, view_show, wants_json
+from review.state import State
+from sitewatch.errors import InputError
+
+router = APIRouter()
+
+
+@router.get("/site/{index}", response_class=HTMLResponse)
+def site_page(request: Request, state: State, reviewer: Reviewer, index: int) -> Response:
+    """The site at row ``index`` of ``scores.csv``: chips, scores, quality, verdict buttons."""
+    site = state.site(index)
+    if site is None:
+        return state.render(request, "message.html", 404, title="No such site", message=f"There is no site {index} in this run.")
+    view, show = view_show(request.query_params)
+    return state.render(request, "site.html", **state.site_context(site, reviewer, view, show))
+
+
+@router.post("/site/{index}/verdict")
+async def post_verdict(request: Request, state: State, form: Form, index: int, background: BackgroundTasks) -> Response:
+    """Store a verdict, then answer with the next site of the queue (JSON for the page script,
+    a redirect for a plain form post)."""
+    reviewer = request.state.reviewer or form.get("reviewer", "")
+    site = state.site(index)
+    if site is None:
+        return PlainTextResponse(f"no site {index} in this run", 404)
+    kind = "adjudication" if form.get("adjudicate") in ("1", "on", "true") else "review"
+    client = request.client.host if request.client else ""
+    try:
+        verdict = await run_in_threadpool(
+            state.store.add_verdict,
+            site.site_id,
+            reviewer,
+            form.get("verdict", ""),
+            note=form.get("note", ""),
+            kind=kind,  # type: ignore[arg-type]
+            client=client,
+        )
+    except InputError as exc:
+        if wants_json(request):
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+        return state.render(request, "message.html", 400, title="Verdict not saved", message=str(exc))
+    background.add_task(state.queues.maybe_refit)
+    view, show = view_show(form)
+    _, nxt = await run_in_threadpool(state.queues.neighbours, view, show, reviewer, index)
+    qs = urlencode({"view": view, "show": show})
+    next_url = f"/site/{nxt}?{qs}" if nxt is not None else f"/queue?{qs}"
+    if wants_json(request):
+        return JSONResponse({"ok": True, "verdict_id": verdict.id, "next": next_url}, background=background)
+    return RedirectResponse(next_url, status_code=303, background=background)
