@@ -4,7 +4,7 @@ One table (and ``--json OUT``) for one or more models side by side. Per labelled
 
 * ``zero-shot``: the model as shipped. Pairs are cut and cached exactly as ``sitewatch evaluate``
   cuts them (``train.datasets.load_labelled_folder``) and scored by the same function
-  (``train.evaluation.score_pairs``), so the figures are the ones users see.
+  (``train.evaluation.score_pair_set``), so the figures are the ones users see.
 * ``adapted``: after the model's run-time adaptation on the set's own pairs, when the scorer
   offers one (``models.inference.Scorer.adapt(images)``, or a ``Scorer(adapt...=True)``
   keyword); detected at run time, ``n/a`` otherwise.
@@ -326,9 +326,9 @@ def figures(labels: np.ndarray, probs: np.ndarray, points: dict[str, float], bas
 
 def score_model(model: str | Path, pairs: Any, *, batch_size: int = 64) -> tuple[np.ndarray, dict[str, float]]:
     """Calibrated probabilities ``(N,)`` and operating points, as ``sitewatch evaluate`` scores."""
-    from train.evaluation import score_pairs
+    from train.evaluation import score_pair_set
 
-    probs, _, meta = score_pairs(model, pairs, batch_size=batch_size, device="cpu", tta=False)
+    probs, _, meta = score_pair_set(model, pairs, batch_size=batch_size, device="cpu", tta=False)
     return probs, {k: float(v) for k, v in meta.operating_points.items()}
 
 
