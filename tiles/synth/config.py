@@ -19,9 +19,9 @@ class SynthConfig:
         size_px: side of one region (before epoch) in pixels.
         gsd_m: ground sample distance of the before rasters, metres per pixel (0.3 .. 1).
         crs: projected CRS of the before rasters (metres), e.g. ``EPSG:32633``.
-        after_crs: CRS of the after rasters (may be geographic, e.g. ``EPSG:4326``); empty =
+        after_crs: CRS of the after rasters (may be geographic, e.g. ``EPSG:4326``); None =
             same as ``crs``.
-        after_gsd_m: GSD of the after rasters in metres; 0 = same as ``gsd_m``.
+        after_gsd_m: GSD of the after rasters in metres; None = same as ``gsd_m``.
         scenes: number of scene files each region is split into per epoch (before: column
             strips, after: row strips, overlapping by ``scene_overlap_m``).
         scene_overlap_m: overlap of neighbouring scene strips, so any window of up to this
@@ -61,8 +61,8 @@ class SynthConfig:
     size_px: int = 2048
     gsd_m: float = 0.5
     crs: str = "EPSG:32633"
-    after_crs: str = ""
-    after_gsd_m: float = 0.0
+    after_crs: str | None = None
+    after_gsd_m: float | None = None
     scenes: int = 1
     scene_overlap_m: float = 160.0
     destroyed_fraction: float = 0.2
@@ -97,8 +97,10 @@ class SynthConfig:
             raise ValueError(f"size_px must be at least 256, got {self.size_px}")
         if not 0.05 <= self.gsd_m <= 10.0:
             raise ValueError(f"gsd_m must be between 0.05 and 10 metres, got {self.gsd_m}")
-        if self.after_gsd_m < 0 or (self.after_gsd_m and not 0.05 <= self.after_gsd_m <= 10.0):
-            raise ValueError(f"after_gsd_m must be 0 (same as gsd_m) or 0.05 .. 10, got {self.after_gsd_m}")
+        if self.after_gsd_m is not None and not 0.05 <= self.after_gsd_m <= 10.0:
+            raise ValueError(f"after_gsd_m must be None (same as gsd_m) or 0.05 .. 10 metres, got {self.after_gsd_m}")
+        if self.after_crs is not None and not self.after_crs.strip():
+            raise ValueError("after_crs must be None (same as crs) or a CRS such as EPSG:4326, got an empty string")
         if self.scenes < 1:
             raise ValueError(f"scenes must be at least 1, got {self.scenes}")
         if self.max_sites_per_region < 1:
@@ -122,10 +124,10 @@ class SynthConfig:
 
     @property
     def effective_after_gsd_m(self) -> float:
-        """GSD of the after rasters (``after_gsd_m`` or, when 0, ``gsd_m``)."""
-        return self.after_gsd_m or self.gsd_m
+        """GSD of the after rasters (``after_gsd_m`` or, when None, ``gsd_m``)."""
+        return self.gsd_m if self.after_gsd_m is None else self.after_gsd_m
 
     @property
     def effective_after_crs(self) -> str:
-        """CRS of the after rasters (``after_crs`` or, when empty, ``crs``)."""
-        return self.after_crs or self.crs
+        """CRS of the after rasters (``after_crs`` or, when None, ``crs``)."""
+        return self.crs if self.after_crs is None else self.after_crs

@@ -448,126 +448,166 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
     if facilities_per_km2 > 0:
         n_comp = max(n_comp, 1)
     _compounds(rng, lay, occ, n_comp)
-
-    def built_at(x: float, y: float) -> float:
-        r = int(np.clip(y / 4.0, 0, coarse[0] - 1))
-        c = int(np.clip(x / 4.0, 0, coarse[1] - 1))
-        return float(built[r, c])
-
     for road in lay.roads:
-        seg, seglen, cum = _line_frame(road.line)
+        frame = _line_frame(road.line)
         for side in (-1.0, 1.0):
             s = rng.uniform(0, 15)
-            while s < cum[-1]:
-                p, ang = _point_at(road.line, cum, seg, seglen, s)
-                b = built_at(*p)
-                dense = b > 0.6 or urban
-                lot = rng.uniform(12, 18) if dense else rng.uniform(17, 27)
-                if urban:
-                    lot = rng.uniform(8, 15)
-                s += lot
-                if rng.random() > (b * 1.35 if not urban else 0.5 + b):
-                    continue
-                r = rng.random()
-                if road.main and r < 0.25:
-                    kind = "commercial"
-                    length, depth = rng.uniform(18, 45), rng.uniform(15, 30)
-                    s += length * 0.6
-                elif urban and r < 0.2:
-                    kind = "apartment"
-                    length, depth = rng.uniform(22, 36), rng.uniform(20, 32)
-                    s += length * 0.7
-                elif dense and r < 0.12:
-                    kind = "apartment"
-                    length, depth = rng.uniform(20, 40), rng.uniform(11, 16)
-                    s += length * 0.5
-                else:
-                    kind = "home"
-                    length = rng.uniform(12, 24) if not dense else rng.uniform(8, 15)
-                    depth = rng.uniform(8, 15) if not dense else rng.uniform(7, 12)
-                    length = min(length, lot - 2.0)
-                    if urban:
-                        length, depth = lot - rng.uniform(0.3, 1.2), rng.uniform(9, 18)
-                setback = rng.uniform(4, 10) if kind != "commercial" else rng.uniform(3, 8)
-                if urban:
-                    setback = rng.uniform(0.5, 3.0)
-                nx, ny = -math.sin(ang) * side, math.cos(ang) * side
-                off = road.width_m / 2 + setback + depth / 2
-                if occ.taken_at(p[0] + nx * off, p[1] + ny * off):
-                    continue
-                jit = rng.normal(0, 0.04)
-                bld = _make_building(rng, p[0] + nx * off, p[1] + ny * off, ang + jit, kind, length, depth,
-                                     urban=urban, courtyard=urban and kind == "apartment" and rng.random() < 0.6)
-                foot = [_expanded(part, 0.1 if urban else 1.5) for part in bld.parts]
-                if not all(occ.free(f) for f in foot):
-                    continue
-                for f in foot:
-                    occ.take(f)
-                lay.buildings.append(bld)
-                if urban:
-                    # dense blocks: further buildings behind the street front, up to the block's core
-                    back = off + depth / 2
-                    for _ in range(int(rng.integers(1, 4))):
-                        d2 = rng.uniform(8, 16)
-                        back += rng.uniform(0.5, 4.0) + d2 / 2
-                        inner = _make_building(rng, p[0] + nx * back, p[1] + ny * back, ang + rng.normal(0, 0.03), "home",
-                                               lot - rng.uniform(0.3, 2.0), d2, urban=True)
-                        back += d2 / 2
-                        ifoot = [_expanded(part, 0.1) for part in inner.parts]
-                        if not all(occ.free(f) for f in ifoot):
-                            break
-                        for f in ifoot:
-                            occ.take(f)
-                        lay.buildings.append(inner)
-                # lot: a lawn around the house, and a fence or hedge on one side boundary
-                ca, sa = math.cos(ang), math.sin(ang)
-                lot_depth = depth + setback + rng.uniform(6, 14)
-                lc = (p[0] + nx * (road.width_m / 2 + lot_depth / 2), p[1] + ny * (road.width_m / 2 + lot_depth / 2))
-                if kind == "home" and not urban and rng.random() < 0.7:
-                    lay.lawns.append(rectangle(lc[0], lc[1], lot - 1.0, lot_depth, ang))
-                if kind == "home" and rng.random() < (0.3 if urban else 0.55):
-                    bx = -lot / 2 if rng.random() < 0.5 else lot / 2
-                    a = np.array([p[0] + bx * ca + nx * (road.width_m / 2 + 2), p[1] + bx * sa + ny * (road.width_m / 2 + 2)])
-                    bpt = a + np.array([nx, ny]) * lot_depth
-                    lay.fences.append((np.stack([a, bpt]), "hedge" if (rng.random() < 0.4 and not urban) else "fence"))
-                # driveway from the front of the building to the road
-                if kind in ("home", "commercial") and rng.random() < (0.2 if urban else 0.7):
-                    u = rng.uniform(-0.3, 0.3) * length
-                    ca, sa = math.cos(ang), math.sin(ang)
-                    a = np.array([p[0] + u * ca + nx * (road.width_m / 2), p[1] + u * sa + ny * (road.width_m / 2)])
-                    bpt = np.array([p[0] + u * ca + nx * (off - depth / 2), p[1] + u * sa + ny * (off - depth / 2)])
-                    wd = rng.uniform(3, 5) if kind == "home" else rng.uniform(6, 10)
-                    lay.driveways.append((np.stack([a, bpt]), wd))
-                    lay.vehicle_slots = np.concatenate(
-                        [lay.vehicle_slots, [[*(a + bpt) / 2.0, ang + math.pi / 2]]]
-                    )
-                if kind == "commercial" and rng.random() < 0.6:
-                    # parking lot beside it
-                    ca, sa = math.cos(ang), math.sin(ang)
-                    pl, pd = rng.uniform(15, 30), rng.uniform(12, 22)
-                    pc = np.array([p[0] + (length / 2 + pl / 2 + 2) * ca + nx * off, p[1] + (length / 2 + pl / 2 + 2) * sa + ny * off])
-                    lot_poly = rectangle(pc[0], pc[1], pl, pd, ang)
-                    if occ.free(lot_poly):
-                        occ.take(lot_poly)
-                        lay.parking.append(lot_poly)
-                # backyard: pool or shed
-                if kind == "home" and not urban:
-                    bx = p[0] + nx * (off + depth / 2 + 5)
-                    by = p[1] + ny * (off + depth / 2 + 5)
-                    rr = rng.random()
-                    if rr < 0.15:
-                        pool = rectangle(bx, by, rng.uniform(4, 9), rng.uniform(3, 5), ang)
-                        if occ.free(pool):
-                            occ.take(pool)
-                            lay.pools.append(pool)
-                    elif rr < 0.3:
-                        shed = _make_building(rng, bx, by, ang, "shed", rng.uniform(3, 6), rng.uniform(2.5, 4))
-                        if occ.free(_expanded(shed.parts[0], 0.5)):
-                            occ.take(shed.parts[0])
-                            shed.site_ok = False
-                            lay.buildings.append(shed)
+            while s < frame[2][-1]:
+                s = _street_lot(rng, lay, occ, road, frame, side, s, built, urban)
+    _vehicle_slots(rng, lay)
+    _trees(rng, lay, occ, built, tree_density)
+    for b in lay.buildings:
+        cx, cy = b.centroid
+        m = edge_margin_m
+        b.site_ok = b.site_ok and (m <= cx <= width_m - m) and (m <= cy <= height_m - m)
+    return lay
 
-    # vehicle slots along roads (parked and moving)
+
+def _built_at(built: np.ndarray, x: float, y: float) -> float:
+    """Built-up probability of the 4 m cell under ``(x, y)`` metres."""
+    r = int(np.clip(y / 4.0, 0, built.shape[0] - 1))
+    c = int(np.clip(x / 4.0, 0, built.shape[1] - 1))
+    return float(built[r, c])
+
+
+def _lot_building_kind(rng: np.random.Generator, road: Road, dense: bool, urban: bool, lot: float) -> tuple[str, float, float, float]:
+    """``(kind, length, depth, extra frontage used)`` of the building on one street lot."""
+    r = rng.random()
+    extra = 0.0
+    if road.main and r < 0.25:
+        kind = "commercial"
+        length, depth = rng.uniform(18, 45), rng.uniform(15, 30)
+        extra = length * 0.6
+    elif urban and r < 0.2:
+        kind = "apartment"
+        length, depth = rng.uniform(22, 36), rng.uniform(20, 32)
+        extra = length * 0.7
+    elif dense and r < 0.12:
+        kind = "apartment"
+        length, depth = rng.uniform(20, 40), rng.uniform(11, 16)
+        extra = length * 0.5
+    else:
+        kind = "home"
+        length = rng.uniform(12, 24) if not dense else rng.uniform(8, 15)
+        depth = rng.uniform(8, 15) if not dense else rng.uniform(7, 12)
+        length = min(length, lot - 2.0)
+        if urban:
+            length, depth = lot - rng.uniform(0.3, 1.2), rng.uniform(9, 18)
+    return kind, float(length), float(depth), float(extra)
+
+
+def _street_lot(
+    rng: np.random.Generator, lay: Layout, occ: _Occupancy, road: Road,
+    frame: tuple[np.ndarray, np.ndarray, np.ndarray], side: float, s: float, built: np.ndarray, urban: bool,
+) -> float:
+    """Fill the street lot at arc length ``s`` on one side of ``road``; returns the next ``s``."""
+    seg, seglen, cum = frame
+    p, ang = _point_at(road.line, cum, seg, seglen, s)
+    b = _built_at(built, *p)
+    dense = b > 0.6 or urban
+    lot = rng.uniform(12, 18) if dense else rng.uniform(17, 27)
+    if urban:
+        lot = rng.uniform(8, 15)
+    s += lot
+    if rng.random() > (b * 1.35 if not urban else 0.5 + b):
+        return s
+    kind, length, depth, extra = _lot_building_kind(rng, road, dense, urban, lot)
+    s += extra
+    setback = rng.uniform(4, 10) if kind != "commercial" else rng.uniform(3, 8)
+    if urban:
+        setback = rng.uniform(0.5, 3.0)
+    nx, ny = -math.sin(ang) * side, math.cos(ang) * side
+    off = road.width_m / 2 + setback + depth / 2
+    if occ.taken_at(p[0] + nx * off, p[1] + ny * off):
+        return s
+    jit = rng.normal(0, 0.04)
+    bld = _make_building(rng, p[0] + nx * off, p[1] + ny * off, ang + jit, kind, length, depth,
+                         urban=urban, courtyard=urban and kind == "apartment" and rng.random() < 0.6)
+    foot = [_expanded(part, 0.1 if urban else 1.5) for part in bld.parts]
+    if not all(occ.free(f) for f in foot):
+        return s
+    for f in foot:
+        occ.take(f)
+    lay.buildings.append(bld)
+    if urban:
+        _block_interior(rng, lay, occ, p, ang, (nx, ny), off + depth / 2, lot)
+    _lot_surroundings(rng, lay, occ, road, p, ang, (nx, ny), kind, length, depth, setback, off, lot, urban)
+    return s
+
+
+def _block_interior(
+    rng: np.random.Generator, lay: Layout, occ: _Occupancy, p: np.ndarray, ang: float,
+    normal: tuple[float, float], back: float, lot: float,
+) -> None:
+    """Dense blocks: further buildings behind the street front, up to the block's core."""
+    nx, ny = normal
+    for _ in range(int(rng.integers(1, 4))):
+        d2 = rng.uniform(8, 16)
+        back += rng.uniform(0.5, 4.0) + d2 / 2
+        inner = _make_building(rng, p[0] + nx * back, p[1] + ny * back, ang + rng.normal(0, 0.03), "home",
+                               lot - rng.uniform(0.3, 2.0), d2, urban=True)
+        back += d2 / 2
+        ifoot = [_expanded(part, 0.1) for part in inner.parts]
+        if not all(occ.free(f) for f in ifoot):
+            break
+        for f in ifoot:
+            occ.take(f)
+        lay.buildings.append(inner)
+
+
+def _lot_surroundings(
+    rng: np.random.Generator, lay: Layout, occ: _Occupancy, road: Road, p: np.ndarray, ang: float,
+    normal: tuple[float, float], kind: str, length: float, depth: float, setback: float, off: float, lot: float,
+    urban: bool,
+) -> None:
+    """A lot's lawn, side fence or hedge, driveway (with a vehicle slot), parking and backyard."""
+    nx, ny = normal
+    ca, sa = math.cos(ang), math.sin(ang)
+    lot_depth = depth + setback + rng.uniform(6, 14)
+    lc = (p[0] + nx * (road.width_m / 2 + lot_depth / 2), p[1] + ny * (road.width_m / 2 + lot_depth / 2))
+    if kind == "home" and not urban and rng.random() < 0.7:
+        lay.lawns.append(rectangle(lc[0], lc[1], lot - 1.0, lot_depth, ang))
+    if kind == "home" and rng.random() < (0.3 if urban else 0.55):
+        bx = -lot / 2 if rng.random() < 0.5 else lot / 2
+        a = np.array([p[0] + bx * ca + nx * (road.width_m / 2 + 2), p[1] + bx * sa + ny * (road.width_m / 2 + 2)])
+        bpt = a + np.array([nx, ny]) * lot_depth
+        lay.fences.append((np.stack([a, bpt]), "hedge" if (rng.random() < 0.4 and not urban) else "fence"))
+    # driveway from the front of the building to the road
+    if kind in ("home", "commercial") and rng.random() < (0.2 if urban else 0.7):
+        u = rng.uniform(-0.3, 0.3) * length
+        a = np.array([p[0] + u * ca + nx * (road.width_m / 2), p[1] + u * sa + ny * (road.width_m / 2)])
+        bpt = np.array([p[0] + u * ca + nx * (off - depth / 2), p[1] + u * sa + ny * (off - depth / 2)])
+        wd = rng.uniform(3, 5) if kind == "home" else rng.uniform(6, 10)
+        lay.driveways.append((np.stack([a, bpt]), wd))
+        lay.vehicle_slots = np.concatenate([lay.vehicle_slots, [[*(a + bpt) / 2.0, ang + math.pi / 2]]])
+    if kind == "commercial" and rng.random() < 0.6:
+        # parking lot beside it
+        pl, pd = rng.uniform(15, 30), rng.uniform(12, 22)
+        pc = np.array([p[0] + (length / 2 + pl / 2 + 2) * ca + nx * off, p[1] + (length / 2 + pl / 2 + 2) * sa + ny * off])
+        lot_poly = rectangle(pc[0], pc[1], pl, pd, ang)
+        if occ.free(lot_poly):
+            occ.take(lot_poly)
+            lay.parking.append(lot_poly)
+    # backyard: pool or shed
+    if kind == "home" and not urban:
+        bx = p[0] + nx * (off + depth / 2 + 5)
+        by = p[1] + ny * (off + depth / 2 + 5)
+        rr = rng.random()
+        if rr < 0.15:
+            pool = rectangle(bx, by, rng.uniform(4, 9), rng.uniform(3, 5), ang)
+            if occ.free(pool):
+                occ.take(pool)
+                lay.pools.append(pool)
+        elif rr < 0.3:
+            shed = _make_building(rng, bx, by, ang, "shed", rng.uniform(3, 6), rng.uniform(2.5, 4))
+            if occ.free(_expanded(shed.parts[0], 0.5)):
+                occ.take(shed.parts[0])
+                shed.site_ok = False
+                lay.buildings.append(shed)
+
+
+def _vehicle_slots(rng: np.random.Generator, lay: Layout) -> None:
+    """Vehicle slots along roads (parked and moving) and in parking lots."""
     slots = [lay.vehicle_slots]
     for road in lay.roads:
         seg, seglen, cum = _line_frame(road.line)
@@ -590,7 +630,11 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
                 slots.append(np.array([[c[0] + u * math.cos(ang) - v * math.sin(ang), c[1] + u * math.sin(ang) + v * math.cos(ang), ang + math.pi / 2]]))
     lay.vehicle_slots = np.concatenate(slots) if slots else np.zeros((0, 3))
 
-    # trees: clumps in yards and open land, plus street trees; not on roofs or roads
+
+def _trees(rng: np.random.Generator, lay: Layout, occ: _Occupancy, built: np.ndarray, tree_density: float) -> None:
+    """Trees: clumps in yards and open land, plus street trees; not on roofs or roads."""
+    width_m, height_m = lay.width_m, lay.height_m
+    coarse = built.shape
     grid = occ.grid
     n_cand = int(width_m * height_m / 60.0 * (0.2 + 1.6 * tree_density))
     tx = rng.uniform(0, width_m, n_cand)
@@ -612,11 +656,6 @@ def build_layout(rng: np.random.Generator, width_m: float, height_m: float, *, b
         "tone": rng.uniform(-1, 1, tx.size),
         "deciduous": rng.random(tx.size) < 0.55,
     }
-    for b in lay.buildings:
-        cx, cy = b.centroid
-        m = edge_margin_m
-        b.site_ok = b.site_ok and (m <= cx <= width_m - m) and (m <= cy <= height_m - m)
-    return lay
 
 
 def add_construction(rng: np.random.Generator, lay: Layout, strength: float) -> None:

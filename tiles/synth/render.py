@@ -315,6 +315,40 @@ def _nz(mask_img: Image.Image, threshold: int = 0) -> tuple[np.ndarray, np.ndarr
     return idx, arr[idx].astype(np.float32) / 255.0
 
 
+class _EpochDraw:
+    """What the drawing steps of :func:`render_epoch` share: the canvas, the sun and view, the
+    image being drawn, and what earlier steps leave for later ones (damage zones, standing
+    buildings, tree states)."""
+
+    def __init__(self, lay: Layout, fields: StaticFields, style: EpochStyle) -> None:
+        self.lay, self.fields, self.style = lay, fields, style
+        self.rng = np.random.default_rng(style.seed)
+        self.cv = _Canvas(fields)
+        self.g = fields.gsd_m
+        self.h, self.w = fields.shape
+        self.to_sun, self.el, self.cot_el = _sun_vectors(style)
+        self.shadow_dir = -self.to_sun * self.cot_el  # metres of shadow per metre of height
+        self.lean = _lean(style)
+        self.fine_f = fields.fine.reshape(-1)
+        self.grain_f = fields.grain.reshape(-1)
+        self.speck_f = fields.speck.reshape(-1)
+        self.patches_f = fields.patches.reshape(-1)
+        self.img = np.empty((0, 0, 3), dtype=np.float32)
+        self.flat = self.img.reshape(-1, 3)
+        self.burn: np.ndarray | None = None
+        self.wind: np.ndarray | None = None
+        self.blast: np.ndarray | None = None
+        self.fence_shadow: list[tuple[np.ndarray, float]] = []
+        self.standing: list[tuple[Building, float]] = []
+        self.damage_layers: tuple | None = None
+        self.trees: dict[str, np.ndarray] = {}
+        self.nt = 0
+        self.tree_state = np.zeros(0, dtype=np.int8)
+        self.tree_scale = np.zeros(0, dtype=np.float32)
+        self.leaf_off = np.zeros(0, dtype=bool)
+        self.radii = np.zeros(0)
+
+
 def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.ndarray:
     """Draw a region for one epoch, before sensor effects.
 
@@ -329,19 +363,24 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     Returns:
         float32 array of shape ``(H, W, 3)``, reflectance in ``[0, 1]``.
     """
-    rng = np.random.default_rng(style.seed)
-    cv = _Canvas(fields)
-    g = fields.gsd_m
-    h, w = fields.shape
-    to_sun, el, cot_el = _sun_vectors(style)
-    shadow_dir = -to_sun * cot_el  # metres of shadow per metre of height
-    lean = _lean(style)
-    fine_f = fields.fine.reshape(-1)
-    grain_f = fields.grain.reshape(-1)
-    speck_f = fields.speck.reshape(-1)
-    patches_f = fields.patches.reshape(-1)
+    e = _EpochDraw(lay, fields, style)
+    _draw_ground(e)
+    _draw_lawns(e)
+    _draw_burn(e)
+    _draw_paved(e)
+    _draw_standing(e)
+    _draw_damage_layers(e)
+    _draw_shadows(e)
+    _draw_roofs(e)
+    _draw_rubble(e)
+    _draw_trees(e)
+    _draw_vehicles(e)
+    return np.clip(e.img, 0.0, 1.0, out=e.img)
 
-    # --- ground -------------------------------------------------------------------------------
+
+def _draw_ground(e: _EpochDraw) -> None:
+    """Bare ground: soil, scrub and grass weighted by the land-cover fields."""
+    lay, fields, style, h, w = e.lay, e.fields, e.style, e.h, e.w
     d = style.dryness
     grass = (0.26 + 0.26 * d, 0.33 + 0.12 * d, 0.17 + 0.15 * d)
     soil = (0.52, 0.45, 0.36)
@@ -358,8 +397,14 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         ch += grass[c]
         ch *= fields.ground_tex
     flat = img.reshape(-1, 3)
+    e.img = img
+    e.flat = flat
 
-    # --- lawns around houses: greener and smoother than open ground ------------------------------
+
+def _draw_lawns(e: _EpochDraw) -> None:
+    """Lawns around houses: greener and smoother than open ground."""
+    lay, cv, g, fine_f, patches_f, flat = e.lay, e.cv, e.g, e.fine_f, e.patches_f, e.flat
+    d = e.style.dryness
     if lay.lawns:
         lawn, ldraw = cv.mask()
         for poly in lay.lawns:
@@ -371,6 +416,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         _blend(flat, idx, lv * 0.75, lawn_col)
         del lawn
 
+
+def _draw_burn(e: _EpochDraw) -> None:
+    """After epoch: the damage-zone fields of fire, wind and blast clusters; burnt ground."""
+    lay, fields, style, fine_f, speck_f, patches_f, flat = e.lay, e.fields, e.style, e.fine_f, e.speck_f, e.patches_f, e.flat
     burn = wind = blast = None
     if style.after:
         burn = _zone_field(lay, 0, fields, lay.burn_field_seed)
@@ -383,8 +432,14 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             burnt = np.array([0.40, 0.37, 0.33], dtype=np.float32) * (1.0 + 0.18 * patches_f[idx] + 0.12 * fine_f[idx])[:, None]
             burnt += (np.array([0.58, 0.56, 0.52], dtype=np.float32) - burnt) * t
             _blend(flat, idx, bf[idx] * 0.9, burnt)
+    e.burn = burn
+    e.wind = wind
+    e.blast = blast
 
-    # --- paved surfaces, yards, pools, cleared lots ---------------------------------------------
+
+def _draw_paved(e: _EpochDraw) -> None:
+    """Paved surfaces, yards, pools, cleared lots, fences and hedges."""
+    lay, style, cv, g, fine_f, grain_f, flat, burn = e.lay, e.style, e.cv, e.g, e.fine_f, e.grain_f, e.flat, e.burn
     pav, pdraw = cv.rgb()
     pmask, pmdraw = cv.mask()
     asphalt_main = _c8((0.37, 0.37, 0.37))
@@ -436,8 +491,12 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         tex = tex * (1.0 - 0.35 * burn.reshape(-1)[idx])[:, None]
     flat[idx] = pav_flat[idx].astype(np.float32) * (tex / 255.0)
     del pav, pmask, pav_flat
+    e.fence_shadow = fence_shadow
 
-    # --- which buildings stand, and how tall, in this epoch --------------------------------------
+
+def _draw_standing(e: _EpochDraw) -> None:
+    """Which buildings stand in this epoch, and how tall."""
+    lay, style = e.lay, e.style
     standing: list[tuple[Building, float]] = []
     for b in lay.buildings:
         if b.after_only and not style.after:
@@ -446,8 +505,12 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             continue
         hgt = b.height_m * (0.6 if style.after and b.damage == "major-damage" else 1.0)
         standing.append((b, hgt))
+    e.standing = standing
 
-    # --- damage layers: scorch now, rubble after the roofs ---------------------------------------
+
+def _draw_damage_layers(e: _EpochDraw) -> None:
+    """Damage layers (after epoch): scorch now, rubble and remnants kept for after the roofs."""
+    lay, style, cv, g, flat = e.lay, e.style, e.cv, e.g, e.flat
     damage_layers = None
     if style.after:
         rubble, rdraw = cv.mask()
@@ -467,8 +530,12 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             _blend(flat, idx, sc * 0.85, charred)
         damage_layers = (_blur(rubble, 0.6 / g), rbase, rem, remmask, craters)
         del scorch
+    e.damage_layers = damage_layers
 
-    # --- shadows of buildings, walls and trees -------------------------------------------------
+
+def _draw_shadows(e: _EpochDraw) -> None:
+    """Shadows of buildings, walls, fences and trees; the trees' state in this epoch."""
+    lay, fields, style, rng, cv, g, h, w, cot_el, shadow_dir, flat, burn, wind, fence_shadow, standing = e.lay, e.fields, e.style, e.rng, e.cv, e.g, e.h, e.w, e.cot_el, e.shadow_dir, e.flat, e.burn, e.wind, e.fence_shadow, e.standing
     shadow, shdraw = cv.mask()
     for b, hgt in standing:
         for part in b.parts:
@@ -509,8 +576,17 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     shade = 1.0 - sh[:, None] * (1.0 - np.array([0.47, 0.49, 0.57], dtype=np.float32))
     flat[idx] *= shade
     del shadow
+    e.trees = trees
+    e.nt = nt
+    e.tree_state = tree_state
+    e.tree_scale = tree_scale
+    e.leaf_off = leaf_off
+    e.radii = radii
 
-    # --- walls (off-nadir) and roofs -------------------------------------------------------------
+
+def _draw_roofs(e: _EpochDraw) -> None:
+    """Walls seen off-nadir and roofs (leaning with height), roof units and roof damage marks."""
+    style, cv, g, to_sun, el, shadow_dir, lean, fine_f, grain_f, flat, standing = e.style, e.cv, e.g, e.to_sun, e.el, e.shadow_dir, e.lean, e.fine_f, e.grain_f, e.flat, e.standing
     roofs, rfdraw = cv.rgb()
     roofmask, rmdraw = cv.mask()
     standing.sort(key=lambda bh: bh[0].centroid[1])
@@ -550,7 +626,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     flat[idx] = roof_flat[idx].astype(np.float32) * ((1.0 + 0.04 * grain_f[idx] + 0.05 * fine_f[idx]) / 255.0)[:, None]
     del roofs, roofmask, roof_flat
 
-    # --- rubble, remnants, craters, dust and strewn debris ----------------------------------------
+
+def _draw_rubble(e: _EpochDraw) -> None:
+    """Rubble, remnants, craters, dust and strewn debris."""
+    rng, cv, g, fine_f, grain_f, speck_f, flat, wind, blast, damage_layers = e.rng, e.cv, e.g, e.fine_f, e.grain_f, e.speck_f, e.flat, e.wind, e.blast, e.damage_layers
     if damage_layers is not None:
         rubble_b, rbase, rem, remmask, craters = damage_layers
         idx, r = _nz(rubble_b, 4)
@@ -598,7 +677,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             sel = idx[hit]
             flat[sel] = pal[(np.abs(fine_f[sel] * 7).astype(int)) % 4]
 
-    # --- trees -----------------------------------------------------------------------------------
+
+def _draw_trees(e: _EpochDraw) -> None:
+    """Tree crowns, lit from the sun."""
+    style, cv, g, w, to_sun, fine_f, grain_f, speck_f, flat, trees, nt, tree_state, leaf_off, radii = e.style, e.cv, e.g, e.w, e.to_sun, e.fine_f, e.grain_f, e.speck_f, e.flat, e.trees, e.nt, e.tree_state, e.leaf_off, e.radii
     canopy, cdraw = cv.mask()
     tcol, tdraw = cv.rgb()
     leafy = np.array([0.19, 0.27, 0.12])
@@ -631,7 +713,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         _blend(flat, idx, a, tree_col)
     del canopy, tcol
 
-    # --- vehicles -----------------------------------------------------------------------------
+
+def _draw_vehicles(e: _EpochDraw) -> None:
+    """Vehicles: slots occupied in both epochs or only in this one."""
+    lay, style, cv, shadow_dir, flat = e.lay, e.style, e.cv, e.shadow_dir, e.flat
     slots = lay.vehicle_slots
     if len(slots):
         vr = np.random.default_rng(style.vehicle_seed)
@@ -657,7 +742,7 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         body = vm > 0.5
         flat[idx[~body]] *= 1.0 - vm[~body, None] * 0.55
         flat[idx[body]] = np.asarray(vcol).reshape(-1, 3)[idx[body]].astype(np.float32) / 255.0
-    return np.clip(img, 0.0, 1.0, out=img)
+
 
 
 def _draw_damage(
