@@ -27,7 +27,7 @@ from sitewatch.config import config_to_dict
 from sitewatch.errors import ConfigError, InputError, UsageError
 from tiles.synth.config import SynthConfig
 from tiles.synth.damage import damage_intensity, damage_radius_m, place_damage_clusters
-from tiles.synth.layout import DAMAGE_STYLES, Building, Layout, add_construction, build_layout
+from tiles.synth.layout import DAMAGE_STYLES, Building, Layout, add_construction, add_demolition, build_layout
 from tiles.synth.nuisance import MAX_SHIFT_PX, apply_sensor, draw_epoch_styles, region_strengths
 from tiles.synth.render import EpochStyle, StaticFields, make_static_fields, render_epoch
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: changes whenever the same config would give different pixels or labels; caches of generated
 #: datasets should include it in their key
-GENERATOR_VERSION = "1.2"
+GENERATOR_VERSION = "2.0"
 
 SITE_COLUMNS = ("site_id", "lon", "lat", "kind", "radius_m", "damage", "damage_style", "region", "building_m")
 DAMAGE_ORDER = ("destroyed", "major-damage", "minor-damage", "no-damage")
@@ -255,11 +255,13 @@ def plan_region(config: SynthConfig, index: int, remaining: list[str]) -> Region
     rng_layout = np.random.default_rng(seeds[0])
     rng_style = np.random.default_rng(seeds[1])
     rng_pick = np.random.default_rng(seeds[2])
-    urban = bool(rng_layout.random() < config.urban_fraction)
+    u = rng_layout.random()
+    concrete = bool(u < config.concrete_fraction)
+    urban = not concrete and bool(u < config.concrete_fraction + config.urban_fraction)
     lay = build_layout(
         rng_layout, extent, extent, building_density=config.building_density, tree_density=config.tree_density,
         facilities_per_km2=config.facilities_per_km2, edge_margin_m=config.edge_margin_m + MAX_SHIFT_PX * g,
-        urban=urban,
+        urban=urban, concrete=concrete,
     )
     place_damage_clusters(rng_layout, lay, config.damage_styles)
     strengths = region_strengths(rng_style, config)
@@ -274,7 +276,9 @@ def plan_region(config: SynthConfig, index: int, remaining: list[str]) -> Region
     chosen = _choose_sites(rng_pick, lay, wanted)
     for b in chosen:  # drop what was placed from the remaining labels
         remaining.remove(b.damage)
-    before_style, after_style = draw_epoch_styles(rng_style, strengths)
+    if strengths["demolition"] > 0:
+        add_demolition(np.random.default_rng(np.random.SeedSequence([config.seed, index, 1])), lay, strengths["demolition"], chosen)
+    before_style, after_style = draw_epoch_styles(rng_style, strengths, gsd_m=g)
     fields = make_static_fields(int(seeds[3].generate_state(1)[0]), (size + 2 * pad, size + 2 * pad), g, (-pad * g, -pad * g))
     return Region(
         index=index, layout=lay, sites=chosen, fields=fields, before=before_style, after=after_style,
