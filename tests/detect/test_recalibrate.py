@@ -50,7 +50,10 @@ def _site_labels(scene) -> list[dict[str, str]]:
 
 def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_path, capsys):
     scene, run = run_copy
+    from review.runfolder import RunFolder
+
     before = {r["site_id"]: r for r in read_scores_csv(run / "scores.csv")}
+    assert RunFolder(run).calibration_label().startswith("synthetic")
     labels = _labels_csv(tmp_path / "labels.csv", _site_labels(scene))
     assert main(["calibrate", str(run), "--labels", str(labels), "--set", "calibration.bootstrap=200"]) == 0
     out = capsys.readouterr().out
@@ -90,6 +93,8 @@ def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_pa
     for name in ("calibration.txt", "calibration.json", "reliability.png", "scores.csv", "report.html"):
         assert manifest["outputs"][name] == hashlib.sha256((run / name).read_bytes()).hexdigest()
     assert main(["verify", str(run)]) == 0
+    # the review app's label
+    assert RunFolder(run).calibration_label().startswith(f"this event's verified sample ({cal['n']} sites")
 
 
 def test_calibrate_names_unknown_sites_and_says_how_many_labels_are_needed(run_copy, tmp_path, capsys):
