@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detect.config import DetectConfig
-from models.config import ModelConfig
+from models.config import CalibrationConfig, ModelConfig
 from review.config import ReviewConfig
 from tiles.config import TilesConfig
 from tiles.synth.config import SynthConfig
@@ -56,4 +56,13 @@ class DetectJob:
 class ReviewJob:
     """``sitewatch review``."""
 
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+
+
+@dataclass(frozen=True)
+class CalibrateJob:
+    """``sitewatch calibrate``: the calibration policy, and the review settings that define the
+    run's verified random sample (``review.validation_size`` / ``review.validation_seed``)."""
+
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
