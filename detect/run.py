@@ -31,7 +31,10 @@ from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
 from detect.provenance import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
+    SIGNATURE_NAME,
+    epoch_component,
     hash_outputs,
+    hash_scene_inputs,
     sha256_file,
     sha256_text,
     software_versions,
@@ -54,6 +57,7 @@ RUN_FILES = (
     "embeddings.npz",
     "config.yaml",
     MANIFEST_NAME,
+    SIGNATURE_NAME,
     JOURNAL_NAME,
 )
 
@@ -73,6 +77,8 @@ class RunSummary:
         batches_resumed: batches taken from an earlier, interrupted run's journal.
         seconds: wall time of this invocation.
         scoring_seconds: time spent cutting and scoring in this invocation.
+        run_digest: SHA-256 (hex) of the final ``manifest.json`` bytes, to record outside the
+            folder (``sitewatch verify RUN --digest sha256:HEX``).
     """
 
     run_dir: Path
@@ -85,6 +91,7 @@ class RunSummary:
     batches_resumed: int
     seconds: float
     scoring_seconds: float
+    run_digest: str = ""
 
     @property
     def scores_csv(self) -> Path:
@@ -138,22 +145,6 @@ def _fingerprint_config(job: DetectJob) -> dict[str, Any]:
     data = config_to_dict(job)
     data["detect"] = {k: v for k, v in data["detect"].items() if k not in PRESENTATION_KEYS}
     return data
-
-
-def _hash_rasters(catalog: Any) -> list[dict[str, Any]]:
-    entries = []
-    for scene in catalog.scenes:
-        entries.append(
-            {
-                "scene_id": scene.scene_id,
-                "path": str(Path(scene.path).resolve()),
-                "sha256": sha256_file(scene.path),
-                "crs": scene.crs,
-                "acquired": scene.acquired.isoformat() if scene.acquired else None,
-                "time_source": scene.time_source,
-            }
-        )
-    return entries
 
 
 def _model_folder(model: str | Path) -> Path:
@@ -322,15 +313,15 @@ def _run_in_folder(
             _discard_run(run_dir)
         log.info("hashing inputs for provenance")
         sites_sha = sha256_file(sites_path)
-        before_entries = _hash_rasters(before_cat)
-        after_entries = _hash_rasters(after_cat)
+        before_entries = hash_scene_inputs(before_cat)
+        after_entries = hash_scene_inputs(after_cat)
         model_dir = _model_folder(model)
         model_files = _model_files(model_dir)
         fingerprint_config = _fingerprint_config(job)
         components = {
             "sites": sites_sha,
-            "before": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in before_entries])),
-            "after": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in after_entries])),
+            "before": epoch_component(before_entries),
+            "after": epoch_component(after_entries),
             "model": scorer.weights_sha256 + ":" + sha256_text(json.dumps(_meta_dict(scorer.meta), sort_keys=True)),
             "config": sha256_text(json.dumps(fingerprint_config, sort_keys=True)),
             "software": f"sitewatch {__version__}",
@@ -619,7 +610,10 @@ def _finish(
         "per_site": per_site,
         "outputs": hash_outputs(run_dir, written),
     }
+    (run_dir / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature of an earlier manifest is void
     write_json_atomic(run_dir / MANIFEST_NAME, manifest)
+    run_digest = sha256_file(run_dir / MANIFEST_NAME)
+    log.info("run digest: sha256:%s (SHA-256 of %s; record it outside the folder)", run_digest, run_dir / MANIFEST_NAME)
     return RunSummary(
         run_dir=run_dir,
         sites=len(keys),
@@ -631,4 +625,5 @@ def _finish(
         batches_resumed=0,
         seconds=0.0,
         scoring_seconds=0.0,
+        run_digest=run_digest,
     )

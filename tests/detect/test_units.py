@@ -12,7 +12,8 @@ import pytest
 from detect.agreement import precision_at_k, roc_auc
 from detect.journal import BatchRecord, JournalWriter, check_fingerprint, read_journal
 from detect.outputs import read_scores_csv, score_columns, write_embeddings, write_scores_csv, write_scores_geojson
-from detect.provenance import MANIFEST_FORMAT, hash_outputs, sha256_file, verify_run, write_json_atomic
+from detect.provenance import MANIFEST_FORMAT, hash_outputs, sha256_file, write_json_atomic
+from detect.verify import verify_run
 from detect.ranking import OperatingPoint, rank_rows, resolve_operating_point
 from detect.report import render_report, summarise_rows
 from sitewatch.errors import RunFolderError, UsageError
@@ -167,21 +168,28 @@ def _fake_run(tmp_path):
 
 def test_verify_reports_changed_missing_and_added_files(tmp_path):
     run, raster = _fake_run(tmp_path)
-    assert verify_run(run).ok
+
+    def files(report):
+        return {(d.kind, d.path, d.problem) for d in report.differences if d.kind != "manifest"}
+
+    # a manifest with only hashes is not a run manifest: its missing sections are findings
+    first = verify_run(run)
+    assert files(first) == set() and not first.ok
+    missing = {d.path for d in first.differences if d.kind == "manifest"}
+    assert {"manifest.json: inputs.before", "manifest.json: model.weights_sha256", "manifest.json: counts.sites"} <= missing
     (run / "review.sqlite").write_bytes(b"verdicts")  # written later by the review app: not a difference
-    assert verify_run(run).ok
+    assert files(verify_run(run)) == set()
     (run / "scores.csv").write_text("site_id\nb\n")
     (run / "chips" / "a_before.png").unlink()
     (run / "chips" / "extra.png").write_bytes(b"x")
     raster.write_bytes(b"other bytes")
-    found = {(d.kind, d.path, d.problem) for d in verify_run(run).differences}
-    assert found == {
+    assert files(verify_run(run)) == {
         ("output", "scores.csv", "changed"),
         ("output", "chips/a_before.png", "missing"),
         ("output", "chips/extra.png", "added"),
         ("input", str(raster), "changed"),
     }
-    assert {d.kind for d in verify_run(run, check_inputs=False).differences} == {"output"}
+    assert {d.kind for d in verify_run(run, check_inputs=False).differences} == {"output", "manifest"}
 
 
 def test_verify_needs_a_manifest(tmp_path):
