@@ -25,7 +25,7 @@ import numpy as np
 
 from detect.chips import CHIPS_DIR, TopChipCache, write_site_chips
 from detect.config import PRESENTATION_KEYS
-from detect.journal import JOURNAL_NAME, JournalWriter, check_fingerprint, read_batch, scan_journal
+from detect.journal import JOURNAL_NAME, JournalWriter, RunKeyStore, check_fingerprint, read_batch, scan_journal
 from detect.outputs import CHIP_COLUMNS, ScoresWriter, score_columns, write_embeddings
 from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
 from detect.provenance import (
@@ -338,7 +338,8 @@ def _run_in_folder(
         run_token = sha256_text(json.dumps(components, sort_keys=True))
 
         journal_path = run_dir / JOURNAL_NAME
-        index = scan_journal(journal_path)
+        keys = RunKeyStore.from_setting(cfg.run_keys_dir)  # the journal's key lives outside the run folder
+        index = scan_journal(journal_path, keys)
         header, good_end = index.header, index.good_end
         check_fingerprint(header, components, run_dir)
         plan = plan_batches(
@@ -370,6 +371,7 @@ def _run_in_folder(
             {"fingerprint": run_token, "components": components, "started": started, "sitewatch_version": __version__},
             truncate_at=good_end if header is not None else None,
             fsync_every=cfg.journal_fsync_every,
+            keys=keys,
         )
         chip_cache = TopChipCache(cfg.chips_top_n)
         with writer:
@@ -505,7 +507,7 @@ def _finish(
     order and only their sort keys and file offsets are held; the outputs are then streamed in
     ranked order.
     """
-    index = scan_journal(journal_path)
+    index = scan_journal(journal_path, RunKeyStore.from_setting(cfg.run_keys_dir))
     spool_path = run_dir / "rows.spool.tmp"
     keys: list[tuple[int, float, str, int, int]] = []
     seen_columns: dict[str, None] = {}
@@ -513,7 +515,7 @@ def _finish(
     with open(spool_path, "wb") as spool:
         for batch in plan:
             offset, length, _ = index.batches[batch.index]
-            record = read_batch(journal_path, offset, length)
+            record = read_batch(journal_path, offset, length, index.key)
             for row in record.rows:
                 line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
                 keys.append((*sort_key(row), spool.tell(), len(line)))
