@@ -75,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
         DetectJob,
         args,
         {
-            "detect.operating_point": args.operating_point,
-            "detect.batch_size": args.batch_size,
-            "detect.chips_top_n": _chips_flag(args.chips),
-            "detect.device": args.device,
+            "detect.operating_point": ("--operating-point", args.operating_point),
+            "detect.batch_size": ("--batch-size", args.batch_size),
+            "detect.chips_top_n": ("--chips", _chips_flag(args.chips)),
+            "detect.device": ("--device", args.device),
         },
     )
     disabled = progress_disabled(args)
@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             args.before,
             args.after,
             args.out,
-            job=job,
+            tiles=job.tiles,
+            detect=job.detect,
             model=args.model,
             overwrite=args.overwrite,
             workers=args.workers,
