@@ -39,7 +39,7 @@ def gis_run(tiny_scene, tmp_path_factory):
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    summary = run_detect(sites, [tiny_scene.before], [tiny_scene.after], root / "run", job=JOB, progress=False)
+    summary = run_detect(sites, [tiny_scene.before], [tiny_scene.after], root / "run", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     return summary.run_dir
 
 
