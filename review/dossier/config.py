@@ -32,7 +32,7 @@ class DossierConfig:
     font: str | None = None
     font_search: tuple[str, ...] = DEFAULT_FONT_SEARCH
     html_chip_scale: int = 2
-    pdf_chip_mm: float = 58.0
+    pdf_chip_mm: float = 54.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.html_chip_scale <= 8:

@@ -187,7 +187,7 @@ class _Column:
         """Short label/value pairs, two to a line."""
         pdf = self.w.pdf
         cw = self.width / 2
-        lw, vw = cw * 0.55, cw * 0.45
+        lw, vw = cw * 0.6, cw * 0.4
         for k in range(0, len(items), 2):
             chunk = items[k:k + 2]
             self.w.font(6.5)
@@ -313,7 +313,7 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
         bottom = max(bottom, _image(w, e, key, MARGIN + k * (size1 + GAP), y, size1, caption))
     y = bottom + 1
     # row 2: context before / after, and the location beside them
-    size2 = min(size1, 52.0)
+    size2 = min(size1, 46.0)
     bottom = y
     has_context = e.image("context_before") is not None
     if has_context:
@@ -353,7 +353,7 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
     if e.verdicts:
         for v in e.verdicts:
             note = f" — “{v.note}”" if v.note else ""
-            left.row(_when(v.created_at), f"{v.reviewer} ({v.kind}): {v.verdict}{note}", label_w=half * 0.36)
+            left.row(_when(v.created_at.split(".")[0]), f"{v.reviewer} ({v.kind}): {v.verdict}{note}", label_w=half * 0.34)
     else:
         left.text("No reviewer has given a verdict on this site.")
     c = e.consensus
@@ -361,13 +361,6 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
     left.row("decision", decision, bold=bool(c and c.final))
     left.row("adjudication", f"{c.adjudication} by {c.adjudicator}" if c and c.adjudication else "none")
     left.row("verdict store", run.chain, mono=run.chain.startswith("intact"))
-    left.heading("Alignment and quality")
-    shown = {"before_time", "after_time", "before_scene", "after_scene", "before_gsd_m", "after_gsd_m", "chip_size_m", "chip_gsd_m", "radius_m"}
-    quality = [f for f in e.quality if f.column not in shown]
-    for f in quality:
-        if f.warn or len(f.value) > 24:
-            left.row(f.label, f.value + (f" — {f.hint}" if f.hint and f.warn else ""), warn=f.warn)
-    left.pairs([(f.label, f.value) for f in quality if not (f.warn or len(f.value) > 24)])
     right.heading("Acquisitions")
     b, a = e.scenes
     right.row3("", "before", "after", bold=True)
@@ -387,6 +380,35 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
     right.row("model", f"{run.model.get('arch')} — weights {run.model.get('weights_sha256')}", mono=True)
     right.row("imagery credit", e.credit)
     right.row("software", f"sitewatch {run.software}")
+    # the quality figures go where there is more room left
+    col = min((left, right), key=lambda c: (c.page, c.y))
+    col.heading("Alignment and quality")
+    full, short = _quality_items(e)
+    for label, value, warn in full:
+        col.row(label, value, warn=warn)
+    col.pairs(short)
+
+
+def _quality_items(e: SiteEvidence) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str]]]:
+    """The quality rows for the PDF: ``(label, value, warn)`` rows that need a full line (a
+    warning with its hint, long values) and short ``(label, value)`` pairs; before/after columns
+    of the same figure are merged into one ``before / after`` pair."""
+    shown = {"before_time", "after_time", "before_scene", "after_scene", "before_gsd_m", "after_gsd_m",
+             "chip_size_m", "chip_gsd_m", "radius_m"}
+    rows = {f.column: f for f in e.quality if f.column not in shown}
+    merged: list[tuple[str, str]] = []
+    for column, f in list(rows.items()):
+        if column.startswith("before_") and f"after_{column[7:]}" in rows:
+            other = rows.pop(f"after_{column[7:]}")
+            rows.pop(column)
+            merged.append((f.label.replace("before ", "", 1) + " (before / after)", f"{f.value} / {other.value}"))
+    if "shift_dy_px" in rows and "shift_dx_px" in rows:
+        dy, dx = rows.pop("shift_dy_px"), rows.pop("shift_dx_px")
+        merged.append(("shift in chip pixels (rows, columns)", f"{dy.value}, {dx.value}"))
+    full = [(f.label, f.value + (f" — {f.hint}" if f.hint and f.warn else ""), f.warn)
+            for f in rows.values() if f.warn or len(f.value) > 24]
+    short = [(f.label, f.value) for f in rows.values() if not (f.warn or len(f.value) > 24)] + merged
+    return full, short
 
 
 def _recheck(still: bool | None) -> str:
