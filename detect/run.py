@@ -25,6 +25,7 @@ import numpy as np
 
 from detect.chips import CHIPS_DIR, TopChipCache, write_site_chips
 from detect.config import PRESENTATION_KEYS
+from detect.gis import GIS_FILES, write_gis_files
 from detect.journal import JOURNAL_NAME, JournalWriter, RunKeyStore, check_fingerprint, read_batch, scan_journal
 from detect.outputs import CHIP_COLUMNS, ScoresWriter, score_columns, write_embeddings
 from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
@@ -60,6 +61,7 @@ RUN_FILES = (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     JOURNAL_NAME,
+    *GIS_FILES,
 )
 
 
@@ -579,6 +581,7 @@ def _finish(
 
     parts = manifest_parts
     written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
+    written += write_gis_files(run_dir, threshold=operating_point.threshold, footprints={s.site_id: s.footprint for s in site_list if s.footprint})
     written += [paths[c] for paths in chips.values() for c in CHIP_COLUMNS]
     if cfg.embeddings:
         written.append("embeddings.npz")
