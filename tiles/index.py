@@ -41,6 +41,9 @@ PAIR_META_COLUMNS = (
     "cloud_fraction",
     "blank_fraction",
     "saturated_fraction",
+    "incident_window",
+    "before_gap_days",
+    "after_gap_days",
     "detail",
 )
 

@@ -34,6 +34,16 @@ def add_site_and_raster_inputs(group: argparse.ArgumentParser | argparse._Argume
         )
 
 
+def add_incident_window_option(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--incident-window START/END`` (tiles.incident_window; tiles, detect)."""
+    group.add_argument(
+        "--incident-window",
+        metavar="START/END",
+        help="ISO dates of the incident for sites without incident_start/incident_end: before scenes "
+        "must be acquired before START, after scenes after END (tiles.incident_window)",
+    )
+
+
 def load_job_config(
     cls: type[T],
     args: argparse.Namespace,
