@@ -136,9 +136,22 @@ def bench_model(n_batches: int, batch: int, chip_px: int, threads: int) -> float
 
 
 def bench_end_to_end(sites_csv: Path, before: Path, after: Path, out: Path, **kwargs) -> tuple[float, float, object]:
-    """``run_detect`` wall time -> (sites/s overall, sites/s while scoring, summary)."""
+    """``run_detect`` wall time -> (sites/s overall, sites/s while scoring, summary).
+
+    ``job`` (a :class:`sitewatch.jobs.DetectJob`) is handed over as its ``tiles`` and ``detect``
+    sections; a tree whose ``run_detect`` still takes ``job=`` (the pre-issue-11 code, for
+    before/after comparisons with the same script) gets the job itself.
+    """
+    import inspect
+
     from detect.run import run_detect
 
+    job = kwargs.pop("job", None)
+    if job is not None:
+        if "job" in inspect.signature(run_detect).parameters:
+            kwargs["job"] = job
+        else:
+            kwargs.update(tiles=job.tiles, detect=job.detect)
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     summary = run_detect(sites_csv, [before], [after], out, progress=False, **kwargs)

@@ -91,7 +91,7 @@ def main() -> None:
     run_dir = work / "run"
     if not (run_dir / "manifest.json").is_file():
         job = build_config(DetectJob, {"detect": {"chips_top_n": 0}})
-        run_detect(args.data / "sites.csv", [args.data / "before"], [args.data / "after"], run_dir, job=job,
+        run_detect(args.data / "sites.csv", [args.data / "before"], [args.data / "after"], run_dir, tiles=job.tiles, detect=job.detect,
                    model=args.model, progress=False)
     t_detect = time.perf_counter() - t0
     run = RunFolder(run_dir)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from detect.pipeline import PairScorer, PairSource, cut_batch
+from detect.cutting import PairScorer, PairSource, cut_batch
 from tiles.types import Pair, Site
 
 log = logging.getLogger(__name__)

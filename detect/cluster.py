@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from detect.journal import BatchRecord
-from detect.pipeline import PlannedBatch, cut_batch, score_pairs
+from detect.cutting import cut_batch
+from detect.pipeline import PlannedBatch, score_pairs
 from sitewatch.errors import UsageError
 from tiles.types import Site
 

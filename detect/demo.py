@@ -11,7 +11,8 @@ from pathlib import Path
 from detect.agreement import precision_at_k, roc_auc
 from detect.outputs import read_scores_csv
 from detect.run import RunSummary, run_detect
-from sitewatch.jobs import DetectJob
+from detect.config import DetectConfig
+from tiles.config import TilesConfig
 from tiles.types import damage_to_label
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def run_demo(
     sites: int = 300,
     seed: int = 0,
     model: str | Path = "default",
-    job: DetectJob | None = None,
+    tiles: TilesConfig | None = None,
+    detect: DetectConfig | None = None,
     progress: bool | None = None,
     top: int = 10,
 ) -> DemoResult:
@@ -59,7 +61,7 @@ def run_demo(
         sites: sites in the synthetic scene.
         seed: the scene's random seed.
         model: a model folder or ``"default"``.
-        job: tiles/detect settings (defaults when None).
+        tiles, detect: the tiles and detect settings (defaults when None).
         progress: show progress bars (None: automatic).
         top: rows of the ranked list to return for printing.
     """
@@ -78,7 +80,8 @@ def run_demo(
         [scene / "before"],
         [scene / "after"],
         run_dir,
-        job=job or DetectJob(),
+        tiles=tiles,
+        detect=detect,
         model=model,
         overwrite=True,
         progress=progress,

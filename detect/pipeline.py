@@ -14,13 +14,15 @@ import math
 import queue
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from detect.chips import pair_images
+from detect.cutting import PairScorer, PairSource, cut_batch
 from detect.journal import BatchRecord
 from detect.outputs import CHIP_COLUMNS, LEADING_COLUMNS, SITE_COLUMNS, format_number
-from tiles.types import Pair, PairMeta, Site
+from tiles.types import Pair, Site
 
 if TYPE_CHECKING:  # pragma: no cover
     from tiles.catalog import RasterCatalog
@@ -28,32 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: reason given to a site whose cut raised unexpectedly (the exception text goes to ``detail``).
-CUT_FAILED = "cut_failed"
 #: reason for a pair that came back ``ok`` but without usable pixels.
 EMPTY_CHIP = "empty_chip"
 #: reason for a pair whose model output was not a finite number.
 MODEL_OUTPUT_INVALID = "model_output_invalid"
-
-
-class PairScorer(Protocol):
-    """What detect needs from :class:`models.inference.Scorer`."""
-
-    def score(self, images: np.ndarray) -> Any:  # pragma: no cover - protocol
-        ...
-
-
-class PairSource(Protocol):
-    """What detect needs from :class:`tiles.cut.PairCutter`."""
-
-    def cut(self, site: Site) -> Pair:  # pragma: no cover - protocol
-        ...
-
-    def cut_many(self, sites: Sequence[Site]) -> Iterator[Pair]:  # pragma: no cover - protocol
-        ...
-
-    def close(self) -> None:  # pragma: no cover - protocol
-        ...
 
 
 @dataclass(frozen=True)
@@ -118,33 +98,6 @@ def plan_batches(
         for start in range(0, len(members), batch_size):
             plan.append(PlannedBatch(len(plan), tuple(members[start : start + batch_size]), key))
     return plan
-
-
-def _failed_pair(site: Site, reason: str, detail: str) -> Pair:
-    return Pair(site=site, meta=PairMeta(site_id=site.site_id, status="cannot_assess", reason=reason, detail=detail))
-
-
-def cut_batch(cutter: PairSource, sites: Sequence[Site]) -> list[Pair]:
-    """Cut one batch; a site whose cut raises becomes ``cannot_assess``/``cut_failed``.
-
-    The cutter is documented never to raise for a site-level problem; this is the safety net
-    that keeps one unexpected failure from stopping a batch of thousands.
-    """
-    try:
-        pairs = list(cutter.cut_many(list(sites)))
-        if len(pairs) == len(sites) and all(p.site.site_id == s.site_id for p, s in zip(pairs, sites)):
-            return pairs
-        log.warning("cut_many returned %d pairs for %d sites; cutting one by one", len(pairs), len(sites))
-    except Exception as exc:  # noqa: BLE001 - isolate per site below
-        log.warning("cutting a batch failed (%s); cutting its %d sites one by one", exc, len(sites))
-    pairs = []
-    for site in sites:
-        try:
-            pairs.append(cutter.cut(site))
-        except Exception as exc:  # noqa: BLE001 - one bad site never stops a batch
-            log.warning("site %r: cutting failed: %s", site.site_id, exc)
-            pairs.append(_failed_pair(site, CUT_FAILED, f"{type(exc).__name__}: {exc}"))
-    return pairs
 
 
 def site_columns(site: Site) -> dict[str, str]:
@@ -253,8 +206,6 @@ def score_pairs(
             if chip_cache is not None:
                 written = float(format_number(p, decimals))
                 if chip_cache.wants(written, pairs[i].site.site_id):
-                    from detect.chips import pair_images
-
                     chip_cache.offer(written, pairs[i].site.site_id, pair_images(pairs[i], result.heatmap[j]))
     for i in sorted(kept):
         embeddings.append(kept[i])

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from sitewatch.errors import UsageError
+from sitewatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def resolve_operating_point(spec: str, operating_points: Mapping[str, float]) ->
         operating_points: the model's ``meta.operating_points`` (name -> threshold).
 
     Raises:
-        UsageError: an unknown name (the message lists the valid ones) or a number outside [0, 1].
+        ConfigError: an unknown name (the message lists the valid ones) or a number outside
+            [0, 1]; ``setting="detect.operating_point"``.
     """
     spec = spec.strip()
     if spec in operating_points:
@@ -53,7 +54,10 @@ def resolve_operating_point(spec: str, operating_points: Mapping[str, float]) ->
         value = None
     if value is not None:
         if not 0.0 <= value <= 1.0 or math.isnan(value):
-            raise UsageError(f"--operating-point {spec}: a probability must be between 0 and 1")
+            raise ConfigError(
+                f"detect.operating_point: {spec!r}: a probability must be between 0 and 1",
+                setting="detect.operating_point",
+            )
         return OperatingPoint("custom", value, "given as a probability")
     if not operating_points:
         log.warning(
@@ -63,9 +67,10 @@ def resolve_operating_point(spec: str, operating_points: Mapping[str, float]) ->
         )
         return OperatingPoint(spec, FALLBACK_THRESHOLD, "fallback: the model has no calibrated operating points")
     names = ", ".join(sorted(operating_points))
-    raise UsageError(
-        f"--operating-point {spec}: the model has no operating point of that name; valid names: "
-        f"{names}, or a probability between 0 and 1"
+    raise ConfigError(
+        f"detect.operating_point: {spec!r}: the model has no operating point of that name; valid "
+        f"names: {names}, or a probability between 0 and 1",
+        setting="detect.operating_point",
     )
 
 

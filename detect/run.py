@@ -42,7 +42,8 @@ from detect.report import ReportCollector, write_report
 from sitewatch import __version__
 from sitewatch.config import config_to_dict, write_config
 from sitewatch.errors import InputError, ModelError, RunFolderError, UsageError
-from sitewatch.jobs import DetectJob
+from detect.config import DetectConfig
+from tiles.config import TilesConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,13 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def _fingerprint_config(job: DetectJob) -> dict[str, Any]:
-    data = config_to_dict(job)
+def run_config(tiles: TilesConfig, detect: DetectConfig) -> dict[str, Any]:
+    """The run's effective settings as ``config.yaml`` holds them: ``{"tiles": ..., "detect": ...}``."""
+    return {"tiles": config_to_dict(tiles), "detect": config_to_dict(detect)}
+
+
+def _fingerprint_config(tiles: TilesConfig, detect: DetectConfig) -> dict[str, Any]:
+    data = run_config(tiles, detect)
     data["detect"] = {k: v for k, v in data["detect"].items() if k not in PRESENTATION_KEYS}
     return data
 
@@ -181,21 +187,22 @@ def _meta_dict(meta: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
-def _check_model_fits(meta: Any, job: DetectJob) -> None:
-    bands = len(job.tiles.bands)
+def _check_model_fits(meta: Any, tiles: TilesConfig) -> None:
+    bands = len(tiles.bands)
     in_channels = int(getattr(meta, "in_channels", bands))
     if in_channels != bands:
         raise ModelError(
             f"the model takes {in_channels} band(s) but tiles.bands reads {bands} "
-            f"({list(job.tiles.bands)}); set --set tiles.bands=[...] to {in_channels} band(s) or "
-            "use a model trained on these bands"
+            f"({list(tiles.bands)}); set tiles.bands to {in_channels} band(s) or "
+            "use a model trained on these bands",
+            setting="tiles.bands",
         )
     input_px = getattr(meta, "input_px", None)
-    if input_px and int(input_px) != job.tiles.chip_px:
+    if input_px and int(input_px) != tiles.chip_px:
         log.warning(
             "the model was trained on %s px chips but tiles.chip_px is %d; scores may be less reliable",
             input_px,
-            job.tiles.chip_px,
+            tiles.chip_px,
         )
 
 
@@ -221,7 +228,8 @@ def run_detect(
     after: Sequence[str | Path],
     out: str | Path,
     *,
-    job: DetectJob | None = None,
+    tiles: TilesConfig | None = None,
+    detect: DetectConfig | None = None,
     model: str | Path = "default",
     overwrite: bool = False,
     workers: int | None = None,
@@ -235,7 +243,8 @@ def run_detect(
         sites: the sites file (CSV or GeoJSON; see :func:`tiles.sites.read_sites`).
         before, after: GeoTIFF files, folders or globs of each epoch.
         out: the run folder.
-        job: tiles and detect settings (defaults when None).
+        tiles: the tiles settings (defaults when None).
+        detect: the detect settings (defaults when None).
         model: a model folder or ``"default"`` (the bundled model).
         overwrite: discard an existing run in ``out`` instead of refusing or resuming.
         workers: score on a new Dask ``LocalCluster`` with this many workers.
@@ -254,8 +263,8 @@ def run_detect(
     from tiles.sites import read_sites
 
     started_clock = time.perf_counter()
-    job = job or DetectJob()
-    cfg = job.detect
+    tiles = tiles or TilesConfig()
+    cfg = detect or DetectConfig()
     run_dir = Path(out)
     sites_path = Path(sites)
     if workers is not None and workers < 1:
@@ -279,7 +288,8 @@ def run_detect(
             after_cat,
             run_dir,
             sites_path=sites_path,
-            job=job,
+            tiles=tiles,
+            cfg=cfg,
             model=model,
             overwrite=overwrite,
             client=client,
@@ -297,7 +307,8 @@ def _run_in_folder(
     run_dir: Path,
     *,
     sites_path: Path,
-    job: DetectJob,
+    tiles: TilesConfig,
+    cfg: DetectConfig,
     model: str | Path,
     overwrite: bool,
     client: Any,
@@ -307,12 +318,10 @@ def _run_in_folder(
     """Load the model, then fingerprint, resume, score and finish the run folder."""
     from tiles.cut import PairCutter
 
-    cfg = job.detect
-
     from models.inference import Scorer
 
     scorer = Scorer(model, device=cfg.device, tta=cfg.tta, threads=inference_threads(cfg.threads), batch_size=cfg.batch_size)
-    _check_model_fits(scorer.meta, job)
+    _check_model_fits(scorer.meta, tiles)
     operating_point = resolve_operating_point(cfg.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
 
     _check_folder(run_dir, overwrite)
@@ -326,7 +335,7 @@ def _run_in_folder(
         after_entries = _hash_rasters(after_cat)
         model_dir = _model_folder(model)
         model_files = _model_files(model_dir)
-        fingerprint_config = _fingerprint_config(job)
+        fingerprint_config = _fingerprint_config(tiles, cfg)
         components = {
             "sites": sites_sha,
             "before": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in before_entries])),
@@ -342,7 +351,7 @@ def _run_in_folder(
         header, good_end = index.header, index.good_end
         check_fingerprint(header, components, run_dir)
         plan = plan_batches(
-            site_list, before_cat, after_cat, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=job.tiles
+            site_list, before_cat, after_cat, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=tiles
         )
         plan_ok = all(
             list(index.batches[b.index][2]) == [site_list[i].site_id for i in b.site_indices]
@@ -362,7 +371,7 @@ def _run_in_folder(
         todo = [b for b in plan if b.index not in done]
 
         def make_cutter() -> Any:
-            return PairCutter(before_cat, after_cat, job.tiles)
+            return PairCutter(before_cat, after_cat, tiles)
 
         scoring_started = time.perf_counter()
         writer = JournalWriter(
@@ -379,7 +388,8 @@ def _run_in_folder(
                 writer,
                 make_cutter=make_cutter,
                 scorer=scorer,
-                job=job,
+                tiles=tiles,
+                cfg=cfg,
                 before_cat=before_cat,
                 after_cat=after_cat,
                 model_dir=model_dir.resolve(),
@@ -399,7 +409,8 @@ def _run_in_folder(
             scorer=scorer,
             make_cutter=make_cutter,
             chip_images=chip_cache.images(),
-            job=job,
+            tiles=tiles,
+            cfg=cfg,
             operating_point=operating_point,
             manifest_parts={
                 "started": started,
@@ -429,7 +440,8 @@ def _score_todo(
     *,
     make_cutter: Any,
     scorer: Any,
-    job: DetectJob,
+    tiles: TilesConfig,
+    cfg: DetectConfig,
     before_cat: Any,
     after_cat: Any,
     model_dir: Path,
@@ -441,7 +453,6 @@ def _score_todo(
 ) -> None:
     from tqdm import tqdm
 
-    cfg = job.detect
     bar = tqdm(
         total=len(site_list),
         initial=done_sites,
@@ -457,7 +468,7 @@ def _score_todo(
 
             spec = WorkerSpec(
                 run_token=run_token,
-                tiles=job.tiles,
+                tiles=tiles,
                 model=str(model_dir),
                 device=cfg.device,
                 tta=cfg.tta,
@@ -492,7 +503,8 @@ def _finish(
     scorer: Any,
     make_cutter: Any,
     chip_images: Any,
-    job: DetectJob,
+    tiles: TilesConfig,
+    cfg: DetectConfig,
     operating_point: OperatingPoint,
     manifest_parts: dict[str, Any],
 ) -> RunSummary:
@@ -502,7 +514,6 @@ def _finish(
     order and only their sort keys and file offsets are held; the outputs are then streamed in
     ranked order.
     """
-    cfg = job.detect
     index = scan_journal(journal_path)
     spool_path = run_dir / "rows.spool.tmp"
     keys: list[tuple[int, float, str, int, int]] = []
@@ -571,7 +582,7 @@ def _finish(
         del emb_by_id
     else:
         (run_dir / "embeddings.npz").unlink(missing_ok=True)
-    config_path = write_config(job, run_dir)
+    config_path = write_config(run_config(tiles, cfg), run_dir)
 
     parts = manifest_parts
     written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
@@ -610,7 +621,7 @@ def _finish(
             "files": parts["model_files"],
             "meta": meta,
         },
-        "config": {"file": "config.yaml", "sha256": sha256_file(config_path), "values": config_to_dict(job)},
+        "config": {"file": "config.yaml", "sha256": sha256_file(config_path), "values": run_config(tiles, cfg)},
         "operating_point": {"name": operating_point.name, "threshold": operating_point.threshold, "source": operating_point.source},
         "software": software_versions(),
         "execution": parts["execution"],

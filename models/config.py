@@ -29,3 +29,58 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.in_channels < 1:
             raise ValueError("in_channels must be at least 1")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """The calibration policy: what the operating points aim for and which data fits what.
+
+    Used by training (on its validation split) and by ``sitewatch calibrate`` (on a new event's
+    verified sites). Probability = ``sigmoid(logit / temperature)``; the operating points are
+    thresholds on that probability.
+
+    Attributes:
+        screening_recall: target recall of the ``screening`` operating point (a first pass that
+            should miss few damaged sites).
+        evidence_precision: target precision of the ``evidence`` operating point (also its
+            lowest threshold: on a calibrated score, p >= 0.9 means about 0.9 precision).
+        screening_max_threshold: the ``screening`` threshold is never above this (a screening
+            pass flags every site the model thinks more likely damaged than not).
+        temperature_share: share of the labelled sites (stratified by class, seeded) that fits
+            the temperature; the other sites choose the operating points and measure the
+            reliability, so no figure is judged on the data that fitted it. null = both on all
+            labelled sites (only for comparisons: the reliability is then optimistic).
+        min_labels: fewest labelled sites a calibration accepts.
+        min_positives: fewest damaged (positive) labelled sites a calibration accepts.
+        min_negatives: fewest intact (negative) labelled sites a calibration accepts.
+        bins: equal-width probability bins of the reliability table and the ECE.
+        bootstrap: bootstrap resamples for the confidence intervals of the reliability report.
+        confidence: two-sided level of those intervals (0.9 = 5th to 95th percentile).
+        seed: seeds the split and the bootstrap (the same labels give the same calibration).
+    """
+
+    screening_recall: float = 0.9
+    evidence_precision: float = 0.9
+    screening_max_threshold: float = 0.5
+    temperature_share: float | None = 0.5
+    min_labels: int = 30
+    min_positives: int = 8
+    min_negatives: int = 8
+    bins: int = 10
+    bootstrap: int = 1000
+    confidence: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("screening_recall", "evidence_precision", "screening_max_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"calibration.{name} must be in (0, 1]")
+        if self.temperature_share is not None and not 0.0 < self.temperature_share < 1.0:
+            raise ValueError("calibration.temperature_share must be between 0 and 1 (exclusive), or null")
+        for name in ("min_labels", "min_positives", "min_negatives", "bins"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"calibration.{name} must be at least 1")
+        if self.bootstrap < 0:
+            raise ValueError("calibration.bootstrap must be 0 (no intervals) or more")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError("calibration.confidence must be between 0 and 1 (exclusive)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from models.config import CalibrationConfig
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -125,9 +127,9 @@ class TrainConfig:
     synth_nuisance: bool = True
     freeze_bn: bool = False
     calibration_bins: int = 10
-    screening_recall: float = 0.9
-    evidence_precision: float = 0.9
-    screening_max_threshold: float = 0.5
+    screening_recall: float = CalibrationConfig.screening_recall
+    evidence_precision: float = CalibrationConfig.evidence_precision
+    screening_max_threshold: float = CalibrationConfig.screening_max_threshold
     top_k: int = 50
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "float32", "bfloat16"] = "auto"

@@ -13,17 +13,13 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from models.calibration import check_binary as _check
+from models.calibration import expected_calibration_error, precision_recall_curve, reliability_bins
 
-def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels).astype(np.int64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels {y.shape} and scores {s.shape} differ in length")
-    if y.size and not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be 0 or 1")
-    if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or infinite values")
-    return y, s
+__all__ = [
+    "BinaryReport", "ThresholdCounts", "average_precision", "binary_report", "counts_at_threshold",
+    "expected_calibration_error", "precision_recall_at_k", "precision_recall_curve", "reliability_bins", "roc_auc",
+]
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -43,28 +39,6 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(s)  # average ranks for ties
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def precision_recall_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision and recall at every distinct score used as threshold (``score >= t``).
-
-    Returns:
-        ``(precision (T,), recall (T,), thresholds (T,))`` with thresholds descending, so recall
-        is non-decreasing along the arrays.
-    """
-    y, s = _check(labels, scores)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(1 - y_sorted)
-    # last index of each run of equal scores
-    distinct = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1] if s_sorted.size else np.array([], int)
-    tp, fp = tp[distinct], fp[distinct]
-    n_pos = max(int(y.sum()), 1)
-    precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / n_pos
-    return precision, recall, s_sorted[distinct]
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -124,33 +98,6 @@ def precision_recall_at_k(labels: np.ndarray, scores: np.ndarray, k: int) -> tup
     hits = int(y[top].sum())
     n_pos = int(y.sum())
     return hits / k, (hits / n_pos if n_pos else float("nan"))
-
-
-def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equal-width reliability bins over [0, 1].
-
-    Returns:
-        ``(mean_confidence (bins,), positive_rate (bins,), count (bins,))``; empty bins hold NaN.
-    """
-    y, p = _check(labels, probs)
-    if (p < 0).any() or (p > 1).any():
-        raise ValueError("probabilities must lie in [0, 1]")
-    idx = np.clip((p * bins).astype(np.int64), 0, bins - 1)
-    count = np.bincount(idx, minlength=bins).astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.bincount(idx, weights=p, minlength=bins) / count
-        rate = np.bincount(idx, weights=y, minlength=bins) / count
-    return conf, rate, count
-
-
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
-    """ECE: count-weighted mean of ``|positive rate - mean probability|`` over equal-width bins."""
-    conf, rate, count = reliability_bins(labels, probs, bins)
-    n = count.sum()
-    if n == 0:
-        return float("nan")
-    used = count > 0
-    return float(np.sum(count[used] * np.abs(rate[used] - conf[used])) / n)
 
 
 @dataclass(frozen=True)

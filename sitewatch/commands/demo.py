@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     job = load_job_config(DetectJob, args)
     disabled = progress_disabled(args)
     result = run_demo(
-        args.out, sites=args.sites, seed=args.seed, model=args.model, job=job, progress=None if disabled is None else False
+        args.out, sites=args.sites, seed=args.seed, model=args.model, tiles=job.tiles, detect=job.detect, progress=None if disabled is None else False
     )
     s = result.summary
     info(f"\nsynthetic scene: {result.scene_dir} ({s.sites} sites, truth in sites.csv 'damage')", args)

@@ -13,13 +13,13 @@ JOB = load_config(DetectJob, None, {"detect.chips_top_n": 0, "detect.batch_size"
 
 @pytest.mark.slow
 def test_local_cluster_equals_local(tiny_scene, tmp_path):
-    local = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "local", job=JOB, progress=False)
+    local = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "local", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     dask = run_detect(
         tiny_scene.sites,
         [tiny_scene.before],
         [tiny_scene.after],
         tmp_path / "dask",
-        job=JOB,
+        tiles=JOB.tiles, detect=JOB.detect,
         workers=2,
         dask_processes=False,
         progress=False,
@@ -40,7 +40,7 @@ def test_existing_cluster_by_address(tiny_scene, tmp_path):
             [tiny_scene.before],
             [tiny_scene.after],
             tmp_path / "remote",
-            job=JOB,
+            tiles=JOB.tiles, detect=JOB.detect,
             dask_address=cluster.scheduler_address,
             progress=False,
         )
@@ -54,6 +54,6 @@ def test_unreachable_scheduler_is_a_usage_error(tiny_scene, tmp_path):
 
     with pytest.raises(UsageError, match="--dask tcp://127.0.0.1:9"):
         run_detect(
-            tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "x", job=JOB,
+            tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "x", tiles=JOB.tiles, detect=JOB.detect,
             dask_address="tcp://127.0.0.1:9", progress=False,
         )

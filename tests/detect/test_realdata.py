@@ -47,7 +47,7 @@ def test_joplin_across_two_crss(shared_data, tmp_path):
     sample = rng.sample(labelled, 80) + rng.sample(unlabelled, 40)
     sites = tmp_path / "sites.csv"
     _write(sites, fields, sample)
-    summary = run_detect(sites, [root / "before"], [root / "after"], tmp_path / "run", job=JOB, progress=False)
+    summary = run_detect(sites, [root / "before"], [root / "after"], tmp_path / "run", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     out = read_scores_csv(summary.scores_csv)
     assert len(out) == 120 and {r["site_id"] for r in out} == {r["site_id"] for r in sample}
     ok = [r for r in out if r["status"] == "ok"]
@@ -74,7 +74,7 @@ def test_xbd_santa_rosa_ranks_destroyed_above_no_damage(shared_data, tmp_path):
     sample = rng.sample(pos, 100) + rng.sample(neg, 100)
     sites = tmp_path / "sites.csv"
     _write(sites, fields, sample)
-    summary = run_detect(sites, [root / "before"], [root / "after"], tmp_path / "run", job=JOB, progress=False)
+    summary = run_detect(sites, [root / "before"], [root / "after"], tmp_path / "run", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     out = [r for r in read_scores_csv(summary.scores_csv) if r["status"] == "ok"]
     assert len(out) >= 100  # sites near an xBD tile edge are cannot_assess (mostly_nodata)
     labels = [damage_to_label(r["damage"]) for r in out]

@@ -23,7 +23,7 @@ JOB = load_config(DetectJob, None, {"detect.chips_top_n": 4, "detect.batch_size"
 @pytest.fixture(scope="module")
 def baseline(tiny_scene, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "baseline"
-    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], out, job=JOB, progress=False)
+    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], out, tiles=JOB.tiles, detect=JOB.detect, progress=False)
     return summary
 
 
@@ -86,7 +86,7 @@ def test_run_folder_contract(baseline, tiny_scene):
 
 
 def test_same_inputs_give_byte_identical_outputs(baseline, tiny_scene, tmp_path):
-    again = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "again", job=JOB, progress=False)
+    again = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "again", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     for name in ("scores.csv", "scores.geojson", "embeddings.npz"):
         assert (again.run_dir / name).read_bytes() == (baseline.run_dir / name).read_bytes(), name
 
@@ -95,23 +95,23 @@ def test_rerun_of_finished_run_is_identical_and_different_config_is_refused(base
     run = tmp_path / "copy"
     shutil.copytree(baseline.run_dir, run)
     before = (run / "scores.csv").read_bytes()
-    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, job=JOB, progress=False)
+    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, tiles=JOB.tiles, detect=JOB.detect, progress=False)
     assert summary.batches_resumed == summary.batches_total
     assert (run / "scores.csv").read_bytes() == before
     other = load_config(DetectJob, None, {"detect.chips_top_n": 4, "detect.batch_size": 8, "tiles.chip_size_m": 48})
     with pytest.raises(RunFolderError, match="different config.*--overwrite"):
-        run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, job=other, progress=False)
+        run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, tiles=other.tiles, detect=other.detect, progress=False)
     other_sites = tmp_path / "sites.csv"
     other_sites.write_text(tiny_scene.sites.read_text().replace("home", "school"))
     with pytest.raises(RunFolderError, match="different sites"):
-        run_detect(other_sites, [tiny_scene.before], [tiny_scene.after], run, job=JOB, progress=False)
+        run_detect(other_sites, [tiny_scene.before], [tiny_scene.after], run, tiles=JOB.tiles, detect=JOB.detect, progress=False)
 
 
 def test_refuses_a_folder_that_is_not_a_run(tiny_scene, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunFolderError, match="not a sitewatch run folder"):
-        run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path, job=JOB, progress=False)
-    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path, job=JOB, overwrite=True, progress=False)
+        run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path, tiles=JOB.tiles, detect=JOB.detect, progress=False)
+    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path, tiles=JOB.tiles, detect=JOB.detect, overwrite=True, progress=False)
     assert summary.ok == tiny_scene.n_sites
     assert (tmp_path / "notes.txt").read_text() == "mine"  # --overwrite removes only what sitewatch wrote
     assert verify_run(tmp_path).differences[0].path == "notes.txt"  # ...and verify notices the stranger
@@ -122,7 +122,7 @@ def test_verify_catches_a_changed_input_and_output(baseline, tiny_scene, tmp_pat
 
     scene = tmp_path / "scene"
     shutil.copytree(tiny_scene.root, scene)
-    run = run_detect(scene / "sites.csv", [scene / "before"], [scene / "after"], tmp_path / "run", job=JOB, progress=False).run_dir
+    run = run_detect(scene / "sites.csv", [scene / "before"], [scene / "after"], tmp_path / "run", tiles=JOB.tiles, detect=JOB.detect, progress=False).run_dir
     assert verify_run(run).ok
     with rasterio.open(scene / "after" / "after_scene.tif", "r+") as ds:
         ds.write(np.zeros((3, 4, 4), np.uint8), window=rasterio.windows.Window(0, 0, 4, 4))
@@ -154,7 +154,7 @@ def test_bad_rows_and_corrupt_raster_give_statuses(tiny_scene, tmp_path):
     for off in offsets:
         data[off : off + 64] = b"\xff" * 64
     tif.write_bytes(bytes(data))
-    summary = run_detect(scene / "sites.csv", [scene / "before"], [scene / "after"], tmp_path / "run", job=JOB, progress=False)
+    summary = run_detect(scene / "sites.csv", [scene / "before"], [scene / "after"], tmp_path / "run", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     rows = {r["site_id"]: r for r in read_scores_csv(summary.scores_csv)}
     assert len(rows) == tiny_scene.n_sites + 4
     for sid in ("bad_nan", "bad_text", "bad_range"):
@@ -173,10 +173,10 @@ def test_run_level_errors_stop_early(tiny_scene, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(RasterError, match="--after"):
-        run_detect(tiny_scene.sites, [tiny_scene.before], [empty], tmp_path / "r1", job=JOB, progress=False)
+        run_detect(tiny_scene.sites, [tiny_scene.before], [empty], tmp_path / "r1", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     bad_model = tmp_path / "model"
     bad_model.mkdir()
     (bad_model / "meta.json").write_text("{}")
     with pytest.raises(ModelError):
-        run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "r2", model=bad_model, job=JOB, progress=False)
+        run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "r2", model=bad_model, tiles=JOB.tiles, detect=JOB.detect, progress=False)
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()

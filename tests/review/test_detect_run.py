@@ -24,7 +24,7 @@ def detect_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = root / "data"
     generate_dataset(data, SynthConfig(sites=24, size_px=512, seed=3), progress=False)
     job = build_config(DetectJob, {"detect": {"chips_top_n": 8}})
-    run_detect(data / "sites.csv", [data / "before"], [data / "after"], root / "run", job=job, progress=False)
+    run_detect(data / "sites.csv", [data / "before"], [data / "after"], root / "run", tiles=job.tiles, detect=job.detect, progress=False)
     return data, root / "run"
 
 
