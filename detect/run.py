@@ -157,9 +157,25 @@ def _hash_rasters(catalog: Any) -> list[dict[str, Any]]:
                 "crs": scene.crs,
                 "acquired": scene.acquired.isoformat() if scene.acquired else None,
                 "time_source": scene.time_source,
+                **_catalogue_entry(scene),
             }
         )
     return entries
+
+
+def _catalogue_entry(scene: Any) -> dict[str, Any]:
+    """A STAC scene's catalogue facts for the manifest (nothing for plain files)."""
+    if not getattr(scene, "catalog_id", ""):
+        return {}
+    return {
+        "catalog_id": scene.catalog_id,
+        "catalog_source": scene.catalog_source,
+        "platform": scene.platform,
+        "stated_gsd_m": scene.stated_gsd_m,
+        "off_nadir": scene.off_nadir,
+        "cloud_cover": scene.cloud_cover,
+        "credit": scene.credit,
+    }
 
 
 def _model_folder(model: str | Path) -> Path:
@@ -597,7 +613,12 @@ def _finish(
         report,
         operating_point=operating_point,
         model_info=model_info,
-        run_info={"sites_file": str(parts["sites_path"]), "before": len(parts["before"]), "after": len(parts["after"])},
+        run_info={
+            "sites_file": str(parts["sites_path"]),
+            "before": len(parts["before"]),
+            "after": len(parts["after"]),
+            "credits": sorted({e["credit"] for e in (*parts["before"], *parts["after"]) if e.get("credit")}),
+        },
     )
 
     n_ok = len(ok_ids)

@@ -132,6 +132,18 @@ def _gap_fields(window: IncidentWindow, before: SceneInfo, after: SceneInfo) -> 
     return out
 
 
+def _catalogue_fields(before: SceneInfo, after: SceneInfo) -> dict[str, Any]:
+    """What a STAC catalogue said about the primary scenes (empty/NaN for plain files)."""
+    out: dict[str, Any] = {}
+    for epoch, scene in (("before", before), ("after", after)):
+        out[f"{epoch}_platform"] = scene.platform
+        for name in ("stated_gsd_m", "off_nadir", "cloud_cover"):
+            value = getattr(scene, name)
+            out[f"{epoch}_{name}"] = math.nan if value is None else float(value)
+        out[f"{epoch}_credit"] = scene.credit
+    return out
+
+
 def _usable(site: Site) -> bool:
     return site.problem is None and math.isfinite(site.lon) and math.isfinite(site.lat)
 
@@ -616,6 +628,7 @@ class PairCutter:
             after_bands=self._band_choice(a.scene).text,
             before_band_source=self._band_choice(b.scene).source,
             after_band_source=self._band_choice(a.scene).source,
+            **_catalogue_fields(b.scene, a.scene),
         )
         if window is not None:
             base.update(_gap_fields(window, b.scene, a.scene))

@@ -44,6 +44,16 @@ PAIR_META_COLUMNS = (
     "incident_window",
     "before_gap_days",
     "after_gap_days",
+    "before_platform",
+    "after_platform",
+    "before_stated_gsd_m",
+    "after_stated_gsd_m",
+    "before_off_nadir",
+    "after_off_nadir",
+    "before_cloud_cover",
+    "after_cloud_cover",
+    "before_credit",
+    "after_credit",
     "detail",
 )
 

@@ -80,7 +80,9 @@ class PairMeta:
     ``*_band_source`` says how they were found (``tiles.bands.BAND_SOURCES``).
     ``incident_window`` is the window the scenes were chosen for (``START/END``, empty when
     none applies) and ``before_gap_days``/``after_gap_days`` how far each primary scene lies
-    from it.
+    from it. ``*_platform``, ``*_stated_gsd_m``, ``*_off_nadir`` (degrees), ``*_cloud_cover``
+    (percent) and ``*_credit`` (licence and providers) come from a STAC catalogue's items (empty
+    for plain files).
     """
 
     site_id: str
@@ -118,6 +120,16 @@ class PairMeta:
     incident_window: str = ""
     before_gap_days: float = float("nan")
     after_gap_days: float = float("nan")
+    before_platform: str = ""
+    after_platform: str = ""
+    before_stated_gsd_m: float = float("nan")
+    after_stated_gsd_m: float = float("nan")
+    before_off_nadir: float = float("nan")
+    after_off_nadir: float = float("nan")
+    before_cloud_cover: float = float("nan")
+    after_cloud_cover: float = float("nan")
+    before_credit: str = ""
+    after_credit: str = ""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def add_site_and_raster_inputs(group: argparse.ArgumentParser | argparse._Argume
     for epoch in ("before", "after"):
         group.add_argument(
             f"--{epoch}", required=True, nargs="+", action="extend", metavar="PATH",
-            help=f"{epoch} rasters: GeoTIFF files, folders or globs (repeatable)",
+            help=f"{epoch} rasters: GeoTIFF files, folders, globs or STAC catalogue JSON files (repeatable)",
         )
 
 
