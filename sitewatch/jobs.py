@@ -9,6 +9,7 @@ from models.config import ModelConfig
 from review.config import ReviewConfig
 from tiles.config import TilesConfig
 from tiles.synth.config import SynthConfig
+from tiles.synth.series import SeriesConfig
 from train.config import EvaluateConfig, TrainConfig
 
 
@@ -24,6 +25,7 @@ class SynthJob:
     """``sitewatch synth``."""
 
     synth: SynthConfig = field(default_factory=SynthConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
 
 
 @dataclass(frozen=True)
