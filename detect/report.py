@@ -250,7 +250,8 @@ def render_report(
         summary: counts, scores and the flagged rows to show (:class:`ReportCollector`).
         operating_point: the threshold used for ``flagged``.
         model_info: ``arch``, ``weights_sha256``, ``path`` of the model.
-        run_info: ``sites_file``, ``before``/``after`` counts.
+        run_info: ``sites_file``, ``before``/``after`` counts, ``credits`` (the STAC
+            catalogues' licence and provider lines, optional).
         calibration: the manifest's ``calibration`` record when ``sitewatch calibrate`` refitted
             the scores on this event's labelled sites; None = the model's own calibration
             (synthetic validation scenes).
@@ -279,6 +280,7 @@ def render_report(
         f"<span class=\"muted\">{_e(model_info.get('path', ''))}</span></td></tr>",
         f"<tr><th>sites file</th><td>{_e(run_info.get('sites_file', ''))}</td></tr>",
         f"<tr><th>rasters</th><td>{_e(run_info.get('before', 0))} before, {_e(run_info.get('after', 0))} after</td></tr>",
+        *(f"<tr><th>imagery credit</th><td>{_e(c)}</td></tr>" for c in run_info.get("credits", ())),
         "</table>",
     ]
     if reason_counts:

@@ -593,7 +593,12 @@ def _finish(
         report,
         operating_point=operating_point,
         model_info=model_info,
-        run_info={"sites_file": str(parts["sites_path"]), "before": len(parts["before"]), "after": len(parts["after"])},
+        run_info={
+            "sites_file": str(parts["sites_path"]),
+            "before": len(parts["before"]),
+            "after": len(parts["after"]),
+            "credits": sorted({e["credit"] for e in (*parts["before"], *parts["after"]) if e.get("credit")}),
+        },
     )
 
     n_ok = len(ok_ids)

@@ -10,6 +10,7 @@ from review.config import ReviewConfig
 from review.dossier.config import DossierConfig
 from tiles.config import TilesConfig
 from tiles.synth.config import SynthConfig
+from tiles.synth.series import SeriesConfig
 from train.config import EvaluateConfig, TrainConfig
 
 
@@ -25,6 +26,7 @@ class SynthJob:
     """``sitewatch synth``."""
 
     synth: SynthConfig = field(default_factory=SynthConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
 
 
 @dataclass(frozen=True)
