@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from sitewatch.errors import ConfigError
@@ -12,6 +12,73 @@ from sitewatch.errors import ConfigError
 def _invalid(name: str, text: str) -> ConfigError:
     """An error about ``tiles.<name>`` that names the dotted setting (COMMON.md)."""
     return ConfigError(f"tiles.{name}: {text}", setting=f"tiles.{name}")
+
+
+def _default_kind_radius() -> dict[str, float]:
+    return {"hospital": 100.0, "school": 60.0, "market": 50.0}
+
+
+@dataclass(frozen=True)
+class PartsConfig:
+    """How a facility is split into parts at the model's own scale, and its context ring.
+
+    Used by :mod:`tiles.parts` (pure geometry) when ``detect.parts`` / ``detect.context`` are on.
+    A site is larger than one chip when its footprint, its ``radius_m`` or the default radius of
+    its ``kind`` spans more than ``tiles.chip_size_m``.
+
+    Attributes:
+        overlap: share of a chip's side that two neighbouring parts have in common (0 = edge
+            to edge); the grid stride is ``chip_size_m * (1 - overlap)``.
+        max_parts: at most this many parts per site. When the grid at the nominal stride has
+            more, the stride is widened in 10 % steps until it fits (recorded as
+            ``parts_stride_m`` in the run; past ``chip_size_m`` the parts leave gaps).
+        kind_radius_m: radius in metres assumed for a site of this ``kind`` (matched without
+            case) that has neither a footprint nor a ``radius_m``.
+        clip_to_footprint: keep only the parts whose window meets the footprint polygon.
+        context_inner_m: the context ring starts this far beyond the site's edge (the half
+            extent of its footprint or radius; half a chip for a point site), in metres.
+        context_outer_m: ... and ends this far beyond it (chip centres lie between the two).
+        context_count: chips sampled on the ring (evenly spread in angle and distance).
+    """
+
+    overlap: float = 0.25
+    max_parts: int = 25
+    kind_radius_m: dict[str, float] = field(default_factory=_default_kind_radius)
+    clip_to_footprint: bool = True
+    context_inner_m: float = 100.0
+    context_outer_m: float = 300.0
+    context_count: int = 12
+
+    def __post_init__(self) -> None:
+        def bad(name: str, text: str) -> ConfigError:
+            return ConfigError(f"tiles.parts.{name}: {text}", setting=f"tiles.parts.{name}")
+
+        if not 0.0 <= self.overlap < 0.9:
+            raise bad("overlap", f"must be in [0, 0.9) (share of a chip side), got {self.overlap:g}")
+        if not 1 <= self.max_parts <= 400:
+            raise bad("max_parts", f"must be between 1 and 400, got {self.max_parts}")
+        for kind, radius in self.kind_radius_m.items():
+            if not (math.isfinite(radius) and radius > 0):
+                raise bad(f"kind_radius_m.{kind}", f"must be a positive number of metres, got {radius}")
+        if not (math.isfinite(self.context_inner_m) and self.context_inner_m >= 0):
+            raise bad("context_inner_m", f"must be 0 or more (metres), got {self.context_inner_m:g}")
+        if not (math.isfinite(self.context_outer_m) and self.context_outer_m >= self.context_inner_m):
+            raise bad(
+                "context_outer_m",
+                f"{self.context_outer_m:g} must be at least tiles.parts.context_inner_m ({self.context_inner_m:g})",
+            )
+        if not 1 <= self.context_count <= 64:
+            raise bad("context_count", f"must be between 1 and 64, got {self.context_count}")
+
+    def radius_for_kind(self, kind: str | None) -> float | None:
+        """The default radius of a site kind, or None (kind unknown or not given)."""
+        if not kind:
+            return None
+        wanted = kind.strip().lower()
+        for name, radius in self.kind_radius_m.items():
+            if name.strip().lower() == wanted:
+                return float(radius)
+        return None
 
 
 @dataclass(frozen=True)
@@ -62,6 +129,8 @@ class TilesConfig:
             covering scenes of the same epoch; off: use the single scene with most valid pixels.
         max_open_files: datasets kept open per process (least recently used are closed).
         batch_size: sites whose coordinates are transformed together in one call.
+        parts: how facilities are split into parts and where their context ring lies
+            (:class:`PartsConfig`; only used when ``detect.parts`` / ``detect.context`` are on).
     """
 
     chip_size_m: float = 64.0
@@ -92,6 +161,7 @@ class TilesConfig:
     mosaic: bool = True
     max_open_files: int = 32
     batch_size: int = 256
+    parts: PartsConfig = field(default_factory=PartsConfig)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
