@@ -376,6 +376,7 @@ def _run_in_folder(
             keys=keys,
         )
         chip_cache = TopChipCache(cfg.chips_top_n)
+        windows = _site_windows(tiles, cfg, operating_point)
         with writer:
             _score_todo(
                 todo,
@@ -391,6 +392,7 @@ def _run_in_folder(
                 run_token=run_token,
                 client=client,
                 chip_cache=chip_cache,
+                windows=windows,
                 progress=progress,
                 done_sites=sum(len(plan[i].site_indices) for i in done),
             )
@@ -445,6 +447,7 @@ def _score_todo(
     chip_cache: TopChipCache,
     progress: bool | None,
     done_sites: int,
+    windows: Any = None,
 ) -> None:
     from tqdm import tqdm
 
@@ -469,6 +472,7 @@ def _score_todo(
                 tta=cfg.tta,
                 threads=cfg.threads,
                 decimals=cfg.score_decimals,
+                windows=windows,
             )
             for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
                 writer.append(record)
@@ -482,11 +486,20 @@ def _score_todo(
                 decimals=cfg.score_decimals,
                 prefetch=cfg.prefetch_batches,
                 chip_cache=chip_cache,
+                windows=windows,
             ):
                 writer.append(record)
                 bar.update(len(record.rows))
     finally:
         bar.close()
+
+
+def _site_windows(tiles: TilesConfig, cfg: DetectConfig, operating_point: OperatingPoint) -> Any:
+    """The parts-and-context step (:mod:`detect.parts`), or None when both are off."""
+    from detect.parts import SiteWindows
+
+    step = SiteWindows(tiles, cfg, operating_point.threshold)
+    return step if step.active else None
 
 
 def _finish(
