@@ -8,11 +8,14 @@ Public API:
   :class:`detect.provenance.VerifyReport`.
 - :func:`detect.demo.run_demo` — ``sitewatch demo``.
 - :func:`detect.ranking.resolve_operating_point`, :func:`detect.ranking.rank_rows`.
-- :func:`detect.outputs.read_scores_csv`.
+- :mod:`detect.runfolder` — the run folder contract: :class:`~detect.runfolder.ScoreRow`,
+  :class:`~detect.runfolder.Manifest`, :func:`~detect.runfolder.read_scores`,
+  :func:`~detect.runfolder.read_manifest`, and the one writer of each file.
 
 Modules: ``pipeline`` (batch plan, reader thread, scoring a batch), ``cluster`` (Dask),
-``journal`` (resume journal), ``ranking``, ``outputs`` (scores.csv/geojson, embeddings.npz),
-``chips``, ``report`` (report.html), ``provenance`` (hashes, manifest), ``verify`` (``sitewatch
+``journal`` (resume journal), ``ranking``, ``runfolder`` (the run folder contract: scores.csv/geojson,
+manifest.json, embeddings.npz), ``cutting`` (one batch through the tiles stage),
+``chips``, ``report`` (report.html), ``provenance`` (hashes), ``verify`` (``sitewatch
 verify``), ``signing`` (Ed25519 signatures of manifests), ``agreement`` (ROC AUC, precision at k),
 ``demo``, ``config``.
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from detect.agreement import precision_at_k, roc_auc
-from detect.outputs import read_scores_csv
+from detect.runfolder import read_scores_csv
 from detect.run import RunSummary, run_detect
 from detect.config import DetectConfig
 from tiles.config import TilesConfig

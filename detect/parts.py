@@ -44,7 +44,7 @@ import numpy as np
 from detect.config import DetectConfig
 from detect.cutting import PairScorer, PairSource, cut_batch
 from detect.journal import BatchRecord
-from detect.outputs import format_number
+from detect.runfolder import PART_COLUMNS, format_number
 from tiles.config import TilesConfig
 from tiles.parts import SitePlan, needs_parts, plan_site, site_extent
 from tiles.types import Pair, Site
@@ -58,24 +58,8 @@ __all__ = [
     "summarise_site",
 ]
 
-#: the columns this step adds to ``scores.csv`` (in this order).
-PART_COLUMNS = (
-    "score_source",
-    "window_score",
-    "parts",
-    "parts_assessed",
-    "damaged_fraction",
-    "top_part",
-    "top_part_score",
-    "parts_stride_m",
-    "parts_coarsened",
-    "part_scores",
-    "context",
-    "context_assessed",
-    "context_damage",
-    "targeted",
-)
-
+# the columns this step adds to scores.csv are declared by the run folder contract:
+# detect.runfolder.PART_COLUMNS
 
 def aggregate_parts(probs: Sequence[float], rule: str) -> float:
     """A site's probability from its assessed parts' probabilities.

@@ -21,7 +21,7 @@ import numpy as np
 from detect.chips import pair_images
 from detect.cutting import PairScorer, PairSource, cut_batch
 from detect.journal import BatchRecord
-from detect.outputs import CHIP_COLUMNS, LEADING_COLUMNS, SITE_COLUMNS, format_number
+from detect.runfolder import CHIP_COLUMNS, LEADING_COLUMNS, PART_COLUMNS, SITE_DETAIL_COLUMNS, format_number
 from tiles.types import Pair, Site
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,7 +118,7 @@ def site_columns(site: Site) -> dict[str, str]:
     return row
 
 
-_RESERVED = frozenset(LEADING_COLUMNS) | frozenset(SITE_COLUMNS) | frozenset(CHIP_COLUMNS)
+_RESERVED = frozenset(LEADING_COLUMNS) | frozenset(SITE_DETAIL_COLUMNS) | frozenset(PART_COLUMNS) | frozenset(CHIP_COLUMNS)
 
 
 def pair_row(pair: Pair, score: float | None, *, decimals: int, status_override: tuple[str, str] | None = None) -> dict[str, str]:

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sitewatch.errors import RunFolderError
+from detect.runfolder import MANIFEST_FORMAT, MANIFEST_NAME, Manifest, read_manifest, read_manifest_json, write_json_atomic
 from sitewatch.hashing import sha256_file
 from tiles.catalog import sidecar_paths
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "sitewatch-run/1"
 
 #: distributions whose versions are recorded in every manifest.
 RECORDED_DISTRIBUTIONS = (
@@ -148,41 +146,6 @@ def hash_outputs(run_dir: Path, files: Iterable[str | Path] | None = None) -> di
     output file found in ``run_dir``)."""
     rels = output_files(run_dir) if files is None else [Path(f) for f in files]
     return {rel.as_posix(): sha256_file(run_dir / rel) for rel in sorted(rels)}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON (sorted keys, indented) via a temporary file and an atomic rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """Load ``manifest.json`` of a run folder.
-
-    Raises:
-        RunFolderError: the folder or its manifest is missing or unreadable.
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / MANIFEST_NAME
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: no such run folder")
-    if not path.is_file():
-        raise RunFolderError(
-            f"{path}: missing; this is not a finished sitewatch run folder (run `sitewatch detect` "
-            "to completion first)"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise RunFolderError(f"{path}: not a sitewatch run manifest (format {MANIFEST_FORMAT!r})")
-    return data
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,16 @@ import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from detect.outputs import format_number, read_scores_csv, score_columns, write_bytes_atomic, write_scores_csv, write_scores_geojson
-from detect.provenance import MANIFEST_NAME, hash_outputs, read_manifest, write_json_atomic
+from detect.runfolder import format_number, read_scores_csv, score_columns, write_bytes_atomic, write_scores_csv, write_scores_geojson
+from detect.provenance import MANIFEST_NAME, hash_outputs
+from detect.runfolder import Manifest, read_manifest, write_manifest
 from detect.ranking import OperatingPoint, rank_rows
 from detect.report import summarise_rows, write_report
 from models.calibration import FittedCalibration, fit_calibration, sigmoid
@@ -124,7 +125,7 @@ class RunScores:
 
     run_dir: Path
     rows: list[dict[str, str]]
-    manifest: dict[str, Any]
+    manifest: Manifest
     temperature: float
     operating_point: OperatingPoint
     decimals: int
@@ -141,12 +142,10 @@ def read_run(run_dir: Path) -> RunScores:
         raise RunFolderError(f"{run_dir}: not a finished run folder (scores.csv and manifest.json are needed; run 'sitewatch detect' first)")
     manifest = read_manifest(run_dir)
     rows = read_scores_csv(run_dir / "scores.csv")
-    previous = manifest.get("calibration") or {}
-    temperature = float(previous.get("temperature") or manifest.get("model", {}).get("meta", {}).get("temperature", 1.0))
-    op = manifest.get("operating_point") or {}
-    decimals = int(manifest.get("config", {}).get("values", {}).get("detect", {}).get("score_decimals", 6))
-    point = OperatingPoint(str(op.get("name", "screening")), float(op.get("threshold", 0.5)), str(op.get("source", "")))
-    return RunScores(run_dir, rows, manifest, temperature, point, decimals)
+    previous = manifest.calibration or {}
+    temperature = float(previous.get("temperature") or manifest.model.meta.get("temperature", 1.0))
+    decimals = int(manifest.config.values.get("detect", {}).get("score_decimals", 6))
+    return RunScores(run_dir, rows, manifest, temperature, manifest.operating_point, decimals)
 
 
 def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Mapping[str, Any]) -> str:
@@ -156,23 +155,24 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
     write_scores_csv(run_dir / "scores.csv", state.rows, columns)
     write_scores_geojson(run_dir / "scores.geojson", state.rows, columns)
     manifest = state.manifest
-    detect_cfg = manifest.get("config", {}).get("values", {}).get("detect", {})
+    detect_cfg = manifest.config.values.get("detect", {})
     summary = summarise_rows(state.rows, int(detect_cfg.get("report_max_sites", 200)))
-    meta = manifest.get("model", {})
+    model = manifest.model
     write_report(
         run_dir / "report.html", summary, operating_point=state.operating_point,
-        model_info={"arch": meta.get("meta", {}).get("arch", ""), "weights_sha256": meta.get("weights_sha256", ""), "path": meta.get("path", "")},
-        run_info={"sites_file": manifest.get("inputs", {}).get("sites", {}).get("path", ""),
-                  "before": len(manifest.get("inputs", {}).get("before", [])), "after": len(manifest.get("inputs", {}).get("after", []))},
+        model_info={"arch": model.meta.get("arch", ""), "weights_sha256": model.weights_sha256, "path": model.path},
+        run_info={"sites_file": manifest.inputs.sites.path, "before": len(manifest.inputs.before), "after": len(manifest.inputs.after)},
         calibration=calibration,
     )
-    manifest["calibration"] = dict(calibration)
-    manifest["operating_point"] = {"name": state.operating_point.name, "threshold": state.operating_point.threshold, "source": state.operating_point.source}
-    counts = manifest.setdefault("counts", {})
-    counts["flagged"] = summary.flagged
-    files = sorted(set(manifest.get("outputs", {})) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html"})
-    manifest["outputs"] = hash_outputs(run_dir, [f for f in files if (run_dir / f).is_file()])
-    write_json_atomic(run_dir / MANIFEST_NAME, manifest)
+    files = sorted(set(manifest.outputs) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html"})
+    manifest = replace(
+        manifest,
+        calibration=dict(calibration),
+        operating_point=state.operating_point,
+        counts=replace(manifest.counts, flagged=summary.flagged),
+        outputs=hash_outputs(run_dir, [f for f in files if (run_dir / f).is_file()]),
+    )
+    write_manifest(run_dir, manifest)
     return sha256_file(run_dir / MANIFEST_NAME)
 
 

@@ -27,11 +27,8 @@ from detect.chips import CHIPS_DIR, TopChipCache, write_site_chips
 from detect.config import PRESENTATION_KEYS
 from detect.gis import GIS_FILES, write_gis_files
 from detect.journal import JOURNAL_NAME, JournalWriter, RunKeyStore, check_fingerprint, read_batch, scan_journal
-from detect.outputs import CHIP_COLUMNS, ScoresWriter, score_columns, write_embeddings
 from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
 from detect.provenance import (
-    MANIFEST_FORMAT,
-    MANIFEST_NAME,
     SIGNATURE_NAME,
     epoch_component,
     hash_outputs,
@@ -39,10 +36,28 @@ from detect.provenance import (
     sha256_file,
     sha256_text,
     software_versions,
-    write_json_atomic,
 )
 from detect.ranking import OperatingPoint, resolve_operating_point, sort_key
 from detect.report import ReportCollector, write_report
+from detect.runfolder import (
+    CHIP_COLUMNS,
+    MANIFEST_NAME,
+    ConfigInfo,
+    Counts,
+    Execution,
+    FileHash,
+    Inputs,
+    Manifest,
+    ModelInfo,
+    PerSite,
+    RasterInput,
+    ScoresWriter,
+    SitesInput,
+    SkippedRaster,
+    score_columns,
+    write_embeddings,
+    write_manifest,
+)
 from sitewatch import __version__
 from sitewatch.config import config_to_dict, write_config
 from sitewatch.errors import InputError, ModelError, RunFolderError, UsageError
@@ -615,37 +630,37 @@ def _finish(
     )
 
     n_ok = len(ok_ids)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "sitewatch_version": __version__,
-        "run_fingerprint": parts["run_token"],
-        "fingerprint_components": parts["components"],
-        "started": parts["started"],
-        "finished": _utc_now(),
-        "inputs": {
-            "sites": {"path": str(Path(parts["sites_path"]).resolve()), "sha256": parts["sites_sha"], "count": len(site_list)},
-            "before": parts["before"],
-            "after": parts["after"],
-            "skipped_rasters": parts["skipped"],
-        },
-        "model": {
-            "argument": parts["model_arg"],
-            "path": str(Path(parts["model_dir"]).resolve()),
-            "weights_sha256": scorer.weights_sha256,
-            "files": parts["model_files"],
-            "meta": meta,
-        },
-        "config": {"file": "config.yaml", "sha256": sha256_file(config_path), "values": run_config(tiles, cfg)},
-        "operating_point": {"name": operating_point.name, "threshold": operating_point.threshold, "source": operating_point.source},
-        "software": software_versions(),
-        "execution": parts["execution"],
-        "counts": {"sites": len(keys), "ok": n_ok, "cannot_assess": len(keys) - n_ok, "flagged": report.flagged},
-        "per_site_columns": ["site_id", "status", "before_scene", "after_scene", "before_time", "after_time"],
-        "per_site": per_site,
-        "outputs": hash_outputs(run_dir, written),
-    }
+    execution = parts["execution"]
+    manifest = Manifest(
+        sitewatch_version=__version__,
+        run_fingerprint=parts["run_token"],
+        fingerprint_components=parts["components"],
+        started=parts["started"],
+        finished=_utc_now(),
+        inputs=Inputs(
+            sites=SitesInput(str(Path(parts["sites_path"]).resolve()), parts["sites_sha"], len(site_list)),
+            before=tuple(RasterInput.from_json(e) for e in parts["before"]),
+            after=tuple(RasterInput.from_json(e) for e in parts["after"]),
+            skipped_before=tuple(SkippedRaster(p, r) for p, r in parts["skipped"]["before"]),
+            skipped_after=tuple(SkippedRaster(p, r) for p, r in parts["skipped"]["after"]),
+        ),
+        model=ModelInfo(
+            argument=parts["model_arg"],
+            path=str(Path(parts["model_dir"]).resolve()),
+            weights_sha256=scorer.weights_sha256,
+            files=tuple(FileHash(f["path"], f["sha256"]) for f in parts["model_files"]),
+            meta=meta,
+        ),
+        config=ConfigInfo(file="config.yaml", sha256=sha256_file(config_path), values=run_config(tiles, cfg)),
+        operating_point=operating_point,
+        software=software_versions(),
+        execution=Execution(execution["mode"], execution["workers"], execution["dask_address"], execution["batches_resumed"]),
+        counts=Counts(sites=len(keys), ok=n_ok, cannot_assess=len(keys) - n_ok, flagged=report.flagged),
+        per_site=tuple(PerSite(*values) for values in per_site),
+        outputs=hash_outputs(run_dir, written),
+    )
     (run_dir / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature of an earlier manifest is void
-    write_json_atomic(run_dir / MANIFEST_NAME, manifest)
+    write_manifest(run_dir, manifest)
     run_digest = sha256_file(run_dir / MANIFEST_NAME)
     log.info("run digest: sha256:%s (SHA-256 of %s; record it outside the folder)", run_digest, run_dir / MANIFEST_NAME)
     return RunSummary(

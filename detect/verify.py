@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from detect.config import PRESENTATION_KEYS
-from detect.outputs import CHIP_COLUMNS, read_scores_csv
+from detect.runfolder import CHIP_COLUMNS, FORMAT_VERSION, PER_SITE_COLUMNS, Manifest, read_scores_csv
 from detect.provenance import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -38,7 +38,7 @@ from detect.provenance import (
     Difference,
     VerifyReport,
     epoch_component,
-    read_manifest,
+    read_manifest_json,
     sha256_text,
 )
 from detect.ranking import resolve_operating_point
@@ -54,7 +54,6 @@ REQUIRED_OUTPUTS = ("scores.csv", "scores.geojson", "config.yaml", "report.html"
 #: software versions every manifest records.
 REQUIRED_VERSIONS = ("python", "platform", "sitewatch", "numpy", "torch", "rasterio")
 #: the per-site columns of the manifest, in order.
-PER_SITE_COLUMNS = ("site_id", "status", "before_scene", "after_scene", "before_time", "after_time")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -171,6 +170,12 @@ def check_structure(manifest: Mapping[str, Any], checks: _Checks) -> _Recorded:
     fmt = _get(checks, manifest, "format", str)
     if fmt is not None:
         checks.equal("format", "format", MANIFEST_FORMAT, fmt)
+        if fmt == MANIFEST_FORMAT:
+            checks.equal("format_version", "format_version", FORMAT_VERSION, manifest.get("format_version"))
+    try:  # the contract's own reader: every section there and of its type
+        Manifest.from_json(dict(manifest), MANIFEST_NAME)
+    except SitewatchError as exc:
+        checks.true("manifest", False, f"the run folder contract cannot read it: {exc}")
     for name in ("sitewatch_version", "started", "finished"):
         _get(checks, manifest, name, str)
     _hex(checks, manifest, "run_fingerprint")
@@ -317,7 +322,12 @@ def check_consistency(run_dir: Path, manifest: Mapping[str, Any], checks: _Check
     spec = detect_values.get("operating_point")
     if isinstance(spec, str) and op:
         try:
-            expected_op = resolve_operating_point(spec, dict(meta.get("operating_points") or {}))
+            points = dict(meta.get("operating_points") or {})
+            calibration = manifest.get("calibration")
+            if isinstance(calibration, dict) and isinstance(calibration.get("operating_points"), dict):
+                # sitewatch calibrate refitted the thresholds on this event's labelled sites
+                points = {k: v.get("threshold") for k, v in calibration["operating_points"].items() if isinstance(v, dict)}
+            expected_op = resolve_operating_point(spec, points)
         except (SitewatchError, TypeError, ValueError) as exc:
             checks.fail("operating_point", f"config detect.operating_point={spec!r} does not resolve with the model ({exc})")
         else:
@@ -485,7 +495,7 @@ def verify_run(
     """
     run_dir = Path(run_dir)
     wanted_digest = parse_digest(digest) if digest is not None else None
-    manifest = read_manifest(run_dir)
+    manifest = read_manifest_json(run_dir)  # raw: a damaged manifest is reported, not refused
     checks = _Checks()
     recorded = check_structure(manifest, checks)
     differences: list[Difference] = []

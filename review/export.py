@@ -172,7 +172,7 @@ def export_dataset_summary(run_dir: Path, out_dir: Path) -> ExportSummary:
     record = {
         "created": utc_now(),
         "run": str(run.path),
-        "model": run.manifest.get("model", {}),
+        "model": run.manifest.to_json()["model"],
         "exported": exported,
         "by_damage": by_damage,
         "skipped_cannot_assess": skipped_ca,

@@ -24,13 +24,10 @@ log = logging.getLogger(__name__)
 def manifest_outputs(run: RunFolder) -> dict[str, str]:
     """The run's output files as ``manifest.json`` lists them: ``{relative posix path: sha256}``.
 
-    The one place the review app reads the manifest's output list (to move to the typed
-    manifest reader when it exists). Empty when the manifest lists none.
+    The one place the review app reads the manifest's output list (the typed
+    :attr:`detect.runfolder.Manifest.outputs`). Empty when the manifest lists none.
     """
-    outputs = run.manifest.get("outputs")
-    if not isinstance(outputs, Mapping):
-        return {}
-    return {str(k): str(v).lower() for k, v in outputs.items() if isinstance(v, str)}
+    return {str(k): str(v).lower() for k, v in run.manifest.outputs.items()}
 
 
 @dataclass(frozen=True)

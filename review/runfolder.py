@@ -1,15 +1,14 @@
-"""Reading a run folder written by ``sitewatch detect`` (read-only; verdicts live elsewhere).
+"""The review app's view of a run folder, read through the run folder contract.
 
-The run folder contract (DESIGN.md): ``scores.csv`` (one row per site, ``site_id, lon, lat, score,
-rank, status, reason, flagged``, pair metadata columns, the input's extra columns and the relative
-chip paths ``chip_before, chip_after, chip_heatmap``), ``chips/``, ``manifest.json`` (inputs with
-their SHA-256, the model, per-site scenes), ``config.yaml`` and ``embeddings.npz``.
+Every file detect wrote is read with :mod:`detect.runfolder` (the one typed owner of
+``scores.csv``, ``manifest.json`` and ``embeddings.npz``): :func:`detect.runfolder.read_scores`,
+:func:`detect.runfolder.read_manifest`, :func:`detect.runfolder.read_embeddings`. This module
+only adds what the app needs on top: a row index per site (the id in the app's URLs) and the
+columns shown as metadata. Read-only; verdicts live in ``review.sqlite``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,15 +17,23 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from detect.runfolder import (
+    CHIP_COLUMNS,
+    PAIR_COLUMNS,
+    Manifest,
+    ScoreRow,
+    read_embeddings,
+    read_manifest,
+    read_scores,
+)
 from sitewatch.errors import RunFolderError
-from tiles.formula_injection import restore_formula
 
 log = logging.getLogger(__name__)
 
 #: scores.csv columns the app reads itself; everything else is shown as metadata.
 CORE_COLUMNS = (
     "site_id", "lon", "lat", "score", "rank", "status", "reason", "flagged",
-    "name", "kind", "chip_before", "chip_after", "chip_heatmap",
+    "name", "kind", *CHIP_COLUMNS,
 )
 #: metadata columns shown on the site page first, in this order, when present.
 META_FIRST = (
@@ -34,23 +41,15 @@ META_FIRST = (
     "shift_applied", "coreg_confidence", "valid_fraction", "cloud_fraction", "blank_fraction",
     "quality", "detail",
 )
-CHIP_COLUMNS = ("chip_before", "chip_after", "chip_heatmap")
 
 
-def _float(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
-def _truthy(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("1", "true", "yes", "y", "t")
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 @dataclass(frozen=True)
 class RunSite:
-    """One row of ``scores.csv``.
+    """One row of ``scores.csv``, as the app uses it.
 
     Attributes:
         index: 0-based row position in ``scores.csv`` (the id used in the app's URLs).
@@ -63,7 +62,8 @@ class RunSite:
         flagged: whether detect flagged it at its operating point.
         name, kind: descriptive input fields ("" when absent).
         chips: relative paths of ``before``, ``after``, ``heatmap`` chips ("" where none).
-        meta: every other column, as text.
+        meta: every other column, as the text ``scores.csv`` holds.
+        row: the typed row it was read from.
     """
 
     index: int
@@ -79,162 +79,105 @@ class RunSite:
     kind: str = ""
     chips: Mapping[str, str] = field(default_factory=dict)
     meta: Mapping[str, str] = field(default_factory=dict)
+    row: ScoreRow | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok" and not math.isnan(self.score)
 
-
-def _raster_paths(entry: Any, run_dir: Path) -> list[Path]:
-    """Raster paths from a manifest ``inputs.before``/``inputs.after`` entry (several shapes)."""
-    if entry is None:
-        return []
-    if isinstance(entry, Mapping):
-        for key in ("files", "rasters", "scenes", "paths"):
-            if key in entry:
-                return _raster_paths(entry[key], run_dir)
-        if "path" in entry:
-            p = Path(str(entry["path"]))
-            return [p if p.is_absolute() else (run_dir / p)]
-        return _raster_paths([str(k) for k in entry], run_dir)
-    if isinstance(entry, (list, tuple)):
-        out: list[Path] = []
-        for item in entry:
-            out.extend(_raster_paths(item, run_dir))
-        return out
-    p = Path(str(entry))
-    return [p if p.is_absolute() else (run_dir / p)]
+    @classmethod
+    def of(cls, index: int, row: ScoreRow) -> "RunSite":
+        """The app's site for row ``index`` of ``scores.csv``."""
+        meta: dict[str, str] = {}
+        if row.radius_m is not None:
+            meta["radius_m"] = repr(float(row.radius_m))
+        if row.damage is not None:
+            meta["damage"] = row.damage
+        meta.update({c: row.pair[c] for c in PAIR_COLUMNS})
+        meta.update(row.parts)
+        meta.update(row.extra)
+        return cls(
+            index=index,
+            site_id=row.site_id,
+            lon=_nan(row.lon),
+            lat=_nan(row.lat),
+            score=_nan(row.score) if row.ok else math.nan,
+            rank=row.rank or 0,
+            status=row.status,
+            reason=row.reason,
+            flagged=row.flagged,
+            name=row.name or "",
+            kind=row.kind or "",
+            chips={c.removeprefix("chip_"): getattr(row, c) for c in CHIP_COLUMNS},
+            meta=meta,
+            row=row,
+        )
 
 
 class RunFolder:
-    """A run folder's sites, provenance and embeddings, loaded once.
+    """A finished run folder's sites, manifest and embeddings, loaded once.
 
     Args:
         path: the folder ``sitewatch detect --out`` wrote.
 
     Raises:
-        RunFolderError: no ``scores.csv``, or one without the required columns.
+        RunFolderError: not a folder, or its ``scores.csv`` or ``manifest.json`` is missing or
+            does not follow the run folder contract (the message names the file).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
-        scores = self.path / "scores.csv"
         if not self.path.is_dir():
             raise RunFolderError(f"{path}: no such run folder; give the folder `sitewatch detect --out` wrote")
-        if not scores.is_file():
-            raise RunFolderError(f"{path}: no scores.csv in it; is this a `sitewatch detect` run folder?")
-        self.sites: list[RunSite] = self._read_scores(scores)
+        rows = read_scores(self.path)
+        seen: set[str] = set()
+        for i, row in enumerate(rows):
+            if not row.site_id.strip() or row.site_id in seen:
+                raise RunFolderError(
+                    f"{self.path / 'scores.csv'}, row {i + 1}: site_id {row.site_id!r} is empty or repeated; "
+                    "scores.csv must have one row per site"
+                )
+            seen.add(row.site_id)
+        self.sites: list[RunSite] = [RunSite.of(i, row) for i, row in enumerate(rows)]
         self.by_id: dict[str, RunSite] = {s.site_id: s for s in self.sites}
-        self.manifest: dict[str, Any] = self._read_json(self.path / "manifest.json")
+        self.manifest: Manifest = read_manifest(self.path)
 
-    @staticmethod
-    def _read_json(path: Path) -> dict[str, Any]:
-        if not path.is_file():
-            log.warning("%s is missing: provenance, rasters and the threshold are unknown", path)
-            return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunFolderError(f"{path}: not valid JSON ({exc}); the run folder is damaged") from None
-        return data if isinstance(data, dict) else {}
-
-    def _read_scores(self, path: Path) -> list[RunSite]:
-        try:
-            with path.open(newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                header = reader.fieldnames or []
-                missing = [c for c in ("site_id", "lon", "lat", "score") if c not in header]
-                if missing:
-                    raise RunFolderError(
-                        f"{path}: missing column(s) {', '.join(missing)}; expected the scores.csv "
-                        "that `sitewatch detect` writes"
-                    )
-                sites: list[RunSite] = []
-                seen: set[str] = set()
-                for i, raw in enumerate(reader):
-                    # cells sitewatch made inert for spreadsheets ('=x) read back as written by the run
-                    row = {k: restore_formula(v or "") if k is not None else v for k, v in raw.items()}
-                    site_id = (row.get("site_id") or "").strip()
-                    if not site_id or site_id in seen:
-                        raise RunFolderError(
-                            f"{path}, row {i + 1}: site_id {site_id!r} is empty or repeated; "
-                            "scores.csv must have one row per site"
-                        )
-                    seen.add(site_id)
-                    rank_text = (row.get("rank") or "").strip()
-                    try:
-                        rank = int(float(rank_text)) if rank_text else 0
-                    except ValueError:
-                        rank = 0
-                    meta = {k: (v or "") for k, v in row.items() if k is not None and k not in CORE_COLUMNS}
-                    sites.append(
-                        RunSite(
-                            index=i,
-                            site_id=site_id,
-                            lon=_float(row.get("lon")),
-                            lat=_float(row.get("lat")),
-                            score=_float(row.get("score")),
-                            rank=rank,
-                            status=(row.get("status") or "ok").strip() or "ok",
-                            reason=(row.get("reason") or "").strip(),
-                            flagged=_truthy(row.get("flagged")),
-                            name=row.get("name") or "",
-                            kind=row.get("kind") or "",
-                            chips={c.removeprefix("chip_"): (row.get(c) or "").strip() for c in CHIP_COLUMNS},
-                            meta=meta,
-                        )
-                    )
-        except UnicodeDecodeError as exc:
-            raise RunFolderError(f"{path}: not UTF-8 text ({exc})") from None
-        except csv.Error as exc:
-            raise RunFolderError(f"{path}: not a readable CSV ({exc})") from None
-        return sites
+    @classmethod
+    def open(cls, path: str | Path) -> "RunFolder":
+        """Read the run folder at ``path`` (same as ``RunFolder(path)``)."""
+        return cls(path)
 
     # -- provenance --------------------------------------------------------------------------
 
     def rasters(self, epoch: str) -> list[Path]:
         """The ``before`` or ``after`` rasters the run used (from ``manifest.json``)."""
-        inputs = self.manifest.get("inputs") or {}
-        return _raster_paths(inputs.get(epoch), self.path)
+        return [p if p.is_absolute() else self.path / p for p in self.manifest.rasters(epoch)]
 
-    def threshold(self) -> float | None:
-        """The flagging threshold the run used, if the run records or implies one."""
-        m = self.manifest
-        for holder in (m.get("operating_point") or {}, m, m.get("detect") or {}):
-            if isinstance(holder, Mapping):
-                for key in ("threshold", "flag_threshold"):
-                    if isinstance(holder.get(key), (int, float)):
-                        return float(holder[key])
-        model = m.get("model") or {}
-        meta = model.get("meta") if isinstance(model, Mapping) else None
-        points = meta.get("operating_points") if isinstance(meta, Mapping) else None
-        if isinstance(points, Mapping) and points:
-            config = m.get("config") or {}
-            detect_cfg = config.get("detect") if isinstance(config, Mapping) else None
-            name = m.get("operating_point") or (detect_cfg or {}).get("operating_point") or "screening"
-            if isinstance(points.get(name), (int, float)):
-                return float(points[name])
-        flagged = [s.score for s in self.sites if s.flagged and not math.isnan(s.score)]
-        return min(flagged) if flagged else None
+    def threshold(self) -> float:
+        """The flagging threshold the run used (``manifest.json``'s ``operating_point``)."""
+        return float(self.manifest.operating_point.threshold)
 
     def model_label(self) -> str:
         """A short description of the model that scored the run."""
-        model = self.manifest.get("model") or {}
-        if not isinstance(model, Mapping):
-            return str(model)
-        sha = str(model.get("weights_sha256") or model.get("sha256") or "")
-        return f"{model.get('path', '?')} ({sha[:12]})" if sha else str(model.get("path", "unknown"))
+        model = self.manifest.model
+        return f"{model.path} ({model.weights_sha256[:12]})" if model.weights_sha256 else model.path
 
     def calibration_label(self) -> str:
         """Which calibration the run's scores carry: the model's own (synthetic validation
         scenes) or this event's labelled sites (``sitewatch calibrate``, manifest ``calibration``)."""
-        cal = self.manifest.get("calibration")
+        cal = self.manifest.calibration
         if not isinstance(cal, Mapping) or cal.get("kind") != "event":
             return "synthetic (the model's own, not fitted on this event)"
         return f"this event's verified sample ({cal.get('n', '?')} sites, {cal.get('positives', '?')} damaged, {str(cal.get('created', ''))[:10]})"
 
     def tiles_config(self) -> dict[str, Any]:
-        """The run's effective ``tiles`` settings (from ``config.yaml``), or {}."""
+        """The run's effective ``tiles`` settings (from ``manifest.json``'s config), or {}."""
+        tiles = self.manifest.config.values.get("tiles")
+        if isinstance(tiles, dict):
+            return tiles
+        return self._tiles_from_config_yaml()
+
+    def _tiles_from_config_yaml(self) -> dict[str, Any]:
         import yaml
 
         path = self.path / "config.yaml"
@@ -248,21 +191,13 @@ class RunFolder:
         return tiles if isinstance(tiles, dict) else {}
 
     def embeddings(self) -> tuple[list[str], np.ndarray] | None:
-        """``(site_ids, embedding (N, D) float32)`` from ``embeddings.npz``, or None if absent."""
-        path = self.path / "embeddings.npz"
-        if not path.is_file():
-            return None
+        """``(site_ids, embedding (N, D) float32)`` from ``embeddings.npz``, or None if absent
+        or unreadable (the quick re-rank is then off)."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                ids = [str(x) for x in data["site_id"]]
-                emb = np.asarray(data["embedding"], dtype=np.float32)
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("%s unreadable (%s): quick re-rank disabled", path, exc)
+            return read_embeddings(self.path)
+        except RunFolderError as exc:
+            log.warning("%s: quick re-rank disabled", exc)
             return None
-        if emb.ndim != 2 or emb.shape[0] != len(ids):
-            log.warning("%s: embedding shape %s does not match %d ids", path, emb.shape, len(ids))
-            return None
-        return ids, emb
 
     # -- files -------------------------------------------------------------------------------
 

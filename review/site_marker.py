@@ -31,16 +31,15 @@ MarkerKind = Literal["footprint", "ring", "crosshair"]
 def site_footprints(run: RunFolder) -> dict[str, Mapping[str, Any]]:
     """``{site_id: GeoJSON geometry}`` of the sites whose input gave a polygon footprint.
 
-    Read from the run's sites file, ``manifest["inputs"]["sites"]["path"]``, with
-    :func:`tiles.sites.read_sites` (the one place the review app does this; to move to the typed
-    run-folder contract once scores carry footprints). Empty, with a warning, when the file is
+    Read from the run's sites file, ``manifest.inputs.sites.path``, with
+    :func:`tiles.sites.read_sites` (the one place the review app does this, until scores carry
+    footprints). Empty, with a warning, when the file is
     gone, unreadable, or no longer the one the run hashed.
     """
-    inputs = run.manifest.get("inputs") or {}
-    entry = inputs.get("sites") if isinstance(inputs, Mapping) else None
-    if not isinstance(entry, Mapping) or not entry.get("path"):
+    entry = run.manifest.inputs.sites
+    if not entry.path:
         return {}
-    path = Path(str(entry["path"]))
+    path = Path(entry.path)
     if not path.is_absolute():
         path = run.path / path
     if path.suffix.lower() not in (".json", ".geojson"):
@@ -48,7 +47,7 @@ def site_footprints(run: RunFolder) -> dict[str, Mapping[str, Any]]:
     if not path.is_file():
         log.warning("sites file %s (from manifest.json) is not there: footprints are not drawn", path)
         return {}
-    expected = str(entry.get("sha256") or "")
+    expected = entry.sha256
     if expected and sha256_file(path) != expected:
         log.warning("sites file %s changed since the run (SHA-256 differs): footprints are not drawn", path)
         return {}

@@ -215,7 +215,7 @@ def run_evidence(run: RunFolder) -> RunEvidence:
     """The run-level facts of a dossier."""
     manifest_path = run.path / "manifest.json"
     digest = sha256_file(manifest_path) if manifest_path.is_file() else ""
-    m = run.manifest
+    m = run.manifest.to_json()  # the typed manifest as its JSON sections
     model = m.get("model") or {}
     files = [(str(f.get("path", "")), str(f.get("sha256", ""))) for f in model.get("files") or [] if isinstance(f, Mapping)]
     meta = model.get("meta") or {}
@@ -270,7 +270,7 @@ class EvidenceCollector:
         )
         self._scene_entries: dict[tuple[str, str], Mapping[str, Any]] = {}
         for epoch in ("before", "after"):
-            for entry in (run.manifest.get("inputs") or {}).get(epoch) or []:
+            for entry in run.manifest.to_json()["inputs"][epoch]:
                 if isinstance(entry, Mapping) and entry.get("scene_id"):
                     self._scene_entries[(epoch, str(entry["scene_id"]))] = entry
         self._tags: dict[str, dict[str, str]] = {}

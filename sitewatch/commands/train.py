@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -58,14 +57,10 @@ def _review_dataset(run: Path, cache_dir: Path) -> tuple[Path, str]:
 
     key = hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:16]
     folder = export_dataset(run, cache_dir / "review-export" / key)
-    model = "default"
-    manifest = run / "manifest.json"
-    if manifest.is_file():
-        try:
-            m = json.loads(manifest.read_text(encoding="utf-8")).get("model") or {}
-            model = str(m.get("path") or "default")
-        except (ValueError, AttributeError):
-            log.warning("%s: unreadable manifest; fine-tuning the default model", manifest)
+    from detect.runfolder import read_manifest
+
+    # export_dataset has read the run folder through the run folder contract: its manifest is readable
+    model = read_manifest(run).model.path or "default"
     return Path(folder), model
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from detect.outputs import read_scores_csv
+from detect.runfolder import read_scores_csv
 from sitewatch.cli import main
 
 

@@ -7,7 +7,7 @@ import csv
 import json
 
 from detect.config import DetectConfig
-from detect.outputs import read_scores_csv
+from detect.runfolder import read_scores_csv
 from detect.run import run_detect
 from detect.verify import verify_run
 from sitewatch.config import build_config

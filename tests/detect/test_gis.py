@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from detect.gis import band_labels, write_gis_files, write_gpkg
-from detect.outputs import read_scores_csv
-from detect.provenance import verify_run
+from detect.runfolder import read_scores_csv
+from detect.verify import verify_run
 from detect.run import run_detect
 from sitewatch.config import load_config
 from sitewatch.jobs import DetectJob

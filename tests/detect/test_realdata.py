@@ -11,7 +11,7 @@ import random
 import pytest
 
 from detect.agreement import roc_auc
-from detect.outputs import read_scores_csv
+from detect.runfolder import read_scores_csv
 from detect.run import run_detect
 from sitewatch.config import load_config
 from sitewatch.jobs import DetectJob

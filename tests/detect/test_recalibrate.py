@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from detect.outputs import read_scores_csv
+from detect.runfolder import read_scores_csv
 from sitewatch.cli import main
 from tests.detect.conftest import make_tiny_scene
 

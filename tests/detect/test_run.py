@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from detect.outputs import read_scores_csv
+from detect.runfolder import read_scores_csv
 from detect.verify import verify_run
 from detect.run import run_detect
 from sitewatch.config import load_config

@@ -21,7 +21,7 @@ import pytest
 
 from detect.config import DetectConfig
 from detect.journal import JOURNAL_NAME, RunKeyStore, scan_journal
-from detect.outputs import read_scores_csv
+from detect.runfolder import read_scores_csv
 from detect.provenance import MANIFEST_NAME, SIGNATURE_NAME
 from detect.run import run_detect
 from detect.signing import generate_keypair, load_private_key, load_public_key, sign_run

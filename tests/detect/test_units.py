@@ -11,7 +11,7 @@ import pytest
 
 from detect.agreement import precision_at_k, roc_auc
 from detect.journal import BatchRecord, JournalWriter, RunKeyStore, check_fingerprint, read_journal, scan_journal
-from detect.outputs import read_scores_csv, score_columns, write_embeddings, write_scores_csv, write_scores_geojson
+from detect.runfolder import read_scores_csv, score_columns, write_embeddings, write_scores_csv, write_scores_geojson
 from detect.provenance import MANIFEST_FORMAT, hash_outputs, sha256_file, write_json_atomic
 from detect.verify import verify_run
 from detect.ranking import OperatingPoint, rank_rows, resolve_operating_point

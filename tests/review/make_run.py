@@ -1,30 +1,21 @@
-"""Writes a small run folder in the format ``sitewatch detect`` produces (real PNGs, GeoTIFFs, CSV).
+"""Writes a small run folder through the run folder contract's writers (:mod:`detect.runfolder`).
 
-Used by the review tests until/alongside a real ``sitewatch detect`` run: ``scores.csv`` with the
-agreed columns, ``chips/`` for the top sites, ``manifest.json`` listing real GeoTIFF rasters with
-their SHA-256, ``embeddings.npz`` and ``config.yaml``.
+Used by the review tests beside real ``sitewatch detect`` runs (tests/review/test_detect_run.py,
+footprint_scene.py): ``scores.csv`` and ``scores.geojson`` by :func:`detect.runfolder.write_scores`,
+``chips/`` (real PNGs) for the top sites, ``manifest.json`` by :func:`detect.runfolder.write_manifest`
+listing real GeoTIFF rasters with their SHA-256, ``embeddings.npz`` and ``config.yaml``. Scores
+and pair metadata are made up (chosen for the tests), the format is the real one.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-RUN_COLUMNS = [
-    "site_id", "lon", "lat", "score", "rank", "status", "reason", "flagged",
-    "before_scene", "after_scene", "before_time", "after_time", "chip_gsd_m", "shift_m",
-    "name", "kind", "chip_before", "chip_after", "chip_heatmap",
-]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
+from detect.runfolder import ScoreRow, write_embeddings, write_scores, written_score
+from tests.runfolder_fixtures import write_test_manifest
 
 def _write_raster(path: Path, seed: int, lon0: float, lat0: float) -> None:
     import rasterio
@@ -73,7 +64,7 @@ def write_run(
     _write_raster(before_tif, seed, lon0, lat0)
     _write_raster(after_tif, seed + 1, lon0, lat0)
     scores = np.sort(rng.uniform(0, 1, n_sites))[::-1]
-    rows = []
+    rows: list[ScoreRow] = []
     for i in range(n_sites):
         site_id = f"s{i:05d}"
         ok = i < n_sites - 1
@@ -84,43 +75,44 @@ def write_run(
                 img[rng.integers(0, 32), :, :] = 0
                 Image.fromarray(img).save(chips / f"{site_id}_{kind}.png")
                 chip[f"chip_{kind}"] = f"chips/{site_id}_{kind}.png"
+        score = written_score(float(scores[i]), 6)
         rows.append(
-            {
-                "site_id": site_id,
-                "lon": f"{lon0 + 0.0001 + 0.00003 * i:.6f}",
-                "lat": f"{lat0 - 0.0001 - 0.00003 * i:.6f}",
-                "score": f"{scores[i]:.6f}" if ok else "",
-                "rank": str(i + 1) if ok else "",
-                "status": "ok" if ok else "cannot_assess",
-                "reason": "" if ok else "outside_after_coverage",
-                "flagged": "true" if ok and scores[i] >= threshold else "false",
-                "before_scene": "scene_b",
-                "after_scene": "scene_a",
-                "before_time": "2017-06-21T00:00:00",
-                "after_time": "2017-10-11T00:00:00",
-                "chip_gsd_m": "0.5",
-                "shift_m": "0.3",
-                "name": (names or {}).get(i, f"building {i}"),
-                "kind": "home",
+            ScoreRow(
+                site_id=site_id,
+                lon=float(f"{lon0 + 0.0001 + 0.00003 * i:.6f}"),
+                lat=float(f"{lat0 - 0.0001 - 0.00003 * i:.6f}"),
+                score=score if ok else None,
+                rank=i + 1 if ok else None,
+                status="ok" if ok else "cannot_assess",
+                reason="" if ok else "outside_after_coverage",
+                flagged=ok and score >= threshold,
+                name=(names or {}).get(i, f"building {i}"),
+                kind="home",
+                pair={
+                    "before_scene": "scene_b",
+                    "after_scene": "scene_a",
+                    "before_time": "2017-06-21T00:00:00",
+                    "after_time": "2017-10-11T00:00:00",
+                    "chip_gsd_m": "0.5",
+                    "shift_m": "0.3",
+                },
                 **chip,
-            }
+            )
         )
-    with (folder / "scores.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RUN_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    ok_ids = [r["site_id"] for r in rows if r["status"] == "ok"]
+    write_scores(folder, rows, score_decimals=6)
+    ok_ids = [r.site_id for r in rows if r.ok]
     emb = rng.normal(size=(len(ok_ids), embedding_dim)).astype(np.float16)
-    np.savez(folder / "embeddings.npz", site_id=np.array(ok_ids), embedding=emb)
-    manifest = {
-        "inputs": {
-            "sites": {"path": str(folder / "sites.csv"), "sha256": ""},
-            "before": [{"path": str(before_tif), "sha256": _sha256(before_tif)}],
-            "after": [{"path": str(after_tif), "sha256": _sha256(after_tif)}],
-        },
-        "model": {"path": "default", "weights_sha256": "0" * 64, "meta": {"operating_points": {"screening": threshold}}},
-        "config": {"detect": {"operating_point": "screening"}},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_embeddings(folder / "embeddings.npz", ok_ids, emb)
+    tiles = {"chip_px": 32, "chip_size_m": 16.0}
     (folder / "config.yaml").write_text("tiles:\n  chip_px: 32\n  chip_size_m: 16.0\n", encoding="utf-8")
+    write_test_manifest(
+        folder,
+        rows,
+        sites_path=folder / "sites.csv",
+        before=[before_tif],
+        after=[after_tif],
+        threshold=threshold,
+        config_values={"tiles": tiles, "detect": {"operating_point": "screening", "score_decimals": 6}},
+        outputs={},  # listed by tests.review.listed_outputs.record_outputs where a test serves files
+    )
     return folder
