@@ -126,7 +126,7 @@ def _check_folder(run_dir: Path, overwrite: bool) -> None:
         raise RunFolderError(f"--out {run_dir}: exists and is not a folder; pick a new --out folder")
     if run_dir.is_dir() and not overwrite:
         ours = (run_dir / JOURNAL_NAME).exists() or (run_dir / MANIFEST_NAME).exists()
-        others = [p.name for p in run_dir.iterdir() if p.name != "run.lock"]
+        others = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME]
         if others and not ours:
             raise RunFolderError(
                 f"--out {run_dir}: the folder is not empty and is not a sitewatch run folder; "
@@ -141,22 +141,49 @@ def _discard_run(run_dir: Path) -> None:
     shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
 
 
-@contextmanager
-def _run_lock(run_dir: Path) -> Iterator[None]:
-    path = run_dir / "run.lock"
-    fh = open(path, "a+")
-    try:
+LOCK_NAME = "run.lock"
+
+
+def _take_lock(path: Path, run_dir: Path) -> Any:
+    """Open and lock ``path`` (non-blocking); the open file is the lock.
+
+    The holder removes the lock file when it is done, so after locking, the file at ``path``
+    must still be the one locked (another holder may have removed it in between); if not, try
+    again. Two processes never both believe they hold the run folder.
+    """
+    while True:
+        fh = open(path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            fh.close()  # not ours: leave the holder's lock file alone
             raise RunFolderError(
-                f"--out {run_dir}: another sitewatch detect is writing this run folder; wait for it "
+                f"{run_dir}: another sitewatch detect is writing this run folder; wait for it "
                 "or pick a new --out folder"
             ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fh
+        fh.close()
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/run.lock`` while writing the folder; refuse at once when another process holds it.
+
+    A lock file is removed only by the process that holds it, while it still holds it: a
+    ``detect`` that fails to take the lock never deletes the running job's lock.
+    """
+    path = run_dir / LOCK_NAME
+    fh = _take_lock(path, run_dir)
+    try:
         yield
     finally:
+        path.unlink(missing_ok=True)  # still locked by us: nobody else can hold it now
         fh.close()
-        path.unlink(missing_ok=True)
 
 
 def run_config(tiles: TilesConfig, detect: DetectConfig) -> dict[str, Any]:
@@ -334,7 +361,7 @@ def _run_in_folder(
 
     _check_folder(run_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_lock(run_dir):
+    with run_lock(run_dir):
         if overwrite:
             _discard_run(run_dir)
         log.info("hashing inputs for provenance")

@@ -1,6 +1,10 @@
-"""The Dask path on a real LocalCluster writes the same scores.csv as the local path."""
+"""The Dask path on a real LocalCluster (worker processes) writes the same files as the local path,
+and the number of torch threads does not change a score."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import pytest
 
@@ -12,7 +16,7 @@ JOB = load_config(DetectJob, None, {"detect.chips_top_n": 0, "detect.batch_size"
 
 
 @pytest.mark.slow
-def test_local_cluster_equals_local(tiny_scene, tmp_path):
+def test_local_cluster_of_processes_equals_local(tiny_scene, tmp_path):
     local = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "local", tiles=JOB.tiles, detect=JOB.detect, progress=False)
     dask = run_detect(
         tiny_scene.sites,
@@ -21,12 +25,30 @@ def test_local_cluster_equals_local(tiny_scene, tmp_path):
         tmp_path / "dask",
         tiles=JOB.tiles, detect=JOB.detect,
         workers=2,
-        dask_processes=False,
+        dask_processes=True,  # separate worker processes: the model is loaded and run in each
         progress=False,
     )
     assert dask.batches_total == local.batches_total > 1
+    manifest = json.loads((dask.run_dir / "manifest.json").read_text())
+    assert manifest["execution"]["mode"] == "dask" and manifest["execution"]["workers"] == 2
     for name in ("scores.csv", "scores.geojson", "embeddings.npz"):
         assert (dask.run_dir / name).read_bytes() == (local.run_dir / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_thread_count_does_not_change_a_score(tiny_scene, tmp_path):
+    """detect.threads only paces a run: 1 and 2 torch threads give byte-identical scores."""
+    runs = {}
+    for threads in (1, 2):
+        cfg = replace(JOB.detect, threads=threads)
+        runs[threads] = run_detect(
+            tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / f"t{threads}",
+            tiles=JOB.tiles, detect=cfg, progress=False,
+        ).run_dir
+    scores = (runs[1] / "scores.csv").read_bytes()
+    assert scores == (runs[2] / "scores.csv").read_bytes()
+    assert (runs[1] / "embeddings.npz").read_bytes() == (runs[2] / "embeddings.npz").read_bytes()
+    assert len(scores.splitlines()) == tiny_scene.n_sites + 1
 
 
 @pytest.mark.slow

@@ -81,7 +81,13 @@ def test_run_folder_contract(baseline, tiny_scene):
     assert "scores.csv" in manifest["outputs"] and "journal.jsonl" not in manifest["outputs"]
     assert manifest["config"]["values"]["detect"]["chips_top_n"] == 4
     html = (run / "report.html").read_text()
-    assert "block &lt;" in html or baseline.flagged == 0 or "block <" not in html
+    # the report shows exactly the flagged sites, in rank order, and never raw input markup
+    flagged = [r for r in ok if r["flagged"] == "true"]
+    assert len(flagged) == baseline.flagged
+    assert html.count('<div class="site">') == min(len(flagged), JOB.detect.report_max_sites)
+    positions = [html.index(f"#{r['rank']} <b>{r['site_id']}") for r in flagged[: JOB.detect.report_max_sites]]
+    assert positions == sorted(positions)
+    assert "block <" not in html
     assert verify_run(run).ok
 
 
@@ -180,3 +186,26 @@ def test_run_level_errors_stop_early(tiny_scene, tmp_path):
     with pytest.raises(ModelError):
         run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "r2", model=bad_model, tiles=JOB.tiles, detect=JOB.detect, progress=False)
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_a_detect_that_cannot_take_the_lock_never_deletes_it(tiny_scene, tmp_path):
+    """Issue 10 item 9: two detects on one folder; the one refused leaves the holder's lock alone."""
+    import fcntl
+
+    from detect.run import LOCK_NAME, run_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / LOCK_NAME
+    with run_lock(run):  # the running job
+        inode = lock.stat().st_ino
+        with pytest.raises(RunFolderError, match="another sitewatch detect is writing"):
+            run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, tiles=JOB.tiles, detect=JOB.detect, progress=False)
+        assert lock.is_file() and lock.stat().st_ino == inode  # not deleted, not replaced
+        with open(lock, "a+") as other:  # and still held: a third process is refused too
+            with pytest.raises(OSError):
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert not (run / "scores.csv").exists()
+    assert not lock.exists()  # the holder removed it when done
+    summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, tiles=JOB.tiles, detect=JOB.detect, progress=False)
+    assert summary.ok == tiny_scene.n_sites and not lock.exists()
