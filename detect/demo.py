@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from detect.agreement import precision_at_k, roc_auc
-from detect.runfolder import read_scores_csv
+from detect.runfolder import ScoreRow, read_scores
 from detect.run import RunSummary, run_detect
 from detect.config import DetectConfig
 from tiles.config import TilesConfig
@@ -30,6 +30,7 @@ class DemoResult:
         k: the ``k`` used (the number of truly damaged assessed sites, at most 50).
         positives, negatives: labelled assessed sites of each class.
         top_rows: the first rows of ``scores.csv`` (with the truth in ``damage``).
+        scene_reused: an existing scene of the same size and seed was reused (else generated).
     """
 
     scene_dir: Path
@@ -39,7 +40,8 @@ class DemoResult:
     k: int
     positives: int
     negatives: int
-    top_rows: tuple[dict[str, str], ...]
+    top_rows: tuple[ScoreRow, ...]
+    scene_reused: bool = False
 
 
 def run_demo(
@@ -56,8 +58,9 @@ def run_demo(
     """Generate a synthetic scene into ``out/scene``, detect into ``out/run`` and score the ranking.
 
     Args:
-        out: the demo folder (reused: an existing scene is regenerated only when missing; the run
-            is overwritten).
+        out: the demo folder. An existing scene is reused only when its ``synth.yaml`` holds
+            the same settings (sites, seed, ...); otherwise it is generated again. The run is
+            overwritten.
         sites: sites in the synthetic scene.
         seed: the scene's random seed.
         model: a model folder or ``"default"``.
@@ -72,9 +75,16 @@ def run_demo(
     scene = out / "scene"
     run_dir = out / "run"
     synth_cfg = replace(SynthConfig(), sites=sites, seed=seed)
-    if not (scene / "sites.csv").is_file():
-        log.info("generating a synthetic scene with %d sites in %s", sites, scene)
-        generate_dataset(scene, synth_cfg, progress=progress)
+    reused = _same_scene(scene, synth_cfg)
+    if not reused:
+        stale = (scene / "sites.csv").is_file()
+        log.info(
+            "%s a synthetic scene with %d sites (seed %d) in %s",
+            "regenerating (different settings)" if stale else "generating", sites, seed, scene,
+        )
+        generate_dataset(scene, synth_cfg, progress=progress, overwrite=stale)
+    else:
+        log.info("reusing the synthetic scene in %s (same sites and seed)", scene)
     summary = run_detect(
         scene / "sites.csv",
         [scene / "before"],
@@ -86,10 +96,10 @@ def run_demo(
         overwrite=True,
         progress=progress,
     )
-    rows = read_scores_csv(summary.scores_csv)
-    ranked = [r for r in rows if r["status"] == "ok" and damage_to_label(r.get("damage") or None) is not None]
-    labels = [damage_to_label(r["damage"]) or 0 for r in ranked]
-    scores = [float(r["score"]) for r in ranked]
+    rows = read_scores(summary.scores_csv)
+    ranked = [r for r in rows if r.ok and damage_to_label(r.damage) is not None]
+    labels = [damage_to_label(r.damage) or 0 for r in ranked]
+    scores = [float(r.score) for r in ranked]  # type: ignore[arg-type]
     positives = sum(labels)
     k = max(1, min(50, positives))
     return DemoResult(
@@ -101,4 +111,21 @@ def run_demo(
         positives=positives,
         negatives=len(labels) - positives,
         top_rows=tuple(rows[:top]),
+        scene_reused=reused,
     )
+
+
+def _same_scene(scene: Path, synth_cfg: object) -> bool:
+    """Whether ``scene`` holds a finished synthetic dataset generated with ``synth_cfg``."""
+    import yaml
+
+    from sitewatch.config import config_to_dict
+
+    recorded = scene / "synth.yaml"
+    if not (scene / "sites.csv").is_file() or not recorded.is_file():
+        return False
+    try:
+        data = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("synth") == config_to_dict(synth_cfg)

@@ -46,12 +46,14 @@ def run(args: argparse.Namespace) -> int:
         args.out, sites=args.sites, seed=args.seed, model=args.model, tiles=job.tiles, detect=job.detect, progress=None if disabled is None else False
     )
     s = result.summary
-    info(f"\nsynthetic scene: {result.scene_dir} ({s.sites} sites, truth in sites.csv 'damage')", args)
+    how = "reused: same --sites and --seed" if result.scene_reused else "generated"
+    info(f"\nsynthetic scene: {result.scene_dir} ({s.sites} sites, {how}; truth in sites.csv 'damage')", args)
     info(f"scored {s.ok} sites ({s.cannot_assess} cannot be assessed) in {s.seconds:.1f} s; {s.flagged} flagged", args)
     info("\ntop of the ranked list:", args)
     info(f"  {'rank':>4}  {'site_id':<16} {'score':>8}  truth", args)
     for row in result.top_rows:
-        info(f"  {row['rank']:>4}  {row['site_id']:<16} {row['score']:>8}  {row.get('damage', '')}", args)
+        score = "" if row.score is None else f"{row.score:.6f}"
+        info(f"  {row.rank or '':>4}  {row.site_id:<16} {score:>8}  {row.damage or ''}", args)
     info(
         f"\nagreement with the truth ({result.positives} damaged vs {result.negatives} intact sites): "
         f"ROC AUC {_fmt(result.auc)}, precision among the top {result.k}: {_fmt(result.precision_at_k)}",

@@ -52,6 +52,12 @@ def test_demo_cli(tmp_path, capsys):
     rows = read_scores_csv(out / "run" / "scores.csv")
     assert len(rows) == 40 and all(r["damage"] for r in rows)
     assert main(["verify", str(out / "run")]) == 0
+    # a second demo with other --sites regenerates the scene (it silently reused the old one)
+    assert main(["demo", "--out", str(out), "--sites", "30", "--seed", "3", "--set", "detect.chips_top_n=0"]) == 0
+    assert "30 sites, generated" in capsys.readouterr().out
+    assert len(read_scores_csv(out / "run" / "scores.csv")) == 30
+    assert main(["demo", "--out", str(out), "--sites", "30", "--seed", "3", "--set", "detect.chips_top_n=0"]) == 0
+    assert "30 sites, reused: same --sites and --seed" in capsys.readouterr().out
 
 
 @pytest.mark.slow
