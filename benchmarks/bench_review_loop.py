@@ -48,7 +48,7 @@ def read_truth(sites_csv: Path) -> dict[str, str]:
         return {r["site_id"]: r["damage"] for r in csv.DictReader(fh)}
 
 
-def score_pairs(model_dir: str | Path, images: np.ndarray, batch: int = 64) -> np.ndarray:
+def score_images(model_dir: str | Path, images: np.ndarray, batch: int = 64) -> np.ndarray:
     """Calibrated probabilities of uint8 pairs ``(N, 2, C, H, W)`` under a model."""
     from models.inference import Scorer
 
@@ -133,7 +133,7 @@ def main() -> None:
         model_dir = work / f"model_{k}"
         try:
             train_model([str(export)], model_dir, tiles=train_job.tiles, model=train_job.model, train=train_job.train, synth=train_job.synth, init_from=args.model, progress=False, resume=False)
-            scores[f"round{k}"] = score_pairs(model_dir, pairs.images)
+            scores[f"round{k}"] = score_images(model_dir, pairs.images)
             points = json.loads((model_dir / "meta.json").read_text()).get("operating_points") or {}
             threshold = float(points.get("screening", threshold))
             note = ""

@@ -15,7 +15,7 @@ Public API:
 Modules: ``pipeline`` (batch plan, reader thread, scoring a batch), ``cluster`` (Dask),
 ``journal`` (resume journal), ``ranking``, ``runfolder`` (the run folder contract: scores.csv/geojson,
 manifest.json, embeddings.npz), ``cutting`` (one batch through the tiles stage),
-``chips``, ``report`` (report.html), ``provenance`` (hashes), ``verify`` (``sitewatch
+``site_chips`` (before/after/heatmap PNGs for people), ``report`` (report.html), ``provenance`` (hashes), ``verify`` (``sitewatch
 verify``), ``signing`` (Ed25519 signatures of manifests), ``agreement`` (ROC AUC, precision at k),
 ``demo``, ``config``.
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from detect.journal import BatchRecord
 from detect.cutting import cut_batch
-from detect.pipeline import PlannedBatch, score_pairs
+from detect.pipeline import PlannedBatch, score_batch
 from sitewatch.errors import UsageError
 from tiles.types import Site
 
@@ -108,7 +108,7 @@ def score_batch_task(
     extra = spec.windows.cut(cutter, sites) if spec.windows is not None else None
     scorer = _scorer_for(spec)
     with _SCORE_LOCK:
-        record = score_pairs(batch.index, pairs, scorer, decimals=spec.decimals)
+        record = score_batch(batch.index, pairs, scorer, decimals=spec.decimals)
         if spec.windows is not None:
             record = spec.windows.score(record, extra, scorer, decimals=spec.decimals)
         return record

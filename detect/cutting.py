@@ -3,7 +3,7 @@
 The two things detect needs from the stages below, as protocols: a :class:`PairSource` (the tiles
 stage's :class:`tiles.cut.PairCutter`) and a :class:`PairScorer` (the models stage's
 :class:`models.inference.Scorer`). Used by the scoring pass (:mod:`detect.pipeline`), the Dask
-workers (:mod:`detect.cluster`) and the chips of sites scored elsewhere (:mod:`detect.chips`).
+workers (:mod:`detect.cluster`) and the chips of sites scored elsewhere (:mod:`detect.site_chips`).
 """
 
 from __future__ import annotations

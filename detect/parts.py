@@ -6,7 +6,7 @@ the hole a strike leaves in one wing is lost. Here each facility is also covered
 windows of :mod:`tiles.parts` (chips at the model's own scale) and, optionally, a ring of context
 chips around it. Every window is an ordinary point site: it is cut, co-registered and gated by
 the run's :class:`tiles.cut.PairCutter` (:func:`detect.cutting.cut_batch`) and scored by
-:func:`detect.pipeline.score_pairs`, exactly like a site; there is no second cut path.
+:func:`detect.pipeline.score_batch`, exactly like a site; there is no second cut path.
 
 **Aggregation rule** (``detect.parts_aggregate``): the site's score is the **maximum** of its
 assessed parts' calibrated probabilities. Overlapping parts of one compound are strongly
@@ -143,15 +143,15 @@ class SiteWindows:
     def score(self, record: BatchRecord, cut: WindowCut, scorer: PairScorer, *, decimals: int) -> BatchRecord:
         """The batch's record with each planned site's row completed from its windows.
 
-        Windows are scored by :func:`detect.pipeline.score_pairs` (the same gating: empty chips
+        Windows are scored by :func:`detect.pipeline.score_batch` (the same gating: empty chips
         and invalid model outputs are ``cannot_assess``), in one pass for the whole batch.
         """
-        from detect.pipeline import score_pairs
+        from detect.pipeline import score_batch
 
         flat = [p for pairs in cut.pairs for p in pairs]
         if not flat:
             return record
-        window_rows = score_pairs(record.batch, flat, scorer, decimals=decimals).rows
+        window_rows = score_batch(record.batch, flat, scorer, decimals=decimals).rows
         by_site: dict[str, tuple[SitePlan, Sequence[Mapping[str, str]]]] = {}
         start = 0
         for plan, pairs in zip(cut.plans, cut.pairs):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from detect.chips import pair_images
+from detect.site_chips import pair_images
 from detect.cutting import PairScorer, PairSource, cut_batch
 from detect.journal import BatchRecord
 from detect.runfolder import CHIP_COLUMNS, LEADING_COLUMNS, PART_COLUMNS, SITE_DETAIL_COLUMNS, format_number
@@ -153,7 +153,7 @@ def _usable_image(pair: Pair) -> bool:
     return bool(np.isfinite(image).all())
 
 
-def score_pairs(
+def score_batch(
     batch_index: int,
     pairs: Sequence[Pair],
     scorer: PairScorer,
@@ -168,7 +168,7 @@ def score_pairs(
         pairs: the batch's pairs (any status), in plan order.
         scorer: a :class:`models.inference.Scorer` (``score(images (B, 2, C, H, W))``).
         decimals: decimals of the written score.
-        chip_cache: a :class:`detect.chips.TopChipCache` that keeps the images of the best
+        chip_cache: a :class:`detect.site_chips.TopChipCache` that keeps the images of the best
             sites for their chips (None: keep nothing).
 
     Returns:
@@ -272,7 +272,7 @@ def score_batches_local(
         scorer: the model.
         decimals: decimals of the written score.
         prefetch: cut batches held ahead of the model (bounds memory).
-        chip_cache: keeps the images of the best sites for their chips (see :func:`score_pairs`).
+        chip_cache: keeps the images of the best sites for their chips (see :func:`score_batch`).
         windows: the parts-and-context step (:class:`detect.parts.SiteWindows`), or None.
     """
     if not batches:
@@ -291,7 +291,7 @@ def score_batches_local(
             if isinstance(item, BaseException):
                 raise item
             batch, pairs, extra = item
-            record = score_pairs(batch.index, pairs, scorer, decimals=decimals, chip_cache=chip_cache)
+            record = score_batch(batch.index, pairs, scorer, decimals=decimals, chip_cache=chip_cache)
             if windows is not None:
                 record = windows.score(record, extra, scorer, decimals=decimals)
             yield record

@@ -239,7 +239,7 @@ def test_verify_needs_a_manifest(tmp_path):
 
 
 def test_top_chip_cache_keeps_the_best_in_scores_csv_order():
-    from detect.chips import ChipImages, TopChipCache
+    from detect.site_chips import ChipImages, TopChipCache
 
     img = ChipImages(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.float32))
     cache = TopChipCache(3)
@@ -258,7 +258,7 @@ def test_top_chip_cache_keeps_the_best_in_scores_csv_order():
 def test_score_pairs_isolates_empty_chips_and_mixed_shapes():
     """Pairs of two sizes are scored in separate groups by the real default model; NaN chips
     become cannot_assess; other statuses pass through unscored."""
-    from detect.pipeline import EMPTY_CHIP, score_pairs
+    from detect.pipeline import EMPTY_CHIP, score_batch
     from models.inference import Scorer
     from tiles.types import Pair, PairMeta, Site
 
@@ -271,7 +271,7 @@ def test_score_pairs_isolates_empty_chips_and_mixed_shapes():
     bad.image[1, 0, 0, 0] = np.nan
     pairs = [pair("a", 32, 0.8), pair("b", 48, 0.2), bad, Pair(Site("c", 1.0, 2.0), PairMeta("c", "cannot_assess", "cloud"))]
     scorer = Scorer("default", device="cpu")
-    record = score_pairs(3, pairs, scorer, decimals=6)
+    record = score_batch(3, pairs, scorer, decimals=6)
     rows = {r["site_id"]: r for r in record.rows}
     alone = scorer.score(pairs[1].image[None]).prob[0]
     assert 0.0 <= float(rows["a"]["score"]) <= 1.0
