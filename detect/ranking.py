@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from sitewatch.errors import ConfigError
 
@@ -90,10 +90,30 @@ def sort_key(row: Mapping[str, str]) -> tuple[int, float, str]:
     return (0, -score, row["site_id"])
 
 
+def assign_ranks(ordered: Iterable[Mapping[str, str]], operating_point: OperatingPoint) -> Iterator[dict[str, str]]:
+    """Fill ``rank`` and ``flagged`` of rows already in ``scores.csv`` order (streamed; the one
+    ranking code, used by :func:`rank_rows` and by :func:`detect.run.rank_and_write`).
+
+    Assessed rows get ranks 1, 2, ... and ``flagged = score >= threshold``; the others no score,
+    no rank and ``flagged`` false.
+    """
+    rank = 0
+    for row in ordered:
+        row = dict(row)
+        score = _score_of(row)
+        if score is None:
+            row["score"], row["rank"], row["flagged"] = "", "", "false"
+        else:
+            rank += 1
+            row["rank"] = str(rank)
+            row["flagged"] = "true" if score >= operating_point.threshold else "false"
+        yield row
+
+
 def rank_rows(
     rows: Iterable[Mapping[str, str]], operating_point: OperatingPoint
 ) -> list[dict[str, str]]:
-    """Sort rows, fill ``rank`` and ``flagged``.
+    """Sort rows, fill ``rank`` and ``flagged`` (rows held in memory).
 
     Args:
         rows: one mapping per site with at least ``site_id``, ``status`` and ``score`` (the
@@ -103,15 +123,4 @@ def rank_rows(
     Returns:
         New row dicts in output order.
     """
-    out = [dict(row) for row in rows]
-    out.sort(key=sort_key)
-    rank = 0
-    for row in out:
-        score = _score_of(row)
-        if score is None:
-            row["score"], row["rank"], row["flagged"] = "", "", "false"
-        else:
-            rank += 1
-            row["rank"] = str(rank)
-            row["flagged"] = "true" if score >= operating_point.threshold else "false"
-    return out
+    return list(assign_ranks(sorted(rows, key=sort_key), operating_point))

@@ -1,10 +1,20 @@
-"""``sitewatch detect`` as a library call: :func:`run_detect`.
+"""``sitewatch detect`` as a library call: :func:`run_detect`, a sequence of typed steps.
 
-Order of work: read the sites and the raster headers, load the model (run-level problems stop
-here, before anything slow), fingerprint inputs/model/config, open or resume the journal, score
-the remaining batches (locally or on Dask), then write every output from the journal and finish
-with ``manifest.json``. The journal makes a run resumable: rerunning the same command after an
-interruption scores only the batches that are missing and ends with identical outputs.
+1. :func:`prepare_run` — read the sites and the raster headers, load the model and check it fits
+   the tiles settings, resolve the operating point (run-level problems stop here, before
+   anything slow): a :class:`PreparedRun`.
+2. :func:`fingerprint_run` — hash the inputs, the model and the settings: a :class:`RunIdentity`.
+3. :func:`plan_run` — the one batch plan (:func:`detect.pipeline.plan_batches`), checked against
+   the journal of an interrupted run: a :class:`RunPlan`.
+4. :func:`score_run` — score the remaining batches (locally or on Dask) into the journal, keeping
+   the chip images of the best sites from that pass (:class:`detect.site_chips.TopChipCache`).
+5. :func:`rank_and_write` — rank every journal row (:func:`detect.ranking.assign_ranks`, the same
+   code as :func:`detect.ranking.rank_rows`), write chips, ``scores.csv``/``scores.geojson``,
+   the GIS files, ``embeddings.npz``, ``report.html``, ``config.yaml`` and last
+   ``manifest.json`` (:func:`detect.runfolder.write_manifest`).
+
+The journal makes a run resumable: rerunning the same command after an interruption scores only
+the batches that are missing and ends with identical outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import os
 import shutil
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -37,7 +47,7 @@ from detect.provenance import (
     sha256_text,
     software_versions,
 )
-from detect.ranking import OperatingPoint, resolve_operating_point, sort_key
+from detect.ranking import OperatingPoint, assign_ranks, resolve_operating_point, sort_key
 from detect.report import ReportCollector, write_report
 from detect.runfolder import (
     CHIP_COLUMNS,
@@ -49,6 +59,7 @@ from detect.runfolder import (
     Inputs,
     Manifest,
     ModelInfo,
+    PER_SITE_COLUMNS,
     PerSite,
     RasterInput,
     ScoresWriter,
@@ -257,6 +268,404 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run reads, as given (detect's own arguments; the settings are the config sections).
+
+    Attributes:
+        sites: the sites file (CSV or GeoJSON).
+        before, after: GeoTIFF files, folders or globs of each epoch.
+        model: a model folder or ``"default"`` (the bundled model).
+    """
+
+    sites: Path
+    before: tuple[str | Path, ...]
+    after: tuple[str | Path, ...]
+    model: str | Path = "default"
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Step 1: the inputs read (headers only), the model loaded, the threshold chosen.
+
+    Attributes:
+        windows: the parts-and-context step (:class:`detect.parts.SiteWindows`), or None.
+    """
+
+    inputs: RunInputs
+    tiles: TilesConfig
+    detect: DetectConfig
+    sites: Sequence[Any]
+    before: Any
+    after: Any
+    scorer: Any
+    operating_point: OperatingPoint
+    windows: Any
+
+    def make_cutter(self) -> Any:
+        """A new :class:`tiles.cut.PairCutter` over the run's catalogues (the caller closes it)."""
+        from tiles.cut import PairCutter
+
+        return PairCutter(self.before, self.after, self.tiles)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Step 2: the hashes that make a run this run, and the manifest's input records."""
+
+    sites_sha256: str
+    before: tuple[RasterInput, ...]
+    after: tuple[RasterInput, ...]
+    model_dir: Path
+    model_files: tuple[FileHash, ...]
+    components: dict[str, str]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Step 3: the one batch plan, and what an earlier, interrupted invocation already scored."""
+
+    batches: tuple[PlannedBatch, ...]
+    done: frozenset[int]
+    journal: Any  # detect.journal.JournalIndex
+    started: str
+
+    @property
+    def todo(self) -> list[PlannedBatch]:
+        return [b for b in self.batches if b.index not in self.done]
+
+
+def _site_windows(tiles: TilesConfig, cfg: DetectConfig, operating_point: OperatingPoint) -> Any:
+    """The parts-and-context step (:mod:`detect.parts`), or None when both are off."""
+    from detect.parts import SiteWindows
+
+    step = SiteWindows(tiles, cfg, operating_point.threshold)
+    return step if step.active else None
+
+
+def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> PreparedRun:
+    """Step 1: read the sites and raster headers, load the model, choose the operating point.
+
+    Raises:
+        InputError: the sites file cannot be used or holds no site.
+        RasterError: no readable raster in ``before`` or ``after``.
+        ModelError: the model cannot be loaded or does not fit the tiles settings.
+        ConfigError: a bad ``detect.operating_point``.
+    """
+    from models.inference import Scorer
+    from tiles.catalog import RasterCatalog
+    from tiles.sites import read_sites
+
+    sites = read_sites(inputs.sites)
+    if not sites:
+        raise InputError(f"{inputs.sites}: no sites to score")
+    before = RasterCatalog.from_paths(list(inputs.before), epoch="before")
+    after = RasterCatalog.from_paths(list(inputs.after), epoch="after")
+    scorer = Scorer(
+        inputs.model, device=detect.device, tta=detect.tta, threads=inference_threads(detect.threads), batch_size=detect.batch_size
+    )
+    _check_model_fits(scorer.meta, tiles)
+    operating_point = resolve_operating_point(detect.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
+    windows = _site_windows(tiles, detect, operating_point)
+    return PreparedRun(inputs, tiles, detect, sites, before, after, scorer, operating_point, windows)
+
+
+def fingerprint_run(run: PreparedRun) -> RunIdentity:
+    """Step 2: SHA-256 of the sites file, every raster (and sidecar), the model and the settings
+    that change a score."""
+    log.info("hashing inputs for provenance")
+    before = hash_scene_inputs(run.before)
+    after = hash_scene_inputs(run.after)
+    model_dir = _model_folder(run.inputs.model)
+    sites_sha = sha256_file(run.inputs.sites)
+    scorer = run.scorer
+    components = {
+        "sites": sites_sha,
+        "before": epoch_component(before),
+        "after": epoch_component(after),
+        "model": scorer.weights_sha256 + ":" + sha256_text(json.dumps(_meta_dict(scorer.meta), sort_keys=True)),
+        "config": sha256_text(json.dumps(_fingerprint_config(run.tiles, run.detect), sort_keys=True)),
+        "software": f"sitewatch {__version__}",
+    }
+    return RunIdentity(
+        sites_sha256=sites_sha,
+        before=tuple(RasterInput.from_json(e) for e in before),
+        after=tuple(RasterInput.from_json(e) for e in after),
+        model_dir=model_dir,
+        model_files=tuple(FileHash(f["path"], f["sha256"]) for f in _model_files(model_dir)),
+        components=components,
+        fingerprint=sha256_text(json.dumps(components, sort_keys=True)),
+    )
+
+
+def plan_run(run: PreparedRun, identity: RunIdentity, run_dir: Path, keys: RunKeyStore) -> RunPlan:
+    """Step 3: the batch plan, checked against the journal of an interrupted run.
+
+    Raises:
+        RunFolderError: the journal belongs to a different run, or its batches are not this plan's.
+    """
+    journal_path = run_dir / JOURNAL_NAME
+    index = scan_journal(journal_path, keys)
+    check_fingerprint(index.header, identity.components, run_dir)
+    cfg = run.detect
+    batches = tuple(
+        plan_batches(run.sites, run.before, run.after, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=run.tiles)
+    )
+    done = frozenset(b.index for b in batches if b.index in index.batches)
+    for b in batches:
+        if b.index in done and list(index.batches[b.index][2]) != [run.sites[i].site_id for i in b.site_indices]:
+            raise RunFolderError(
+                f"{journal_path}: the journal does not match this run's batches; pick a new --out "
+                "folder, or pass --overwrite"
+            )
+    if done:
+        log.info("resuming: %d of %d batches already scored in %s", len(done), len(batches), journal_path)
+    started = index.header.get("started") if index.header else _utc_now()
+    return RunPlan(batches=batches, done=done, journal=index, started=str(started))
+
+
+def score_run(
+    run: PreparedRun,
+    identity: RunIdentity,
+    plan: RunPlan,
+    run_dir: Path,
+    keys: RunKeyStore,
+    *,
+    client: Any = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Step 4: score the batches still to do into the journal (locally or on Dask).
+
+    Returns:
+        ``{site_id: ChipImages}`` kept from this scoring pass for the best sites (local path;
+        Dask workers keep none, so their top sites are cut again for chips).
+    """
+    from tqdm import tqdm
+
+    cfg = run.detect
+    header = {"fingerprint": identity.fingerprint, "components": identity.components, "started": plan.started, "sitewatch_version": __version__}
+    writer = JournalWriter(
+        run_dir / JOURNAL_NAME,
+        header,
+        truncate_at=plan.journal.good_end if plan.journal.header is not None else None,
+        fsync_every=cfg.journal_fsync_every,
+        keys=keys,
+    )
+    chip_cache = TopChipCache(cfg.chips_top_n)
+    bar = tqdm(
+        total=len(run.sites),
+        initial=sum(len(b.site_indices) for b in plan.batches if b.index in plan.done),
+        unit="site",
+        desc="detect",
+        disable=(None if progress is None else not progress),
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+    try:
+        with writer:
+            if client is not None:
+                from detect.cluster import WorkerSpec, score_batches_dask
+
+                spec = WorkerSpec(
+                    run_token=identity.fingerprint,
+                    tiles=run.tiles,
+                    model=str(identity.model_dir.resolve()),
+                    device=cfg.device,
+                    tta=cfg.tta,
+                    threads=cfg.threads,
+                    decimals=cfg.score_decimals,
+                    windows=run.windows,
+                )
+                records = score_batches_dask(client, run.sites, plan.todo, run.before, run.after, spec)
+            else:
+                records = score_batches_local(
+                    run.sites,
+                    plan.todo,
+                    run.make_cutter,
+                    run.scorer,
+                    decimals=cfg.score_decimals,
+                    prefetch=cfg.prefetch_batches,
+                    chip_cache=chip_cache,
+                    windows=run.windows,
+                )
+            for record in records:
+                writer.append(record)
+                bar.update(len(record.rows))
+    finally:
+        bar.close()
+    return chip_cache.images()
+
+
+class _Spool:
+    """Every journal row in plan order, spooled to a temporary file: only sort keys and file
+    offsets stay in memory, so ranking any number of sites needs little memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.keys: list[tuple[int, float, str, int, int]] = []
+        self.columns: dict[str, None] = {}
+        self._fh = open(path, "wb")
+
+    def add(self, row: dict[str, str]) -> None:
+        line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        self.keys.append((*sort_key(row), self._fh.tell(), len(line)))
+        self._fh.write(line)
+        for column in row:
+            self.columns.setdefault(column)
+
+    def ok_ids(self) -> list[str]:
+        """Site ids of the assessed rows, in rank order."""
+        self.keys.sort()
+        return [k[2] for k in self.keys if k[0] == 0]
+
+    def ordered(self) -> Iterator[dict[str, str]]:
+        """The rows in ``scores.csv`` order (:func:`detect.ranking.sort_key`)."""
+        self._fh.close()
+        self.keys.sort()
+        with open(self.path, "rb") as fh:
+            for *_, offset, length in self.keys:
+                fh.seek(offset)
+                yield json.loads(fh.read(length).decode("utf-8"))
+
+    def close(self) -> None:
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _read_journal(plan: RunPlan, run_dir: Path, keys: RunKeyStore, spool: _Spool, *, embeddings: bool) -> dict[str, np.ndarray]:
+    """Spool every row of the plan's batches; returns the embeddings by site id (when wanted)."""
+    journal_path = run_dir / JOURNAL_NAME
+    index = scan_journal(journal_path, keys)
+    emb_by_id: dict[str, np.ndarray] = {}
+    for batch in plan.batches:
+        offset, length, _ = index.batches[batch.index]
+        record = read_batch(journal_path, offset, length, index.key)
+        for row in record.rows:
+            spool.add(dict(row))
+        if embeddings:
+            emb_by_id.update(zip(record.embedding_ids, record.embeddings))
+    return emb_by_id
+
+
+def _write_embeddings(run_dir: Path, ok_ids: Sequence[str], emb_by_id: dict[str, np.ndarray], enabled: bool) -> None:
+    path = run_dir / "embeddings.npz"
+    if not enabled:
+        path.unlink(missing_ok=True)
+        return
+    ids = [sid for sid in ok_ids if sid in emb_by_id]
+    dim = next((v.shape[0] for v in emb_by_id.values()), 0)
+    matrix = np.stack([emb_by_id[i] for i in ids]) if ids else np.zeros((0, dim), np.float16)
+    write_embeddings(path, ids, matrix)
+
+
+def _write_ranked(run: PreparedRun, run_dir: Path, spool: _Spool, chips: dict[str, dict[str, str]]) -> tuple[ReportCollector, list[PerSite]]:
+    """Stream the spooled rows, ranked (:func:`detect.ranking.assign_ranks`), into ``scores.csv``
+    and ``scores.geojson``, gathering the report and the per-site records on the way."""
+    cfg = run.detect
+    collector = ReportCollector(cfg.report_max_sites)
+    per_site: list[PerSite] = []
+    writer = ScoresWriter(run_dir, score_columns([spool.columns]))
+    for row in assign_ranks(spool.ordered(), run.operating_point):
+        paths = chips.get(row["site_id"], {})
+        for column in CHIP_COLUMNS:
+            row[column] = paths.get(column, "")
+        writer.add(row)
+        collector.add(row)
+        per_site.append(PerSite(row["site_id"], row["status"], *(row.get(k, "") for k in PER_SITE_COLUMNS[2:])))
+    writer.close()
+    return collector, per_site
+
+
+def rank_and_write(
+    run: PreparedRun,
+    identity: RunIdentity,
+    plan: RunPlan,
+    run_dir: Path,
+    keys: RunKeyStore,
+    *,
+    chip_images: dict[str, Any],
+    execution: Execution,
+) -> tuple[Manifest, str]:
+    """Step 5: rank every journal row and write the outputs, ``manifest.json`` last.
+
+    Returns:
+        The manifest and the run digest (SHA-256 of ``manifest.json``'s bytes).
+    """
+    cfg = run.detect
+    spool = _Spool(run_dir / "rows.spool.tmp")
+    try:
+        emb_by_id = _read_journal(plan, run_dir, keys, spool, embeddings=cfg.embeddings)
+        ok_ids = spool.ok_ids()
+        wanted = ok_ids if cfg.chips_top_n < 0 else ok_ids[: cfg.chips_top_n]
+        by_id = {s.site_id: s for s in run.sites}
+        shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
+        chips = write_site_chips(
+            [by_id[sid] for sid in wanted], run_dir, run.make_cutter, run.scorer, cached=chip_images, batch_size=min(cfg.batch_size, 32)
+        )
+        collector, per_site = _write_ranked(run, run_dir, spool, chips)
+    finally:
+        spool.close()
+    _write_embeddings(run_dir, ok_ids, emb_by_id, cfg.embeddings)
+    del emb_by_id
+    config_path = write_config(run_config(run.tiles, cfg), run_dir)
+
+    written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
+    footprints = {s.site_id: s.footprint for s in run.sites if s.footprint}
+    written += write_gis_files(run_dir, threshold=run.operating_point.threshold, footprints=footprints)
+    written += [paths[c] for paths in chips.values() for c in CHIP_COLUMNS]
+    if cfg.embeddings:
+        written.append("embeddings.npz")
+    meta = _meta_dict(run.scorer.meta)
+    report = collector.summary()
+    write_report(
+        run_dir / "report.html",
+        report,
+        operating_point=run.operating_point,
+        model_info={"arch": meta.get("arch", ""), "weights_sha256": run.scorer.weights_sha256, "path": str(identity.model_dir)},
+        run_info={
+            "sites_file": str(run.inputs.sites),
+            "before": len(identity.before),
+            "after": len(identity.after),
+            "credits": sorted({e.credit for e in (*identity.before, *identity.after) if e.credit}),
+        },
+    )
+    n_ok = len(ok_ids)
+    manifest = Manifest(
+        sitewatch_version=__version__,
+        run_fingerprint=identity.fingerprint,
+        fingerprint_components=identity.components,
+        started=plan.started,
+        finished=_utc_now(),
+        inputs=Inputs(
+            sites=SitesInput(str(Path(run.inputs.sites).resolve()), identity.sites_sha256, len(run.sites)),
+            before=identity.before,
+            after=identity.after,
+            skipped_before=tuple(SkippedRaster(str(p), r) for p, r in run.before.skipped),
+            skipped_after=tuple(SkippedRaster(str(p), r) for p, r in run.after.skipped),
+        ),
+        model=ModelInfo(
+            argument=str(run.inputs.model),
+            path=str(identity.model_dir.resolve()),
+            weights_sha256=run.scorer.weights_sha256,
+            files=identity.model_files,
+            meta=meta,
+        ),
+        config=ConfigInfo(file="config.yaml", sha256=sha256_file(config_path), values=run_config(run.tiles, cfg)),
+        operating_point=run.operating_point,
+        software=software_versions(),
+        execution=execution,
+        counts=Counts(sites=len(per_site), ok=n_ok, cannot_assess=len(per_site) - n_ok, flagged=report.flagged),
+        per_site=tuple(per_site),
+        outputs=hash_outputs(run_dir, written),
+    )
+    (run_dir / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature of an earlier manifest is void
+    write_manifest(run_dir, manifest)
+    run_digest = sha256_file(run_dir / MANIFEST_NAME)
+    log.info("run digest: sha256:%s (SHA-256 of %s; record it outside the folder)", run_digest, run_dir / MANIFEST_NAME)
+    return manifest, run_digest
+
+
 def run_detect(
     sites: str | Path,
     before: Sequence[str | Path],
@@ -291,25 +700,18 @@ def run_detect(
         InputError: the sites file cannot be used.
         RasterError: no readable raster in ``before`` or ``after``.
         ModelError: the model cannot be loaded or does not fit the tiles settings.
-        RunFolderError: ``out`` holds a different run or something that is not a run.
-        UsageError: a bad operating point or Dask address.
+        RunFolderError: ``out`` holds a different run or something that is not a run, or another
+            detect is writing it.
+        ConfigError: a bad operating point.
+        UsageError: a bad worker count or Dask address.
     """
-    from tiles.catalog import RasterCatalog
-    from tiles.sites import read_sites
-
     started_clock = time.perf_counter()
     tiles = tiles or TilesConfig()
     cfg = detect or DetectConfig()
     run_dir = Path(out)
-    sites_path = Path(sites)
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
-
-    site_list = read_sites(sites_path)
-    if not site_list:
-        raise InputError(f"{sites_path}: no sites to score")
-    before_cat = RasterCatalog.from_paths(list(before), epoch="before")
-    after_cat = RasterCatalog.from_paths(list(after), epoch="after")
+    prepared = prepare_run(RunInputs(Path(sites), tuple(before), tuple(after), model), tiles, cfg)
 
     with ExitStack() as stack:
         client = None
@@ -317,389 +719,32 @@ def run_detect(
             from detect.cluster import dask_client
 
             client = stack.enter_context(dask_client(dask_address, workers, processes=dask_processes))
-        summary, resumed, scoring_seconds = _run_in_folder(
-            site_list,
-            before_cat,
-            after_cat,
-            run_dir,
-            sites_path=sites_path,
-            tiles=tiles,
-            cfg=cfg,
-            model=model,
-            overwrite=overwrite,
-            client=client,
-            execution={"mode": "dask" if client is not None else "local", "workers": workers, "dask_address": dask_address},
-            progress=progress,
-        )
-    seconds = time.perf_counter() - started_clock
-    return replace(summary, batches_resumed=resumed, seconds=seconds, scoring_seconds=scoring_seconds)
-
-
-def _run_in_folder(
-    site_list: Sequence[Any],
-    before_cat: Any,
-    after_cat: Any,
-    run_dir: Path,
-    *,
-    sites_path: Path,
-    tiles: TilesConfig,
-    cfg: DetectConfig,
-    model: str | Path,
-    overwrite: bool,
-    client: Any,
-    execution: dict[str, Any],
-    progress: bool | None,
-) -> tuple[RunSummary, int, float]:
-    """Load the model, then fingerprint, resume, score and finish the run folder."""
-    from tiles.cut import PairCutter
-
-    from models.inference import Scorer
-
-    scorer = Scorer(model, device=cfg.device, tta=cfg.tta, threads=inference_threads(cfg.threads), batch_size=cfg.batch_size)
-    _check_model_fits(scorer.meta, tiles)
-    operating_point = resolve_operating_point(cfg.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
-
-    _check_folder(run_dir, overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        if overwrite:
-            _discard_run(run_dir)
-        log.info("hashing inputs for provenance")
-        sites_sha = sha256_file(sites_path)
-        before_entries = hash_scene_inputs(before_cat)
-        after_entries = hash_scene_inputs(after_cat)
-        model_dir = _model_folder(model)
-        model_files = _model_files(model_dir)
-        fingerprint_config = _fingerprint_config(tiles, cfg)
-        components = {
-            "sites": sites_sha,
-            "before": epoch_component(before_entries),
-            "after": epoch_component(after_entries),
-            "model": scorer.weights_sha256 + ":" + sha256_text(json.dumps(_meta_dict(scorer.meta), sort_keys=True)),
-            "config": sha256_text(json.dumps(fingerprint_config, sort_keys=True)),
-            "software": f"sitewatch {__version__}",
-        }
-        run_token = sha256_text(json.dumps(components, sort_keys=True))
-
-        journal_path = run_dir / JOURNAL_NAME
-        keys = RunKeyStore.from_setting(cfg.run_keys_dir)  # the journal's key lives outside the run folder
-        index = scan_journal(journal_path, keys)
-        header, good_end = index.header, index.good_end
-        check_fingerprint(header, components, run_dir)
-        plan = plan_batches(
-            site_list, before_cat, after_cat, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=tiles
-        )
-        plan_ok = all(
-            list(index.batches[b.index][2]) == [site_list[i].site_id for i in b.site_indices]
-            for b in plan
-            if b.index in index.batches
-        )
-        if not plan_ok:
-            raise RunFolderError(
-                f"{journal_path}: the journal does not match this run's batches; pick a new --out "
-                "folder, or pass --overwrite"
+        _check_folder(run_dir, overwrite)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir):
+            if overwrite:
+                _discard_run(run_dir)
+            keys = RunKeyStore.from_setting(cfg.run_keys_dir)  # the journal's key lives outside the run folder
+            identity = fingerprint_run(prepared)
+            plan = plan_run(prepared, identity, run_dir, keys)
+            scoring_started = time.perf_counter()
+            chip_images = score_run(prepared, identity, plan, run_dir, keys, client=client, progress=progress)
+            scoring_seconds = time.perf_counter() - scoring_started
+            execution = Execution(
+                mode="dask" if client is not None else "local", workers=workers, dask_address=dask_address, batches_resumed=len(plan.done)
             )
-        done = {b.index for b in plan if b.index in index.batches}
-        resumed = len(done)
-        started = header.get("started") if header else _utc_now()
-        if resumed:
-            log.info("resuming: %d of %d batches already scored in %s", resumed, len(plan), journal_path)
-        todo = [b for b in plan if b.index not in done]
-
-        def make_cutter() -> Any:
-            return PairCutter(before_cat, after_cat, tiles)
-
-        scoring_started = time.perf_counter()
-        writer = JournalWriter(
-            journal_path,
-            {"fingerprint": run_token, "components": components, "started": started, "sitewatch_version": __version__},
-            truncate_at=good_end if header is not None else None,
-            fsync_every=cfg.journal_fsync_every,
-            keys=keys,
-        )
-        chip_cache = TopChipCache(cfg.chips_top_n)
-        windows = _site_windows(tiles, cfg, operating_point)
-        with writer:
-            _score_todo(
-                todo,
-                site_list,
-                writer,
-                make_cutter=make_cutter,
-                scorer=scorer,
-                tiles=tiles,
-                cfg=cfg,
-                before_cat=before_cat,
-                after_cat=after_cat,
-                model_dir=model_dir.resolve(),
-                run_token=run_token,
-                client=client,
-                chip_cache=chip_cache,
-                windows=windows,
-                progress=progress,
-                done_sites=sum(len(plan[i].site_indices) for i in done),
-            )
-        scoring_seconds = time.perf_counter() - scoring_started
-
-        summary = _finish(
-            run_dir,
-            plan,
-            journal_path,
-            site_list,
-            scorer=scorer,
-            make_cutter=make_cutter,
-            chip_images=chip_cache.images(),
-            tiles=tiles,
-            cfg=cfg,
-            operating_point=operating_point,
-            manifest_parts={
-                "started": started,
-                "sites_path": sites_path,
-                "sites_sha": sites_sha,
-                "before": before_entries,
-                "after": after_entries,
-                "skipped": {
-                    "before": [[str(p), r] for p, r in before_cat.skipped],
-                    "after": [[str(p), r] for p, r in after_cat.skipped],
-                },
-                "model_dir": model_dir,
-                "model_arg": str(model),
-                "model_files": model_files,
-                "components": components,
-                "run_token": run_token,
-                "execution": {**execution, "batches_resumed": resumed},
-            },
-        )
-    return summary, resumed, scoring_seconds
-
-
-def _score_todo(
-    todo: Sequence[PlannedBatch],
-    site_list: Sequence[Any],
-    writer: JournalWriter,
-    *,
-    make_cutter: Any,
-    scorer: Any,
-    tiles: TilesConfig,
-    cfg: DetectConfig,
-    before_cat: Any,
-    after_cat: Any,
-    model_dir: Path,
-    run_token: str,
-    client: Any,
-    chip_cache: TopChipCache,
-    progress: bool | None,
-    done_sites: int,
-    windows: Any = None,
-) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(site_list),
-        initial=done_sites,
-        unit="site",
-        desc="detect",
-        disable=(None if progress is None else not progress),
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
-    try:
-        if client is not None:
-            from detect.cluster import WorkerSpec, score_batches_dask
-
-            spec = WorkerSpec(
-                run_token=run_token,
-                tiles=tiles,
-                model=str(model_dir),
-                device=cfg.device,
-                tta=cfg.tta,
-                threads=cfg.threads,
-                decimals=cfg.score_decimals,
-                windows=windows,
-            )
-            for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
-                writer.append(record)
-                bar.update(len(record.rows))
-        else:
-            for record in score_batches_local(
-                site_list,
-                todo,
-                make_cutter,
-                scorer,
-                decimals=cfg.score_decimals,
-                prefetch=cfg.prefetch_batches,
-                chip_cache=chip_cache,
-                windows=windows,
-            ):
-                writer.append(record)
-                bar.update(len(record.rows))
-    finally:
-        bar.close()
-
-
-def _site_windows(tiles: TilesConfig, cfg: DetectConfig, operating_point: OperatingPoint) -> Any:
-    """The parts-and-context step (:mod:`detect.parts`), or None when both are off."""
-    from detect.parts import SiteWindows
-
-    step = SiteWindows(tiles, cfg, operating_point.threshold)
-    return step if step.active else None
-
-
-def _finish(
-    run_dir: Path,
-    plan: Sequence[PlannedBatch],
-    journal_path: Path,
-    site_list: Sequence[Any],
-    *,
-    scorer: Any,
-    make_cutter: Any,
-    chip_images: Any,
-    tiles: TilesConfig,
-    cfg: DetectConfig,
-    operating_point: OperatingPoint,
-    manifest_parts: dict[str, Any],
-) -> RunSummary:
-    """Rank, write chips and every output from the journal, and finally ``manifest.json``.
-
-    Memory stays small for any number of sites: rows are spooled to a temporary file in plan
-    order and only their sort keys and file offsets are held; the outputs are then streamed in
-    ranked order.
-    """
-    index = scan_journal(journal_path, RunKeyStore.from_setting(cfg.run_keys_dir))
-    spool_path = run_dir / "rows.spool.tmp"
-    keys: list[tuple[int, float, str, int, int]] = []
-    seen_columns: dict[str, None] = {}
-    emb_by_id: dict[str, np.ndarray] = {}
-    with open(spool_path, "wb") as spool:
-        for batch in plan:
-            offset, length, _ = index.batches[batch.index]
-            record = read_batch(journal_path, offset, length, index.key)
-            for row in record.rows:
-                line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-                keys.append((*sort_key(row), spool.tell(), len(line)))
-                spool.write(line)
-                for column in row:
-                    seen_columns.setdefault(column)
-            if cfg.embeddings:
-                for sid, vec in zip(record.embedding_ids, record.embeddings):
-                    emb_by_id[sid] = vec
-    keys.sort()
-    ok_ids = [k[2] for k in keys if k[0] == 0]
-
-    # chips for the top-ranked assessable sites (kept while scoring, or cut again)
-    wanted = ok_ids if cfg.chips_top_n < 0 else ok_ids[: cfg.chips_top_n]
-    by_id = {s.site_id: s for s in site_list}
-    shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
-    chips = write_site_chips(
-        [by_id[sid] for sid in wanted],
-        run_dir,
-        make_cutter,
-        scorer,
-        cached=chip_images,
-        batch_size=min(cfg.batch_size, 32),
-    )
-    columns = score_columns([seen_columns])
-
-    collector = ReportCollector(cfg.report_max_sites)
-    per_site: list[list[str]] = []
-    writer = ScoresWriter(run_dir, columns)
-    rank = 0
-    with open(spool_path, "rb") as spool:
-        for group, neg_score, sid, offset, length in keys:
-            spool.seek(offset)
-            row = json.loads(spool.read(length).decode("utf-8"))
-            if group == 0:
-                rank += 1
-                row["rank"] = str(rank)
-                row["flagged"] = "true" if -neg_score >= operating_point.threshold else "false"
-            else:
-                row["score"], row["rank"], row["flagged"] = "", "", "false"
-            paths = chips.get(sid, {})
-            for column in CHIP_COLUMNS:
-                row[column] = paths.get(column, "")
-            writer.add(row)
-            collector.add(row)
-            per_site.append(
-                [sid, row["status"]] + [row.get(k, "") for k in ("before_scene", "after_scene", "before_time", "after_time")]
-            )
-    writer.close()
-    spool_path.unlink(missing_ok=True)
-
-    if cfg.embeddings:
-        ids = [sid for sid in ok_ids if sid in emb_by_id]
-        dim = next((v.shape[0] for v in emb_by_id.values()), 0)
-        matrix = np.stack([emb_by_id[i] for i in ids]) if ids else np.zeros((0, dim), np.float16)
-        write_embeddings(run_dir / "embeddings.npz", ids, matrix)
-        del emb_by_id
-    else:
-        (run_dir / "embeddings.npz").unlink(missing_ok=True)
-    config_path = write_config(run_config(tiles, cfg), run_dir)
-
-    parts = manifest_parts
-    written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
-    written += write_gis_files(run_dir, threshold=operating_point.threshold, footprints={s.site_id: s.footprint for s in site_list if s.footprint})
-    written += [paths[c] for paths in chips.values() for c in CHIP_COLUMNS]
-    if cfg.embeddings:
-        written.append("embeddings.npz")
-    meta = _meta_dict(scorer.meta)
-    model_info = {"arch": meta.get("arch", ""), "weights_sha256": scorer.weights_sha256, "path": str(parts["model_dir"])}
-    report = collector.summary()
-    write_report(
-        run_dir / "report.html",
-        report,
-        operating_point=operating_point,
-        model_info=model_info,
-        run_info={
-            "sites_file": str(parts["sites_path"]),
-            "before": len(parts["before"]),
-            "after": len(parts["after"]),
-            "credits": sorted({e["credit"] for e in (*parts["before"], *parts["after"]) if e.get("credit")}),
-        },
-    )
-
-    n_ok = len(ok_ids)
-    execution = parts["execution"]
-    manifest = Manifest(
-        sitewatch_version=__version__,
-        run_fingerprint=parts["run_token"],
-        fingerprint_components=parts["components"],
-        started=parts["started"],
-        finished=_utc_now(),
-        inputs=Inputs(
-            sites=SitesInput(str(Path(parts["sites_path"]).resolve()), parts["sites_sha"], len(site_list)),
-            before=tuple(RasterInput.from_json(e) for e in parts["before"]),
-            after=tuple(RasterInput.from_json(e) for e in parts["after"]),
-            skipped_before=tuple(SkippedRaster(p, r) for p, r in parts["skipped"]["before"]),
-            skipped_after=tuple(SkippedRaster(p, r) for p, r in parts["skipped"]["after"]),
-        ),
-        model=ModelInfo(
-            argument=parts["model_arg"],
-            path=str(Path(parts["model_dir"]).resolve()),
-            weights_sha256=scorer.weights_sha256,
-            files=tuple(FileHash(f["path"], f["sha256"]) for f in parts["model_files"]),
-            meta=meta,
-        ),
-        config=ConfigInfo(file="config.yaml", sha256=sha256_file(config_path), values=run_config(tiles, cfg)),
-        operating_point=operating_point,
-        software=software_versions(),
-        execution=Execution(execution["mode"], execution["workers"], execution["dask_address"], execution["batches_resumed"]),
-        counts=Counts(sites=len(keys), ok=n_ok, cannot_assess=len(keys) - n_ok, flagged=report.flagged),
-        per_site=tuple(PerSite(*values) for values in per_site),
-        outputs=hash_outputs(run_dir, written),
-    )
-    (run_dir / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature of an earlier manifest is void
-    write_manifest(run_dir, manifest)
-    run_digest = sha256_file(run_dir / MANIFEST_NAME)
-    log.info("run digest: sha256:%s (SHA-256 of %s; record it outside the folder)", run_digest, run_dir / MANIFEST_NAME)
+            manifest, run_digest = rank_and_write(prepared, identity, plan, run_dir, keys, chip_images=chip_images, execution=execution)
+    counts = manifest.counts
     return RunSummary(
         run_dir=run_dir,
-        sites=len(keys),
-        ok=n_ok,
-        cannot_assess=len(keys) - n_ok,
-        flagged=report.flagged,
-        operating_point=operating_point,
-        batches_total=len(plan),
-        batches_resumed=0,
-        seconds=0.0,
-        scoring_seconds=0.0,
+        sites=counts.sites,
+        ok=counts.ok,
+        cannot_assess=counts.cannot_assess,
+        flagged=counts.flagged,
+        operating_point=prepared.operating_point,
+        batches_total=len(plan.batches),
+        batches_resumed=len(plan.done),
+        seconds=time.perf_counter() - started_clock,
+        scoring_seconds=scoring_seconds,
         run_digest=run_digest,
     )
