@@ -242,6 +242,7 @@ def render_report(
     operating_point: OperatingPoint,
     model_info: Mapping[str, Any],
     run_info: Mapping[str, Any],
+    calibration: Mapping[str, Any] | None = None,
 ) -> str:
     """The report page as HTML text.
 
@@ -249,7 +250,11 @@ def render_report(
         summary: counts, scores and the flagged rows to show (:class:`ReportCollector`).
         operating_point: the threshold used for ``flagged``.
         model_info: ``arch``, ``weights_sha256``, ``path`` of the model.
-        run_info: ``sites_file``, ``before``/``after`` counts.
+        run_info: ``sites_file``, ``before``/``after`` counts, ``credits`` (the STAC
+            catalogues' licence and provider lines, optional).
+        calibration: the manifest's ``calibration`` record when ``sitewatch calibrate`` refitted
+            the scores on this event's labelled sites; None = the model's own calibration
+            (synthetic validation scenes).
     """
     status_counts = summary.status_counts
     reason_counts = summary.reason_counts
@@ -270,10 +275,12 @@ def render_report(
         f"<tr><th>flagged</th><td>{n_flagged}</td></tr>",
         f"<tr><th>operating point</th><td>{_e(operating_point.name)}: score &ge; "
         f"{operating_point.threshold:.4f} <span class=\"muted\">({_e(operating_point.source)})</span></td></tr>",
+        f"<tr><th>calibration</th><td>{calibration_text(calibration)}</td></tr>",
         f"<tr><th>model</th><td>{_e(model_info.get('arch', ''))} <code>{_e(str(model_info.get('weights_sha256', ''))[:16])}</code> "
         f"<span class=\"muted\">{_e(model_info.get('path', ''))}</span></td></tr>",
         f"<tr><th>sites file</th><td>{_e(run_info.get('sites_file', ''))}</td></tr>",
         f"<tr><th>rasters</th><td>{_e(run_info.get('before', 0))} before, {_e(run_info.get('after', 0))} after</td></tr>",
+        *(f"<tr><th>imagery credit</th><td>{_e(c)}</td></tr>" for c in run_info.get("credits", ())),
         "</table>",
     ]
     if reason_counts:
@@ -281,6 +288,14 @@ def render_report(
         for reason, n in sorted(reason_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"<tr><td>{_e(reason or 'unknown')}</td><td>{n}</td></tr>")
         out.append("</table>")
+    if calibration:
+        out.append("<h2>Calibration on this event</h2>")
+        out.append(
+            f"<p>Temperature {float(calibration.get('temperature', 1.0)):.3f} (was {float(calibration.get('previous_temperature', 1.0)):.3f}); "
+            f"expected calibration error on the held-out labelled sites {_num(calibration.get('ece_before'))} before, "
+            f"{_num(calibration.get('ece'))} after. Reliability with confidence intervals: "
+            '<a href="calibration.txt">calibration.txt</a>.</p><img src="reliability.png" alt="reliability diagram" width="420" height="420">'
+        )
     out.append("<h2>Score histogram</h2>")
     out.append(histogram_svg(scores, operating_point.threshold))
     out.append(f'<p class="muted">red line: the operating threshold {operating_point.threshold:.4f}</p>')
@@ -293,6 +308,22 @@ def render_report(
         "manifest.json (check it with <code>sitewatch verify RUN</code>).</p></body></html>"
     )
     return "\n".join(out) + "\n"
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def calibration_text(calibration: Mapping[str, Any] | None) -> str:
+    """Which calibration the scores carry, as escaped HTML text for the report."""
+    if not calibration:
+        return "the model's own (fitted on synthetic validation scenes, not on this event)"
+    labels = calibration.get("labels", {})
+    return (
+        f"this event's verified sample: {_e(calibration.get('n', '?'))} labelled sites "
+        f"({_e(calibration.get('positives', '?'))} damaged), {_e(labels.get('source', ''))} "
+        f"<code>{_e(str(labels.get('sha256', ''))[:12])}</code>, {_e(str(calibration.get('created', ''))[:10])}"
+    )
 
 
 def write_report(path: Path, summary: ReportSummary, **kwargs: Any) -> None:

@@ -22,7 +22,7 @@ from sitewatch.errors import SitewatchError, UsageError
 log = logging.getLogger("sitewatch")
 
 #: the order subcommands are listed in ``--help``; modules not listed come after, by name.
-ORDER = ("demo", "tiles", "synth", "train", "evaluate", "detect", "verify", "review", "dossier")
+ORDER = ("demo", "tiles", "synth", "train", "evaluate", "detect", "calibrate", "verify", "keygen", "dossier", "review")
 
 EPILOG = """\
 typical session:
