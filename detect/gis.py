@@ -271,7 +271,7 @@ def write_gpkg(
         rows: ``scores.csv`` rows (text values), in rank order.
         columns: the ``scores.csv`` columns (become the fields).
         threshold: the run's operating threshold (for the score bands).
-        footprints: ``{site_id: GeoJSON Polygon/MultiPolygon}`` of the sites that had one.
+        footprints: ``{site_id: GeoJSON Polygon/MultiPolygon, or its WKB}`` of the sites that had one.
     """
     import pyogrio
     from pyogrio.raw import write
@@ -294,7 +294,7 @@ def write_gpkg(
             shaped = []
             for r in rows:
                 shape = (footprints or {}).get(r.get("site_id", ""))
-                wkb = _wkb_multipolygon(shape) if shape is not None else None
+                wkb = shape if isinstance(shape, bytes) else _wkb_multipolygon(shape) if shape is not None else None
                 if wkb is not None:
                     shaped.append((r, wkb))
             if shaped:
@@ -428,3 +428,22 @@ def write_gis_files(
     write_gpkg(run_dir / GPKG_NAME, rows, columns, threshold=threshold, footprints=footprints)
     write_kml(run_dir / KML_NAME, rows, threshold=threshold, title="sitewatch scores")
     return list(GIS_FILES)
+
+
+def recorded_footprints(path: Path) -> dict[str, bytes]:
+    """``{site_id: WKB}`` of the ``footprints`` layer of an existing ``scores.gpkg`` ({} if none)."""
+    import pyogrio
+    from pyogrio.raw import read
+
+    if not path.is_file():
+        return {}
+    if "footprints" not in {str(name) for name, _ in pyogrio.list_layers(path)}:
+        return {}
+    meta, _, geometry, fields = read(path, layer="footprints", columns=["site_id"])
+    return {str(sid): bytes(wkb) for sid, wkb in zip(fields[0], geometry) if wkb is not None}
+
+
+def rewrite_gis_files(run_dir: Path, *, threshold: float) -> list[str]:
+    """Write ``scores.gpkg``/``scores.kml`` again from the run's (rewritten) ``scores.csv``,
+    keeping the footprints the earlier ``scores.gpkg`` held (e.g. after ``sitewatch calibrate``)."""
+    return write_gis_files(run_dir, threshold=threshold, footprints=recorded_footprints(run_dir / GPKG_NAME))

@@ -1,9 +1,10 @@
 """What a dossier page states about one site, gathered from the run folder and its verdict store.
 
 Everything comes from files the run recorded: ``scores.csv`` (score, rank, pair metadata),
-``manifest.json`` (scenes with their SHA-256, the model, the operating point, the calibration),
-the source rasters' tags (sensor, catalogue id, off-nadir angle, imagery credit, when the
-delivery wrote them), ``review.sqlite`` (verdicts, adjudication, hash chain) and the chips: the
+``manifest.json`` (scenes with their SHA-256 and, for STAC inputs, their catalogue facts: id,
+platform, off-nadir angle, credit; the model, the operating point, the calibration), else the
+source rasters' tags (sensor, catalogue id, off-nadir angle, imagery credit, when the delivery
+wrote them), ``review.sqlite`` (verdicts, adjudication, hash chain) and the chips: the
 ones detect wrote (only when unchanged since the run) or cut through the review app's
 :class:`review.chip_provider.ChipProvider`, which also cuts the context view.
 """
@@ -309,7 +310,17 @@ class EvidenceCollector:
             self._tags[path] = scene_tags(p) if p.is_file() else {}
             self._hash_ok[path] = (sha256_file(p) == sha) if p.is_file() and sha else None
         tags = self._tags.get(path, {})
-        facts = {k: (_tag(tags, names) or NOT_RECORDED) for k, names in SCENE_TAGS.items()}
+        # the STAC catalogue's facts (manifest, scores.csv) first, then the raster's own tags
+        recorded = {
+            "sensor": (entry.get("platform"), site.meta.get(f"{epoch}_platform")),
+            "catalogue_id": (entry.get("catalog_id"),),
+            "off_nadir_deg": (entry.get("off_nadir"), site.meta.get(f"{epoch}_off_nadir")),
+            "credit": (entry.get("credit"), site.meta.get(f"{epoch}_credit")),
+        }
+        facts = {}
+        for key, names in SCENE_TAGS.items():
+            given = next((str(v).strip() for v in recorded[key] if v not in (None, "") and str(v).strip()), "")
+            facts[key] = given or _tag(tags, names) or NOT_RECORDED
         gsd = _num(site.meta.get(f"{epoch}_gsd_m", ""))
         return Scene(
             epoch=epoch,

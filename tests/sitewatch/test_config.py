@@ -105,6 +105,7 @@ def test_shipped_configs_load(tmp_path):
         "evaluate": jobs.EvaluateJob,
         "review": jobs.ReviewJob,
         "dossier": jobs.DossierJob,
+        "calibrate": jobs.CalibrateJob,
     }
     files = sorted(root.glob("*.yaml"))
     assert files, "configs/ holds at least one example"
