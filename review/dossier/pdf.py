@@ -53,6 +53,13 @@ class _Writer:
         self.digest = digest
         regular, bold, mono = _find_font(config)
         self.unicode = regular is not None
+        self.replaced = False  # a character the font lacks was written as "?" on this page
+        self.glyphs: set[int] | None = None
+        if regular is not None:
+            from fontTools.ttLib import TTFont
+
+            with TTFont(str(regular), lazy=True) as font:
+                self.glyphs = set(font.getBestCmap())
         if regular is not None:
             self.pdf.add_font("Sans", "", str(regular))
             self.pdf.add_font("Sans", "B", str(bold or regular))
@@ -68,9 +75,14 @@ class _Writer:
         """Text the current fonts can show."""
         s = "" if text is None else str(text)
         if self.unicode:
+            if self.glyphs is not None and any(ord(c) not in self.glyphs and c != "\n" for c in s):
+                self.replaced = True
+                s = "".join(c if ord(c) in self.glyphs or c in "\n" else "?" for c in s)
             return s
         s = s.replace("–", "-").replace("—", "-").replace("≥", ">=").replace("×", "x").replace("′", "'").replace("″", '"')
-        return s.encode("latin-1", "replace").decode("latin-1")
+        out = s.encode("latin-1", "replace").decode("latin-1")
+        self.replaced = self.replaced or out != s
+        return out
 
     def font(self, size: float, bold: bool = False, mono: bool = False) -> None:
         self.pdf.set_font(self.mono if mono else self.sans, "B" if bold and not mono else "", size)
@@ -273,7 +285,8 @@ def _image(w: _Writer, e: SiteEvidence, key: str, x: float, y: float, size: floa
         pdf.rect(x, y, size, size)
         w.font(7)
         pdf.set_xy(x + 2, y + size / 2 - 2)
-        pdf.multi_cell(size - 4, LINE, w.t(f"no {caption}"), align="C")
+        why = next((n for n in e.image_notes if n.startswith("no ")), "")
+        pdf.multi_cell(size - 4, LINE, w.t(f"no {caption} chip" + (f"\n({why})" if why else "")), align="C")
         pdf.set_draw_color(0, 0, 0)
         return y + size + 2
     pdf.image(io.BytesIO(img.png), x=x, y=y, w=size, h=size)
@@ -300,6 +313,7 @@ def _image(w: _Writer, e: SiteEvidence, key: str, x: float, y: float, size: floa
 
 
 def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, total: int, n_ranked: int, cfg: DossierConfig) -> None:
+    w.replaced = False
     label = f"site {e.site.site_id}"
     title = e.title + (f"  ({e.site.kind})" if e.site.kind else "")
     y = w.new_page(f"sitewatch evidence dossier · site {number} of {total} · run {run.run.path.name}", title, label)
@@ -338,6 +352,9 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
     side.row("operating point", f"{run.operating_point.get('name')}: flagged at score ≥ {thr} ({run.operating_point.get('source')})")
     for note in e.image_notes:
         side.text(note, size=6)
+    if w.replaced:
+        side.text("Characters the PDF font lacks are shown as ?; the site's HTML page has every name exactly.", size=6)
+    w.replaced = False
     y = max(bottom, side.y if side.page == w.pdf.page else bottom) + 1
     page = side.page
     if side.page != w.pdf.pages_count:
