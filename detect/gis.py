@@ -102,6 +102,16 @@ def _float(text: str | None) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def _reals(values: Sequence[str]) -> np.ndarray:
+    """Float64 array of text values (NaN for empty, unparsable or infinite ones)."""
+    try:  # numpy parses the whole column at C speed; any odd value falls back to one by one
+        array = np.array([v or "nan" for v in values], dtype=np.str_).astype(np.float64)
+    except ValueError:
+        return np.array([_float(v) for v in values], dtype=np.float64)
+    array[~np.isfinite(array)] = np.nan
+    return array
+
+
 def _has_coordinates(row: Mapping[str, str]) -> bool:
     lon, lat = _float(row.get("lon")), _float(row.get("lat"))
     return math.isfinite(lon) and math.isfinite(lat) and -180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0
@@ -163,7 +173,7 @@ def _fields(rows: Sequence[Mapping[str, str]], columns: Sequence[str], threshold
     for column in columns:
         values = [row.get(column, "") or "" for row in rows]
         if column in REAL_COLUMNS:
-            array = np.array([_float(v) for v in values], dtype=np.float64)
+            array = _reals(values)
             mask = None  # NaN is written as null
         elif column == "rank":
             ranks = [int(v) if v.strip().isdigit() else 0 for v in values]

@@ -21,12 +21,11 @@ from typing import Any, Mapping, Sequence
 from review.chip_provider import ChipProvider
 from review.config import ReviewConfig
 from review.consensus import SiteConsensus, summarise
-from review.runfolder import RunFolder, RunSite
+from review.runfolder import META_FIRST, RunFolder, RunSite
 from review.site_facts import Coordinates, FactRow, coordinates, fact_rows, logit_text, score_text
 from review.site_marker import SiteMarker, chip_extent_m, site_footprints, site_marker
 from review.state import hidden_column
 from review.store import DB_NAME, Verdict, VerdictStore
-from review.runfolder import META_FIRST
 from sitewatch.hashing import sha256_file
 
 log = logging.getLogger(__name__)
