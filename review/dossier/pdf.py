@@ -432,7 +432,8 @@ def _recheck(still: bool | None) -> str:
     return "file not on this machine" if still is None else "unchanged since the run" if still else "CHANGED since the run"
 
 
-def _cover(w: _Writer, rows: Sequence[SiteEvidence], run: RunEvidence, selection: str, created: str) -> None:
+def _cover(w: _Writer, rows: Sequence[SiteEvidence], run: RunEvidence, selection: str, created: str) -> list[tuple[int, float]]:
+    """Write the cover; returns where each site's line ends (page, y), for its page number."""
     y = w.new_page("sitewatch evidence dossier", f"{len(rows)} site{'' if len(rows) == 1 else 's'} from run {run.run.path.name}", "cover")
     col = _Column(w, MARGIN, PAGE_W - 2 * MARGIN, y, w.pdf.page, "cover (continued)")
     col.row("selection", selection, label_w=40)
@@ -449,23 +450,31 @@ def _cover(w: _Writer, rows: Sequence[SiteEvidence], run: RunEvidence, selection
              "They rank sites for people to verify; the reviewers' verdicts and the adjudication are on each page. "
              "Every file of this dossier is listed with its SHA-256 in manifest.json: `sitewatch verify DOSSIER_FOLDER` checks them.")
     col.heading("Sites (one page each, in this order)")
+    places: list[tuple[int, float]] = []
     for i, e in enumerate(rows, start=1):
         c = e.consensus
         decided = c.final if c and c.final else "–"
         rank = e.site.rank if e.site.rank > 0 else "–"
         col.row(f"{i}. rank {rank}", f"{e.title} · score {e.score}{' · flagged' if e.flagged else ''} · {e.site.status} · decision {decided}", label_w=40)
+        places.append((col.page, col.y - 0.6 - LINE))
+    return places
 
 
 def write_pdf(path: Path, rows: Sequence[SiteEvidence], run: RunEvidence, *, selection: str, created: str,
               n_ranked: int, config: DossierConfig) -> tuple[list[int], int]:
     """Write ``dossier.pdf``; returns the first page number of each site's page and the page count."""
     w = _Writer(config, run.digest)
-    _cover(w, rows, run, selection, created)
+    places = _cover(w, rows, run, selection, created)
     firsts = []
     for i, e in enumerate(rows, start=1):
         w.pdf.page = w.pdf.pages_count
         firsts.append(w.pdf.pages_count + 1)
         _site_pages(w, e, run, i, len(rows), n_ranked, config)
+    for (page, y), first in zip(places, firsts):  # the cover's list says on which page each site is
+        w.pdf.page = page
+        w.font(7, bold=True)
+        w.pdf.set_xy(PAGE_W - MARGIN - 20, y)
+        w.pdf.cell(20, LINE, f"page {first}", align="R")
     w.pdf.page = w.pdf.pages_count
     tmp = path.with_name(path.name + ".tmp")
     w.pdf.output(str(tmp))
