@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from detect.outputs import format_number, read_scores_csv, score_columns, write_bytes_atomic, write_scores_csv, write_scores_geojson
+from detect.gis import GPKG_NAME, rewrite_gis_files
 from detect.provenance import MANIFEST_NAME, hash_outputs, read_manifest, write_json_atomic
 from detect.ranking import OperatingPoint, rank_rows
 from detect.report import summarise_rows, write_report
@@ -155,6 +156,7 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
     columns = score_columns(state.rows)
     write_scores_csv(run_dir / "scores.csv", state.rows, columns)
     write_scores_geojson(run_dir / "scores.geojson", state.rows, columns)
+    gis = rewrite_gis_files(run_dir, threshold=state.operating_point.threshold) if (run_dir / GPKG_NAME).is_file() else []
     manifest = state.manifest
     detect_cfg = manifest.get("config", {}).get("values", {}).get("detect", {})
     summary = summarise_rows(state.rows, int(detect_cfg.get("report_max_sites", 200)))
@@ -170,7 +172,7 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
     manifest["operating_point"] = {"name": state.operating_point.name, "threshold": state.operating_point.threshold, "source": state.operating_point.source}
     counts = manifest.setdefault("counts", {})
     counts["flagged"] = summary.flagged
-    files = sorted(set(manifest.get("outputs", {})) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html"})
+    files = sorted(set(manifest.get("outputs", {})) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html", *gis})
     manifest["outputs"] = hash_outputs(run_dir, [f for f in files if (run_dir / f).is_file()])
     write_json_atomic(run_dir / MANIFEST_NAME, manifest)
     return sha256_file(run_dir / MANIFEST_NAME)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from detect.outputs import write_bytes_atomic
 from detect.ranking import OperatingPoint
 
-def _num(text: str) -> float:
+def _float_or_nan(text: str) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -26,12 +26,12 @@ def _num(text: str) -> float:
 
 
 def _metres(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{v:.2f} m" if math.isfinite(v) else text
 
 
 def _percent(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{100 * v:.1f} %" if math.isfinite(v) else text
 
 
@@ -40,7 +40,7 @@ def _yes_no(text: str) -> str:
 
 
 def _confidence(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{v:.2f} (0–1)" if math.isfinite(v) else text
 
 
