@@ -96,9 +96,25 @@ def hash_scene_inputs(catalog: Any) -> list[dict[str, Any]]:
                 "crs": scene.crs,
                 "acquired": scene.acquired.isoformat() if scene.acquired else None,
                 "time_source": scene.time_source,
+                **_catalogue_entry(scene),
             }
         )
     return entries
+
+
+def _catalogue_entry(scene: Any) -> dict[str, Any]:
+    """A STAC scene's catalogue facts for the manifest (nothing for plain files)."""
+    if not getattr(scene, "catalog_id", ""):
+        return {}
+    return {
+        "catalog_id": scene.catalog_id,
+        "catalog_source": scene.catalog_source,
+        "platform": scene.platform,
+        "stated_gsd_m": scene.stated_gsd_m,
+        "off_nadir": scene.off_nadir,
+        "cloud_cover": scene.cloud_cover,
+        "credit": scene.credit,
+    }
 
 
 def epoch_component(entries: Iterable[Mapping[str, Any]]) -> str:

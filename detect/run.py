@@ -25,6 +25,7 @@ import numpy as np
 
 from detect.chips import CHIPS_DIR, TopChipCache, write_site_chips
 from detect.config import PRESENTATION_KEYS
+from detect.gis import GIS_FILES, write_gis_files
 from detect.journal import JOURNAL_NAME, JournalWriter, RunKeyStore, check_fingerprint, read_batch, scan_journal
 from detect.outputs import CHIP_COLUMNS, ScoresWriter, score_columns, write_embeddings
 from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
@@ -60,6 +61,7 @@ RUN_FILES = (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     JOURNAL_NAME,
+    *GIS_FILES,
 )
 
 
@@ -374,6 +376,7 @@ def _run_in_folder(
             keys=keys,
         )
         chip_cache = TopChipCache(cfg.chips_top_n)
+        windows = _site_windows(tiles, cfg, operating_point)
         with writer:
             _score_todo(
                 todo,
@@ -389,6 +392,7 @@ def _run_in_folder(
                 run_token=run_token,
                 client=client,
                 chip_cache=chip_cache,
+                windows=windows,
                 progress=progress,
                 done_sites=sum(len(plan[i].site_indices) for i in done),
             )
@@ -443,6 +447,7 @@ def _score_todo(
     chip_cache: TopChipCache,
     progress: bool | None,
     done_sites: int,
+    windows: Any = None,
 ) -> None:
     from tqdm import tqdm
 
@@ -467,6 +472,7 @@ def _score_todo(
                 tta=cfg.tta,
                 threads=cfg.threads,
                 decimals=cfg.score_decimals,
+                windows=windows,
             )
             for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
                 writer.append(record)
@@ -480,11 +486,20 @@ def _score_todo(
                 decimals=cfg.score_decimals,
                 prefetch=cfg.prefetch_batches,
                 chip_cache=chip_cache,
+                windows=windows,
             ):
                 writer.append(record)
                 bar.update(len(record.rows))
     finally:
         bar.close()
+
+
+def _site_windows(tiles: TilesConfig, cfg: DetectConfig, operating_point: OperatingPoint) -> Any:
+    """The parts-and-context step (:mod:`detect.parts`), or None when both are off."""
+    from detect.parts import SiteWindows
+
+    step = SiteWindows(tiles, cfg, operating_point.threshold)
+    return step if step.active else None
 
 
 def _finish(
@@ -579,6 +594,7 @@ def _finish(
 
     parts = manifest_parts
     written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
+    written += write_gis_files(run_dir, threshold=operating_point.threshold, footprints={s.site_id: s.footprint for s in site_list if s.footprint})
     written += [paths[c] for paths in chips.values() for c in CHIP_COLUMNS]
     if cfg.embeddings:
         written.append("embeddings.npz")
@@ -590,7 +606,12 @@ def _finish(
         report,
         operating_point=operating_point,
         model_info=model_info,
-        run_info={"sites_file": str(parts["sites_path"]), "before": len(parts["before"]), "after": len(parts["after"])},
+        run_info={
+            "sites_file": str(parts["sites_path"]),
+            "before": len(parts["before"]),
+            "after": len(parts["after"]),
+            "credits": sorted({e["credit"] for e in (*parts["before"], *parts["after"]) if e.get("credit")}),
+        },
     )
 
     n_ok = len(ok_ids)

@@ -225,6 +225,14 @@ class RunFolder:
         sha = str(model.get("weights_sha256") or model.get("sha256") or "")
         return f"{model.get('path', '?')} ({sha[:12]})" if sha else str(model.get("path", "unknown"))
 
+    def calibration_label(self) -> str:
+        """Which calibration the run's scores carry: the model's own (synthetic validation
+        scenes) or this event's labelled sites (``sitewatch calibrate``, manifest ``calibration``)."""
+        cal = self.manifest.get("calibration")
+        if not isinstance(cal, Mapping) or cal.get("kind") != "event":
+            return "synthetic (the model's own, not fitted on this event)"
+        return f"this event's verified sample ({cal.get('n', '?')} sites, {cal.get('positives', '?')} damaged, {str(cal.get('created', ''))[:10]})"
+
     def tiles_config(self) -> dict[str, Any]:
         """The run's effective ``tiles`` settings (from ``config.yaml``), or {}."""
         import yaml

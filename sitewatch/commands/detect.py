@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sitewatch.commands._common import add_config_options, add_site_and_raster_inputs, info, load_job_config, progress_disabled
+from sitewatch.commands._common import add_config_options, add_incident_window_option, add_site_and_raster_inputs, info, load_job_config, progress_disabled
 
 NAME = "detect"
 HELP = "score sites in before/after imagery and write a ranked run folder"
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME|P",
         help="'screening' (high recall), 'evidence' (high precision) or a probability (default from config)",
     )
+    add_incident_window_option(s)
     s.add_argument("--batch-size", type=int, metavar="N", help="sites per batch (detect.batch_size)")
     s.add_argument("--chips", metavar="N|all", help="write chips for the top N sites, or 'all' (detect.chips_top_n)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="inference device (detect.device)")
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             "detect.batch_size": ("--batch-size", args.batch_size),
             "detect.chips_top_n": ("--chips", _chips_flag(args.chips)),
             "detect.device": ("--device", args.device),
+            "tiles.incident_window": ("--incident-window", args.incident_window),
         },
     )
     signing_key = _signing_key(args.sign)  # before the run: a bad key fails in seconds, not after hours

@@ -7,7 +7,7 @@ import argparse
 from sitewatch.commands._common import info
 
 NAME = "verify"
-HELP = "check a run folder: hashes, the manifest's consistency, digest, signature, verdict chain"
+HELP = "check a run folder (hashes, consistency, digest, signature, verdict chain) or a dossier folder"
 DESCRIPTION = """\
 Check that a run folder is what `sitewatch detect` wrote and nothing else:
 
@@ -25,10 +25,14 @@ Check that a run folder is what `sitewatch detect` wrote and nothing else:
 Exit code 0 when everything checks, 1 when anything differs (each finding names the file and the
 field).
 
+A dossier folder (`sitewatch dossier --out DIR`) is recognised by its manifest and checked too:
+every file's SHA-256, files added, and that the run digest it quotes is still the run's.
+
 examples:
   sitewatch verify RUN
   sitewatch verify RUN --digest sha256:3f1c...   # the digest detect printed, recorded elsewhere
   sitewatch verify RUN --public-key alice.pub    # who produced the run
+  sitewatch verify DOSSIER
   sitewatch verify RUN --outputs-only            # the inputs are not on this machine
 """
 
@@ -46,8 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _verify_dossier(args: argparse.Namespace) -> int:
+    from review.dossier.verify import verify_dossier
+
+    report = verify_dossier(args.run_dir, check_run=not args.outputs_only)
+    for finding in report.findings:
+        print(finding.describe())
+    if report.ok:
+        run_note = "run manifest re-hashed: digest matches" if report.run_checked else "run folder not here: digest not re-checked"
+        info(f"verified dossier: {report.checked} files match {args.run_dir}/manifest.json "
+             f"(sha256 {report.manifest_sha256}); run digest {report.run_digest} ({run_note})", args)
+        return 0
+    print(f"{len(report.findings)} difference(s) from {args.run_dir}/manifest.json; this dossier no longer matches what was written")
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    from review.dossier.verify import is_dossier
+
+    if is_dossier(args.run_dir):  # a dossier folder (sitewatch dossier) carries its own manifest kind
+        return _verify_dossier(args)
 
     from detect.verify import parse_digest, verify_run
     from sitewatch.errors import InputError, UsageError
