@@ -12,7 +12,7 @@ import pytest
 
 from detect.gis import band_labels, write_gis_files, write_gpkg
 from detect.outputs import read_scores_csv
-from detect.provenance import verify_run
+from detect.verify import verify_run
 from detect.run import run_detect
 from sitewatch.config import load_config
 from sitewatch.jobs import DetectJob
