@@ -430,11 +430,14 @@ def write_gis_files(
     """
     import csv
 
+    from tiles.formula_injection import restore_formula
+
     source = scores_csv or run_dir / "scores.csv"
     with open(source, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = list(reader.fieldnames or [])
-        rows = list(reader)
+        # the run's own text, not the quotes scores.csv puts before formula-like cells
+        rows = [{k: restore_formula(v or "") for k, v in row.items()} for row in reader]
     write_gpkg(run_dir / GPKG_NAME, rows, columns, threshold=threshold, footprints=footprints)
     write_kml(run_dir / KML_NAME, rows, threshold=threshold, title="sitewatch scores")
     return list(GIS_FILES)

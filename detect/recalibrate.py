@@ -45,6 +45,7 @@ from models.calibration import FittedCalibration, fit_calibration, sigmoid
 from models.config import CalibrationConfig
 from sitewatch.errors import InputError, RunFolderError
 from sitewatch.hashing import sha256_file
+from tiles.formula_injection import restore_formula
 from tiles.types import DAMAGE_CLASSES, damage_to_label
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ def read_labels_csv(path: str | Path) -> EventLabels:
         if "site_id" not in cols or not ({"damage", "label"} & set(cols)):
             raise InputError(f"{path}: needs a site_id column and a damage (xBD scale) or label (0/1) column; found {', '.join(cols) or 'no header'}")
         for line, row in enumerate(reader, start=2):
-            sid = (row.get("site_id") or "").strip()
+            # ids as the run has them (review export writes formula-like ids with a leading ')
+            sid = restore_formula((row.get("site_id") or "").strip())
             if not sid:
                 raise InputError(f"{path}, row {line}: empty site_id")
             value = (row.get("damage") or "").strip()
