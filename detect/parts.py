@@ -25,7 +25,9 @@ Columns added to a facility's row (empty strings when not applicable):
 * ``window_score``: the single-window score of the whole site (what ``score`` was before).
 * ``score_source``: ``parts`` (``score`` aggregates the parts) or ``window``.
 * ``part_scores``: ``p00=0.123456;p01=cloud;...`` (the score, or the reason a part was not
-  assessed), in plan order, for the report's outlines.
+  assessed), in plan order; ``part_centres_m``: ``east,north`` of each part's centre in metres
+  from the site's point, same order, and ``part_size_m`` their side (the report outlines the
+  parts on the site's chip).
 * ``context``, ``context_assessed``, ``context_damage``: ring chips planned, assessed, and the
   share of the assessed ones flagged.
 * ``targeted``: ``true`` when the site is flagged and at most ``detect.targeted_max_context_damage``
@@ -70,6 +72,8 @@ PART_COLUMNS = (
     "parts_stride_m",
     "parts_coarsened",
     "part_scores",
+    "part_centres_m",
+    "part_size_m",
     "context",
     "context_assessed",
     "context_damage",
@@ -228,6 +232,8 @@ def summarise_site(
             f"{w.name}={r['score'] if s is not None else (r.get('reason') or r.get('status', ''))}"
             for w, r, s in zip(plan.parts, part_rows, scores)
         )
+        cols["part_centres_m"] = ";".join(f"{w.east_m:.1f},{w.north_m:.1f}" for w in plan.parts)
+        cols["part_size_m"] = format_number(plan.parts[0].size_m, 1)
         if assessed:
             probs = [s for _, s in assessed]
             site_p = aggregate_parts(probs, detect.parts_aggregate)
@@ -256,3 +262,78 @@ def summarise_site(
                 cols["targeted"] = "true" if damage <= detect.targeted_max_context_damage else "false"
     out.update(cols)
     return out
+
+
+def _colour(score: float) -> str:
+    """Green (0) through yellow to red (1)."""
+    t = min(1.0, max(0.0, score))
+    r = int(round(255 * min(1.0, 2 * t)))
+    g = int(round(200 * min(1.0, 2 * (1 - t))))
+    return f"#{r:02x}{g:02x}20"
+
+
+def parts_overlay_html(row: Mapping[str, str], *, px: int = 192) -> tuple[str, str]:
+    """The site's after chip with its parts outlined and coloured by score, and summary lines.
+
+    Returns ``(figure, lines)`` HTML (each empty when the row has no parts / no context). The
+    chip is the site's single window (``chip_size_m`` metres centred on the site's point), so a
+    part centred ``(east, north)`` metres from the point is drawn at ``((east / size + 0.5) * px,
+    (0.5 - north / size) * px)``. Parts not assessed are dashed grey; the top part has a thick
+    outline.
+    """
+    import html
+
+    def esc(v: object) -> str:
+        return html.escape(str(v), quote=True)
+
+    def number(key: str) -> float:
+        try:
+            return float(row.get(key) or "nan")
+        except ValueError:
+            return float("nan")
+
+    figure = ""
+    names = [e.split("=", 1) for e in row.get("part_scores", "").split(";") if "=" in e]
+    centres = [c.split(",") for c in row.get("part_centres_m", "").split(";") if "," in c]
+    size, side = number("chip_size_m"), number("part_size_m")
+    if names and len(names) == len(centres) and size > 0 and side > 0:
+        w = side / size * px
+        rects = []
+        for (name, value), (e, n) in zip(names, centres):
+            x = (float(e) / size + 0.5) * px
+            y = (0.5 - float(n) / size) * px
+            try:
+                score = float(value)
+            except ValueError:
+                style, label = 'stroke="#999" stroke-dasharray="3,3" stroke-width="1" fill="none"', f"{name}: {value}"
+            else:
+                colour = _colour(score)
+                thick = 3 if name == row.get("top_part") else 1.5
+                style = f'stroke="{colour}" stroke-width="{thick}" fill="{colour}" fill-opacity="0.15"'
+                label = f"{name}: {score:.3f}"
+            rects.append(
+                f'<rect x="{x - w / 2:.1f}" y="{y - w / 2:.1f}" width="{w:.1f}" height="{w:.1f}" {style}>'
+                f"<title>{esc(label)}</title></rect>"
+            )
+        image = row.get("chip_after", "")
+        back = f'<image href="{esc(image)}" x="0" y="0" width="{px}" height="{px}"/>' if image else ""
+        figure = (
+            f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{px}" height="{px}" viewBox="0 0 {px} {px}" '
+            f'role="img" aria-label="parts of {esc(row.get("site_id", ""))}">{back}{"".join(rects)}</svg>'
+            "<figcaption>parts by score</figcaption></figure>"
+        )
+    lines = []
+    if row.get("parts"):
+        text = f"parts: {esc(row['parts_assessed'])} of {esc(row['parts'])} assessed"
+        if row.get("damaged_fraction"):
+            text += f", {number('damaged_fraction'):.0%} flagged, top {esc(row['top_part'])} ({esc(row['top_part_score'])})"
+        if row.get("window_score"):
+            text += f"; whole-site window {esc(row['window_score'])}"
+        lines.append(text)
+    if row.get("context"):
+        text = f"surroundings: {esc(row['context_assessed'])} of {esc(row['context'])} ring chips assessed"
+        if row.get("context_damage"):
+            text += f", {number('context_damage'):.0%} flagged"
+        verdict = {"true": "hit alone (targeted)", "false": "not targeted"}.get(row.get("targeted", ""), "cannot tell")
+        lines.append(f"{text} &rarr; {verdict}")
+    return figure, "".join(f'<div class="muted">{line}</div>' for line in lines)

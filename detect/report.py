@@ -105,12 +105,17 @@ def _site_block(row: Mapping[str, str]) -> str:
         ) + "</div>"
     else:
         chips = '<p class="muted">no chip written for this site (raise detect.chips_top_n)</p>'
+    from detect.parts import parts_overlay_html
+
+    parts_figure, parts_lines = parts_overlay_html(row)
+    if parts_figure and chips.startswith('<div class="chips">'):
+        chips = chips[: -len("</div>")] + parts_figure + "</div>"
     dates = f"before {_e(row.get('before_time') or 'unknown')} · after {_e(row.get('after_time') or 'unknown')}"
     notes = "; ".join(f"{k}={_e(row[k])}" for k in QUALITY_KEYS if row.get(k) not in (None, ""))
     return (
         f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
         f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
-        f"{chips}<div class=\"muted\">{dates}</div><div class=\"muted\">{notes}</div></div>"
+        f"{chips}{parts_lines}<div class=\"muted\">{dates}</div><div class=\"muted\">{notes}</div></div>"
     )
 
 

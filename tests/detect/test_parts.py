@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from detect.config import DetectConfig
-from detect.parts import PART_COLUMNS, SiteWindows, aggregate_parts, is_facility, summarise_site
+from detect.parts import PART_COLUMNS, SiteWindows, aggregate_parts, is_facility, parts_overlay_html, summarise_site
 from sitewatch.config import build_config
 from sitewatch.errors import ConfigError
 from tiles.config import TilesConfig
@@ -138,7 +138,7 @@ def compound_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     tiles = build_config(TilesConfig, {"parts": {"context_inner_m": 30.0, "context_outer_m": 100.0}})
     run_detect(
         root / "sites.geojson", [root / "before"], [root / "after"], root / "run",
-        tiles=tiles, detect=DetectConfig(chips_top_n=0, embeddings=False), progress=False,
+        tiles=tiles, detect=DetectConfig(chips_top_n=3, embeddings=False), progress=False,
     )
     with open(root / "run" / "scores.csv", newline="", encoding="utf-8") as fh:
         rows = {r["site_id"]: r for r in csv.DictReader(fh)}
@@ -164,3 +164,21 @@ def test_known_answer_compounds(compound_run: tuple[Path, dict[str, dict[str, st
     assert float(area["context_damage"]) > float(iso["context_damage"])
     # the single window sees the destroyed block far less clearly than its own part does
     assert float(iso["window_score"]) < float(iso["score"])
+
+    # report.html outlines the parts of flagged compounds on their chip and says what was around
+    page = (root / "run" / "report.html").read_text(encoding="utf-8")
+    assert page.count("parts by score") == sum(r["flagged"] == "true" for r in rows.values())
+    assert "hit alone (targeted)" in page and f"{iso['top_part']}: {float(iso['top_part_score']):.3f}" in page
+
+
+def test_parts_overlay_geometry() -> None:
+    plan = _plan()
+    site_row = {"site_id": "H", "status": "ok", "reason": "", "score": "0.1", "chip_size_m": "280.0", "chip_after": "chips/H_after.png"}
+    row = summarise_site(site_row, plan, _rows(plan, [0.9] + ["cloud"] + [0.01] * 7 + [0.0] * 6), DetectConfig(), 0.5, decimals=6)
+    figure, lines = parts_overlay_html(row, px=280)
+    assert figure.count("<rect") == 9 and 'href="chips/H_after.png"' in figure
+    # part p00 is the north-west one: 64 m square centred at (-48, 48) m on a 280 m chip drawn at 1 px/m
+    assert '<rect x="60.0" y="60.0" width="64.0" height="64.0" stroke="#ff2820" stroke-width="3"' in figure
+    assert 'stroke-dasharray' in figure and "p01: cloud" in figure
+    assert "8 of 9 assessed" in lines and "&rarr; hit alone (targeted)" in lines
+    assert parts_overlay_html({"site_id": "x", "score": "0.2"}) == ("", "")
