@@ -10,7 +10,7 @@ from sitewatch.errors import ConfigError
 #: settings that change only how a run is presented or paced, never a score: a run folder may be
 #: resumed with different values of these (see :func:`detect.run.run_fingerprint`).
 PRESENTATION_KEYS = frozenset(
-    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads"}
+    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads", "run_keys_dir"}
 )
 
 
@@ -40,6 +40,9 @@ class DetectConfig:
             rasters open (the Dask path always does this; local runs do too so both paths score
             identical batches).
         embeddings: write ``embeddings.npz`` (for the review app's quick re-rank).
+        run_keys_dir: folder of the secret run keys that authenticate resume journals, kept
+            outside run folders so that a hand-edited journal is refused (``detect.journal``);
+            None = ``$SITEWATCH_CACHE/run-keys``, else ``~/.cache/sitewatch/run-keys``.
         parts: score facilities part by part (:mod:`detect.parts`): ``auto`` splits the
             *facilities* that are larger than one chip (a ``kind`` listed in
             ``tiles.parts.kind_radius_m``, or a footprint), ``on`` every site larger than one
@@ -68,6 +71,7 @@ class DetectConfig:
     score_decimals: int = 6
     group_by_scene: bool = True
     embeddings: bool = True
+    run_keys_dir: str | None = None
     parts: Literal["auto", "on", "off"] = "auto"
     context: Literal["auto", "on", "off"] = "auto"
     parts_aggregate: Literal["max", "noisy_or"] = "max"

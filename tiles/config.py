@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sitewatch.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tiles.incident import IncidentWindow
 
 
 def _invalid(name: str, text: str) -> ConfigError:
@@ -129,6 +132,13 @@ class TilesConfig:
             covering scenes of the same epoch; off: use the single scene with most valid pixels.
         max_open_files: datasets kept open per process (least recently used are closed).
         batch_size: sites whose coordinates are transformed together in one call.
+        incident_window: the run's default incident window ``START/END`` (ISO dates, UTC;
+            ``--incident-window``) for sites without their own ``incident_start`` /
+            ``incident_end``: the before scene must be acquired before it starts, the after
+            scene after it ends (:mod:`tiles.incident`); None: no window, the latest before and
+            earliest after scene are preferred as always.
+        max_incident_gap_days: with a window, a scene farther than this many days from it is
+            not used (``no_timely_before`` / ``no_timely_after``); None: any distance.
         parts: how facilities are split into parts and where their context ring lies
             (:class:`PartsConfig`; only used when ``detect.parts`` / ``detect.context`` are on).
     """
@@ -161,6 +171,8 @@ class TilesConfig:
     mosaic: bool = True
     max_open_files: int = 32
     batch_size: int = 256
+    incident_window: str | None = None
+    max_incident_gap_days: float | None = None
     parts: PartsConfig = field(default_factory=PartsConfig)
 
     def __post_init__(self) -> None:
@@ -194,10 +206,26 @@ class TilesConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise _invalid(name, f"must be between 0 and 1, got {v:g}")
+        if self.incident_window is not None:
+            from tiles.incident import parse_window
+
+            try:
+                parse_window(self.incident_window)
+            except ValueError as exc:
+                raise _invalid("incident_window", str(exc)) from None
+        if self.max_incident_gap_days is not None and self.max_incident_gap_days < 0:
+            raise _invalid("max_incident_gap_days", f"must not be negative (days), got {self.max_incident_gap_days:g}")
         if self.blank_level >= self.saturated_level:
             raise _invalid(
                 "blank_level", f"{self.blank_level:g} must be below tiles.saturated_level ({self.saturated_level:g})"
             )
+
+    @property
+    def default_window(self) -> "IncidentWindow | None":
+        """:attr:`incident_window` parsed (None when unset)."""
+        from tiles.incident import parse_window
+
+        return None if self.incident_window is None else parse_window(self.incident_window)
 
     @property
     def gsd_m(self) -> float:
