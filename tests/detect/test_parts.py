@@ -182,3 +182,63 @@ def test_parts_overlay_geometry() -> None:
     assert 'stroke-dasharray' in figure and "p01: cloud" in figure
     assert "8 of 9 assessed" in lines and "&rarr; hit alone (targeted)" in lines
     assert parts_overlay_html({"site_id": "x", "score": "0.2"}) == ("", "")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_joplin_footprints_parts_and_context_in_every_output(shared_data, tmp_path) -> None:
+    """Joplin's building footprints: those larger than one chip inside the before/after overlap are
+    scored part by part with a context ring; small ones as before. Parts and context show in
+    scores.csv, scores.geojson, scores.gpkg and report.html."""
+    import json
+    import sqlite3
+
+    from detect.run import run_detect
+
+    root = shared_data / "joplin-tornado"
+    doc = json.loads((root / "footprints.geojson").read_text(encoding="utf-8"))
+    with open(root / "sites.csv", newline="", encoding="utf-8") as fh:
+        ids = list(csv.DictReader(fh))
+    assert len(ids) == len(doc["features"])
+    tiles = TilesConfig()
+    inside = lambda r: -94.4994 < float(r["lon"]) < -94.4864 and 37.0665 < float(r["lat"]) < 37.0750  # noqa: E731
+    big, small = [], []
+    for feat, row in zip(doc["features"], ids):
+        if not inside(row):
+            continue
+        site = Site(row["site_id"], float(row["lon"]), float(row["lat"]), footprint=feat["geometry"])
+        (big if is_facility(site, tiles) else small).append((feat, row))
+    assert len(big) >= 3, "the overlap holds several footprints larger than one chip"
+    chosen = big + small[:6]
+    features = [
+        {"type": "Feature", "geometry": f["geometry"], "properties": {"site_id": r["site_id"], "xview2": r["xview2_model_damage"]}}
+        for f, r in chosen
+    ]
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+    run = tmp_path / "run"
+    run_detect(sites, [root / "before"], [root / "after"], run, tiles=tiles,
+               detect=DetectConfig(chips_top_n=-1, operating_point="0.3"), progress=False)
+    with open(run / "scores.csv", newline="", encoding="utf-8") as fh:
+        rows = {r["site_id"]: r for r in csv.DictReader(fh)}
+    big_ids = {r["site_id"] for _, r in big}
+    for sid, row in rows.items():
+        if sid in big_ids:
+            assert int(row["parts"]) >= 2 and row["context"] == "12", sid
+            if row["status"] == "ok":
+                assert row["score_source"] == "parts" and row["top_part"].startswith("p")
+                assert int(row["parts_assessed"]) >= 1 and row["damaged_fraction"] != ""
+        else:
+            assert row["parts"] == "" and row["context"] == "", sid
+    assessed = [rows[s] for s in big_ids if rows[s]["status"] == "ok"]
+    assert len(assessed) >= 2
+    print("\nJoplin facilities:", [(r["site_id"], r["score"], r["window_score"], r["parts_assessed"] + "/" + r["parts"],
+                                    r["top_part"], r["context_assessed"], r["context_damage"], r["targeted"]) for r in assessed])
+    props = {f["properties"]["site_id"]: f["properties"] for f in json.loads((run / "scores.geojson").read_text())["features"]}
+    assert all(props[s]["parts"] == rows[s]["parts"] and props[s]["context_damage"] == rows[s]["context_damage"] for s in rows)
+    with sqlite3.connect(run / "scores.gpkg") as db:
+        columns = {c[1] for c in db.execute("PRAGMA table_info(sites)")}
+        assert {"parts", "damaged_fraction", "top_part", "context_damage", "targeted"} <= columns
+    page = (run / "report.html").read_text(encoding="utf-8")
+    flagged = [r for r in assessed if r["flagged"] == "true"]
+    assert page.count("parts by score") == len(flagged) and (not flagged or "surroundings:" in page)
