@@ -145,6 +145,20 @@ def compound_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     return root, rows
 
 
+@pytest.mark.slow
+def test_dask_path_scores_parts_identically(compound_run: tuple[Path, dict[str, dict[str, str]]]) -> None:
+    """The Dask task runs the same parts-and-context step: scores.csv is byte-identical."""
+    from detect.run import run_detect
+
+    root, _ = compound_run
+    tiles = build_config(TilesConfig, {"parts": {"context_inner_m": 30.0, "context_outer_m": 100.0}})
+    run_detect(
+        root / "sites.geojson", [root / "before"], [root / "after"], root / "dask",
+        tiles=tiles, detect=DetectConfig(chips_top_n=3, embeddings=False), workers=1, dask_processes=False, progress=False,
+    )
+    assert (root / "dask" / "scores.csv").read_bytes() == (root / "run" / "scores.csv").read_bytes()
+
+
 def test_known_answer_compounds(compound_run: tuple[Path, dict[str, dict[str, str]]]) -> None:
     root, rows = compound_run
     with open(root / "truth.csv", newline="", encoding="utf-8") as fh:
