@@ -38,8 +38,9 @@ Columns added to a facility's row (empty strings when not applicable):
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -49,12 +50,11 @@ from detect.journal import BatchRecord
 from detect.outputs import format_number
 from tiles.config import TilesConfig
 from tiles.parts import SitePlan, needs_parts, plan_site, site_extent
-from tiles.types import Pair, Site
+from tiles.types import Site
 
 __all__ = [
     "PART_COLUMNS",
     "SiteWindows",
-    "WindowCut",
     "aggregate_parts",
     "is_facility",
     "summarise_site",
@@ -113,14 +113,6 @@ def is_facility(site: Site, tiles: TilesConfig) -> bool:
 
 
 @dataclass(frozen=True)
-class WindowCut:
-    """The cut windows of one batch: each site's plan and its windows' pairs (plan order)."""
-
-    plans: tuple[SitePlan, ...]
-    pairs: tuple[tuple[Pair, ...], ...]
-
-
-@dataclass(frozen=True)
 class SiteWindows:
     """The parts-and-context step of a run (picklable, so Dask workers get it in their spec).
 
@@ -147,36 +139,50 @@ class SiteWindows:
         context = mode_c == "on" or (mode_c == "auto" and facility)
         return plan_site(site, self.tiles, parts=parts, context=context)
 
-    def cut(self, cutter: PairSource, sites: Sequence[Site]) -> WindowCut:
-        """Plan and cut every window of a batch's sites with the run's own cutter."""
-        plans = tuple(self.plan(s) for s in sites)
-        window_sites = [w.site for plan in plans for w in plan.windows]
-        pairs = cut_batch(cutter, window_sites) if window_sites else []
-        out: list[tuple[Pair, ...]] = []
-        start = 0
-        for plan in plans:
-            n = len(plan.windows)
-            out.append(tuple(pairs[start : start + n]))
-            start += n
-        return WindowCut(plans, tuple(out))
-
-    def score(self, record: BatchRecord, cut: WindowCut, scorer: PairScorer, *, decimals: int) -> BatchRecord:
+    def score(
+        self,
+        record: BatchRecord,
+        sites: Sequence[Site],
+        cutter: PairSource,
+        scorer: PairScorer,
+        *,
+        decimals: int,
+        lock: Any = None,
+    ) -> BatchRecord:
         """The batch's record with each planned site's row completed from its windows.
 
-        Windows are scored by :func:`detect.pipeline.score_pairs` (the same gating: empty chips
-        and invalid model outputs are ``cannot_assess``), in one pass for the whole batch.
+        The windows of the batch's sites are cut with ``cutter`` (:func:`detect.cutting.cut_batch`)
+        and scored by :func:`detect.pipeline.score_pairs` (the same gating: empty chips and
+        invalid model outputs are ``cannot_assess``) in chunks of ``detect.batch_size`` windows,
+        so at most one chunk of window images is held at a time.
+
+        Args:
+            record: the batch's scored rows (one per site, in ``sites`` order).
+            sites: the batch's sites.
+            cutter: a :class:`tiles.cut.PairCutter` owned by the calling thread.
+            scorer: the model.
+            decimals: decimals of the written scores.
+            lock: held around each call of the model (the Dask workers' shared scorer), or None.
         """
         from detect.pipeline import score_pairs
 
-        flat = [p for pairs in cut.pairs for p in pairs]
-        if not flat:
+        plans = [self.plan(s) for s in sites]
+        window_sites = [w.site for plan in plans for w in plan.windows]
+        if not window_sites:
             return record
-        window_rows = score_pairs(record.batch, flat, scorer, decimals=decimals).rows
+        window_rows: list[Mapping[str, str]] = []
+        step = max(1, self.detect.batch_size)
+        for start in range(0, len(window_sites), step):
+            pairs = cut_batch(cutter, window_sites[start : start + step])
+            with lock if lock is not None else nullcontext():
+                window_rows.extend(score_pairs(record.batch, pairs, scorer, decimals=decimals).rows)
+            del pairs
         by_site: dict[str, tuple[SitePlan, Sequence[Mapping[str, str]]]] = {}
         start = 0
-        for plan, pairs in zip(cut.plans, cut.pairs):
-            by_site[plan.site.site_id] = (plan, window_rows[start : start + len(pairs)])
-            start += len(pairs)
+        for plan in plans:
+            n = len(plan.windows)
+            by_site[plan.site.site_id] = (plan, window_rows[start : start + n])
+            start += n
         rows = []
         for row in record.rows:
             entry = by_site.get(row["site_id"])
