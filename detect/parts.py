@@ -304,7 +304,8 @@ def parts_overlay_html(row: Mapping[str, str], *, px: int = 192) -> tuple[str, s
     size, side = number("chip_size_m"), number("part_size_m")
     if names and len(names) == len(centres) and size > 0 and side > 0:
         w = side / size * px
-        rects = []
+        rects: list[str] = []
+        top = ""
         for (name, value), (e, n) in zip(names, centres):
             x = (float(e) / size + 0.5) * px
             y = (0.5 - float(n) / size) * px
@@ -317,15 +318,19 @@ def parts_overlay_html(row: Mapping[str, str], *, px: int = 192) -> tuple[str, s
                 thick = 3 if name == row.get("top_part") else 1.5
                 style = f'stroke="{colour}" stroke-width="{thick}" fill="{colour}" fill-opacity="0.15"'
                 label = f"{name}: {score:.3f}"
-            rects.append(
+            rect = (
                 f'<rect x="{x - w / 2:.1f}" y="{y - w / 2:.1f}" width="{w:.1f}" height="{w:.1f}" {style}>'
                 f"<title>{esc(label)}</title></rect>"
             )
+            if name == row.get("top_part"):
+                top = rect  # drawn last, on top of its overlapping neighbours
+            else:
+                rects.append(rect)
         image = row.get("chip_after", "")
         back = f'<image href="{esc(image)}" x="0" y="0" width="{px}" height="{px}"/>' if image else ""
         figure = (
             f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{px}" height="{px}" viewBox="0 0 {px} {px}" '
-            f'role="img" aria-label="parts of {esc(row.get("site_id", ""))}">{back}{"".join(rects)}</svg>'
+            f'role="img" aria-label="parts of {esc(row.get("site_id", ""))}">{back}{"".join(rects)}{top}</svg>'
             "<figcaption>parts by score</figcaption></figure>"
         )
     lines = []
