@@ -155,6 +155,12 @@ def _site_block(row: Mapping[str, str]) -> str:
         ) + "</div>"
     else:
         chips = '<p class="muted">no chip written for this site (raise detect.chips_top_n)</p>'
+    from detect.parts import parts_overlay_html
+
+    parts_figure, parts_lines = parts_overlay_html(row)
+    if parts_figure and chips.startswith('<div class="chips">'):
+        chips = chips[: -len("</div>")] + parts_figure + "</div>"
+
     def when(text: str | None) -> str:
         return (text or "unknown").replace("T", " ").replace("Z", " UTC").replace("+00:00", " UTC")
 
@@ -167,7 +173,7 @@ def _site_block(row: Mapping[str, str]) -> str:
     return (
         f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
         f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
-        f"{chips}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
+        f"{chips}{parts_lines}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
     )
 
 
