@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from sitewatch.errors import RunFolderError
+from tiles.formula_injection import restore_formula
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,9 @@ class RunFolder:
                     )
                 sites: list[RunSite] = []
                 seen: set[str] = set()
-                for i, row in enumerate(reader):
+                for i, raw in enumerate(reader):
+                    # cells sitewatch made inert for spreadsheets ('=x) read back as written by the run
+                    row = {k: restore_formula(v or "") if k is not None else v for k, v in raw.items()}
                     site_id = (row.get("site_id") or "").strip()
                     if not site_id or site_id in seen:
                         raise RunFolderError(

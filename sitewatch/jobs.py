@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from detect.config import DetectConfig
 from models.config import CalibrationConfig, ModelConfig
 from review.config import ReviewConfig
+from review.dossier.config import DossierConfig
 from tiles.config import TilesConfig
 from tiles.synth.config import SynthConfig
+from tiles.synth.series import SeriesConfig
 from train.config import EvaluateConfig, TrainConfig
 
 
@@ -24,6 +26,7 @@ class SynthJob:
     """``sitewatch synth``."""
 
     synth: SynthConfig = field(default_factory=SynthConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,11 @@ class CalibrateJob:
 
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
+
+
+@dataclass(frozen=True)
+class DossierJob:
+    """``sitewatch dossier`` (the review section sizes the context view, as in the review app)."""
+
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+    dossier: DossierConfig = field(default_factory=DossierConfig)

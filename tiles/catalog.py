@@ -12,6 +12,11 @@ Acquisition time, in order of preference (``SceneInfo.time_source`` says which o
 3. ``filename``: a date in the file name (``20170621``, ``2017-06-21``, optionally with a
    ``T``/``_`` time ``HHMMSS``);
 4. ``unknown``: ``acquired`` is None.
+
+A STAC Catalog, Collection, ItemCollection or Item JSON file among the inputs gives its items'
+local image assets (:mod:`tiles.stac`); the item's ``datetime`` is the acquisition time
+(``time_source`` ``stac``), its id the ``scene_id``, and its platform, GSD, off-nadir angle,
+cloud cover and credit line are kept on the scene.
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
 from sitewatch.errors import RasterError
 from tiles.bands import BandChoice, choose_bands
 from tiles.config import TilesConfig
 
+if TYPE_CHECKING:  # pragma: no cover
+    from tiles.stac import StacScene
+
 log = logging.getLogger(__name__)
 
-__all__ = ["SceneInfo", "RasterCatalog", "parse_acquisition_time", "RASTER_SUFFIXES"]
+__all__ = ["SceneInfo", "RasterCatalog", "parse_acquisition_time", "sidecar_paths", "RASTER_SUFFIXES"]
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtiff")
 Epoch = Literal["before", "after"]
@@ -68,6 +76,14 @@ class SceneInfo:
         colour_interp: GDAL colour interpretation per band, lower case (``red``, ``gray``,
             ``undefined``, ...).
         descriptions: band descriptions (``""`` where unset).
+        catalog_id: the STAC item id when the scene came from a STAC catalogue, else ``""``.
+        platform: the STAC item's platform (constellation), else ``""``.
+        stated_gsd_m: the GSD the catalogue states (STAC ``gsd``; ``gsd_m`` is always
+            measured from the header); None when not stated.
+        off_nadir: STAC ``view:off_nadir`` in degrees, else None.
+        cloud_cover: STAC ``eo:cloud_cover`` in percent, else None.
+        credit: the catalogue's licence and providers, else ``""``.
+        catalog_source: the STAC file the scene was listed in, else ``""``.
         file_key: identity of the file's content version (resolved path, size and modification
             time in ns): what per-scene caches are keyed by. Never the stem or ``scene_id``:
             ``before/scene.tif`` and ``after/scene.tif`` share both (the xBD layout).
@@ -92,6 +108,13 @@ class SceneInfo:
     file_key: str = ""
     colour_interp: tuple[str, ...] = ()
     descriptions: tuple[str, ...] = ()
+    catalog_id: str = ""
+    platform: str = ""
+    stated_gsd_m: float | None = None
+    off_nadir: float | None = None
+    cloud_cover: float | None = None
+    credit: str = ""
+    catalog_source: str = ""
 
     def band_choice(self, config: TilesConfig) -> BandChoice:
         """Which bands become the chip's channels for this scene (:func:`tiles.bands.choose_bands`).
@@ -137,6 +160,12 @@ def _time_from_name(name: str) -> datetime | None:
     return None
 
 
+def sidecar_paths(path: Path) -> tuple[Path, ...]:
+    """The JSON sidecars that may set a raster's acquisition time, in the order they are read
+    (``scene.tif.json``, then ``scene.json``); they may or may not exist."""
+    return (path.with_name(path.name + ".json"), path.with_suffix(".json"))
+
+
 def parse_acquisition_time(path: Path, tags: dict[str, str]) -> tuple[datetime | None, str]:
     """Acquisition time of a raster and where it came from (see the module docstring).
 
@@ -154,7 +183,7 @@ def parse_acquisition_time(path: Path, tags: dict[str, str]) -> tuple[datetime |
             if dt is not None:
                 return dt, "tag"
             log.warning("%s: tag %s=%r is not a date/time; ignored", path, key, upper[key])
-    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+    for sidecar in sidecar_paths(path):
         if sidecar.is_file():
             try:
                 data = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -173,13 +202,28 @@ def parse_acquisition_time(path: Path, tags: dict[str, str]) -> tuple[datetime |
     return None, "unknown"
 
 
-def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files from files, folders (recursively) and globs; plus inputs that matched nothing."""
+def _expand(paths: Iterable[str | Path], stac: dict[Path, "StacScene"] | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files from files, folders (recursively), globs and STAC files; plus inputs that matched nothing.
+
+    The items of STAC files go into ``stac`` (keyed by the resolved raster path) when given.
+    """
+    from tiles.stac import is_stac_file, read_stac_scenes
+
     files: list[Path] = []
     missing: list[tuple[Path, str]] = []
     for item in paths:
         text = str(item)
         p = Path(text).expanduser()
+        if p.is_file() and is_stac_file(p):
+            scenes, skipped = read_stac_scenes(p)
+            missing.extend(skipped)
+            if not scenes and not skipped:
+                missing.append((p, "STAC file lists no items"))
+            for sc in scenes:
+                files.append(sc.path)
+                if stac is not None:
+                    stac[sc.path.resolve()] = sc
+            continue
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
             if not found:
@@ -272,6 +316,27 @@ def _read_header(path: Path) -> SceneInfo:
         )
 
 
+def _with_stac(scene: SceneInfo, item: "StacScene") -> SceneInfo:
+    """The scene with what its STAC item says (the item's datetime wins over tags and names)."""
+    from dataclasses import replace
+
+    extra: dict[str, object] = {}
+    if item.acquired is not None:
+        extra.update(acquired=item.acquired, time_source="stac")
+    return replace(
+        scene,
+        scene_id=item.item_id,
+        catalog_id=item.item_id,
+        platform=item.platform,
+        stated_gsd_m=None if math.isnan(item.gsd_m) else item.gsd_m,
+        off_nadir=None if math.isnan(item.off_nadir) else item.off_nadir,
+        cloud_cover=None if math.isnan(item.cloud_cover) else item.cloud_cover,
+        credit=item.credit,
+        catalog_source=str(item.source),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 class RasterCatalog:
     """The scenes of one epoch, indexed from their headers.
 
@@ -302,11 +367,14 @@ class RasterCatalog:
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        files, skipped = _expand(paths)
+        stac: dict[Path, StacScene] = {}
+        files, skipped = _expand(paths, stac)
         scenes: list[SceneInfo] = []
         for f in files:
             try:
-                scenes.append(_read_header(f))
+                scene = _read_header(f)
+                item = stac.get(f)
+                scenes.append(scene if item is None else _with_stac(scene, item))
             except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, not fatal
                 reason = str(exc).strip() or type(exc).__name__
                 skipped.append((f, reason))

@@ -26,7 +26,8 @@ from tiles.borders import BorderMap, black_border_mask, coarse_border_map
 from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
-from tiles.quality import chip_quality, cloud_like, pair_cloud_fraction
+from tiles.incident import IncidentWindow, timely_scenes
+from tiles.quality import band_range, chip_quality, cloud_like, pair_cloud_fraction
 from tiles.resample import resample_affine
 from tiles.radiometry import ScaleStats, match_histograms_masked, match_mean_std, scale_to_unit, stats_from_sample
 from tiles.types import Pair, PairMeta, Site
@@ -40,6 +41,8 @@ REASONS = (
     "invalid_site",
     "outside_before_coverage",
     "outside_after_coverage",
+    "no_timely_before",
+    "no_timely_after",
     "read_error",
     "too_coarse",
     "mostly_nodata",
@@ -118,6 +121,27 @@ def _site_geometry(site: Site, config: TilesConfig) -> float:
 def _metres(value: float) -> str:
     """A length for a message: ``0.5``, ``1.25``, ``2000`` (never ``2e+03``)."""
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _gap_fields(window: IncidentWindow, before: SceneInfo, after: SceneInfo) -> dict[str, float]:
+    """How many days the primary scenes lie from the incident window."""
+    out: dict[str, float] = {}
+    for epoch, scene in (("before", before), ("after", after)):
+        if scene.acquired is not None:
+            out[f"{epoch}_gap_days"] = window.gap_days(scene.acquired, epoch)
+    return out
+
+
+def _catalogue_fields(before: SceneInfo, after: SceneInfo) -> dict[str, Any]:
+    """What a STAC catalogue said about the primary scenes (empty/NaN for plain files)."""
+    out: dict[str, Any] = {}
+    for epoch, scene in (("before", before), ("after", after)):
+        out[f"{epoch}_platform"] = scene.platform
+        for name in ("stated_gsd_m", "off_nadir", "cloud_cover"):
+            value = getattr(scene, name)
+            out[f"{epoch}_{name}"] = math.nan if value is None else float(value)
+        out[f"{epoch}_credit"] = scene.credit
+    return out
 
 
 def _usable(site: Site) -> bool:
@@ -240,6 +264,7 @@ class PairCutter:
         self._stats: dict[str, ScaleStats] = {}
         self._choices: dict[str, BandChoice] = {}
         self._borders: OrderedDict[str, BorderMap] = OrderedDict()
+        self._default_window = self.config.default_window
 
     # -- datasets ---------------------------------------------------------------------------
     def _dataset(self, scene: SceneInfo) -> Any:
@@ -556,6 +581,27 @@ class PairCutter:
             return Pair.cannot_assess(site, "outside_before_coverage", detail + hint, **base)
         if not cands_a:
             return Pair.cannot_assess(site, "outside_after_coverage", "no after scene covers the site" + hint, **base)
+        window = site.incident or self._default_window
+        timely_note = ""
+        if window is not None:
+            base["incident_window"] = window.text
+            kept: dict[str, list[Candidate]] = {}
+            for epoch, cands in (("before", cands_b), ("after", cands_a)):
+                choice = timely_scenes(
+                    [(c.scene.scene_id, c.scene.acquired) for c in cands], window, epoch, cfg.max_incident_gap_days
+                )
+                if not choice.kept:
+                    return Pair.cannot_assess(
+                        site, f"no_timely_{epoch}", choice.describe(epoch, window, cfg.max_incident_gap_days), **base
+                    )
+                kept[epoch] = [cands[i] for i in choice.kept]
+                if choice.unknown:
+                    timely_note += (
+                        f"; {epoch} scenes with unknown acquisition time left out under the incident window: "
+                        + ", ".join(choice.unknown[:3])
+                    )
+                    log.warning("site %s: %s", site.site_id, timely_note.lstrip("; "))
+            cands_b, cands_a = kept["before"], kept["after"]
         # never fill a fine scene's holes from a too coarse one
         cands_b = [c for c in cands_b if not c.too_coarse] or cands_b
         cands_a = [c for c in cands_a if not c.too_coarse] or cands_a
@@ -582,7 +628,10 @@ class PairCutter:
             after_bands=self._band_choice(a.scene).text,
             before_band_source=self._band_choice(b.scene).source,
             after_band_source=self._band_choice(a.scene).source,
+            **_catalogue_fields(b.scene, a.scene),
         )
+        if window is not None:
+            base.update(_gap_fields(window, b.scene, a.scene))
         # -- resolution: too coarse for the chip, or very different between the epochs -------
         coarse = ""
         for epoch, cands, mosaic in (("before", cands_b, b), ("after", cands_a, a)):
@@ -624,9 +673,10 @@ class PairCutter:
             )
         base.update(shift_fields)
         # -- quality (on unnormalised values) -------------------------------------------
-        cb, ca = cloud_like(b.image, b.valid, cfg), cloud_like(a_image, a_valid, cfg)  # once per epoch
-        qb = chip_quality(b.image, b.valid, cfg, cloud=cb)
-        qa = chip_quality(a_image, a_valid, cfg, cloud=ca)
+        rb, ra = band_range(b.image), band_range(a_image)  # once per epoch
+        cb, ca = cloud_like(b.image, b.valid, cfg, lo_hi=rb), cloud_like(a_image, a_valid, cfg, lo_hi=ra)
+        qb = chip_quality(b.image, b.valid, cfg, cloud=cb, lo_hi=rb)
+        qa = chip_quality(a_image, a_valid, cfg, cloud=ca, lo_hi=ra)
         base.update(
             valid_fraction=min(qb.valid_fraction, qa.valid_fraction),
             cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid, cfg, cloud_before=cb, cloud_after=ca),
@@ -657,6 +707,8 @@ class PairCutter:
             reason, detail = "cloud", f"cloud-like fraction {base['cloud_fraction']:.0%}"
         elif misregistered:
             reason, detail = "misregistered", misregistered
+        if timely_note:
+            detail = (detail + timely_note) if detail else timely_note.lstrip("; ")
         meta = PairMeta(site_id=site.site_id, status="cannot_assess" if reason else "ok", reason=reason, detail=detail, **base)
         return Pair(site=site, meta=meta, image=image, valid=valid)
 

@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from sitewatch.errors import InputError
+from tiles.incident import IncidentWindow, site_window
 from tiles.types import DAMAGE_CLASSES, Site
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_sites", "read_sites_csv", "read_sites_geojson", "KNOWN_COLUMNS", "decimal_number", "geometry_centroid"]
+__all__ = ["read_sites", "read_sites_csv", "read_sites_geojson", "KNOWN_COLUMNS", "INCIDENT_COLUMNS", "decimal_number", "geometry_centroid"]
 
 #: accepted spellings of the coordinate columns (first match wins), all compared lower-case.
 LON_ALIASES = ("lon", "longitude", "lng", "long")
 LAT_ALIASES = ("lat", "latitude")
 #: columns with a meaning; every other column is passed through in ``Site.extra``.
 KNOWN_COLUMNS = ("site_id", "lon", "lat", "name", "kind", "radius_m", "damage", "label")
+#: optional incident window columns (ISO dates); parsed into ``Site.incident`` and passed through.
+INCIDENT_COLUMNS = ("incident_start", "incident_end")
 #: a binary ``label`` column is mapped onto the xBD scale so ``damage_to_label`` gives it back.
 _BINARY_LABELS = {"1": "destroyed", "0": "no-damage", "true": "destroyed", "false": "no-damage"}
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -147,6 +150,21 @@ def _parse_damage(damage: Any, label: Any, where: str) -> str | None:
     return value or None
 
 
+def _parse_incident(start: Any, end: Any, where: str) -> IncidentWindow | None:
+    """A site's incident window from its ``incident_start`` / ``incident_end`` cells.
+
+    Raises:
+        InputError: a cell is not an ISO date or the window ends before it starts (a wrong
+            date would silently choose the wrong scenes, so it stops the run with the row).
+    """
+    try:
+        return site_window(None if start is None else str(start), None if end is None else str(end))
+    except ValueError as exc:
+        raise InputError(
+            f"{where}: incident_start/incident_end: {exc}; write dates as YYYY-MM-DD (UTC), e.g. 2023-02-06"
+        ) from None
+
+
 def _find_column(header: list[str], aliases: Iterable[str]) -> str | None:
     lower = {h.strip().lower(): h for h in header}
     for alias in aliases:
@@ -218,6 +236,8 @@ def read_sites_csv(path: str | Path) -> list[Site]:
     named = {id_col, lon_col, lat_col}
     optional = {k: _find_column(header, (k,)) for k in ("name", "kind", "radius_m", "damage", "label")}
     named.update(c for c in optional.values() if c)
+    # parsed, and also passed through in extra (they travel to the outputs as given)
+    incident_cols = {k: _find_column(header, (k,)) for k in INCIDENT_COLUMNS}
 
     sites: list[Site] = []
     seen: dict[str, int] = {}
@@ -261,6 +281,9 @@ def read_sites_csv(path: str | Path) -> list[Site]:
                 damage=_parse_damage(get("damage"), get("label"), where),
                 extra={h: rec[h] for h in header if h not in named},
                 problem=problem,
+                incident=_parse_incident(
+                    *(rec[incident_cols[k]] if incident_cols[k] else None for k in INCIDENT_COLUMNS), where
+                ),
             )
         )
     if not sites:
@@ -528,6 +551,7 @@ def read_sites_geojson(path: str | Path) -> list[Site]:
                 damage=_parse_damage(texts.get("damage") or None, texts.get("label") or None, where),
                 extra={k: v for k, v in texts.items() if k not in known},
                 problem=problem,
+                incident=_parse_incident(texts.get("incident_start"), texts.get("incident_end"), where),
             )
         )
     return sites

@@ -12,6 +12,8 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
+from tiles.incident import IncidentWindow
+
 Status = Literal["ok", "cannot_assess"]
 
 #: xBD joint damage scale; positives for "likely destroyed" are major-damage and destroyed.
@@ -44,6 +46,9 @@ class Site:
         extra: the input's other columns, passed through to outputs unchanged.
         problem: why this row cannot be used (e.g. ``"lat 123.4 out of range [-90, 90]"``), or
             None. Rows with a problem flow through the batch as ``cannot_assess``.
+        incident: the site's own incident window (``incident_start`` / ``incident_end``), or
+            None (the run's ``tiles.incident_window`` applies, if set). The two cells also stay
+            in ``extra`` so they travel to the outputs as given.
     """
 
     site_id: str
@@ -57,6 +62,7 @@ class Site:
     damage: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     problem: str | None = None
+    incident: IncidentWindow | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ class PairMeta:
     ``tiles.gsd_mismatch_ratio``. ``before_bands``/``after_bands`` are the 1-based band indices
     of the primary scene read as the chip's channels (``"3,2,1"`` for a BGRN raster) and
     ``*_band_source`` says how they were found (``tiles.bands.BAND_SOURCES``).
+    ``incident_window`` is the window the scenes were chosen for (``START/END``, empty when
+    none applies) and ``before_gap_days``/``after_gap_days`` how far each primary scene lies
+    from it. ``*_platform``, ``*_stated_gsd_m``, ``*_off_nadir`` (degrees), ``*_cloud_cover``
+    (percent) and ``*_credit`` (licence and providers) come from a STAC catalogue's items (empty
+    for plain files).
     """
 
     site_id: str
@@ -106,6 +117,19 @@ class PairMeta:
     after_bands: str = ""
     before_band_source: str = ""
     after_band_source: str = ""
+    incident_window: str = ""
+    before_gap_days: float = float("nan")
+    after_gap_days: float = float("nan")
+    before_platform: str = ""
+    after_platform: str = ""
+    before_stated_gsd_m: float = float("nan")
+    after_stated_gsd_m: float = float("nan")
+    before_off_nadir: float = float("nan")
+    after_off_nadir: float = float("nan")
+    before_cloud_cover: float = float("nan")
+    after_cloud_cover: float = float("nan")
+    before_credit: str = ""
+    after_credit: str = ""
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,18 @@ def add_site_and_raster_inputs(group: argparse.ArgumentParser | argparse._Argume
     for epoch in ("before", "after"):
         group.add_argument(
             f"--{epoch}", required=True, nargs="+", action="extend", metavar="PATH",
-            help=f"{epoch} rasters: GeoTIFF files, folders or globs (repeatable)",
+            help=f"{epoch} rasters: GeoTIFF files, folders, globs or STAC catalogue JSON files (repeatable)",
         )
+
+
+def add_incident_window_option(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--incident-window START/END`` (tiles.incident_window; tiles, detect)."""
+    group.add_argument(
+        "--incident-window",
+        metavar="START/END",
+        help="ISO dates of the incident for sites without incident_start/incident_end: before scenes "
+        "must be acquired before START, after scenes after END (tiles.incident_window)",
+    )
 
 
 def load_job_config(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sitewatch.commands._common import add_config_options, add_site_and_raster_inputs, info, load_job_config, progress_disabled
+from sitewatch.commands._common import add_config_options, add_incident_window_option, add_site_and_raster_inputs, info, load_job_config, progress_disabled
 
 NAME = "detect"
 HELP = "score sites in before/after imagery and write a ranked run folder"
@@ -21,11 +21,18 @@ a first pass) or `evidence` (its high-precision threshold), or a probability suc
 Interrupted runs resume: run the same command again and only the missing batches are scored.
 A run folder holding a different run is refused (pick a new --out, or pass --overwrite).
 
+At the end it prints the run digest (`run digest: sha256:<64 hex>`, the SHA-256 of manifest.json):
+record it outside the folder (case log, e-mail, a timestamping service) and check the folder
+later with `sitewatch verify RUN --digest sha256:HEX`. With --sign KEY the manifest is also signed
+(Ed25519, manifest.json.sig; make a key with `sitewatch keygen KEY`); anyone with KEY.pub checks it
+with `sitewatch verify RUN --public-key KEY.pub`.
+
 examples:
   sitewatch detect --sites sites.csv --before before/ --after after/ --out RUN
   sitewatch detect --sites s.geojson --before 'b/*.tif' --after a.tif --out RUN --operating-point evidence
   sitewatch detect ... --workers 4                  # a local Dask cluster
   sitewatch detect ... --dask tcp://scheduler:8786  # an existing Dask cluster
+  sitewatch detect ... --sign ~/.sitewatch/alice.key # sign the run (Ed25519)
 """
 
 
@@ -35,12 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, metavar="RUN", help="run folder to write (resumed if interrupted)")
     g.add_argument("--model", default="default", metavar="DIR", help="model folder (default: the bundled model)")
     g.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    g.add_argument(
+        "--sign", metavar="KEY", help="sign manifest.json with this Ed25519 private key (PEM or OpenSSH), into manifest.json.sig"
+    )
     s = parser.add_argument_group("scoring")
     s.add_argument(
         "--operating-point",
         metavar="NAME|P",
         help="'screening' (high recall), 'evidence' (high precision) or a probability (default from config)",
     )
+    add_incident_window_option(s)
     s.add_argument("--batch-size", type=int, metavar="N", help="sites per batch (detect.batch_size)")
     s.add_argument("--chips", metavar="N|all", help="write chips for the top N sites, or 'all' (detect.chips_top_n)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="inference device (detect.device)")
@@ -79,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
             "detect.batch_size": ("--batch-size", args.batch_size),
             "detect.chips_top_n": ("--chips", _chips_flag(args.chips)),
             "detect.device": ("--device", args.device),
+            "tiles.incident_window": ("--incident-window", args.incident_window),
         },
     )
+    signing_key = _signing_key(args.sign)  # before the run: a bad key fails in seconds, not after hours
     disabled = progress_disabled(args)
     try:
         summary = run_detect(
@@ -109,4 +122,32 @@ def run(args: argparse.Namespace) -> int:
     info(f"ranked list: {summary.scores_csv}", args)
     info(f"report:      {summary.report_html} (open it in a browser)", args)
     info(f"review:      sitewatch review {summary.run_dir}", args)
+    if signing_key is not None:
+        from detect.signing import key_fingerprint, sign_run
+
+        sig = sign_run(summary.run_dir, signing_key)
+        info(f"signed:      {sig} (key {key_fingerprint(signing_key.public_key())})", args)
+    # always printed (also with -q): the one line to record outside the folder
+    print(f"run digest: sha256:{summary.run_digest}", flush=True)
     return 0
+
+
+def _signing_key(path: str | None):
+    """The ``--sign`` key, asking for its passphrase on a terminal when it has one."""
+    if path is None:
+        return None
+    import getpass
+    import sys
+
+    from detect.signing import EncryptedKeyError, load_private_key
+    from sitewatch.errors import InputError, UsageError
+
+    try:
+        try:
+            return load_private_key(path)
+        except EncryptedKeyError:
+            if not sys.stdin.isatty():
+                raise
+            return load_private_key(path, getpass.getpass(f"passphrase for {path}: ").encode("utf-8"))
+    except InputError as exc:
+        raise UsageError(f"--sign {path}: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sitewatch.commands._common import add_config_options, add_site_and_raster_inputs, info, load_job_config, progress_disabled
+from sitewatch.commands._common import add_config_options, add_incident_window_option, add_site_and_raster_inputs, info, load_job_config, progress_disabled
 from sitewatch.errors import UsageError
 
 NAME = "tiles"
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--chip-size-m", type=float, metavar="M", help="window side on the ground for a point site (metres)")
     g.add_argument("--chip-px", type=int, metavar="PX", help="chip side in pixels")
     g.add_argument("--normalisation", choices=("histogram", "standardise", "none"), help="radiometric normalisation")
+    add_incident_window_option(g)
     g.add_argument("--no-coregister", action="store_true", help="do not estimate or apply the after-vs-before shift")
     add_config_options(parser)
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             "tiles.chip_px": args.chip_px,
             "tiles.normalisation": args.normalisation,
             "tiles.coregister": False if args.no_coregister else None,
+            "tiles.incident_window": ("--incident-window", args.incident_window),
         },
     )
     out = Path(args.out)
