@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "sitewatch-bench-calibrate")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    import logging
+
+    logging.getLogger("models.calibration").setLevel(logging.ERROR)  # one warning per draw otherwise
     import torch
 
     torch.set_num_threads(args.threads)

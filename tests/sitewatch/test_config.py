@@ -104,6 +104,7 @@ def test_shipped_configs_load(tmp_path):
         "synth": jobs.SynthJob,
         "evaluate": jobs.EvaluateJob,
         "review": jobs.ReviewJob,
+        "calibrate": jobs.CalibrateJob,
     }
     files = sorted(root.glob("*.yaml"))
     assert files, "configs/ holds at least one example"
