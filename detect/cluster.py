@@ -40,6 +40,7 @@ class WorkerSpec:
         tta: test-time augmentation.
         threads: torch threads per worker (0: torch decides).
         decimals: decimals of the written score.
+        windows: the parts-and-context step (:class:`detect.parts.SiteWindows`), or None.
     """
 
     run_token: str
@@ -49,6 +50,7 @@ class WorkerSpec:
     tta: bool
     threads: int
     decimals: int
+    windows: Any = None
 
 
 _STATE_LOCK = threading.Lock()
@@ -103,9 +105,13 @@ def score_batch_task(
     """
     cutter = _cutter_for(spec, before, after)
     pairs = cut_batch(cutter, sites)
+    extra = spec.windows.cut(cutter, sites) if spec.windows is not None else None
     scorer = _scorer_for(spec)
     with _SCORE_LOCK:
-        return score_pairs(batch.index, pairs, scorer, decimals=spec.decimals)
+        record = score_pairs(batch.index, pairs, scorer, decimals=spec.decimals)
+        if spec.windows is not None:
+            record = spec.windows.score(record, extra, scorer, decimals=spec.decimals)
+        return record
 
 
 @contextmanager

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sitewatch.errors import ConfigError
+
 #: settings that change only how a run is presented or paced, never a score: a run folder may be
 #: resumed with different values of these (see :func:`detect.run.run_fingerprint`).
 PRESENTATION_KEYS = frozenset(
-    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads"}
+    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads", "run_keys_dir"}
 )
 
 
@@ -38,6 +40,23 @@ class DetectConfig:
             rasters open (the Dask path always does this; local runs do too so both paths score
             identical batches).
         embeddings: write ``embeddings.npz`` (for the review app's quick re-rank).
+        run_keys_dir: folder of the secret run keys that authenticate resume journals, kept
+            outside run folders so that a hand-edited journal is refused (``detect.journal``);
+            None = ``$SITEWATCH_CACHE/run-keys``, else ``~/.cache/sitewatch/run-keys``.
+        parts: score facilities part by part (:mod:`detect.parts`): ``auto`` splits the
+            *facilities* that are larger than one chip (a ``kind`` listed in
+            ``tiles.parts.kind_radius_m``, or a footprint), ``on`` every site larger than one
+            chip (also plain ``radius_m`` sites), ``off`` none (one window per site, as before).
+        context: score a ring of chips around sites (``tiles.parts.context_*``) for
+            ``context_damage`` and ``targeted``: ``auto`` around facilities, ``on`` around every
+            site, ``off`` none.
+        parts_aggregate: how a site's score is made from its assessed parts: ``max`` (the most
+            damaged part; default) or ``noisy_or`` (``1 - prod(1 - p)``, which assumes independent
+            parts and grows with their number).
+        targeted_max_context_damage: a damaged (flagged) site is ``targeted`` when at most this
+            share of its assessed context chips is flagged.
+        context_min_assessed: fewer assessed context chips than this leave ``targeted`` empty
+            (cannot tell).
         series_pair_span: with ``--series``, pairs of usable dates up to this many dates apart
             are scored (1: consecutive pairs only; 2 also skips one date, which lets the fit
             tell one bad date from a change). See :mod:`detect.series`.
@@ -66,6 +85,12 @@ class DetectConfig:
     score_decimals: int = 6
     group_by_scene: bool = True
     embeddings: bool = True
+    run_keys_dir: str | None = None
+    parts: Literal["auto", "on", "off"] = "auto"
+    context: Literal["auto", "on", "off"] = "auto"
+    parts_aggregate: Literal["max", "noisy_or"] = "max"
+    targeted_max_context_damage: float = 0.25
+    context_min_assessed: int = 4
     series_pair_span: int = 2
     series_min_llr: float = 1.0
     series_eps: float = 0.05
@@ -74,6 +99,16 @@ class DetectConfig:
     series_max_cloud_fraction: float | None = 0.05
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.targeted_max_context_damage <= 1.0:
+            raise ConfigError(
+                f"detect.targeted_max_context_damage: must be between 0 and 1, got {self.targeted_max_context_damage:g}",
+                setting="detect.targeted_max_context_damage",
+            )
+        if self.context_min_assessed < 1:
+            raise ConfigError(
+                f"detect.context_min_assessed: must be at least 1, got {self.context_min_assessed}",
+                setting="detect.context_min_assessed",
+            )
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if self.chips_top_n < -1:

@@ -5,12 +5,22 @@ is one scored batch (its rows for ``scores.csv`` and its embeddings). Lines are 
 and fsync'd every few batches, so a killed run (Ctrl-C, ``kill -9``, power loss) loses at most
 the batches after the last fsync. A torn last line is detected (bad JSON or checksum) and cut
 off before new batches are appended.
+
+The journal is bound to its run: every line (the header too) carries an HMAC-SHA256 under a
+secret random *run key* that is kept outside the run folder, in the key store
+(``detect.run_keys_dir``; by default ``$SITEWATCH_CACHE/run-keys`` or
+``~/.cache/sitewatch/run-keys``); the header names the key by a random id. A journal edited by
+hand, even with a re-computed checksum, fails its code and is refused with a warning: the batches
+from the edited line on are scored again instead of trusted. A journal whose key is not in the
+store (the folder was copied to another machine, or the store was cleared) is not trusted either:
+the run starts it afresh and scores everything.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -25,7 +35,78 @@ from sitewatch.errors import RunFolderError
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
-JOURNAL_FORMAT = "sitewatch-journal/1"
+JOURNAL_FORMAT = "sitewatch-journal/2"
+#: bytes of a run key.
+RUN_KEY_BYTES = 32
+
+
+def _mac(key: bytes, body: str) -> str:
+    return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+class RunKeyStore:
+    """Secret random run keys, one file per journal, in a folder outside every run folder.
+
+    Args:
+        folder: where the keys live (created with mode 0700 on first use).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser()
+
+    @classmethod
+    def from_setting(cls, run_keys_dir: str | None) -> "RunKeyStore":
+        """The store of ``detect.run_keys_dir``: the folder given, or (None) ``$SITEWATCH_CACHE/run-keys``,
+        else ``~/.cache/sitewatch/run-keys``."""
+        if run_keys_dir is not None:
+            return cls(run_keys_dir)
+        cache = os.environ.get("SITEWATCH_CACHE")
+        base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "sitewatch"
+        return cls(base / "run-keys")
+
+    def _path(self, key_id: str) -> Path | None:
+        if not (len(key_id) == 32 and all(c in "0123456789abcdef" for c in key_id)):
+            return None
+        return self.folder / f"{key_id}.key"
+
+    def new(self) -> tuple[str, bytes]:
+        """Make and store a new run key; returns ``(key id, key)``.
+
+        Raises:
+            RunFolderError: the store cannot be written.
+        """
+        key_id, key = os.urandom(16).hex(), os.urandom(RUN_KEY_BYTES)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.folder / f"{key_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise RunFolderError(
+                f"detect.run_keys_dir: cannot write the run key store {self.folder} ({exc.strerror or exc}); "
+                "set detect.run_keys_dir to a writable folder outside the run folder",
+                setting="detect.run_keys_dir",
+            ) from None
+        return key_id, key
+
+    def get(self, key_id: object) -> bytes | None:
+        """The key of ``key_id``, or None when the store does not hold it."""
+        path = self._path(key_id) if isinstance(key_id, str) else None
+        try:
+            key = path.read_bytes() if path is not None else b""
+        except OSError:
+            return None
+        return key if len(key) == RUN_KEY_BYTES else None
+
+
+def _header_body(header: Mapping[str, Any]) -> str:
+    return json.dumps({k: v for k, v in header.items() if k != "mac"}, sort_keys=True)
+
+
+class JournalTampered(ValueError):
+    """A journal line whose authentication code does not match its content."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +126,8 @@ class BatchRecord:
     embedding_ids: tuple[str, ...]
     embeddings: np.ndarray
 
-    def to_json(self) -> str:
-        """One journal line (without the newline), with a checksum of its payload."""
+    def to_json(self, key: bytes) -> str:
+        """One journal line (without the newline), with the HMAC of its payload under ``key``."""
         emb = np.ascontiguousarray(self.embeddings, dtype="<f2")
         payload = {
             "batch": self.batch,
@@ -57,21 +138,21 @@ class BatchRecord:
         }
         # key order is kept (not sorted): it is the column order of scores.csv
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
-        return json.dumps({"sha": digest, "record": payload}, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps({"mac": _mac(key, body), "record": payload}, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, line: str) -> "BatchRecord":
-        """Parse a journal line.
+    def from_json(cls, line: str, key: bytes) -> "BatchRecord":
+        """Parse a journal line and check its HMAC under ``key``.
 
         Raises:
-            ValueError: the line is torn or its checksum does not match.
+            JournalTampered: the line's code does not match (edited outside sitewatch).
+            ValueError: the line is torn or not a journal line.
         """
         outer = json.loads(line)
         payload = outer["record"]
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        if hashlib.sha256(body.encode("utf-8")).hexdigest()[:16] != outer["sha"]:
-            raise ValueError("checksum mismatch")
+        if not isinstance(outer.get("mac"), str) or not hmac.compare_digest(_mac(key, body), outer["mac"]):
+            raise JournalTampered("its authentication code does not match: the line was edited outside sitewatch")
         shape = tuple(int(n) for n in payload["embedding_shape"])
         raw = base64.b64decode(payload["embedding"])
         emb = np.frombuffer(raw, dtype="<f2").reshape(shape).astype(np.float16)
@@ -92,19 +173,54 @@ class JournalIndex:
         batches: ``{batch index: (byte offset, byte length, site ids)}`` of every good line
             (the first line of a batch wins if it was written twice).
         good_end: byte offset just after the last good line.
+        key: the run key the journal is authenticated with (None when there is no usable journal).
+        refused: why an existing journal (or its tail) is not trusted, in words; "" when it is.
     """
 
     header: dict[str, Any] | None
     batches: dict[int, tuple[int, int, tuple[str, ...]]]
     good_end: int
+    key: bytes | None = None
+    refused: str = ""
 
 
-def scan_journal(path: Path) -> JournalIndex:
-    """Index a journal line by line (bounded memory), stopping at a torn or damaged line."""
+def _authenticated_header(text: str, keys: RunKeyStore) -> tuple[dict[str, Any], bytes]:
+    """The header line's content and its run key.
+
+    Raises:
+        JournalTampered: no key for it in the store, or its code does not match.
+        ValueError: not a journal header of this format.
+    """
+    parsed = json.loads(text)
+    if not isinstance(parsed, dict) or not str(parsed.get("journal", "")).startswith("sitewatch-journal/"):
+        raise ValueError("not a journal header")
+    if parsed.get("journal") != JOURNAL_FORMAT:
+        raise JournalTampered(f"written in the older format {parsed.get('journal')!r}, without authentication codes")
+    key = keys.get(parsed.get("key_id"))
+    if key is None:
+        raise JournalTampered(
+            f"its run key {str(parsed.get('key_id'))[:32]!r} is not in the key store {keys.folder} (the folder "
+            "was copied from elsewhere, or the store was cleared), so its batches cannot be authenticated"
+        )
+    if not isinstance(parsed.get("mac"), str) or not hmac.compare_digest(_mac(key, _header_body(parsed)), parsed["mac"]):
+        raise JournalTampered("its header's authentication code does not match: it was edited outside sitewatch")
+    return parsed, key
+
+
+def scan_journal(path: Path, keys: RunKeyStore | None = None) -> JournalIndex:
+    """Index a journal line by line (bounded memory), stopping at a torn, damaged or edited line.
+
+    Args:
+        path: the journal.
+        keys: the run key store (default: :meth:`RunKeyStore.from_setting` of None).
+    """
+    keys = keys or RunKeyStore.from_setting(None)
     if not path.is_file():
         return JournalIndex(None, {}, 0)
     batches: dict[int, tuple[int, int, tuple[str, ...]]] = {}
     header: dict[str, Any] | None = None
+    key: bytes | None = None
+    refused = ""
     offset = 0
     with open(path, "rb") as fh:
         for raw in fh:
@@ -114,40 +230,47 @@ def scan_journal(path: Path) -> JournalIndex:
             try:
                 text = raw.decode("utf-8")
                 if header is None:
-                    parsed = json.loads(text)
-                    if not isinstance(parsed, dict) or parsed.get("journal") != JOURNAL_FORMAT:
-                        raise ValueError("not a journal header")
-                    header = parsed
+                    header, key = _authenticated_header(text, keys)
                 else:
-                    record = BatchRecord.from_json(text)
+                    record = BatchRecord.from_json(text, key or b"")
                     if record.batch not in batches:
                         ids = tuple(r["site_id"] for r in record.rows)
                         batches[record.batch] = (offset, len(raw), ids)
+            except JournalTampered as exc:
+                where = "header" if header is None else f"line at byte {offset}"
+                refused = f"{path}: the journal's {where} is refused: {exc}; " + (
+                    "the whole run is scored again" if header is None else "the batches from there on are scored again"
+                )
+                log.warning("%s", refused)
+                break
             except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
                 log.warning("%s: ignoring a damaged line at byte %d (%s)", path, offset, exc)
                 break
             offset += len(raw)
     if header is None:
-        return JournalIndex(None, {}, 0)
-    return JournalIndex(header, batches, offset)
+        return JournalIndex(None, {}, 0, refused=refused)
+    return JournalIndex(header, batches, offset, key=key, refused=refused)
 
 
-def read_batch(path: Path, offset: int, length: int) -> BatchRecord:
-    """Load one batch from a journal at a position found by :func:`scan_journal`."""
+def read_batch(path: Path, offset: int, length: int, key: bytes) -> BatchRecord:
+    """Load one batch from a journal at a position found by :func:`scan_journal` (``key``:
+    :attr:`JournalIndex.key`)."""
     with open(path, "rb") as fh:
         fh.seek(offset)
-        return BatchRecord.from_json(fh.read(length).decode("utf-8"))
+        return BatchRecord.from_json(fh.read(length).decode("utf-8"), key)
 
 
-def read_journal(path: Path) -> tuple[dict[str, Any] | None, dict[int, BatchRecord], int]:
+def read_journal(
+    path: Path, keys: RunKeyStore | None = None
+) -> tuple[dict[str, Any] | None, dict[int, BatchRecord], int]:
     """Read a whole journal into memory (small journals, tests), tolerating a torn tail.
 
     Returns:
         ``(header, records by batch index, byte offset of the end of the last good line)``;
-        ``(None, {}, 0)`` when the file does not exist or has no valid header.
+        ``(None, {}, 0)`` when the file does not exist or has no valid (authenticated) header.
     """
-    index = scan_journal(path)
-    records = {b: read_batch(path, off, n) for b, (off, n, _) in index.batches.items()}
+    index = scan_journal(path, keys)
+    records = {b: read_batch(path, off, n, index.key) for b, (off, n, _) in index.batches.items() if index.key}
     return index.header, records, index.good_end
 
 
@@ -158,8 +281,14 @@ class JournalWriter:
         path: the journal file.
         header: the header to write when the journal is new (must hold ``fingerprint``).
         truncate_at: byte offset of the end of the last good line of an existing journal (from
-            :func:`read_journal`); anything after it is cut off. ``None`` starts a new journal.
+            :func:`read_journal`); anything after it is cut off. ``None`` starts a new journal
+            with a new run key.
         fsync_every: batches between fsyncs.
+        keys: the run key store (default: :meth:`RunKeyStore.from_setting` of None).
+
+    Raises:
+        RunFolderError: continuing a journal whose header cannot be authenticated (scan it with
+            :func:`scan_journal` first; a refused journal is started afresh).
     """
 
     def __init__(
@@ -169,23 +298,33 @@ class JournalWriter:
         *,
         truncate_at: int | None = None,
         fsync_every: int = 1,
+        keys: RunKeyStore | None = None,
     ) -> None:
+        keys = keys or RunKeyStore.from_setting(None)
         self.path = path
         self.fsync_every = max(1, fsync_every)
         self._pending = 0
         if truncate_at is None or truncate_at == 0:
+            key_id, self._key = keys.new()
+            full = {**header, "journal": JOURNAL_FORMAT, "key_id": key_id}
+            full["mac"] = _mac(self._key, _header_body(full))
             self._fh = open(path, "wb")
-            line = json.dumps({"journal": JOURNAL_FORMAT, **header}, sort_keys=True) + "\n"
-            self._fh.write(line.encode("utf-8"))
+            self._fh.write((json.dumps(full, sort_keys=True) + "\n").encode("utf-8"))
             self._sync()
         else:
+            with open(path, "rb") as fh:
+                first = fh.readline().decode("utf-8", errors="replace")
+            try:
+                _, self._key = _authenticated_header(first, keys)
+            except ValueError as exc:
+                raise RunFolderError(f"{path}: cannot continue this journal ({exc})") from None
             self._fh = open(path, "r+b")
             self._fh.truncate(truncate_at)
             self._fh.seek(truncate_at)
 
     def append(self, record: BatchRecord) -> None:
         """Append one batch; flushed at once, fsync'd every ``fsync_every`` batches."""
-        self._fh.write((record.to_json() + "\n").encode("utf-8"))
+        self._fh.write((record.to_json(self._key) + "\n").encode("utf-8"))
         self._fh.flush()
         self._pending += 1
         if self._pending >= self.fsync_every:

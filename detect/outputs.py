@@ -2,6 +2,10 @@
 
 Everything is written through a temporary file and renamed into place, and nothing time- or
 machine-dependent goes into these files, so the same inputs give byte-identical outputs.
+
+Cells of ``scores.csv`` that a spreadsheet would run as a formula (a site named ``=HYPERLINK(...)``)
+start with ``'`` (:func:`tiles.formula_injection.neutralise_formula`); :func:`read_scores_csv`
+gives the original text back. ``scores.geojson`` holds the text as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from tiles.formula_injection import neutralise_formula, restore_formula
 
 #: the leading columns of ``scores.csv``, in order.
 LEADING_COLUMNS = ("site_id", "lon", "lat", "score", "rank", "status", "reason", "flagged")
@@ -53,7 +59,7 @@ def write_scores_csv(path: Path, rows: Sequence[Mapping[str, str]], columns: Seq
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: row.get(c, "") for c in columns})
+        writer.writerow({c: neutralise_formula(row.get(c, "")) for c in columns})
     write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
 
 
@@ -115,7 +121,7 @@ class ScoresWriter:
 
     def add(self, row: Mapping[str, str]) -> None:
         """Write one row (in ``scores.csv`` order)."""
-        self._writer.writerow({c: row.get(c, "") for c in self.columns})
+        self._writer.writerow({c: neutralise_formula(row.get(c, "")) for c in self.columns})
         self._gj.write(("" if self._first else ",") + geojson_feature(row, self.columns))
         self._first = False
 
@@ -148,9 +154,10 @@ def write_embeddings(path: Path, site_ids: Sequence[str], embeddings: np.ndarray
 
 
 def read_scores_csv(path: Path) -> list[dict[str, str]]:
-    """Read ``scores.csv`` back as a list of row dicts (for tests, demo and verification)."""
+    """Read ``scores.csv`` back as a list of row dicts (for tests, demo and verification), with
+    every cell's text as the run had it (formula-neutralising quotes removed)."""
     with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return [{k: restore_formula(v or "") for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def format_number(value: float | None, decimals: int | None = None) -> str:

@@ -227,6 +227,7 @@ def _reader(
     batches: Sequence[PlannedBatch],
     out: "queue.Queue[Any]",
     stop: threading.Event,
+    windows: Any | None = None,
 ) -> None:
     try:
         cutter = make_cutter()
@@ -234,10 +235,12 @@ def _reader(
             for batch in batches:
                 if stop.is_set():
                     return
-                pairs = cut_batch(cutter, [sites[i] for i in batch.site_indices])
+                batch_sites = [sites[i] for i in batch.site_indices]
+                pairs = cut_batch(cutter, batch_sites)
+                extra = windows.cut(cutter, batch_sites) if windows is not None else None
                 while not stop.is_set():
                     try:
-                        out.put((batch, pairs), timeout=0.2)
+                        out.put((batch, pairs, extra), timeout=0.2)
                         break
                     except queue.Full:
                         continue
@@ -257,6 +260,7 @@ def score_batches_local(
     decimals: int,
     prefetch: int = 4,
     chip_cache: Any | None = None,
+    windows: Any | None = None,
 ) -> Iterator[BatchRecord]:
     """Cut batches in a reader thread and score them here, yielding records in plan order.
 
@@ -269,13 +273,14 @@ def score_batches_local(
         decimals: decimals of the written score.
         prefetch: cut batches held ahead of the model (bounds memory).
         chip_cache: keeps the images of the best sites for their chips (see :func:`score_pairs`).
+        windows: the parts-and-context step (:class:`detect.parts.SiteWindows`), or None.
     """
     if not batches:
         return
     pending: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
     thread = threading.Thread(
-        target=_reader, args=(make_cutter, sites, batches, pending, stop), name="sitewatch-reader", daemon=True
+        target=_reader, args=(make_cutter, sites, batches, pending, stop, windows), name="sitewatch-reader", daemon=True
     )
     thread.start()
     try:
@@ -285,8 +290,11 @@ def score_batches_local(
                 break
             if isinstance(item, BaseException):
                 raise item
-            batch, pairs = item
-            yield score_pairs(batch.index, pairs, scorer, decimals=decimals, chip_cache=chip_cache)
+            batch, pairs, extra = item
+            record = score_pairs(batch.index, pairs, scorer, decimals=decimals, chip_cache=chip_cache)
+            if windows is not None:
+                record = windows.score(record, extra, scorer, decimals=decimals)
+            yield record
     finally:
         stop.set()
         while thread.is_alive():

@@ -1,7 +1,8 @@
 """Provenance of a run folder: SHA-256 of inputs and outputs, versions, and ``sitewatch verify``.
 
 ``manifest.json`` records everything needed to trace every figure in a run back to the exact
-inputs, model and settings that produced it. :func:`verify_run` re-hashes all of it.
+inputs, model and settings that produced it. :func:`detect.verify.verify_run` re-hashes all of it
+and checks the manifest's own consistency.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from sitewatch.errors import RunFolderError
 from sitewatch.hashing import sha256_file
+from tiles.catalog import sidecar_paths
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,10 @@ RECORDED_DISTRIBUTIONS = (
     "pyyaml",
 )
 
+#: the detached Ed25519 signature of ``manifest.json`` (``detect --sign``; :mod:`detect.signing`).
+SIGNATURE_NAME = MANIFEST_NAME + ".sig"
 #: files in a run folder that are not outputs (working state, or written later by other tools).
-NOT_OUTPUTS = frozenset({MANIFEST_NAME, "journal.jsonl", "run.lock"})
+NOT_OUTPUTS = frozenset({MANIFEST_NAME, SIGNATURE_NAME, "journal.jsonl", "run.lock"})
 #: files other stages add to a run folder later (the review app's verdict store); not outputs.
 LATER_FILES_PREFIXES = ("review.sqlite",)
 
@@ -71,6 +75,57 @@ def software_versions() -> dict[str, str]:
     except Exception:  # pragma: no cover - rasterio is a hard dependency
         versions["gdal"] = "unknown"
     return versions
+
+
+def hash_scene_inputs(catalog: Any) -> list[dict[str, Any]]:
+    """Manifest entries of every raster of a catalogue: path, SHA-256, CRS, acquisition time, and
+    the SHA-256 of each JSON sidecar beside it (a sidecar can set the acquisition time, so it is an
+    input like the raster; ``sidecars`` is empty when there is none)."""
+    entries = []
+    for scene in catalog.scenes:
+        path = Path(scene.path)
+        sidecars = [
+            {"path": str(p.resolve()), "sha256": sha256_file(p)} for p in sidecar_paths(path) if p.is_file()
+        ]
+        entries.append(
+            {
+                "scene_id": scene.scene_id,
+                "path": str(path.resolve()),
+                "sha256": sha256_file(path),
+                "sidecars": sidecars,
+                "crs": scene.crs,
+                "acquired": scene.acquired.isoformat() if scene.acquired else None,
+                "time_source": scene.time_source,
+                **_catalogue_entry(scene),
+            }
+        )
+    return entries
+
+
+def _catalogue_entry(scene: Any) -> dict[str, Any]:
+    """A STAC scene's catalogue facts for the manifest (nothing for plain files)."""
+    if not getattr(scene, "catalog_id", ""):
+        return {}
+    return {
+        "catalog_id": scene.catalog_id,
+        "catalog_source": scene.catalog_source,
+        "platform": scene.platform,
+        "stated_gsd_m": scene.stated_gsd_m,
+        "off_nadir": scene.off_nadir,
+        "cloud_cover": scene.cloud_cover,
+        "credit": scene.credit,
+    }
+
+
+def epoch_component(entries: Iterable[Mapping[str, Any]]) -> str:
+    """The fingerprint part of one epoch's rasters (and their sidecars) from their manifest entries."""
+    parts = []
+    for e in entries:
+        item: list[Any] = [e["scene_id"], e["sha256"]]
+        if e.get("sidecars"):
+            item.append([s["sha256"] for s in e["sidecars"]])
+        parts.append(item)
+    return sha256_text(json.dumps(parts))
 
 
 def output_files(run_dir: Path) -> list[Path]:
@@ -135,12 +190,15 @@ class Difference:
     """One finding of :func:`verify_run`.
 
     Attributes:
-        kind: ``"input"``, ``"model"``, ``"output"`` or ``"manifest"``.
-        path: the file concerned.
-        problem: ``"changed"``, ``"missing"``, ``"unreadable"`` or ``"added"`` (an output file the
-            manifest does not list).
-        expected: the recorded SHA-256 (empty when unknown).
-        actual: the SHA-256 now (empty when the file is missing).
+        kind: ``"input"``, ``"model"``, ``"output"``, ``"manifest"``, ``"signature"`` or
+            ``"verdicts"``.
+        path: the file concerned (for ``manifest``: ``manifest.json: <field>``).
+        problem: ``"changed"``, ``"missing"``, ``"unreadable"``, ``"added"`` (a file the manifest
+            does not list), ``"inconsistent"`` (the manifest contradicts itself or the run's
+            files), ``"digest"`` (not the digest given) or ``"invalid"`` (a bad signature).
+        expected: the recorded SHA-256 or value (empty when unknown).
+        actual: the SHA-256 or value now (empty when the file is missing).
+        detail: what is wrong, in words, for ``inconsistent`` / ``invalid`` / ``added`` findings.
     """
 
     kind: str
@@ -148,95 +206,41 @@ class Difference:
     problem: str
     expected: str = ""
     actual: str = ""
+    detail: str = ""
 
     def describe(self) -> str:
         """One line for people."""
         text = f"{self.kind} {self.problem}: {self.path}"
         if self.problem == "changed":
             text += f" (recorded sha256 {self.expected[:16]}..., now {self.actual[:16]}...)"
+        if self.detail:
+            text += f": {self.detail}"
         return text
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Result of :func:`verify_run`.
+    """Result of :func:`detect.verify.verify_run`.
 
     Attributes:
         run_dir: the folder checked.
         checked: how many files were hashed.
         differences: everything that differs from the manifest (empty = verified).
-        manifest_sha256: SHA-256 of ``manifest.json`` itself, to quote in a report.
+        manifest_sha256: SHA-256 of ``manifest.json`` itself (the run digest), to quote in a report.
+        consistency_checks: how many of the manifest's internal consistency checks ran.
+        signature: what was found about ``manifest.json.sig``: ``"none"``, ``"unchecked"`` (a
+            signature, but no public key to check it with), ``"valid"`` or ``"invalid"``.
+        signer: fingerprint of the public key the signature was checked with (``SHA256:...``).
     """
 
     run_dir: Path
     checked: int
     differences: tuple[Difference, ...] = field(default_factory=tuple)
     manifest_sha256: str = ""
+    consistency_checks: int = 0
+    signature: str = "none"
+    signer: str = ""
 
     @property
     def ok(self) -> bool:
         return not self.differences
-
-
-def _check_file(kind: str, path: Path, expected: str, shown: str) -> Difference | None:
-    if not path.is_file():
-        return Difference(kind, shown, "missing", expected, "")
-    try:
-        actual = sha256_file(path)
-    except OSError:
-        return Difference(kind, shown, "unreadable", expected, "")
-    if actual != expected:
-        return Difference(kind, shown, "changed", expected, actual)
-    return None
-
-
-def _recorded_inputs(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
-    """``(kind, path, sha256)`` of every input the manifest records."""
-    inputs = manifest.get("inputs", {})
-    sites = inputs.get("sites")
-    if sites:
-        yield "input", sites["path"], sites["sha256"]
-    for epoch in ("before", "after"):
-        for raster in inputs.get(epoch, []):
-            yield "input", raster["path"], raster["sha256"]
-    model = manifest.get("model", {})
-    for entry in model.get("files", []):
-        yield "model", entry["path"], entry["sha256"]
-
-
-def verify_run(run_dir: str | Path, *, check_inputs: bool = True) -> VerifyReport:
-    """Re-hash a run folder's outputs (and its recorded inputs and model) against its manifest.
-
-    Args:
-        run_dir: a finished run folder.
-        check_inputs: also re-hash the input rasters, the sites file and the model files at the
-            paths recorded in the manifest.
-
-    Raises:
-        RunFolderError: the folder has no readable manifest.
-    """
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    differences: list[Difference] = []
-    checked = 0
-    recorded_outputs: Mapping[str, str] = manifest.get("outputs", {})
-    for rel, expected in sorted(recorded_outputs.items()):
-        checked += 1
-        diff = _check_file("output", run_dir / rel, expected, rel)
-        if diff:
-            differences.append(diff)
-    if check_inputs:
-        for kind, path, expected in _recorded_inputs(manifest):
-            checked += 1
-            diff = _check_file(kind, Path(path), expected, path)
-            if diff:
-                differences.append(diff)
-    for rel in output_files(run_dir):
-        if rel.as_posix() not in recorded_outputs:
-            differences.append(Difference("output", rel.as_posix(), "added"))
-    return VerifyReport(
-        run_dir=run_dir,
-        checked=checked,
-        differences=tuple(differences),
-        manifest_sha256=sha256_file(run_dir / MANIFEST_NAME),
-    )

@@ -18,19 +18,49 @@ from typing import Any, Mapping, Sequence
 from detect.outputs import write_bytes_atomic
 from detect.ranking import OperatingPoint
 
-#: pair metadata shown as quality notes when ``scores.csv`` has them (tiles.index columns).
-QUALITY_KEYS = (
-    "before_scene",
-    "after_scene",
-    "shift_m",
-    "shift_applied",
-    "coreg_confidence",
-    "valid_fraction",
-    "cloud_fraction",
-    "blank_fraction",
-    "normalisation",
-    "detail",
-)
+def _num(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _metres(text: str) -> str:
+    v = _num(text)
+    return f"{v:.2f} m" if math.isfinite(v) else text
+
+
+def _percent(text: str) -> str:
+    v = _num(text)
+    return f"{100 * v:.1f} %" if math.isfinite(v) else text
+
+
+def _yes_no(text: str) -> str:
+    return "yes" if text.strip().lower() in ("true", "1", "yes") else "no"
+
+
+def _confidence(text: str) -> str:
+    v = _num(text)
+    return f"{v:.2f} (0–1)" if math.isfinite(v) else text
+
+
+#: pair metadata shown as quality notes when ``scores.csv`` has them (tiles.index columns):
+#: ``column: (label, value formatter)``.
+QUALITY_FIELDS: dict[str, tuple[str, Any]] = {
+    "before_scene": ("before scene", str),
+    "after_scene": ("after scene", str),
+    "chip_gsd_m": ("chip resolution", lambda t: f"{_metres(t)}/pixel"),
+    "shift_m": ("co-registration shift", _metres),
+    "shift_applied": ("shift applied", _yes_no),
+    "coreg_confidence": ("alignment confidence", _confidence),
+    "valid_fraction": ("pixels with data in both", _percent),
+    "cloud_fraction": ("cloud-like pixels", _percent),
+    "blank_fraction": ("blank pixels", _percent),
+    "normalisation": ("radiometric matching", str),
+    "detail": ("details", str),
+}
+#: the columns of :data:`QUALITY_FIELDS`, in order.
+QUALITY_KEYS = tuple(QUALITY_FIELDS)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em;color:#222;max-width:1200px}
@@ -41,6 +71,8 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em;te
 .chips img{width:192px;height:192px;image-rendering:pixelated;border:1px solid #999}
 .muted{color:#666;font-size:.9em}.score{font-weight:bold;font-size:1.1em}
 code{background:#f4f4f4;padding:0 .2em}
+.quality{display:flex;flex-wrap:wrap;gap:.2em 1.2em;margin:.4em 0 0;font-size:.9em}
+.quality div{display:flex;gap:.4em}.quality dt{color:#666}.quality dd{margin:0}
 """
 
 
@@ -49,31 +81,49 @@ def _e(value: Any) -> str:
 
 
 def histogram_svg(scores: Sequence[float], threshold: float, *, bins: int = 20, width: int = 520, height: int = 160) -> str:
-    """An inline SVG histogram of scores in ``[0, 1]`` with the threshold drawn as a red line."""
+    """An inline SVG histogram of scores in ``[0, 1]`` with the threshold drawn as a red line.
+
+    Labels never cross the plot: the threshold's label sits in a band above the bars, beside its
+    line (left of it when the line is near the right edge), and the count scale is in the left
+    margin.
+    """
     counts = [0] * bins
     for s in scores:
         counts[min(bins - 1, max(0, int(s * bins)))] += 1
     top = max(counts) if counts and max(counts) > 0 else 1
-    pad = 24
-    bar_w = (width - 2 * pad) / bins
+    left, right, head = 40, 16, 22  # margins: count scale, right edge, threshold label band
+    plot_w = width - left - right
+    base = head + height  # y of the x axis
+    bar_w = plot_w / bins
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img" '
-        f'aria-label="score histogram">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{base + 34}" role="img" '
+        f'aria-label="score histogram, {len(scores)} assessed sites, threshold {threshold:.4f}">'
     ]
     for i, c in enumerate(counts):
-        h = (height - 10) * c / top
-        x = pad + i * bar_w
+        h = height * c / top
+        x = left + i * bar_w
         parts.append(
-            f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w - 1:.1f}" height="{h:.1f}" fill="#4a78b5">'
-            f"<title>{i / bins:.2f}-{(i + 1) / bins:.2f}: {c}</title></rect>"
+            f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w - 1:.1f}" height="{h:.1f}" fill="#4a78b5">'
+            f"<title>scores {i / bins:.2f}–{(i + 1) / bins:.2f}: {c} sites</title></rect>"
         )
-    tx = pad + threshold * (width - 2 * pad)
-    parts.append(f'<line x1="{tx:.1f}" y1="0" x2="{tx:.1f}" y2="{height}" stroke="#d22" stroke-width="2"/>')
-    parts.append(f'<line x1="{pad}" y1="{height}" x2="{width - pad}" y2="{height}" stroke="#333"/>')
+    tx = left + min(max(threshold, 0.0), 1.0) * plot_w
+    parts.append(f'<line x1="{tx:.1f}" y1="{head - 4}" x2="{tx:.1f}" y2="{base}" stroke="#d22" stroke-width="2"/>')
+    anchor, dx = ("end", -5) if threshold > 0.6 else ("start", 5)
+    parts.append(
+        f'<text x="{tx + dx:.1f}" y="{head - 8}" font-size="11" fill="#b00" text-anchor="{anchor}">'
+        f"threshold {threshold:.4f}</text>"
+    )
+    parts.append(f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#333"/>')
+    parts.append(f'<line x1="{left}" y1="{head}" x2="{left}" y2="{base}" stroke="#333"/>')
+    for value, y in ((top, head), (0, base)):
+        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{value}</text>')
     for v in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = pad + v * (width - 2 * pad)
-        parts.append(f'<text x="{x:.1f}" y="{height + 16}" font-size="11" text-anchor="middle">{v:.2f}</text>')
-    parts.append(f'<text x="{width / 2:.0f}" y="12" font-size="11" text-anchor="middle">tallest bar: {top} sites</text>')
+        x = left + v * plot_w
+        parts.append(f'<text x="{x:.1f}" y="{base + 15}" font-size="11" text-anchor="middle">{v:.2f}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2:.0f}" y="{base + 30}" font-size="11" text-anchor="middle" fill="#555">'
+        f"score (bins of {1 / bins:.2f}); bar height: sites per bin</text>"
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -105,12 +155,19 @@ def _site_block(row: Mapping[str, str]) -> str:
         ) + "</div>"
     else:
         chips = '<p class="muted">no chip written for this site (raise detect.chips_top_n)</p>'
-    dates = f"before {_e(row.get('before_time') or 'unknown')} · after {_e(row.get('after_time') or 'unknown')}"
-    notes = "; ".join(f"{k}={_e(row[k])}" for k in QUALITY_KEYS if row.get(k) not in (None, ""))
+    def when(text: str | None) -> str:
+        return (text or "unknown").replace("T", " ").replace("Z", " UTC").replace("+00:00", " UTC")
+
+    dates = f"before image taken {_e(when(row.get('before_time')))} · after image taken {_e(when(row.get('after_time')))}"
+    notes = "".join(
+        f"<div><dt>{_e(label)}</dt><dd>{_e(show(row[k]))}</dd></div>"
+        for k, (label, show) in QUALITY_FIELDS.items()
+        if row.get(k) not in (None, "")
+    )
     return (
         f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
         f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
-        f"{chips}<div class=\"muted\">{dates}</div><div class=\"muted\">{notes}</div></div>"
+        f"{chips}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
     )
 
 
@@ -185,6 +242,7 @@ def render_report(
     operating_point: OperatingPoint,
     model_info: Mapping[str, Any],
     run_info: Mapping[str, Any],
+    calibration: Mapping[str, Any] | None = None,
 ) -> str:
     """The report page as HTML text.
 
@@ -194,6 +252,9 @@ def render_report(
         model_info: ``arch``, ``weights_sha256``, ``path`` of the model.
         run_info: ``sites_file``, ``before``/``after`` counts, ``credits`` (the STAC
             catalogues' licence and provider lines, optional).
+        calibration: the manifest's ``calibration`` record when ``sitewatch calibrate`` refitted
+            the scores on this event's labelled sites; None = the model's own calibration
+            (synthetic validation scenes).
     """
     status_counts = summary.status_counts
     reason_counts = summary.reason_counts
@@ -214,6 +275,7 @@ def render_report(
         f"<tr><th>flagged</th><td>{n_flagged}</td></tr>",
         f"<tr><th>operating point</th><td>{_e(operating_point.name)}: score &ge; "
         f"{operating_point.threshold:.4f} <span class=\"muted\">({_e(operating_point.source)})</span></td></tr>",
+        f"<tr><th>calibration</th><td>{calibration_text(calibration)}</td></tr>",
         f"<tr><th>model</th><td>{_e(model_info.get('arch', ''))} <code>{_e(str(model_info.get('weights_sha256', ''))[:16])}</code> "
         f"<span class=\"muted\">{_e(model_info.get('path', ''))}</span></td></tr>",
         f"<tr><th>sites file</th><td>{_e(run_info.get('sites_file', ''))}</td></tr>",
@@ -226,6 +288,14 @@ def render_report(
         for reason, n in sorted(reason_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"<tr><td>{_e(reason or 'unknown')}</td><td>{n}</td></tr>")
         out.append("</table>")
+    if calibration:
+        out.append("<h2>Calibration on this event</h2>")
+        out.append(
+            f"<p>Temperature {float(calibration.get('temperature', 1.0)):.3f} (was {float(calibration.get('previous_temperature', 1.0)):.3f}); "
+            f"expected calibration error on the held-out labelled sites {_num(calibration.get('ece_before'))} before, "
+            f"{_num(calibration.get('ece'))} after. Reliability with confidence intervals: "
+            '<a href="calibration.txt">calibration.txt</a>.</p><img src="reliability.png" alt="reliability diagram" width="420" height="420">'
+        )
     out.append("<h2>Score histogram</h2>")
     out.append(histogram_svg(scores, operating_point.threshold))
     out.append(f'<p class="muted">red line: the operating threshold {operating_point.threshold:.4f}</p>')
@@ -238,6 +308,22 @@ def render_report(
         "manifest.json (check it with <code>sitewatch verify RUN</code>).</p></body></html>"
     )
     return "\n".join(out) + "\n"
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def calibration_text(calibration: Mapping[str, Any] | None) -> str:
+    """Which calibration the scores carry, as escaped HTML text for the report."""
+    if not calibration:
+        return "the model's own (fitted on synthetic validation scenes, not on this event)"
+    labels = calibration.get("labels", {})
+    return (
+        f"this event's verified sample: {_e(calibration.get('n', '?'))} labelled sites "
+        f"({_e(calibration.get('positives', '?'))} damaged), {_e(labels.get('source', ''))} "
+        f"<code>{_e(str(labels.get('sha256', ''))[:12])}</code>, {_e(str(calibration.get('created', ''))[:10])}"
+    )
 
 
 def write_report(path: Path, summary: ReportSummary, **kwargs: Any) -> None:

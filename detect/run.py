@@ -25,13 +25,17 @@ import numpy as np
 
 from detect.chips import CHIPS_DIR, TopChipCache, write_site_chips
 from detect.config import PRESENTATION_KEYS
-from detect.journal import JOURNAL_NAME, JournalWriter, check_fingerprint, read_batch, scan_journal
+from detect.gis import GIS_FILES, write_gis_files
+from detect.journal import JOURNAL_NAME, JournalWriter, RunKeyStore, check_fingerprint, read_batch, scan_journal
 from detect.outputs import CHIP_COLUMNS, ScoresWriter, score_columns, write_embeddings
 from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
 from detect.provenance import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
+    SIGNATURE_NAME,
+    epoch_component,
     hash_outputs,
+    hash_scene_inputs,
     sha256_file,
     sha256_text,
     software_versions,
@@ -55,7 +59,9 @@ RUN_FILES = (
     "embeddings.npz",
     "config.yaml",
     MANIFEST_NAME,
+    SIGNATURE_NAME,
     JOURNAL_NAME,
+    *GIS_FILES,
 )
 
 
@@ -74,6 +80,8 @@ class RunSummary:
         batches_resumed: batches taken from an earlier, interrupted run's journal.
         seconds: wall time of this invocation.
         scoring_seconds: time spent cutting and scoring in this invocation.
+        run_digest: SHA-256 (hex) of the final ``manifest.json`` bytes, to record outside the
+            folder (``sitewatch verify RUN --digest sha256:HEX``).
     """
 
     run_dir: Path
@@ -86,6 +94,7 @@ class RunSummary:
     batches_resumed: int
     seconds: float
     scoring_seconds: float
+    run_digest: str = ""
 
     @property
     def scores_csv(self) -> Path:
@@ -144,38 +153,6 @@ def _fingerprint_config(tiles: TilesConfig, detect: DetectConfig) -> dict[str, A
     data = run_config(tiles, detect)
     data["detect"] = {k: v for k, v in data["detect"].items() if k not in PRESENTATION_KEYS}
     return data
-
-
-def _hash_rasters(catalog: Any) -> list[dict[str, Any]]:
-    entries = []
-    for scene in catalog.scenes:
-        entries.append(
-            {
-                "scene_id": scene.scene_id,
-                "path": str(Path(scene.path).resolve()),
-                "sha256": sha256_file(scene.path),
-                "crs": scene.crs,
-                "acquired": scene.acquired.isoformat() if scene.acquired else None,
-                "time_source": scene.time_source,
-                **_catalogue_entry(scene),
-            }
-        )
-    return entries
-
-
-def _catalogue_entry(scene: Any) -> dict[str, Any]:
-    """A STAC scene's catalogue facts for the manifest (nothing for plain files)."""
-    if not getattr(scene, "catalog_id", ""):
-        return {}
-    return {
-        "catalog_id": scene.catalog_id,
-        "catalog_source": scene.catalog_source,
-        "platform": scene.platform,
-        "stated_gsd_m": scene.stated_gsd_m,
-        "off_nadir": scene.off_nadir,
-        "cloud_cover": scene.cloud_cover,
-        "credit": scene.credit,
-    }
 
 
 def _series_manifest(series_cat: Any, cfg: DetectConfig) -> dict[str, Any]:
@@ -379,15 +356,15 @@ def _run_in_folder(
             _discard_run(run_dir)
         log.info("hashing inputs for provenance")
         sites_sha = sha256_file(sites_path)
-        before_entries = _hash_rasters(before_cat)
-        after_entries = _hash_rasters(after_cat)
+        before_entries = hash_scene_inputs(before_cat)
+        after_entries = hash_scene_inputs(after_cat)
         model_dir = _model_folder(model)
         model_files = _model_files(model_dir)
         fingerprint_config = _fingerprint_config(tiles, cfg)
         components = {
             "sites": sites_sha,
-            "before": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in before_entries])),
-            "after": sha256_text(json.dumps([[e["scene_id"], e["sha256"]] for e in after_entries])),
+            "before": epoch_component(before_entries),
+            "after": epoch_component(after_entries),
             "model": scorer.weights_sha256 + ":" + sha256_text(json.dumps(_meta_dict(scorer.meta), sort_keys=True)),
             "config": sha256_text(json.dumps(fingerprint_config, sort_keys=True)),
             "software": f"sitewatch {__version__}",
@@ -397,7 +374,8 @@ def _run_in_folder(
         run_token = sha256_text(json.dumps(components, sort_keys=True))
 
         journal_path = run_dir / JOURNAL_NAME
-        index = scan_journal(journal_path)
+        keys = RunKeyStore.from_setting(cfg.run_keys_dir)  # the journal's key lives outside the run folder
+        index = scan_journal(journal_path, keys)
         header, good_end = index.header, index.good_end
         check_fingerprint(header, components, run_dir)
         plan = plan_batches(
@@ -445,8 +423,10 @@ def _run_in_folder(
             {"fingerprint": run_token, "components": components, "started": started, "sitewatch_version": __version__},
             truncate_at=good_end if header is not None else None,
             fsync_every=cfg.journal_fsync_every,
+            keys=keys,
         )
         chip_cache = TopChipCache(cfg.chips_top_n)
+        windows = _site_windows(tiles, cfg, operating_point)
         with writer:
             _score_todo(
                 todo,
@@ -462,6 +442,7 @@ def _run_in_folder(
                 run_token=run_token,
                 client=client,
                 chip_cache=chip_cache,
+                windows=windows,
                 progress=progress,
                 done_sites=sum(len(plan[i].site_indices) for i in done),
                 series=series_cat is not None,
@@ -518,6 +499,7 @@ def _score_todo(
     chip_cache: TopChipCache,
     progress: bool | None,
     done_sites: int,
+    windows: Any = None,
     series: bool = False,
 ) -> None:
     from tqdm import tqdm
@@ -551,6 +533,7 @@ def _score_todo(
                 tta=cfg.tta,
                 threads=cfg.threads,
                 decimals=cfg.score_decimals,
+                windows=windows,
             )
             for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
                 writer.append(record)
@@ -564,11 +547,20 @@ def _score_todo(
                 decimals=cfg.score_decimals,
                 prefetch=cfg.prefetch_batches,
                 chip_cache=chip_cache,
+                windows=windows,
             ):
                 writer.append(record)
                 bar.update(len(record.rows))
     finally:
         bar.close()
+
+
+def _site_windows(tiles: TilesConfig, cfg: DetectConfig, operating_point: OperatingPoint) -> Any:
+    """The parts-and-context step (:mod:`detect.parts`), or None when both are off."""
+    from detect.parts import SiteWindows
+
+    step = SiteWindows(tiles, cfg, operating_point.threshold)
+    return step if step.active else None
 
 
 def _finish(
@@ -591,7 +583,7 @@ def _finish(
     order and only their sort keys and file offsets are held; the outputs are then streamed in
     ranked order.
     """
-    index = scan_journal(journal_path)
+    index = scan_journal(journal_path, RunKeyStore.from_setting(cfg.run_keys_dir))
     spool_path = run_dir / "rows.spool.tmp"
     keys: list[tuple[int, float, str, int, int]] = []
     seen_columns: dict[str, None] = {}
@@ -599,7 +591,7 @@ def _finish(
     with open(spool_path, "wb") as spool:
         for batch in plan:
             offset, length, _ = index.batches[batch.index]
-            record = read_batch(journal_path, offset, length)
+            record = read_batch(journal_path, offset, length, index.key)
             for row in record.rows:
                 line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
                 keys.append((*sort_key(row), spool.tell(), len(line)))
@@ -663,6 +655,7 @@ def _finish(
 
     parts = manifest_parts
     written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
+    written += write_gis_files(run_dir, threshold=operating_point.threshold, footprints={s.site_id: s.footprint for s in site_list if s.footprint})
     written += [paths[c] for paths in chips.values() for c in CHIP_COLUMNS]
     if cfg.embeddings:
         written.append("embeddings.npz")
@@ -713,7 +706,10 @@ def _finish(
         "per_site": per_site,
         "outputs": hash_outputs(run_dir, written),
     }
+    (run_dir / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature of an earlier manifest is void
     write_json_atomic(run_dir / MANIFEST_NAME, manifest)
+    run_digest = sha256_file(run_dir / MANIFEST_NAME)
+    log.info("run digest: sha256:%s (SHA-256 of %s; record it outside the folder)", run_digest, run_dir / MANIFEST_NAME)
     return RunSummary(
         run_dir=run_dir,
         sites=len(keys),
@@ -725,4 +721,5 @@ def _finish(
         batches_resumed=0,
         seconds=0.0,
         scoring_seconds=0.0,
+        run_digest=run_digest,
     )

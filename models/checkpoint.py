@@ -74,6 +74,9 @@ class CheckpointMeta:
         normalisation: how the network normalises its ``[0, 1]`` input (mean/std per channel);
             informational, the network does it internally.
         format_version: checkpoint layout version.
+        feature_stats: mean and principal axes of the training pairs' site embeddings
+            (:class:`models.assessment.FeatureStats`), for the scorer's ``feature_distance``;
+            empty for checkpoints written before it existed (the signal is then not computed).
     """
 
     arch: str
@@ -91,6 +94,7 @@ class CheckpointMeta:
     weights_sha256: str = ""
     normalisation: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    feature_stats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature) or self.temperature <= 0:
@@ -127,7 +131,8 @@ class CheckpointMeta:
             logger.warning("%s: ignoring unknown key(s) %s (written by a newer sitewatch?)", where, ", ".join(unknown))
         kwargs = {k: v for k, v in data.items() if k in names}
         for key, kind in (("class_map", dict), ("operating_points", dict), ("metrics", dict),
-                          ("data_hashes", dict), ("train_config", dict), ("normalisation", dict)):
+                          ("data_hashes", dict), ("train_config", dict), ("normalisation", dict),
+                          ("feature_stats", dict)):
             if key in kwargs and not isinstance(kwargs[key], kind):
                 raise ModelError(f"{where}: {key!r} must be a JSON object, got {kwargs[key]!r}")
         for key in ("in_channels", "input_px", "format_version"):

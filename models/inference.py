@@ -18,6 +18,7 @@ from scipy.special import expit
 import torch
 from torch import nn
 
+from models.assessment import FeatureStats, sharpness_log_ratio
 from models.checkpoint import CheckpointMeta, load_checkpoint
 from sitewatch.errors import ModelError, UsageError
 
@@ -35,12 +36,22 @@ class ScoreBatch(NamedTuple):
         logit: raw site logit ``(B,)`` float64.
         heatmap: change probability per pixel ``(B, H, W)`` float32 in ``[0, 1]``.
         embedding: site descriptor ``(B, D)`` float32.
+        tta_spread: standard deviation of the logit over the 8 flips/rotations ``(B,)``
+            (with ``tta`` or ``signals``), else None.
+        feature_distance: Mahalanobis distance of the embedding from the training pairs', over
+            their median (1 = typical; :class:`models.assessment.FeatureStats`) ``(B,)``, when
+            ``signals`` is on and the checkpoint stores the statistics, else None.
+        sharpness_ratio: ``log(after / before)`` Laplacian energy ``(B,)`` with ``signals``, else
+            None (:func:`models.assessment.sharpness_log_ratio`).
     """
 
     prob: np.ndarray
     logit: np.ndarray
     heatmap: np.ndarray
     embedding: np.ndarray
+    tta_spread: np.ndarray | None = None
+    feature_distance: np.ndarray | None = None
+    sharpness_ratio: np.ndarray | None = None
 
 
 def choose_device(device: str) -> torch.device:
@@ -149,6 +160,10 @@ class Scorer:
         model: a checkpoint folder or ``"default"`` (the bundled model).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         tta: average logits over the 8 flips/90-degree rotations (8x slower).
+        signals: also compute the "out of its depth" signals of every pair (the logit spread
+            over the 8 flips/rotations, the embedding's distance from the training pairs when
+            the checkpoint stores their statistics, the sharpness ratio of the epochs); the
+            flips make scoring 8x slower unless ``tta`` is on anyway. See :class:`ScoreBatch`.
         threads: CPU threads for torch (sets ``torch.set_num_threads``, process-wide);
             None keeps torch's setting.
         precision: ``"auto"`` chooses per device (see :func:`choose_precision`).
@@ -173,6 +188,7 @@ class Scorer:
         threads: int | None = None,
         precision: Precision = "auto",
         batch_size: int = 64,
+        signals: bool = False,
     ) -> None:
         if threads is not None:
             if threads < 1:
@@ -183,15 +199,18 @@ class Scorer:
         self.device = choose_device(device)
         self.autocast_dtype = choose_precision(self.device, precision)
         self.tta = tta
+        self.signals = signals
         self.batch_size = batch_size
         net, meta = load_checkpoint(model, device=self.device)
-        fuse_conv_batchnorm(net)
         self.meta: CheckpointMeta = meta
         self.model_dir = str(model)
         self._channels_last = self.device.type == "cpu" or self.autocast_dtype is not None
-        if self._channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self._net = net
+        self._net = self._prepare(net)
+        #: pairs the batch-norm statistics were re-estimated on by :meth:`adapt` (0 = as shipped)
+        self.adapted_on = 0
+        self.feature_stats: FeatureStats | None = (
+            FeatureStats.from_dict(meta.feature_stats, where=f"{model}/meta.json") if meta.feature_stats else None
+        )
         logger.info(
             "scorer: %s on %s, %s%s",
             meta.arch,
@@ -199,6 +218,57 @@ class Scorer:
             "float32" if self.autocast_dtype is None else f"{self.autocast_dtype} autocast".replace("torch.", ""),
             ", test-time augmentation x8" if tta else "",
         )
+
+    def _prepare(self, net: nn.Module) -> nn.Module:
+        """Fold batch norms into convolutions and set the memory format (net in eval mode)."""
+        fuse_conv_batchnorm(net)
+        if self._channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return net
+
+    def adapt(self, images: np.ndarray, *, scope: Literal["all", "encoder"] = "all") -> "Scorer":
+        """Re-estimate batch-norm statistics on a run's own pairs (AdaBN); no labels, no gradients.
+
+        The checkpoint is reloaded (its batch norms are folded into the convolutions for
+        speed), every batch-norm layer in ``scope`` forgets its training statistics and averages
+        the per-batch mean and variance of ``images`` instead (``momentum=None``), then the
+        network is folded again. Learned weights are unchanged; :attr:`temperature` and the
+        operating points stay those of the checkpoint.
+
+        Args:
+            images: ``(N, 2, C, H, W)`` float in ``[0, 1]``: the run's pairs (all of them, or
+                a random sample of a few hundred).
+            scope: ``"all"`` batch norms, or only the ``"encoder"``'s.
+
+        Returns:
+            self (adapted in place; :attr:`adapted_on` says on how many pairs).
+
+        Raises:
+            ModelError: bad images, or fewer than 2 pairs.
+        """
+        images = self._check(images)
+        if images.shape[0] < 2:
+            raise ModelError(f"Scorer.adapt needs at least 2 pairs to estimate statistics from, got {images.shape[0]}")
+        if scope not in ("all", "encoder"):
+            raise UsageError(f"adapt scope {scope!r} is not one of all, encoder")
+        net, _ = load_checkpoint(self.model_dir, device=self.device)
+        root = net.encoder if scope == "encoder" else net
+        norms = [m for m in root.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the batches
+            bn.train()
+        with torch.no_grad():
+            for start in range(0, images.shape[0], self.batch_size):
+                chunk = torch.from_numpy(images[start : start + self.batch_size])
+                net(torch.nan_to_num(chunk, nan=0.0).clamp_(0.0, 1.0).to(self.device))
+        for bn in norms:
+            bn.momentum = 0.1
+        net.eval()
+        self._net = self._prepare(net)
+        self.adapted_on = int(images.shape[0])
+        logger.info("scorer: batch-norm statistics (%s, %d layers) re-estimated on %d pairs", scope, len(norms), images.shape[0])
+        return self
 
     @property
     def weights_sha256(self) -> str:
@@ -228,9 +298,14 @@ class Scorer:
             raise ModelError(f"pairs must be float in [0, 1], got dtype {images.dtype}")
         return np.ascontiguousarray(images, dtype=np.float32)
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits ``(b,)``, heatmap logits ``(b, H, W)``, embeddings ``(b, D)``, all float32."""
-        ks = range(8) if self.tta else (0,)
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits ``(b,)``, heatmap logits ``(b, H, W)``, embeddings ``(b, D)``, all float32, and
+        the logit spread over the flips ``(b,)`` when they were run (``tta`` or ``signals``).
+
+        With ``signals`` but not ``tta`` the reported logit, heatmap and embedding are those of
+        the plain pass; the other 7 passes only give the spread.
+        """
+        ks = range(8) if (self.tta or self.signals) else (0,)
         logits, heats, embeds = [], [], []
         for k in ks:
             xk = dihedral(x, k) if k else x
@@ -242,11 +317,15 @@ class Scorer:
             heats.append(undo_dihedral(out.heatmap.float()[:, 0], k) if k else out.heatmap.float()[:, 0])
             embeds.append(out.embedding.float())
         if len(ks) == 1:
-            return logits[0], heats[0], embeds[0]
+            return logits[0], heats[0], embeds[0], None
+        spread = torch.stack(logits).std(0)
+        if not self.tta:
+            return logits[0], heats[0], embeds[0], spread
         return (
             torch.stack(logits).mean(0),
             torch.stack(heats).mean(0),
             torch.stack(embeds).mean(0),
+            spread,
         )
 
     def score(self, images: np.ndarray) -> ScoreBatch:
@@ -258,7 +337,8 @@ class Scorer:
 
         Returns:
             :class:`ScoreBatch` with ``prob (B,)`` float64, ``logit (B,)`` float64,
-            ``heatmap (B, H, W)`` float32 in ``[0, 1]``, ``embedding (B, D)`` float32.
+            ``heatmap (B, H, W)`` float32 in ``[0, 1]``, ``embedding (B, D)`` float32 and, with
+            ``tta``/``signals``, the signals of :class:`ScoreBatch`.
 
         Raises:
             ModelError: the array has the wrong shape, channel count or dtype.
@@ -273,20 +353,31 @@ class Scorer:
                 heatmap=np.zeros((0, h, w), np.float32),
                 embedding=np.zeros((0, d), np.float32),
             )
-        logits, heats, embeds = [], [], []
+        logits, heats, embeds, spreads = [], [], [], []
         with torch.inference_mode():
             for start in range(0, b, self.batch_size):
                 chunk = torch.from_numpy(images[start : start + self.batch_size])
                 chunk = torch.nan_to_num(chunk, nan=0.0).clamp_(0.0, 1.0).to(self.device)
-                logit, heat, embed = self._forward(chunk)
+                logit, heat, embed, spread = self._forward(chunk)
                 logits.append(logit.cpu())
                 heats.append(torch.sigmoid(heat).cpu())
                 embeds.append(embed.cpu())
+                if spread is not None:
+                    spreads.append(spread.cpu())
         logit_np = torch.cat(logits).double().numpy()
         prob = expit(logit_np / self.temperature)
+        embedding = torch.cat(embeds).numpy().astype(np.float32, copy=False)
+        distance = sharpness = None
+        if self.signals:
+            sharpness = sharpness_log_ratio(images)
+            if self.feature_stats is not None:
+                distance = self.feature_stats.relative(embedding)
         return ScoreBatch(
             prob=prob,
             logit=logit_np,
             heatmap=torch.cat(heats).numpy().astype(np.float32, copy=False),
-            embedding=torch.cat(embeds).numpy().astype(np.float32, copy=False),
+            embedding=embedding,
+            tta_spread=torch.cat(spreads).double().numpy() if spreads else None,
+            feature_distance=distance,
+            sharpness_ratio=sharpness,
         )

@@ -26,6 +26,7 @@ from review.consensus import summarise
 from review.runfolder import RunFolder
 from review.store import VerdictStore, utc_now
 from sitewatch.errors import InputError, RunFolderError
+from tiles.formula_injection import neutralise_formula
 from tiles.types import DAMAGE_CLASSES, PairMeta
 
 log = logging.getLogger(__name__)
@@ -147,25 +148,25 @@ def export_dataset_summary(run_dir: Path, out_dir: Path) -> ExportSummary:
                 continue
             by_damage[c.final] += 1
             exported += 1
-            writer.writerow(
-                {
-                    "site_id": site.site_id,
-                    "lon": repr(site.lon),
-                    "lat": repr(site.lat),
-                    "damage": c.final,
-                    "name": site.name,
-                    "kind": site.kind,
-                    "radius_m": site.meta.get("radius_m", ""),
-                    "n_reviewers": len(c.votes),
-                    "agreement": "" if c.agreement != c.agreement else f"{c.agreement:.3f}",
-                    "decision": c.status,
-                    "adjudicated": "true" if c.adjudication is not None else "false",
-                    "verdicts": ";".join(f"{name}:{v}" for name, v in c.votes),
-                    "run_score": "" if site.score != site.score else f"{site.score:.6f}",
-                    "run_rank": site.rank or "",
-                    **{k: site.meta.get(k, "") for k in extra_columns},
-                }
-            )
+            row = {
+                "site_id": site.site_id,
+                "lon": repr(site.lon),
+                "lat": repr(site.lat),
+                "damage": c.final,
+                "name": site.name,
+                "kind": site.kind,
+                "radius_m": site.meta.get("radius_m", ""),
+                "n_reviewers": len(c.votes),
+                "agreement": "" if c.agreement != c.agreement else f"{c.agreement:.3f}",
+                "decision": c.status,
+                "adjudicated": "true" if c.adjudication is not None else "false",
+                "verdicts": ";".join(f"{name}:{v}" for name, v in c.votes),
+                "run_score": "" if site.score != site.score else f"{site.score:.6f}",
+                "run_rank": site.rank or "",
+                **{k: site.meta.get(k, "") for k in extra_columns},
+            }
+            # no cell becomes a live spreadsheet formula (a site named =HYPERLINK(...))
+            writer.writerow({k: neutralise_formula(str(v)) for k, v in row.items()})
     tmp.replace(out_dir / "sites.csv")
     summary = ExportSummary(out_dir, exported, by_damage, skipped_ca, skipped_undecided, n_before, n_after)
     record = {

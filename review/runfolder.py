@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from sitewatch.errors import RunFolderError
+from tiles.formula_injection import restore_formula
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,9 @@ class RunFolder:
                     )
                 sites: list[RunSite] = []
                 seen: set[str] = set()
-                for i, row in enumerate(reader):
+                for i, raw in enumerate(reader):
+                    # cells sitewatch made inert for spreadsheets ('=x) read back as written by the run
+                    row = {k: restore_formula(v or "") if k is not None else v for k, v in raw.items()}
                     site_id = (row.get("site_id") or "").strip()
                     if not site_id or site_id in seen:
                         raise RunFolderError(
@@ -221,6 +224,14 @@ class RunFolder:
             return str(model)
         sha = str(model.get("weights_sha256") or model.get("sha256") or "")
         return f"{model.get('path', '?')} ({sha[:12]})" if sha else str(model.get("path", "unknown"))
+
+    def calibration_label(self) -> str:
+        """Which calibration the run's scores carry: the model's own (synthetic validation
+        scenes) or this event's labelled sites (``sitewatch calibrate``, manifest ``calibration``)."""
+        cal = self.manifest.get("calibration")
+        if not isinstance(cal, Mapping) or cal.get("kind") != "event":
+            return "synthetic (the model's own, not fitted on this event)"
+        return f"this event's verified sample ({cal.get('n', '?')} sites, {cal.get('positives', '?')} damaged, {str(cal.get('created', ''))[:10]})"
 
     def tiles_config(self) -> dict[str, Any]:
         """The run's effective ``tiles`` settings (from ``config.yaml``), or {}."""

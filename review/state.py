@@ -120,7 +120,8 @@ class ReviewApp:
                           self.chips.cache, config.map_px)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True)
         self.env.globals.update(fmt=fmt, pct=pct, score=score_text, logit=logit_text, views=QUEUE_VIEWS,
-                                verdicts=VERDICTS, verdict_keys=VERDICT_KEYS)
+                                verdicts=VERDICTS, verdict_keys=VERDICT_KEYS,
+                                calibration=self.run.calibration_label())
 
     def footprint(self, site_id: str) -> Any:
         """The site's footprint from the sites file (None when it gave none); read once."""
@@ -223,6 +224,7 @@ class ReviewApp:
             "rerank_available": self.queues.rerank_available,
             "threshold_source": self.queues.threshold_source,
             "model": self.run.model_label(),
+            "calibration": self.run.calibration_label(),
             "confidence": self.config.confidence,
         }
 

@@ -22,7 +22,7 @@ from sitewatch.errors import SitewatchError, UsageError
 log = logging.getLogger("sitewatch")
 
 #: the order subcommands are listed in ``--help``; modules not listed come after, by name.
-ORDER = ("demo", "tiles", "synth", "train", "evaluate", "detect", "verify", "review")
+ORDER = ("demo", "tiles", "synth", "train", "evaluate", "detect", "calibrate", "verify", "keygen", "dossier", "review")
 
 EPILOG = """\
 typical session:
@@ -85,7 +85,7 @@ def configure_logging(verbose: int, quiet: int) -> None:
     elif verbose:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-    for noisy in ("rasterio", "distributed", "asyncio", "PIL", "matplotlib", "urllib3", "httpx"):
+    for noisy in ("rasterio", "distributed", "asyncio", "PIL", "matplotlib", "urllib3", "httpx", "fontTools", "fpdf"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detect.config import DetectConfig
-from models.config import ModelConfig
+from models.config import CalibrationConfig, ModelConfig
 from review.config import ReviewConfig
+from review.dossier.config import DossierConfig
 from tiles.config import TilesConfig
 from tiles.synth.config import SynthConfig
 from tiles.synth.series import SeriesConfig
@@ -59,3 +60,20 @@ class ReviewJob:
     """``sitewatch review``."""
 
     review: ReviewConfig = field(default_factory=ReviewConfig)
+
+
+@dataclass(frozen=True)
+class CalibrateJob:
+    """``sitewatch calibrate``: the calibration policy, and the review settings that define the
+    run's verified random sample (``review.validation_size`` / ``review.validation_seed``)."""
+
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+
+
+@dataclass(frozen=True)
+class DossierJob:
+    """``sitewatch dossier`` (the review section sizes the context view, as in the review app)."""
+
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+    dossier: DossierConfig = field(default_factory=DossierConfig)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SceneInfo", "RasterCatalog", "parse_acquisition_time", "RASTER_SUFFIXES"]
+__all__ = ["SceneInfo", "RasterCatalog", "parse_acquisition_time", "sidecar_paths", "RASTER_SUFFIXES"]
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtiff")
 Epoch = Literal["before", "after"]
@@ -160,6 +160,12 @@ def _time_from_name(name: str) -> datetime | None:
     return None
 
 
+def sidecar_paths(path: Path) -> tuple[Path, ...]:
+    """The JSON sidecars that may set a raster's acquisition time, in the order they are read
+    (``scene.tif.json``, then ``scene.json``); they may or may not exist."""
+    return (path.with_name(path.name + ".json"), path.with_suffix(".json"))
+
+
 def parse_acquisition_time(path: Path, tags: dict[str, str]) -> tuple[datetime | None, str]:
     """Acquisition time of a raster and where it came from (see the module docstring).
 
@@ -177,7 +183,7 @@ def parse_acquisition_time(path: Path, tags: dict[str, str]) -> tuple[datetime |
             if dt is not None:
                 return dt, "tag"
             log.warning("%s: tag %s=%r is not a date/time; ignored", path, key, upper[key])
-    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+    for sidecar in sidecar_paths(path):
         if sidecar.is_file():
             try:
                 data = json.loads(sidecar.read_text(encoding="utf-8"))

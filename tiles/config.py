@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from sitewatch.errors import ConfigError
@@ -15,6 +15,73 @@ if TYPE_CHECKING:  # pragma: no cover
 def _invalid(name: str, text: str) -> ConfigError:
     """An error about ``tiles.<name>`` that names the dotted setting (COMMON.md)."""
     return ConfigError(f"tiles.{name}: {text}", setting=f"tiles.{name}")
+
+
+def _default_kind_radius() -> dict[str, float]:
+    return {"hospital": 100.0, "school": 60.0, "market": 50.0}
+
+
+@dataclass(frozen=True)
+class PartsConfig:
+    """How a facility is split into parts at the model's own scale, and its context ring.
+
+    Used by :mod:`tiles.parts` (pure geometry) when ``detect.parts`` / ``detect.context`` are on.
+    A site is larger than one chip when its footprint, its ``radius_m`` or the default radius of
+    its ``kind`` spans more than ``tiles.chip_size_m``.
+
+    Attributes:
+        overlap: share of a chip's side that two neighbouring parts have in common (0 = edge
+            to edge); the grid stride is ``chip_size_m * (1 - overlap)``.
+        max_parts: at most this many parts per site. When the grid at the nominal stride has
+            more, the stride is widened in 10 % steps until it fits (recorded as
+            ``parts_stride_m`` in the run; past ``chip_size_m`` the parts leave gaps).
+        kind_radius_m: radius in metres assumed for a site of this ``kind`` (matched without
+            case) that has neither a footprint nor a ``radius_m``.
+        clip_to_footprint: keep only the parts whose window meets the footprint polygon.
+        context_inner_m: the context ring starts this far beyond the site's edge (the half
+            extent of its footprint or radius; half a chip for a point site), in metres.
+        context_outer_m: ... and ends this far beyond it (chip centres lie between the two).
+        context_count: chips sampled on the ring (evenly spread in angle and distance).
+    """
+
+    overlap: float = 0.25
+    max_parts: int = 25
+    kind_radius_m: dict[str, float] = field(default_factory=_default_kind_radius)
+    clip_to_footprint: bool = True
+    context_inner_m: float = 100.0
+    context_outer_m: float = 300.0
+    context_count: int = 12
+
+    def __post_init__(self) -> None:
+        def bad(name: str, text: str) -> ConfigError:
+            return ConfigError(f"tiles.parts.{name}: {text}", setting=f"tiles.parts.{name}")
+
+        if not 0.0 <= self.overlap < 0.9:
+            raise bad("overlap", f"must be in [0, 0.9) (share of a chip side), got {self.overlap:g}")
+        if not 1 <= self.max_parts <= 400:
+            raise bad("max_parts", f"must be between 1 and 400, got {self.max_parts}")
+        for kind, radius in self.kind_radius_m.items():
+            if not (math.isfinite(radius) and radius > 0):
+                raise bad(f"kind_radius_m.{kind}", f"must be a positive number of metres, got {radius}")
+        if not (math.isfinite(self.context_inner_m) and self.context_inner_m >= 0):
+            raise bad("context_inner_m", f"must be 0 or more (metres), got {self.context_inner_m:g}")
+        if not (math.isfinite(self.context_outer_m) and self.context_outer_m >= self.context_inner_m):
+            raise bad(
+                "context_outer_m",
+                f"{self.context_outer_m:g} must be at least tiles.parts.context_inner_m ({self.context_inner_m:g})",
+            )
+        if not 1 <= self.context_count <= 64:
+            raise bad("context_count", f"must be between 1 and 64, got {self.context_count}")
+
+    def radius_for_kind(self, kind: str | None) -> float | None:
+        """The default radius of a site kind, or None (kind unknown or not given)."""
+        if not kind:
+            return None
+        wanted = kind.strip().lower()
+        for name, radius in self.kind_radius_m.items():
+            if name.strip().lower() == wanted:
+                return float(radius)
+        return None
 
 
 @dataclass(frozen=True)
@@ -72,6 +139,8 @@ class TilesConfig:
             earliest after scene are preferred as always.
         max_incident_gap_days: with a window, a scene farther than this many days from it is
             not used (``no_timely_before`` / ``no_timely_after``); None: any distance.
+        parts: how facilities are split into parts and where their context ring lies
+            (:class:`PartsConfig`; only used when ``detect.parts`` / ``detect.context`` are on).
     """
 
     chip_size_m: float = 64.0
@@ -104,6 +173,7 @@ class TilesConfig:
     batch_size: int = 256
     incident_window: str | None = None
     max_incident_gap_days: float | None = None
+    parts: PartsConfig = field(default_factory=PartsConfig)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -1,7 +1,8 @@
 """Co-registration: the residual shift of the after chip against the before chip.
 
-Phase correlation (``skimage.registration.phase_cross_correlation``, integer peak) on the mean of
-the bands, with invalid pixels filled by the mean and a Hann window against edge effects, then
+Phase correlation (integer peak; the same arithmetic as
+``skimage.registration.phase_cross_correlation(..., normalization="phase")``, without its error
+metrics, which are not used) on the mean of the bands, with invalid pixels filled by the mean and a Hann window against edge effects, then
 refined to sub-pixel precision by a few Gauss-Newton (Lucas-Kanade) steps on the common valid
 pixels, started both from the correlation peak and from no shift; the start that ends with the
 higher correlation wins (skimage's upsampled-DFT refinement gives the same answer but is several times slower
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["ShiftEstimate", "estimate_shift", "masked_correlation", "shift_bilinear"]
+__all__ = ["ShiftEstimate", "estimate_shift", "masked_correlation", "phase_peak", "shift_bilinear"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,13 @@ def masked_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """Pearson correlation of two ``(H, W)`` images over ``mask`` (NaN with too little data)."""
     if mask.sum() < 64:
         return float("nan")
-    x = a[mask].astype(np.float64)
-    y = b[mask].astype(np.float64)
+    return _correlation(a[mask], b[mask])
+
+
+def _correlation(xm: np.ndarray, ym: np.ndarray) -> float:
+    """Pearson correlation of two 1-d samples already taken under a mask of >= 64 pixels."""
+    x = xm.astype(np.float64)
+    y = ym.astype(np.float64)
     x -= x.mean()
     y -= y.mean()
     den = np.sqrt((x * x).sum() * (y * y).sum())
@@ -121,10 +128,12 @@ def _refine_subpixel(
         m[:, :2] = m[:, -2:] = False
         if m.sum() < 64:
             return start
-        # gain/offset invariant: compare standardised images
-        b = (gb[m] - gb[m].mean()) / (gb[m].std() + 1e-9)
-        a = (moved[m] - moved[m].mean()) / (moved[m].std() + 1e-9)
-        jy, jx = gy[m] / (gb[m].std() + 1e-9), gx[m] / (gb[m].std() + 1e-9)
+        # gain/offset invariant: compare standardised images (each masked sample taken once)
+        gbm, mm = gb[m], moved[m]
+        sb = gbm.std() + 1e-9
+        b = (gbm - gbm.mean()) / sb
+        a = (mm - mm.mean()) / (mm.std() + 1e-9)
+        jy, jx = gy[m] / sb, gx[m] / sb
         # 2x2 normal equations written out (no BLAS: its threads contend on small problems)
         r = b - a
         syy, sxx, sxy = float(np.sum(jy * jy)), float(np.sum(jx * jx)), float(np.sum(jy * jx))
@@ -160,21 +169,19 @@ def estimate_shift(
     Returns:
         A :class:`ShiftEstimate` (zeros and NaN confidence when it cannot be estimated).
     """
-    from skimage.registration import phase_cross_correlation
-
     mask = valid_before & valid_after
     if mask.mean() < min_overlap:
         return ShiftEstimate(0.0, 0.0, float("nan"), float("nan"))
     gb = before.mean(axis=0)
     ga = after.mean(axis=0)
-    if gb[mask].std() < 1e-3 or ga[mask].std() < 1e-3:
+    gbm, gam = gb[mask], ga[mask]
+    if gbm.std() < 1e-3 or gam.std() < 1e-3:
         return ShiftEstimate(0.0, 0.0, float("nan"), float("nan"))
-    h, w = gb.shape
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    fb = np.where(mask, gb - gb[mask].mean(), 0.0) * window
-    fa = np.where(mask, ga - ga[mask].mean(), 0.0) * window
-    shift, _, _ = phase_cross_correlation(fb, fa, upsample_factor=1, normalization="phase")
-    conf0 = masked_correlation(gb, ga, mask)
+    window = _hann_window(*gb.shape)
+    fb = np.where(mask, gb - gbm.mean(), 0.0) * window
+    fa = np.where(mask, ga - gam.mean(), 0.0) * window
+    shift = phase_peak(fb, fa)
+    conf0 = _correlation(gbm, gam) if gbm.size >= 64 else float("nan")
     # the phase-correlation peak, and a local refinement from no shift: on real pairs with much
     # change the global peak can be a wrong one while the true residual is small
     best = (float("-inf"), 0.0, 0.0)
@@ -193,6 +200,46 @@ def estimate_shift(
     if not math.isfinite(best[0]):
         return ShiftEstimate(0.0, 0.0, float("nan"), conf0)
     return ShiftEstimate(best[1], best[2], best[0], conf0)
+
+
+@lru_cache(maxsize=16)
+def _hann_window(h: int, w: int) -> np.ndarray:
+    """The float32 2-d Hann window of a chip shape (read-only, shared)."""
+    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    window.flags.writeable = False
+    return window
+
+
+def phase_peak(reference: np.ndarray, moving: np.ndarray) -> tuple[float, float]:
+    """Integer shift ``(dy, dx)`` that registers ``moving`` onto ``reference`` by phase correlation.
+
+    The same operations, in the same precision, as skimage's ``phase_cross_correlation`` with
+    ``upsample_factor=1, normalization="phase"`` (so the same peak), without the error metrics
+    that function also computes.
+
+    Raises:
+        ValueError: NaN in the inputs (as skimage does).
+    """
+    from scipy.fft import fftn, ifftn
+
+    src_freq = fftn(reference)
+    target_freq = fftn(moving)
+    image_product = src_freq * target_freq.conj()
+    eps = np.finfo(image_product.real.dtype).eps
+    image_product /= np.maximum(np.abs(image_product), 100 * eps)
+    cross_correlation = ifftn(image_product)
+    flat = int(np.argmax(np.abs(cross_correlation)))
+    maxima = np.unravel_index(flat, cross_correlation.shape)
+    if np.isnan(cross_correlation[maxima]) or not (np.isfinite(reference).all() and np.isfinite(moving).all()):
+        raise ValueError("NaN values found in the images given to phase correlation")
+    shape = src_freq.shape
+    out = []
+    for m, size in zip(maxima, shape):
+        v = float(m)
+        if v > np.trunc(size / 2):
+            v -= size
+        out.append(v)
+    return out[0], out[1]
 
 
 def _shifted_correlation(gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float) -> float:

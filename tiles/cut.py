@@ -27,7 +27,7 @@ from tiles.catalog import RasterCatalog, SceneInfo
 from tiles.config import TilesConfig
 from tiles.coreg import estimate_shift
 from tiles.incident import IncidentWindow, timely_scenes
-from tiles.quality import chip_quality, cloud_like, pair_cloud_fraction
+from tiles.quality import band_range, chip_quality, cloud_like, pair_cloud_fraction
 from tiles.resample import resample_affine
 from tiles.radiometry import ScaleStats, match_histograms_masked, match_mean_std, scale_to_unit, stats_from_sample
 from tiles.types import Pair, PairMeta, Site
@@ -673,9 +673,10 @@ class PairCutter:
             )
         base.update(shift_fields)
         # -- quality (on unnormalised values) -------------------------------------------
-        cb, ca = cloud_like(b.image, b.valid, cfg), cloud_like(a_image, a_valid, cfg)  # once per epoch
-        qb = chip_quality(b.image, b.valid, cfg, cloud=cb)
-        qa = chip_quality(a_image, a_valid, cfg, cloud=ca)
+        rb, ra = band_range(b.image), band_range(a_image)  # once per epoch
+        cb, ca = cloud_like(b.image, b.valid, cfg, lo_hi=rb), cloud_like(a_image, a_valid, cfg, lo_hi=ra)
+        qb = chip_quality(b.image, b.valid, cfg, cloud=cb, lo_hi=rb)
+        qa = chip_quality(a_image, a_valid, cfg, cloud=ca, lo_hi=ra)
         base.update(
             valid_fraction=min(qb.valid_fraction, qa.valid_fraction),
             cloud_fraction=pair_cloud_fraction(b.image, b.valid, a_image, a_valid, cfg, cloud_before=cb, cloud_after=ca),

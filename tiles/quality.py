@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from tiles.config import TilesConfig
 
-__all__ = ["ChipQuality", "chip_quality", "cloud_like", "pair_cloud_fraction"]
+__all__ = ["ChipQuality", "band_range", "chip_quality", "cloud_like", "pair_cloud_fraction"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,18 @@ class ChipQuality:
     cloud_fraction: float
 
 
+def band_range(chip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel ``(min, max)`` over the bands of a ``(C, H, W)`` chip (shared by the tests below)."""
+    return chip.min(axis=0), chip.max(axis=0)
+
+
 def chip_quality(
-    chip: np.ndarray, valid: np.ndarray, config: TilesConfig, *, cloud: np.ndarray | None = None
+    chip: np.ndarray,
+    valid: np.ndarray,
+    config: TilesConfig,
+    *,
+    cloud: np.ndarray | None = None,
+    lo_hi: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ChipQuality:
     """Quality fractions of one chip.
 
@@ -49,17 +59,17 @@ def chip_quality(
         valid: bool ``(H, W)``.
         config: the thresholds (``blank_level``, ``saturated_level``, the ``cloud_*`` ones).
         cloud: :func:`cloud_like` of this chip when the caller has it already.
+        lo_hi: :func:`band_range` of this chip when the caller has it already.
     """
     n_valid = int(valid.sum())
     vf = n_valid / valid.size
     if n_valid == 0:
         return ChipQuality(0.0, 0.0, 0.0, 0.0)
-    lo = chip.min(axis=0)
-    hi = chip.max(axis=0)
+    lo, hi = band_range(chip) if lo_hi is None else lo_hi
     blank = (hi <= config.blank_level) & valid
     saturated = (lo >= config.saturated_level) & valid
     if cloud is None:
-        cloud = cloud_like(chip, valid, config)
+        cloud = cloud_like(chip, valid, config, lo_hi=(lo, hi))
     return ChipQuality(
         valid_fraction=float(vf),
         blank_fraction=float(blank.sum() / n_valid),
@@ -68,16 +78,18 @@ def chip_quality(
     )
 
 
-def cloud_like(chip: np.ndarray, valid: np.ndarray, config: TilesConfig) -> np.ndarray:
+def cloud_like(
+    chip: np.ndarray, valid: np.ndarray, config: TilesConfig, *, lo_hi: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """Bool ``(H, W)``: valid pixels that are bright, grey and smooth (not saturated).
 
     Args:
         chip: float32 ``(C, H, W)`` in ``[0, 1]``.
         valid: bool ``(H, W)``.
         config: the thresholds (the ``cloud_*`` settings and ``saturated_level``).
+        lo_hi: :func:`band_range` of this chip when the caller has it already.
     """
-    lo = chip.min(axis=0)
-    hi = chip.max(axis=0)
+    lo, hi = band_range(chip) if lo_hi is None else lo_hi
     mean = chip.mean(axis=0)
     cloud = (
         (mean >= config.cloud_min_brightness)

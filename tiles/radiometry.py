@@ -78,19 +78,23 @@ def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndar
         return after
     top = levels - 1
     grid = np.linspace(0.0, 1.0, levels)
-    out = np.empty_like(after)
-    for b in range(after.shape[0]):
-        qa = np.rint(np.clip(after[b], 0.0, 1.0) * top).astype(np.intp)
-        qb = np.rint(np.clip(before[b][mask], 0.0, 1.0) * top).astype(np.intp)
-        cdf_a = np.cumsum(np.bincount(qa[mask], minlength=levels)) / n
-        cdf_b = np.cumsum(np.bincount(qb, minlength=levels)) / n
-        # centre each level's cumulative frequency within its own bin
-        ca = cdf_a - 0.5 * np.diff(cdf_a, prepend=0.0)
-        cb = cdf_b - 0.5 * np.diff(cdf_b, prepend=0.0)
-        keep = np.diff(cb, prepend=-1.0) > 0  # strictly increasing support for interp
-        lut = np.interp(ca, cb[keep], grid[keep]).astype(np.float32)
-        out[b] = lut[qa]
-    return out
+    c = after.shape[0]
+    # every band at once: quantised levels, offset per band so one bincount counts them all
+    qa = np.rint(np.clip(after, 0.0, 1.0) * top).astype(np.intp)
+    qb = np.rint(np.clip(before[:, mask], 0.0, 1.0) * top).astype(np.intp)
+    offsets = (np.arange(c, dtype=np.intp) * levels)[:, None]
+    count_a = np.bincount((qa[:, mask] + offsets).ravel(), minlength=c * levels).reshape(c, levels)
+    count_b = np.bincount((qb + offsets).ravel(), minlength=c * levels).reshape(c, levels)
+    cdf_a = np.cumsum(count_a, axis=1) / n
+    cdf_b = np.cumsum(count_b, axis=1) / n
+    # centre each level's cumulative frequency within its own bin
+    ca = cdf_a - 0.5 * np.diff(cdf_a, axis=1, prepend=0.0)
+    cb = cdf_b - 0.5 * np.diff(cdf_b, axis=1, prepend=0.0)
+    luts = np.empty((c, levels), np.float32)
+    for b in range(c):
+        keep = np.diff(cb[b], prepend=-1.0) > 0  # strictly increasing support for interp
+        luts[b] = np.interp(ca[b], cb[b][keep], grid[keep])
+    return luts.ravel()[qa + offsets[:, :, None]]
 
 
 def match_mean_std(after: np.ndarray, before: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -28,9 +28,12 @@ def _resample_inside(native: np.ndarray, affine: np.ndarray, out_px: int, order:
     f = affine[0, 2] + 0.5 - 0.5 * (d + e)
     method = Image.Resampling.BILINEAR if order == 1 else Image.Resampling.NEAREST
     out = np.empty((native.shape[0], out_px, out_px), np.float32)
+    h, w = native.shape[1:]
     for band in range(native.shape[0]):
-        img = Image.fromarray(np.ascontiguousarray(native[band], dtype=np.float32), mode="F")
-        out[band] = np.asarray(img.transform((out_px, out_px), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=method))
+        plane = np.ascontiguousarray(native[band], dtype=np.float32)
+        img = Image.frombuffer("F", (w, h), plane, "raw", "F", 0, 1)  # a view, no copy
+        moved = img.transform((out_px, out_px), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=method)
+        out[band] = np.frombuffer(moved.tobytes(), np.float32).reshape(out_px, out_px)
     np.clip(out, 0.0, 1.0, out=out)
     return out
 

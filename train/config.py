@@ -96,6 +96,17 @@ class TrainConfig:
             threshold: on a calibrated score, p >= 0.9 means about 0.9 precision).
         screening_max_threshold: the ``screening`` threshold is never above this (a screening
             pass flags every site the model thinks more likely damaged than not).
+        calibration_holdout: share of the validation groups (tiles/scenes, else spatial blocks)
+            kept out of epoch selection: the temperature and operating points are fitted on
+            them only, so no figure is chosen on the data that picked the epoch. null = the whole
+            validation split does both (as the bundled model was made).
+        temperature_share: of the calibration pairs, the share (stratified by class) that fits
+            the temperature; the rest choose the operating points and measure the reported
+            validation figures (``calibration.temperature_share`` of
+            :class:`models.config.CalibrationConfig`). null = both on all calibration pairs.
+        feature_stats_pairs: training pairs (a seeded sample) whose embeddings give the
+            checkpoint's ``feature_stats`` (mean and principal axes), against which the scorer
+            measures how far a new pair's features are from anything trained on; 0 = none.
         top_k: k for precision/recall at top-k (the sites a reviewer would check).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         precision: training arithmetic: ``auto`` = bfloat16 autocast where the device runs it
@@ -130,6 +141,9 @@ class TrainConfig:
     screening_recall: float = CalibrationConfig.screening_recall
     evidence_precision: float = CalibrationConfig.evidence_precision
     screening_max_threshold: float = CalibrationConfig.screening_max_threshold
+    calibration_holdout: float | None = None
+    temperature_share: float | None = None
+    feature_stats_pairs: int = 2000
     top_k: int = 50
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -154,6 +168,12 @@ class TrainConfig:
         for name in ("screening_recall", "evidence_precision", "screening_max_threshold"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"train.{name} must be in (0, 1]")
+        for name in ("calibration_holdout", "temperature_share"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"train.{name} must be between 0 and 1 (exclusive), or null")
+        if self.feature_stats_pairs < 0:
+            raise ValueError("train.feature_stats_pairs must be 0 (none) or more")
         for name in ("early_stopping_patience", "epoch_pairs", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:

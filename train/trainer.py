@@ -42,6 +42,8 @@ from sitewatch.errors import ConfigError, InputError, UsageError
 from tiles.config import TilesConfig
 from tiles.synth.config import SynthConfig
 from train.augment import augment_batch
+from models.assessment import FeatureStats
+from models.calibration import split_for_calibration
 from train.calibration import CalibratedPoint, binary_nll, choose_operating_points, fit_temperature, sigmoid
 from train.config import TrainConfig
 from train.datasets import default_cache_dir, load_datasets, tqdm_disable
@@ -110,8 +112,10 @@ class TrainingData:
             set), whose names and hashes go into the checkpoint.
         pairs: all of them, concatenated.
         train: the training side of the split.
-        val: the validation side (calibration data too).
+        val: the validation side (epoch selection; calibration data too unless ``calib``).
         split: how it was split, e.g. ``grouped by 256 m blocks (122 blocks)``.
+        calib: validation groups kept out of epoch selection for the temperature and the
+            operating points (``train.calibration_holdout``), or None (``val`` does both).
     """
 
     sources: tuple[PairSet, ...]
@@ -119,6 +123,12 @@ class TrainingData:
     train: PairSet
     val: PairSet
     split: str
+    calib: PairSet | None = None
+
+    @property
+    def calibration(self) -> PairSet:
+        """The pairs the temperature and operating points are fitted on."""
+        return self.val if self.calib is None else self.calib
 
 
 def choose_split(ps: PairSet, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
@@ -188,7 +198,34 @@ def load_training_data(
             "operating points cannot be fitted (review a random sample too, not only the top of the queue)",
             split,
         )
-    return TrainingData(tuple(sets), data, train_set, val_set, split)
+    calib_set = None
+    if train.calibration_holdout is not None:
+        val_set, calib_set = split_calibration(val_set, train)
+        log.info("calibration holdout: epoch selection on %d (%d pos), temperature and operating points on %d (%d pos)",
+                 len(val_set), val_set.positives, len(calib_set), calib_set.positives)
+    return TrainingData(tuple(sets), data, train_set, val_set, split, calib_set)
+
+
+def split_calibration(val: PairSet, cfg: TrainConfig) -> tuple[PairSet, PairSet]:
+    """``(epoch selection, calibration)`` parts of the validation split, grouped by area.
+
+    Raises:
+        InputError: the validation split cannot be divided without leaving one side without a
+            damaged or an intact site.
+    """
+    groups = val.groups
+    if np.unique(groups).size < 2:
+        groups = np.array(spatial_block_groups(val.lon, val.lat, cfg.block_size_m), dtype=object)
+    select_idx, calib_idx = grouped_holdout(groups, float(cfg.calibration_holdout), seed=cfg.seed + 1, labels=val.labels)
+    select, calib = val.subset(select_idx), val.subset(calib_idx)
+    for part, name in ((select, "epoch selection"), (calib, "calibration")):
+        if part.positives == 0 or part.positives == len(part):
+            raise InputError(
+                f"train.calibration_holdout: the {name} part of the validation split ({len(part)} pairs, "
+                f"{part.positives} damaged) lacks a class; use more validation data (train.val_fraction) "
+                "or set train.calibration_holdout: null", setting="train.calibration_holdout",
+            )
+    return select, calib
 
 
 # ---- network, optimiser, schedule ---------------------------------------------------------
@@ -421,6 +458,27 @@ def predict_logits(net: nn.Module, data: PairSet, *, batch_size: int = 64, devic
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
+def training_feature_stats(
+    net: nn.Module, data: PairSet, cfg: TrainConfig, *, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+) -> FeatureStats | None:
+    """Mean and principal axes of the site embeddings of ``train.feature_stats_pairs`` training
+    pairs (seeded sample, no augmentation), or None when that setting is 0 or too few pairs."""
+    n = min(cfg.feature_stats_pairs, len(data))
+    if n < 2:
+        return None
+    idx = np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[:n])
+    sample = data.subset(idx)
+    net.eval()
+    device = torch.device(device)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(sample), 64):
+            x = torch.from_numpy(sample.images[start : start + 64]).float().div_(255.0).to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                out.append(net(x).embedding.float().cpu())
+    return FeatureStats.fit(torch.cat(out).double().numpy())
+
+
 @dataclass(frozen=True)
 class Validation:
     """Validation figures of one epoch.
@@ -644,13 +702,18 @@ class Calibration:
 def calibrate(labels: np.ndarray, logits: np.ndarray, cfg: TrainConfig) -> Calibration:
     """Fit the temperature and choose the operating points on held-out pairs.
 
+    With ``train.temperature_share`` the temperature is fitted on that share of the pairs
+    (stratified) and the operating points and reported figures come from the rest.
+
     Args:
         labels: (N,) 0/1 labels of the validation pairs.
         logits: (N,) raw logits of the same pairs.
         cfg: ``calibration_bins``, ``screening_recall``, ``evidence_precision``,
             ``screening_max_threshold``, ``top_k``.
     """
-    temperature = fit_temperature(labels, logits)
+    t_idx, p_idx = split_for_calibration(labels, cfg.temperature_share, cfg.seed)
+    temperature = fit_temperature(labels[t_idx], logits[t_idx])
+    labels, logits = labels[p_idx], logits[p_idx]
     raw_p, cal_p = sigmoid(logits), sigmoid(logits / temperature)
     points = choose_operating_points(
         labels, cal_p, screening_recall=cfg.screening_recall, evidence_precision=cfg.evidence_precision,
@@ -760,15 +823,18 @@ def train_model(
         resume=resume, progress=progress, on_epoch=on_epoch,
     )
 
-    logits = predict_logits(net, data.val, batch_size=max(train.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
-    cal = calibrate(data.val.labels.astype(np.int64), logits, train)
-    log.info("calibration: temperature %.3f, ECE %.4f -> %.4f on %d validation pairs", cal.temperature, cal.ece_before, cal.ece_after, len(data.val))
+    logits = predict_logits(net, data.calibration, batch_size=max(train.batch_size, 64), device=device, autocast_dtype=autocast_dtype)
+    cal = calibrate(data.calibration.labels.astype(np.int64), logits, train)
+    log.info("calibration: temperature %.3f, ECE %.4f -> %.4f on %d validation pairs", cal.temperature, cal.ece_before, cal.ece_after, len(data.calibration))
+    stats = training_feature_stats(net, data.train, train, device=device, autocast_dtype=autocast_dtype)
     meta = _checkpoint_meta(
         data, state, cal, tiles=tiles, start_meta=start_meta,
         arch=start_meta.arch if start_meta else model.arch,
         in_channels=start_meta.in_channels if start_meta else model.in_channels,
         train_config={**config, "data": list(specs), "from": str(init_from) if init_from else None},
     )
+    if stats is not None:
+        meta = dataclasses.replace(meta, feature_stats=stats.to_dict())
     net.cpu()
     save_checkpoint(net, meta, out, weights_dtype=model.weights_dtype)
     write_config(sections, out)

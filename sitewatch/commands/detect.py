@@ -21,12 +21,19 @@ a first pass) or `evidence` (its high-precision threshold), or a probability suc
 Interrupted runs resume: run the same command again and only the missing batches are scored.
 A run folder holding a different run is refused (pick a new --out, or pass --overwrite).
 
+At the end it prints the run digest (`run digest: sha256:<64 hex>`, the SHA-256 of manifest.json):
+record it outside the folder (case log, e-mail, a timestamping service) and check the folder
+later with `sitewatch verify RUN --digest sha256:HEX`. With --sign KEY the manifest is also signed
+(Ed25519, manifest.json.sig; make a key with `sitewatch keygen KEY`); anyone with KEY.pub checks it
+with `sitewatch verify RUN --public-key KEY.pub`.
+
 examples:
   sitewatch detect --sites sites.csv --before before/ --after after/ --out RUN
   sitewatch detect --sites s.geojson --before 'b/*.tif' --after a.tif --out RUN --operating-point evidence
   sitewatch detect --sites sites.csv --series series/ --out RUN   # an image series: bracket the change
   sitewatch detect ... --workers 4                  # a local Dask cluster
   sitewatch detect ... --dask tcp://scheduler:8786  # an existing Dask cluster
+  sitewatch detect ... --sign ~/.sitewatch/alice.key # sign the run (Ed25519)
 """
 
 
@@ -36,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, metavar="RUN", help="run folder to write (resumed if interrupted)")
     g.add_argument("--model", default="default", metavar="DIR", help="model folder (default: the bundled model)")
     g.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    g.add_argument(
+        "--sign", metavar="KEY", help="sign manifest.json with this Ed25519 private key (PEM or OpenSSH), into manifest.json.sig"
+    )
     s = parser.add_argument_group("scoring")
     s.add_argument(
         "--operating-point",
@@ -90,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--series: give either --series or --before and --after, not both")
     if not args.series and not (args.before and args.after):
         raise UsageError("give --before and --after (two epochs), or --series (an image series)")
+    signing_key = _signing_key(args.sign)  # before the run: a bad key fails in seconds, not after hours
     disabled = progress_disabled(args)
     try:
         summary = run_detect(
@@ -119,4 +130,32 @@ def run(args: argparse.Namespace) -> int:
     info(f"ranked list: {summary.scores_csv}", args)
     info(f"report:      {summary.report_html} (open it in a browser)", args)
     info(f"review:      sitewatch review {summary.run_dir}", args)
+    if signing_key is not None:
+        from detect.signing import key_fingerprint, sign_run
+
+        sig = sign_run(summary.run_dir, signing_key)
+        info(f"signed:      {sig} (key {key_fingerprint(signing_key.public_key())})", args)
+    # always printed (also with -q): the one line to record outside the folder
+    print(f"run digest: sha256:{summary.run_digest}", flush=True)
     return 0
+
+
+def _signing_key(path: str | None):
+    """The ``--sign`` key, asking for its passphrase on a terminal when it has one."""
+    if path is None:
+        return None
+    import getpass
+    import sys
+
+    from detect.signing import EncryptedKeyError, load_private_key
+    from sitewatch.errors import InputError, UsageError
+
+    try:
+        try:
+            return load_private_key(path)
+        except EncryptedKeyError:
+            if not sys.stdin.isatty():
+                raise
+            return load_private_key(path, getpass.getpass(f"passphrase for {path}: ").encode("utf-8"))
+    except InputError as exc:
+        raise UsageError(f"--sign {path}: {exc}") from None

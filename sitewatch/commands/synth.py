@@ -52,26 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sitewatch.errors import UsageError
     from sitewatch.jobs import SynthJob
-    from tiles.synth import generate_dataset
+    from tiles.synth import DatasetExistsError, generate_dataset
 
     for flag, value in (("--sites", args.sites), ("--size-px", args.size_px), ("--scenes", args.scenes)):
         if value is not None and value < 1:
-            from sitewatch.errors import UsageError
-
             raise UsageError(f"{flag} {value}: must be at least 1")
     job = load_job_config(
         SynthJob,
         args,
         {
-            "synth.sites": args.sites,
-            "synth.seed": args.seed,
-            "synth.size_px": args.size_px,
-            "synth.gsd_m": args.gsd,
-            "synth.crs": args.crs,
-            "synth.after_crs": args.after_crs,
-            "synth.after_gsd_m": args.after_gsd,
-            "synth.scenes": args.scenes,
+            "synth.sites": ("--sites", args.sites),
+            "synth.seed": ("--seed", args.seed),
+            "synth.size_px": ("--size-px", args.size_px),
+            "synth.gsd_m": ("--gsd", args.gsd),
+            "synth.crs": ("--crs", args.crs),
+            "synth.after_crs": ("--after-crs", args.after_crs),
+            "synth.after_gsd_m": ("--after-gsd", args.after_gsd),
+            "synth.scenes": ("--scenes", args.scenes),
             "series.dates": ("--series", args.series),
         },
     )
@@ -80,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
         from tiles.synth.series import generate_series
 
         if args.preview:
-            from sitewatch.errors import UsageError
-
             raise UsageError("--preview: not available with --series")
         ser = generate_series(Path(args.out), job.synth, job.series, overwrite=args.overwrite, progress=None if quiet is None else False)
         info(
@@ -90,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
             args,
         )
         return 0
-    summary = generate_dataset(
-        Path(args.out), job.synth, progress=None if quiet is None else False, overwrite=args.overwrite, gallery=args.preview
-    )
+    try:
+        summary = generate_dataset(
+            Path(args.out), job.synth, progress=None if quiet is None else False, overwrite=args.overwrite, gallery=args.preview
+        )
+    except DatasetExistsError as exc:
+        raise UsageError(f"--out {args.out}: already holds a dataset (sites.csv or rasters); choose a new folder or pass --overwrite") from exc
     counts = ", ".join(f"{k} {v}" for k, v in summary.damage_counts.items())
     info(
         f"wrote {summary.sites} sites ({counts}) in {summary.regions} region(s), "

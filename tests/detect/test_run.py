@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detect.outputs import read_scores_csv
-from detect.provenance import verify_run
+from detect.verify import verify_run
 from detect.run import run_detect
 from sitewatch.config import load_config
 from sitewatch.errors import ModelError, RasterError, RunFolderError

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from detect.agreement import precision_at_k, roc_auc
-from detect.journal import BatchRecord, JournalWriter, check_fingerprint, read_journal
+from detect.journal import BatchRecord, JournalWriter, RunKeyStore, check_fingerprint, read_journal, scan_journal
 from detect.outputs import read_scores_csv, score_columns, write_embeddings, write_scores_csv, write_scores_geojson
-from detect.provenance import MANIFEST_FORMAT, hash_outputs, sha256_file, verify_run, write_json_atomic
+from detect.provenance import MANIFEST_FORMAT, hash_outputs, sha256_file, write_json_atomic
+from detect.verify import verify_run
 from detect.ranking import OperatingPoint, rank_rows, resolve_operating_point
 from detect.report import render_report, summarise_rows
 from sitewatch.errors import RunFolderError, UsageError
@@ -26,34 +27,75 @@ def _record(batch: int, ids: list[str], dim: int = 4) -> BatchRecord:
 
 def test_journal_roundtrip_and_torn_tail(tmp_path):
     path = tmp_path / "journal.jsonl"
-    with JournalWriter(path, {"fingerprint": "abc", "components": {"sites": "1"}}) as w:
+    keys = RunKeyStore(tmp_path / "keys")
+    with JournalWriter(path, {"fingerprint": "abc", "components": {"sites": "1"}}, keys=keys) as w:
         w.append(_record(0, ["a", "b"]))
         w.append(_record(1, ["c"]))
-    header, records, end = read_journal(path)
+    header, records, end = read_journal(path, keys)
     assert header["fingerprint"] == "abc"
     assert sorted(records) == [0, 1]
     assert records[0].rows[1]["site_id"] == "b"
     np.testing.assert_array_equal(records[0].embeddings, _record(0, ["a", "b"]).embeddings)
     assert end == path.stat().st_size
     # a torn half line after a kill is ignored, then cut off when appending resumes
+    key = keys.get(header["key_id"])
     with open(path, "ab") as fh:
-        fh.write(_record(2, ["d"]).to_json().encode()[:40])
-    header, records, end2 = read_journal(path)
+        fh.write(_record(2, ["d"]).to_json(key).encode()[:40])
+    header, records, end2 = read_journal(path, keys)
     assert sorted(records) == [0, 1] and end2 == end
-    with JournalWriter(path, header, truncate_at=end2) as w:
+    with JournalWriter(path, header, truncate_at=end2, keys=keys) as w:
         w.append(_record(2, ["d"]))
-    _, records, _ = read_journal(path)
+    _, records, _ = read_journal(path, keys)
     assert sorted(records) == [0, 1, 2]
 
 
 def test_journal_checksum_rejects_edited_line(tmp_path):
     path = tmp_path / "journal.jsonl"
-    with JournalWriter(path, {"fingerprint": "x", "components": {}}) as w:
+    keys = RunKeyStore(tmp_path / "keys")
+    with JournalWriter(path, {"fingerprint": "x", "components": {}}, keys=keys) as w:
         w.append(_record(0, ["a"]))
     text = path.read_text().replace('"a"', '"z"')
     path.write_text(text)
-    _, records, _ = read_journal(path)
+    _, records, _ = read_journal(path, keys)
     assert records == {}
+
+
+def _old_checksum_line(payload: dict) -> str:
+    """A journal line whose checksum an editor re-computed (the unkeyed SHA-256 the journal used before)."""
+    import hashlib
+
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    sha = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return json.dumps({"sha": sha[:16], "mac": sha, "record": payload}, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_journal_edited_with_recomputed_checksum_is_refused(tmp_path, caplog):
+    path = tmp_path / "journal.jsonl"
+    keys = RunKeyStore(tmp_path / "keys")
+    with JournalWriter(path, {"fingerprint": "x", "components": {}}, keys=keys) as w:
+        w.append(_record(0, ["a"]))
+        w.append(_record(1, ["b"]))
+    lines = path.read_text().splitlines()
+    outer = json.loads(lines[2])
+    outer["record"]["rows"][0]["score"] = "0.000001"
+    lines[2] = _old_checksum_line(outer["record"])
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING"):
+        index = scan_journal(path, keys)
+    assert sorted(index.batches) == [0] and "edited outside sitewatch" in index.refused
+    assert "scored again" in caplog.text
+    # the header too: an edited fingerprint with the rest intact is refused as a whole
+    header = json.loads(lines[0])
+    header["fingerprint"] = "forged"
+    path.write_text(json.dumps(header, sort_keys=True) + "\n" + lines[1] + "\n")
+    index = scan_journal(path, keys)
+    assert index.header is None and index.batches == {} and "header" in index.refused
+    # a journal whose key is not in the store (copied from elsewhere) is not trusted either
+    with JournalWriter(path, {"fingerprint": "x", "components": {}}, keys=keys) as w:
+        w.append(_record(0, ["a"]))
+    other = scan_journal(path, RunKeyStore(tmp_path / "other-keys"))
+    assert other.header is None and "not in the key store" in other.refused
+    assert (tmp_path / "keys").stat().st_mode & 0o077 == 0
 
 
 def test_fingerprint_mismatch_names_the_part(tmp_path):
@@ -167,21 +209,28 @@ def _fake_run(tmp_path):
 
 def test_verify_reports_changed_missing_and_added_files(tmp_path):
     run, raster = _fake_run(tmp_path)
-    assert verify_run(run).ok
+
+    def files(report):
+        return {(d.kind, d.path, d.problem) for d in report.differences if d.kind != "manifest"}
+
+    # a manifest with only hashes is not a run manifest: its missing sections are findings
+    first = verify_run(run)
+    assert files(first) == set() and not first.ok
+    missing = {d.path for d in first.differences if d.kind == "manifest"}
+    assert {"manifest.json: inputs.before", "manifest.json: model.weights_sha256", "manifest.json: counts.sites"} <= missing
     (run / "review.sqlite").write_bytes(b"verdicts")  # written later by the review app: not a difference
-    assert verify_run(run).ok
+    assert files(verify_run(run)) == set()
     (run / "scores.csv").write_text("site_id\nb\n")
     (run / "chips" / "a_before.png").unlink()
     (run / "chips" / "extra.png").write_bytes(b"x")
     raster.write_bytes(b"other bytes")
-    found = {(d.kind, d.path, d.problem) for d in verify_run(run).differences}
-    assert found == {
+    assert files(verify_run(run)) == {
         ("output", "scores.csv", "changed"),
         ("output", "chips/a_before.png", "missing"),
         ("output", "chips/extra.png", "added"),
         ("input", str(raster), "changed"),
     }
-    assert {d.kind for d in verify_run(run, check_inputs=False).differences} == {"output"}
+    assert {d.kind for d in verify_run(run, check_inputs=False).differences} == {"output", "manifest"}
 
 
 def test_verify_needs_a_manifest(tmp_path):

@@ -34,7 +34,7 @@ def _labels(path: Path) -> dict[str, str]:
 
 
 def test_review_a_real_run_then_export_for_training(detect_run: tuple[Path, Path], tmp_path: Path) -> None:
-    from detect.provenance import verify_run
+    from detect.verify import verify_run
     from review.app import create_app
     from review.config import ReviewConfig
     from review.export import export_dataset

@@ -210,3 +210,100 @@ def test_interrupted_run_is_replaced_without_overwrite(tmp_path: Path) -> None:
     generate_dataset(out, cfg, progress=False)
     assert len(_rows(out)) == 4
     assert not (out / "before" / "stale.tif").exists()
+
+
+#: a small dense concrete city (earthquake collapse and strikes), one 640 px region
+CONCRETE = replace(
+    SMALL, sites=30, seed=11, concrete_fraction=1.0, urban_fraction=0.0, damage_styles=(0.0, 0.0, 0.0, 0.5, 0.5),
+    destroyed_fraction=0.3, major_fraction=0.0, minor_fraction=0.0,
+)
+
+
+def test_concrete_city_is_dense_tall_and_flat_roofed() -> None:
+    from tiles.synth.layout import STOREY_M, build_layout
+
+    kw = dict(building_density=0.7, tree_density=0.5, facilities_per_km2=3.0, edge_margin_m=40.0)
+    city = build_layout(np.random.default_rng(4), 500.0, 500.0, concrete=True, **kw)
+    suburb = build_layout(np.random.default_rng(4), 500.0, 500.0, **kw)
+    blocks = [b for b in city.buildings if b.kind in ("apartment", "commercial")]
+    assert city.concrete and city.urban and not suburb.concrete
+    def built_share(lay: object) -> float:
+        area = 0.0
+        for b in lay.buildings:  # type: ignore[attr-defined]
+            for p in b.parts:
+                x, y = p[:, 0], p[:, 1]
+                area += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+        return area / (500.0 * 500.0)
+
+    # far more of the ground is built over than in a suburb
+    assert built_share(city) > 2.0 * built_share(suburb), (built_share(city), built_share(suburb))
+    heights = np.array([b.height_m for b in blocks])
+    # 2-10 storey blocks (3-10 at the street front), flat roofs, most with water tanks / solar heaters
+    assert heights.min() >= 2 * STOREY_M and heights.max() <= 10 * STOREY_M + 1.5
+    assert np.median(heights) >= 4 * STOREY_M, np.median(heights)
+    assert all(b.roof == "flat" for b in blocks)
+    assert sum(b.rooftop == "tanks" for b in blocks) > 0.7 * len(blocks)
+    narrow = [r.width_m for r in city.roads if not r.main]
+    assert narrow and max(narrow) <= 7.0
+    # mosques come with a minaret much taller than the hall, never a site
+    big = build_layout(np.random.default_rng(5), 1000.0, 1000.0, concrete=True, **kw)
+    halls = [b for b in big.buildings if b.kind == "mosque"]
+    minarets = [b for b in big.buildings if b.kind == "minaret"]
+    assert halls and len(minarets) == len(halls)
+    assert all(b.rooftop == "dome" for b in halls)
+    assert all(m.height_m > 20.0 and not m.site_ok for m in minarets)
+
+
+def test_collapse_and_strike_damage_agree_with_pixels(tmp_path: Path) -> None:
+    out = tmp_path / "quake"
+    generate_dataset(out, replace(CONCRETE, **NO_NUISANCE), progress=False)
+    rows = _rows(out)
+    assert {r["damage_style"] for r in rows if r["damage"] == "destroyed"} <= {"collapse", "strike", "blast"}
+    assert {r["damage_style"] for r in rows if r["damage"] == "destroyed"} & {"collapse", "strike"}
+    change = _chip_change(out, rows)
+    destroyed, intact = np.median(change["destroyed"]), np.median(change["no-damage"])
+    # without nuisance a standing block hardly changes; a collapsed or struck one changes a lot
+    # (pancaked blocks keep their roof slab on top, so not every destroyed site changes as much)
+    assert destroyed > 4.0 * intact, (destroyed, intact)
+    assert np.mean(np.array(change["destroyed"]) > max(np.percentile(change["no-damage"], 90), 1.0)) > 0.7, change
+
+
+def test_new_nuisance_makes_hard_negatives_and_keeps_the_labels(tmp_path: Path) -> None:
+    plain = replace(CONCRETE, **NO_NUISANCE)
+    hard = replace(plain, off_nadir=1.0, max_off_nadir_deg=35.0, resolution_change=1.0, flood=1.0, winter=1.0, demolition=1.0)
+    generate_dataset(tmp_path / "plain", plain, progress=False)
+    generate_dataset(tmp_path / "hard", hard, progress=False)
+    # the nuisance is drawn from its own streams: same sites, same labels
+    assert (tmp_path / "plain" / "sites.csv").read_bytes() == (tmp_path / "hard" / "sites.csv").read_bytes()
+    rows = _rows(tmp_path / "plain")
+    calm = _chip_change(tmp_path / "plain", rows)["no-damage"]
+    rough = _chip_change(tmp_path / "hard", rows)["no-damage"]
+    # intact blocks now change a lot between epochs (lean of tall blocks, long winter shadows,
+    # resolution, flood water): the look-change a model must learn to ignore
+    assert np.median(rough) > 3.0 * np.median(calm), (np.median(rough), np.median(calm))
+    with rasterio.open(next((tmp_path / "hard" / "before").glob("*.tif"))) as b, rasterio.open(next((tmp_path / "hard" / "after").glob("*.tif"))) as a:
+        angles = [float(b.tags()["OFF_NADIR_DEG"]), float(a.tags()["OFF_NADIR_DEG"])]
+        assert max(angles) <= 35.0 and angles[0] != angles[1]
+
+
+def test_same_seed_same_concrete_city(tmp_path: Path) -> None:
+    cfg = replace(CONCRETE, sites=12, off_nadir=1.0, resolution_change=0.8, flood=0.8, winter=0.8, demolition=0.8, randomise_nuisance=True)
+    generate_dataset(tmp_path / "a", cfg, progress=False)
+    generate_dataset(tmp_path / "b", cfg, progress=False)
+    assert (tmp_path / "a" / "sites.csv").read_bytes() == (tmp_path / "b" / "sites.csv").read_bytes()
+    for f in sorted((tmp_path / "a").rglob("*.tif")):
+        with rasterio.open(f) as x, rasterio.open(tmp_path / "b" / f.relative_to(tmp_path / "a")) as y:
+            assert np.array_equal(x.read(), y.read())
+
+
+def test_world_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="damage_styles"):
+        SynthConfig(damage_styles=(1.0, 0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="concrete_fraction"):
+        SynthConfig(urban_fraction=0.6, concrete_fraction=0.6)
+    with pytest.raises(ValueError, match="flood"):
+        SynthConfig(flood=2.0)
+    with pytest.raises(ValueError, match="after_gsd_m"):
+        SynthConfig(after_gsd_m=0.0)
+    assert SynthConfig(damage_styles=(0.4, 0.3, 0.3)).damage_styles == (0.4, 0.3, 0.3)
+    assert SynthConfig().effective_after_gsd_m == SynthConfig().gsd_m

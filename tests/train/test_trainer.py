@@ -157,3 +157,22 @@ def test_no_sentinel_settings():
             load_config(TrainJob, None, {f"train.{key}": 0})
     with pytest.raises(ConfigError, match="train.cache_dir is empty"):
         load_config(TrainJob, None, {"train.cache_dir": " "})
+
+
+@pytest.mark.slow
+def test_calibration_holdout_keeps_epoch_selection_apart_and_feature_stats_are_stored(tmp_path):
+    from models.assessment import FeatureStats
+    from models.checkpoint import read_meta
+    from train.trainer import load_training_data
+
+    job = tiny_job(epochs=1, **{"train.calibration_holdout": 0.5, "train.temperature_share": 0.5, "train.feature_stats_pairs": 20})
+    data = load_training_data([], job.tiles, job.train, job.synth, extra_sets=[toy_pairs(96)])
+    assert data.calib is not None
+    val_groups, calib_groups = set(data.val.groups), set(data.calib.groups)
+    assert val_groups.isdisjoint(calib_groups) and data.calib.positives > 0 and data.val.positives > 0
+    train_model([], tmp_path / "m", **sections(job), extra_sets=[toy_pairs(96)], progress=False)
+    meta = read_meta(tmp_path / "m")
+    # the reported validation figures are on the operating-point half of the calibration groups only
+    assert meta.metrics["validation"]["n"] < len(data.calib)
+    stats = FeatureStats.from_dict(meta.feature_stats)
+    assert stats.n == 20 and stats.mean.shape == (64,)

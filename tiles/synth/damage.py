@@ -12,32 +12,43 @@ import numpy as np
 from tiles.synth.layout import DAMAGE_STYLES, Layout
 
 
-def place_damage_clusters(rng: np.random.Generator, lay: Layout, style_weights: tuple[float, float, float]) -> None:
+def place_damage_clusters(rng: np.random.Generator, lay: Layout, style_weights: tuple[float, ...]) -> None:
     """Choose the damage clusters of a region and set ``damage``/``style`` of every building.
 
     Args:
         rng: the region's random generator.
         lay: the layout; its buildings are updated in place.
-        style_weights: relative weights of ``fire``, ``wind``, ``blast``.
+        style_weights: relative weights of ``fire``, ``wind``, ``blast`` (and ``collapse``,
+            ``strike`` when five are given).
     """
     w = np.asarray(style_weights, dtype=float)
     w = w / w.sum()
+    k = len(w)
     # one dominant style per region (one event), sometimes mixed
-    main_style = int(rng.choice(3, p=w))
+    main_style = int(rng.choice(k, p=w))
     n = 1 + int(rng.poisson(1.5))
     centres = []
     for _ in range(n):
-        style = main_style if rng.random() < 0.8 else int(rng.choice(3, p=w))
+        style = main_style if rng.random() < 0.8 else int(rng.choice(k, p=w))
         r = rng.uniform(70, 320) if style != 1 else rng.uniform(60, 160)
         centres.append([rng.uniform(0, lay.width_m), rng.uniform(0, lay.height_m), r, style])
+    if main_style == 4:  # strikes: many small impact areas scattered over the district
+        for _ in range(int(rng.integers(2, 8))):
+            centres.append([rng.uniform(0, lay.width_m), rng.uniform(0, lay.height_m), rng.uniform(30, 110), 4])
+    for c in centres:
+        if c[3] == 3:  # an earthquake: damage spread over a wide area, patchy from block to block
+            c[2] = rng.uniform(250, 700)
     lay.damage_centres = np.asarray(centres, dtype=float)
     lay.burn_field_seed = int(rng.integers(2**31))
     for b in lay.buildings:
         b.damage_seed = int(rng.integers(2**31))
-        if b.after_only:
+        if b.after_only or b.kind == "minaret":
             continue
         intensity, style = damage_intensity(lay, b.centroid)
         intensity *= rng.uniform(0.6, 1.25)
+        if style == 3:
+            # which block falls depends on its build, not only on where it is; tall blocks more often
+            intensity *= rng.uniform(0.35, 1.5) * (0.8 + 0.4 * min(b.height_m / 30.0, 1.0))
         b.style = DAMAGE_STYLES[style]
         if intensity > 0.6:
             b.damage = "destroyed" if rng.random() < 0.85 else "major-damage"

@@ -24,6 +24,10 @@ NUISANCE_KNOBS = (
     "off_nadir", "vehicles", "construction", "jpeg", "clouds", "nodata",
 )
 
+#: nuisance knobs added with the concrete-city world (generator 2.0): drawn only when on, so
+#: configs without them give the same regions as before
+NEW_NUISANCE_KNOBS = ("resolution_change", "flood", "winter", "demolition")
+
 #: misregistration of the after epoch at strength 1, in pixels per axis
 MAX_SHIFT_PX = 8
 
@@ -42,15 +46,20 @@ def region_strengths(rng: np.random.Generator, config: SynthConfig) -> dict[str,
     for name in NUISANCE_KNOBS:
         knob = float(getattr(config, name))
         out[name] = knob * float(rng.uniform(0, 1)) if config.randomise_nuisance else knob
+    for name in NEW_NUISANCE_KNOBS:
+        knob = float(getattr(config, name))
+        out[name] = knob * float(rng.uniform(0, 1)) if (config.randomise_nuisance and knob > 0) else knob
+    out["max_off_nadir_deg"] = float(config.max_off_nadir_deg)
     return out
 
 
-def draw_epoch_styles(rng: np.random.Generator, s: dict[str, float]) -> tuple[EpochStyle, EpochStyle]:
+def draw_epoch_styles(rng: np.random.Generator, s: dict[str, float], *, gsd_m: float = 0.5) -> tuple[EpochStyle, EpochStyle]:
     """Draw the before and after acquisitions of one region.
 
     Args:
         rng: the region's generator.
         s: nuisance strengths from :func:`region_strengths`.
+        gsd_m: the rendered pixel size (native resolutions are drawn at or above it).
 
     Returns:
         ``(before, after)`` styles; only ``after`` draws damage.
@@ -68,7 +77,7 @@ def draw_epoch_styles(rng: np.random.Generator, s: dict[str, float]) -> tuple[Ep
             blur_px=float(0.4 + s["blur"] * rng.uniform(0, 1.6)),
             noise_std=float(0.004 + s["noise"] * rng.uniform(0, 0.025)),
             jpeg_quality=int(95 - 65 * s["jpeg"] * rng.uniform(0.3, 1)) if s["jpeg"] > 0 else 0,
-            off_nadir_deg=float(s["off_nadir"] * 30 * rng.uniform(0.1, 1)),
+            off_nadir_deg=float(s["off_nadir"] * s.get("max_off_nadir_deg", 30.0) * rng.uniform(0.1, 1)),
             view_azimuth_deg=float(rng.uniform(0, 360)),
             cloud_cover=float(s["clouds"] * 0.15 * rng.uniform(0.3, 1)) if (s["clouds"] > 0 and (after or rng.random() < 0.3)) else 0.0,
             nodata_fraction=float(s["nodata"] * 0.12 * rng.uniform(0.3, 1)) if (s["nodata"] > 0 and (after or rng.random() < 0.3)) else 0.0,
@@ -94,7 +103,30 @@ def draw_epoch_styles(rng: np.random.Generator, s: dict[str, float]) -> tuple[Ep
         vehicle_keep=float(1 - s["vehicles"] * rng.uniform(0.5, 1)),
         **sensor(True),  # type: ignore[arg-type]
     )
-    return before, replace(after)
+    return _with_new_nuisance(rng, s, before, after, gsd_m)
+
+
+def _with_new_nuisance(rng: np.random.Generator, s: dict[str, float], before: EpochStyle, after: EpochStyle, gsd_m: float) -> tuple[EpochStyle, EpochStyle]:
+    """Winter sun, native resolution and flood water of each epoch (no draws for knobs that are off)."""
+    epochs = [before, after]
+    if s.get("winter", 0.0) > 0:
+        for i, e in enumerate(epochs):
+            if rng.random() < s["winter"] * 0.6:
+                epochs[i] = replace(
+                    e, sun_elevation_deg=float(rng.uniform(18, 32)), sun_azimuth_deg=float(rng.uniform(140, 220)),
+                    leaf_off=float(max(e.leaf_off, rng.uniform(0.5, 1.0))), dryness=float(rng.uniform(0.3, 0.8)),
+                )
+    if s.get("resolution_change", 0.0) > 0:
+        for i, e in enumerate(epochs):
+            native = gsd_m + 0.7 * s["resolution_change"] * float(rng.uniform(0, 1)) ** 0.7
+            epochs[i] = replace(e, native_gsd_m=float(native))
+    if s.get("flood", 0.0) > 0 and rng.random() < 0.35 + 0.65 * s["flood"]:
+        i = 1 if rng.random() < 0.75 else 0
+        epochs[i] = replace(
+            epochs[i], flood=float(np.clip(s["flood"] * rng.uniform(0.1, 0.6), 0.02, 0.6)),
+            flood_mud=bool(rng.random() < 0.4), flood_seed=int(rng.integers(2**31)),
+        )
+    return epochs[0], epochs[1]
 
 
 def apply_sensor(img: np.ndarray, style: EpochStyle, gsd_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +173,14 @@ def apply_sensor(img: np.ndarray, style: EpochStyle, gsd_m: float) -> tuple[np.n
         pil = Image.composite(air, pil, mask)
     if style.blur_px > 0.3:
         pil = pil.filter(ImageFilter.GaussianBlur(style.blur_px))
+    native = None
+    if style.native_gsd_m is not None and style.native_gsd_m > gsd_m * 1.04:
+        # acquired coarser than delivered: sampled at the native grid (noise and JPEG there),
+        # then resampled to the delivered grid
+        f = style.native_gsd_m / gsd_m
+        native = (max(int(round(w / f)), 8), max(int(round(h / f)), 8))
+        pil = pil.resize(native, Image.Resampling.BOX)
+        w, h = native
     if style.noise_std > 0:
         sigma = style.noise_std * 255.0
         # seeded gaussian noise around 128: uniform random bytes through an inverse-CDF table
@@ -152,6 +192,9 @@ def apply_sensor(img: np.ndarray, style: EpochStyle, gsd_m: float) -> tuple[np.n
         pil.save(buf, format="JPEG", quality=int(style.jpeg_quality))
         buf.seek(0)
         pil = Image.open(buf).convert("RGB")
+    if native is not None:
+        h, w = img.shape[:2]
+        pil = pil.resize((w, h), Image.Resampling.BICUBIC)
     u8 = np.array(pil)
     np.maximum(u8, 1, out=u8)
     valid = np.ones((h, w), dtype=bool)

@@ -10,13 +10,14 @@ changed on purpose is the same in before and after.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tiles.synth.layout import Building, Layout, rectangle
+from tiles.synth.layout import STOREY_M, Building, Layout, rectangle
 from tiles.synth.noise import fractal_noise, pixel_noise, smooth_noise, upsample
 
 VEHICLE_COLOURS = np.array(
@@ -52,6 +53,11 @@ class EpochStyle:
         vehicle_seed: seeds which vehicle slots are occupied.
         vehicle_keep: share of vehicles common to both epochs.
         seed: seeds this epoch's remaining randomness.
+        native_gsd_m: the sensor's native pixel size (resampled to the rendered grid), or None
+            = the rendered grid.
+        flood: share of the ground under flood water (or mud) in this epoch, 0 = none.
+        flood_mud: the water has receded and left wet mud.
+        flood_seed: seeds the flood's extent.
     """
 
     after: bool
@@ -75,6 +81,10 @@ class EpochStyle:
     vehicle_seed: int
     vehicle_keep: float
     seed: int
+    native_gsd_m: float | None = None
+    flood: float = 0.0
+    flood_mud: bool = False
+    flood_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,6 +325,40 @@ def _nz(mask_img: Image.Image, threshold: int = 0) -> tuple[np.ndarray, np.ndarr
     return idx, arr[idx].astype(np.float32) / 255.0
 
 
+class _EpochDraw:
+    """What the drawing steps of :func:`render_epoch` share: the canvas, the sun and view, the
+    image being drawn, and what earlier steps leave for later ones (damage zones, standing
+    buildings, tree states)."""
+
+    def __init__(self, lay: Layout, fields: StaticFields, style: EpochStyle) -> None:
+        self.lay, self.fields, self.style = lay, fields, style
+        self.rng = np.random.default_rng(style.seed)
+        self.cv = _Canvas(fields)
+        self.g = fields.gsd_m
+        self.h, self.w = fields.shape
+        self.to_sun, self.el, self.cot_el = _sun_vectors(style)
+        self.shadow_dir = -self.to_sun * self.cot_el  # metres of shadow per metre of height
+        self.lean = _lean(style)
+        self.fine_f = fields.fine.reshape(-1)
+        self.grain_f = fields.grain.reshape(-1)
+        self.speck_f = fields.speck.reshape(-1)
+        self.patches_f = fields.patches.reshape(-1)
+        self.img = np.empty((0, 0, 3), dtype=np.float32)
+        self.flat = self.img.reshape(-1, 3)
+        self.burn: np.ndarray | None = None
+        self.wind: np.ndarray | None = None
+        self.blast: np.ndarray | None = None
+        self.fence_shadow: list[tuple[np.ndarray, float]] = []
+        self.standing: list[tuple[Building, float]] = []
+        self.damage_layers: tuple | None = None
+        self.trees: dict[str, np.ndarray] = {}
+        self.nt = 0
+        self.tree_state = np.zeros(0, dtype=np.int8)
+        self.tree_scale = np.zeros(0, dtype=np.float32)
+        self.leaf_off = np.zeros(0, dtype=bool)
+        self.radii = np.zeros(0)
+
+
 def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.ndarray:
     """Draw a region for one epoch, before sensor effects.
 
@@ -329,19 +373,25 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     Returns:
         float32 array of shape ``(H, W, 3)``, reflectance in ``[0, 1]``.
     """
-    rng = np.random.default_rng(style.seed)
-    cv = _Canvas(fields)
-    g = fields.gsd_m
-    h, w = fields.shape
-    to_sun, el, cot_el = _sun_vectors(style)
-    shadow_dir = -to_sun * cot_el  # metres of shadow per metre of height
-    lean = _lean(style)
-    fine_f = fields.fine.reshape(-1)
-    grain_f = fields.grain.reshape(-1)
-    speck_f = fields.speck.reshape(-1)
-    patches_f = fields.patches.reshape(-1)
+    e = _EpochDraw(lay, fields, style)
+    _draw_ground(e)
+    _draw_lawns(e)
+    _draw_burn(e)
+    _draw_paved(e)
+    _draw_standing(e)
+    _draw_damage_layers(e)
+    _draw_flood(e)
+    _draw_shadows(e)
+    _draw_roofs(e)
+    _draw_rubble(e)
+    _draw_trees(e)
+    _draw_vehicles(e)
+    return np.clip(e.img, 0.0, 1.0, out=e.img)
 
-    # --- ground -------------------------------------------------------------------------------
+
+def _draw_ground(e: _EpochDraw) -> None:
+    """Bare ground: soil, scrub and grass weighted by the land-cover fields."""
+    lay, fields, style, h, w = e.lay, e.fields, e.style, e.h, e.w
     d = style.dryness
     grass = (0.26 + 0.26 * d, 0.33 + 0.12 * d, 0.17 + 0.15 * d)
     soil = (0.52, 0.45, 0.36)
@@ -358,8 +408,14 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         ch += grass[c]
         ch *= fields.ground_tex
     flat = img.reshape(-1, 3)
+    e.img = img
+    e.flat = flat
 
-    # --- lawns around houses: greener and smoother than open ground ------------------------------
+
+def _draw_lawns(e: _EpochDraw) -> None:
+    """Lawns around houses: greener and smoother than open ground."""
+    lay, cv, g, fine_f, patches_f, flat = e.lay, e.cv, e.g, e.fine_f, e.patches_f, e.flat
+    d = e.style.dryness
     if lay.lawns:
         lawn, ldraw = cv.mask()
         for poly in lay.lawns:
@@ -371,11 +427,23 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         _blend(flat, idx, lv * 0.75, lawn_col)
         del lawn
 
+
+def _draw_burn(e: _EpochDraw) -> None:
+    """After epoch: the damage-zone fields of fire, wind and blast clusters; burnt ground."""
+    lay, fields, style, fine_f, speck_f, patches_f, flat = e.lay, e.fields, e.style, e.fine_f, e.speck_f, e.patches_f, e.flat
     burn = wind = blast = None
     if style.after:
         burn = _zone_field(lay, 0, fields, lay.burn_field_seed)
         wind = _zone_field(lay, 1, fields, lay.burn_field_seed + 1)
         blast = _zone_field(lay, 2, fields, lay.burn_field_seed + 2)
+        quake = _zone_field(lay, 3, fields, lay.burn_field_seed + 3)
+        strike = _zone_field(lay, 4, fields, lay.burn_field_seed + 4)
+        if quake is not None or strike is not None:
+            # grey-beige dust on the ground of collapse and strike zones (roofs are drawn later)
+            dust = (0.0 if quake is None else quake * 0.3) + (0.0 if strike is None else strike * 0.2)
+            df = dust.reshape(-1)
+            idx = np.flatnonzero(df > 0.01)
+            _blend(flat, idx, df[idx], np.array([0.70, 0.68, 0.63], dtype=np.float32))
         if burn is not None:
             bf = burn.reshape(-1)
             idx = np.flatnonzero(bf > 0.01)
@@ -383,8 +451,14 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             burnt = np.array([0.40, 0.37, 0.33], dtype=np.float32) * (1.0 + 0.18 * patches_f[idx] + 0.12 * fine_f[idx])[:, None]
             burnt += (np.array([0.58, 0.56, 0.52], dtype=np.float32) - burnt) * t
             _blend(flat, idx, bf[idx] * 0.9, burnt)
+    e.burn = burn
+    e.wind = wind
+    e.blast = blast
 
-    # --- paved surfaces, yards, pools, cleared lots ---------------------------------------------
+
+def _draw_paved(e: _EpochDraw) -> None:
+    """Paved surfaces, yards, pools, cleared lots, fences and hedges."""
+    lay, style, cv, g, fine_f, grain_f, flat, burn = e.lay, e.style, e.cv, e.g, e.fine_f, e.grain_f, e.flat, e.burn
     pav, pdraw = cv.rgb()
     pmask, pmdraw = cv.mask()
     asphalt_main = _c8((0.37, 0.37, 0.37))
@@ -436,18 +510,36 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         tex = tex * (1.0 - 0.35 * burn.reshape(-1)[idx])[:, None]
     flat[idx] = pav_flat[idx].astype(np.float32) * (tex / 255.0)
     del pav, pmask, pav_flat
+    e.fence_shadow = fence_shadow
 
-    # --- which buildings stand, and how tall, in this epoch --------------------------------------
+
+def _draw_standing(e: _EpochDraw) -> None:
+    """Which buildings stand in this epoch, and how tall."""
+    lay, style = e.lay, e.style
     standing: list[tuple[Building, float]] = []
     for b in lay.buildings:
         if b.after_only and not style.after:
             continue
+        if style.after and b.demolition is not None:
+            continue
         if style.after and b.damage == "destroyed":
+            if b.style == "collapse" and _collapse_variant(b)[0] == "pancake":
+                standing.append((b, b.height_m * _collapse_variant(b)[1]))  # storeys pancaked, the roof slab on top
+            elif b.style == "strike":
+                down, _holes = _strike_plan(b)
+                if len(down) < len(b.parts):  # one wing down (or gutted under a holed roof), the rest stands
+                    rest = copy.copy(b)
+                    rest.parts = [p for i, p in enumerate(b.parts) if i not in down]
+                    standing.append((rest, b.height_m))
             continue
         hgt = b.height_m * (0.6 if style.after and b.damage == "major-damage" else 1.0)
         standing.append((b, hgt))
+    e.standing = standing
 
-    # --- damage layers: scorch now, rubble after the roofs ---------------------------------------
+
+def _draw_damage_layers(e: _EpochDraw) -> None:
+    """Damage layers (after epoch): scorch now, rubble and remnants kept for after the roofs."""
+    lay, style, cv, g, flat = e.lay, e.style, e.cv, e.g, e.flat
     damage_layers = None
     if style.after:
         rubble, rdraw = cv.mask()
@@ -457,9 +549,15 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         remmask, remmdraw = cv.mask()
         craters: list[tuple[float, float, float]] = []
         for b in lay.buildings:
+            if b.demolition == "debris":
+                _draw_demolition(b, np.random.default_rng(b.damage_seed + 5), cv, rdraw, rbdraw)
             if b.damage == "no-damage" or b.after_only:
                 continue
-            _draw_damage(b, np.random.default_rng(b.damage_seed), cv, rdraw, rbdraw, sdraw, remdraw, remmdraw, craters)
+            layers = (rdraw, rbdraw, sdraw, remdraw, remmdraw)
+            if b.style in ("collapse", "strike"):
+                _draw_structural_damage(b, np.random.default_rng(b.damage_seed), cv, e.lean, layers, craters)
+            else:
+                _draw_damage(b, np.random.default_rng(b.damage_seed), cv, *layers, craters)
         idx, sc = _nz(_blur(scorch, 3.0 / g), 2)
         if idx.size:
             sel = flat[idx]
@@ -467,8 +565,12 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             _blend(flat, idx, sc * 0.85, charred)
         damage_layers = (_blur(rubble, 0.6 / g), rbase, rem, remmask, craters)
         del scorch
+    e.damage_layers = damage_layers
 
-    # --- shadows of buildings, walls and trees -------------------------------------------------
+
+def _draw_shadows(e: _EpochDraw) -> None:
+    """Shadows of buildings, walls, fences and trees; the trees' state in this epoch."""
+    lay, fields, style, rng, cv, g, h, w, cot_el, shadow_dir, flat, burn, wind, fence_shadow, standing = e.lay, e.fields, e.style, e.rng, e.cv, e.g, e.h, e.w, e.cot_el, e.shadow_dir, e.flat, e.burn, e.wind, e.fence_shadow, e.standing
     shadow, shdraw = cv.mask()
     for b, hgt in standing:
         for part in b.parts:
@@ -509,22 +611,40 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
     shade = 1.0 - sh[:, None] * (1.0 - np.array([0.47, 0.49, 0.57], dtype=np.float32))
     flat[idx] *= shade
     del shadow
+    e.trees = trees
+    e.nt = nt
+    e.tree_state = tree_state
+    e.tree_scale = tree_scale
+    e.leaf_off = leaf_off
+    e.radii = radii
 
-    # --- walls (off-nadir) and roofs -------------------------------------------------------------
+
+def _draw_roofs(e: _EpochDraw) -> None:
+    """Walls seen off-nadir and roofs (leaning with height), roof units and roof damage marks."""
+    style, cv, g, to_sun, el, shadow_dir, lean, fine_f, grain_f, flat, standing = e.style, e.cv, e.g, e.to_sun, e.el, e.shadow_dir, e.lean, e.fine_f, e.grain_f, e.flat, e.standing
+    lay = e.lay
     roofs, rfdraw = cv.rgb()
     roofmask, rmdraw = cv.mask()
     standing.sort(key=lambda bh: bh[0].centroid[1])
     wall_base = np.array([0.60, 0.57, 0.53])
     for b, hgt in standing:
         v = lean * hgt
+        scorched = style.after and b.style == "strike" and b.damage in ("destroyed", "major-damage")
+        storey_px = float(np.hypot(*(lean * STOREY_M))) / g if lay.concrete else 0.0
         for part in b.parts:
             for a, bb, n in _outward(part):
                 if float(n @ v) >= -1e-6:
                     continue
                 quad = np.stack([a, bb, bb + v, a + v])
                 ws = 0.35 + 0.55 * max(float(n @ to_sun) * math.cos(el), 0.0)
+                if scorched:
+                    ws *= 0.4
                 rfdraw.polygon(cv.px(quad), fill=_c8(wall_base * ws))
                 rmdraw.polygon(cv.px(quad), fill=255)
+                if storey_px > 1.5:  # window bands of the storeys on a facade seen off-nadir
+                    for k in range(1, int(hgt / STOREY_M) + 1):
+                        t = (k - 0.5) * STOREY_M / hgt
+                        rfdraw.line(cv.px(np.stack([a + v * t, bb + v * t])), fill=_c8(wall_base * ws * 0.55), width=1)
         for part in b.parts:
             for facet, normal in _facets(part + v, b.roof):
                 rfdraw.polygon(cv.px(facet), fill=_c8(b.roof_rgb * _roof_shade(normal, to_sun, el)))
@@ -543,14 +663,25 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
                 unit = rectangle(cxy[0], cxy[1], urng.uniform(1.5, 4), urng.uniform(1.2, 3), b.angle)
                 _swept(rfdraw, cv, unit, shadow_dir * 1.0, _c8(b.roof_rgb * 0.55))
                 rfdraw.polygon(cv.px(unit), fill=_c8(np.clip(b.roof_rgb * 1.2 + 0.05, 0, 1)))
-        if style.after and b.damage in ("minor-damage", "major-damage"):
+        if b.rooftop == "tanks":
+            _draw_rooftop_tanks(b, cv, rfdraw, v, shadow_dir)
+        elif b.rooftop == "dome":
+            _draw_dome(b, cv, rfdraw, v, to_sun)
+        if style.after and b.style == "strike" and b.damage in ("destroyed", "major-damage"):
+            _draw_roof_holes(b, cv, rfdraw, v)
+        elif style.after and b.style == "collapse" and b.damage == "destroyed":
+            _draw_pancake_cracks(b, cv, rfdraw, v)
+        elif style.after and b.damage in ("minor-damage", "major-damage"):
             _draw_roof_marks(b, np.random.default_rng(b.damage_seed + 11), cv, rfdraw, v)
     idx, _ = _nz(roofmask)
     roof_flat = np.asarray(roofs).reshape(-1, 3)
     flat[idx] = roof_flat[idx].astype(np.float32) * ((1.0 + 0.04 * grain_f[idx] + 0.05 * fine_f[idx]) / 255.0)[:, None]
     del roofs, roofmask, roof_flat
 
-    # --- rubble, remnants, craters, dust and strewn debris ----------------------------------------
+
+def _draw_rubble(e: _EpochDraw) -> None:
+    """Rubble, remnants, craters, dust and strewn debris."""
+    rng, cv, g, fine_f, grain_f, speck_f, flat, wind, blast, damage_layers = e.rng, e.cv, e.g, e.fine_f, e.grain_f, e.speck_f, e.flat, e.wind, e.blast, e.damage_layers
     if damage_layers is not None:
         rubble_b, rbase, rem, remmask, craters = damage_layers
         idx, r = _nz(rubble_b, 4)
@@ -598,7 +729,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
             sel = idx[hit]
             flat[sel] = pal[(np.abs(fine_f[sel] * 7).astype(int)) % 4]
 
-    # --- trees -----------------------------------------------------------------------------------
+
+def _draw_trees(e: _EpochDraw) -> None:
+    """Tree crowns, lit from the sun."""
+    style, cv, g, w, to_sun, fine_f, grain_f, speck_f, flat, trees, nt, tree_state, leaf_off, radii = e.style, e.cv, e.g, e.w, e.to_sun, e.fine_f, e.grain_f, e.speck_f, e.flat, e.trees, e.nt, e.tree_state, e.leaf_off, e.radii
     canopy, cdraw = cv.mask()
     tcol, tdraw = cv.rgb()
     leafy = np.array([0.19, 0.27, 0.12])
@@ -631,7 +765,10 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         _blend(flat, idx, a, tree_col)
     del canopy, tcol
 
-    # --- vehicles -----------------------------------------------------------------------------
+
+def _draw_vehicles(e: _EpochDraw) -> None:
+    """Vehicles: slots occupied in both epochs or only in this one."""
+    lay, style, cv, shadow_dir, flat = e.lay, e.style, e.cv, e.shadow_dir, e.flat
     slots = lay.vehicle_slots
     if len(slots):
         vr = np.random.default_rng(style.vehicle_seed)
@@ -657,7 +794,7 @@ def render_epoch(lay: Layout, fields: StaticFields, style: EpochStyle) -> np.nda
         body = vm > 0.5
         flat[idx[~body]] *= 1.0 - vm[~body, None] * 0.55
         flat[idx[body]] = np.asarray(vcol).reshape(-1, 3)[idx[body]].astype(np.float32) / 255.0
-    return np.clip(img, 0.0, 1.0, out=img)
+
 
 
 def _draw_damage(
@@ -772,3 +909,241 @@ def _draw_roof_marks(b: Building, rng: np.random.Generator, cv: _Canvas, rfdraw:
         else:
             col = np.array([0.45, 0.37, 0.28])  # exposed decking
         rfdraw.polygon(cv.px(patch), fill=_c8(col))
+
+
+# --- concrete cities, earthquake collapse, strikes, demolition, floods ----------------------------
+
+CONCRETE_GREY = np.array([0.60, 0.59, 0.56])
+
+
+def _collapse_variant(b: Building) -> tuple[str, float]:
+    """How a destroyed building fell in an earthquake: ``pancake`` (storeys stacked flat, the
+    roof slab low on top; with the share of its height left), ``heap`` or ``slabs`` (tilted)."""
+    r = np.random.default_rng(b.damage_seed + 3)
+    u = float(r.random())
+    left = float(r.uniform(0.12, 0.35))
+    return ("pancake" if u < 0.35 else "heap" if u < 0.7 else "slabs"), left
+
+
+def _strike_plan(b: Building) -> tuple[set[int], list[tuple[float, float, float]]]:
+    """Which parts of a struck building are down, and its roof holes ``(x, y, radius_m)``."""
+    r = np.random.default_rng(b.damage_seed + 17)
+    down: set[int] = set()
+    holes: list[tuple[float, float, float]] = []
+    if b.damage == "destroyed" and len(b.parts) > 1 and r.random() < 0.7:
+        down.add(int(r.integers(len(b.parts))))
+    keep = [i for i in range(len(b.parts)) if i not in down]
+    big = b.damage == "destroyed"
+    n = int(r.integers(1, 3 if big else 2))
+    for _ in range(n):
+        part = b.parts[keep[int(r.integers(len(keep)))]]
+        e1, e2 = part[1] - part[0], part[3] - part[0] if len(part) == 4 else part[2] - part[0]
+        side = min(float(np.hypot(*e1)), float(np.hypot(*e2)))
+        t = r.uniform(0.25, 0.75, 2)
+        c = part[0] + e1 * t[0] + e2 * t[1]
+        rad = side * (r.uniform(0.22, 0.42) if big else r.uniform(0.08, 0.18))
+        holes.append((float(c[0]), float(c[1]), float(max(rad, 1.0))))
+    return down, holes
+
+
+def _irregular(rng: np.random.Generator, cx: float, cy: float, r: float, k: int = 9, jitter: float = 0.3) -> np.ndarray:
+    ang = np.sort(rng.uniform(0, 2 * math.pi, k))
+    rad = r * (1 + rng.uniform(-jitter, jitter, k))
+    return np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], axis=1)
+
+
+def _grown(poly: np.ndarray, margin: float, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    c = poly.mean(axis=0)
+    d = poly - c
+    n = np.linalg.norm(d, axis=1, keepdims=True)
+    return c + d * (n + margin) / np.maximum(n, 1e-6) + rng.normal(0, jitter, d.shape)
+
+
+def _concrete8(b: Building, rng: np.random.Generator) -> tuple[int, int, int]:
+    """Debris colour of a concrete building: its roof mixed with grey concrete and dust."""
+    return _c8(np.clip(0.35 * b.roof_rgb + 0.65 * CONCRETE_GREY * rng.uniform(0.85, 1.15), 0, 1))
+
+
+def _draw_structural_damage(
+    b: Building, rng: np.random.Generator, cv: _Canvas, lean: np.ndarray,
+    layers: tuple[ImageDraw.ImageDraw, ...], craters: list[tuple[float, float, float]],
+) -> None:
+    """Earthquake collapse and strike damage of one building (after epoch).
+
+    ``layers``: the rubble mask, rubble base colour, scorch mask, remnant colour and remnant mask.
+    """
+    rdraw, rbdraw, sdraw, remdraw, remmdraw = layers
+    g = cv.g
+    cx, cy = b.centroid
+    grey = _concrete8(b, rng)
+    if b.style == "collapse":
+        if b.damage == "destroyed":
+            variant, left = _collapse_variant(b)
+            spill = min(b.height_m * (rng.uniform(0.25, 0.55) if variant != "pancake" else rng.uniform(0.08, 0.2)), 14.0)
+            for part in b.parts:
+                big = _grown(part, spill, rng, spill * 0.25)
+                rdraw.polygon(cv.px(big), fill=120)
+                rbdraw.polygon(cv.px(big), fill=grey)
+            if variant == "pancake":
+                for part in b.parts:  # the roof slab stands low: keep it clear of rubble
+                    rdraw.polygon(cv.px(part + lean * b.height_m * left), fill=0)
+                return
+            for part in b.parts:
+                rdraw.polygon(cv.px(part + rng.normal(0, 0.4, part.shape)), fill=255)
+                rbdraw.polygon(cv.px(part), fill=grey)
+            if variant == "slabs":
+                # the roof and floor slabs broken in strips, tilted (other brightness) and shifted
+                for part in b.parts:
+                    if len(part) != 4:
+                        continue
+                    e1, e2 = part[1] - part[0], part[3] - part[0]
+                    k = int(rng.integers(2, 4))
+                    for i in range(k):
+                        if rng.random() < 0.35:
+                            continue
+                        a0, a1 = i / k + 0.03, (i + 1) / k - 0.03
+                        strip = np.stack([part[0] + e1 * a0, part[0] + e1 * a1, part[0] + e1 * a1 + e2, part[0] + e1 * a0 + e2])
+                        c = strip.mean(axis=0)
+                        th = rng.normal(0, 0.15)
+                        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+                        moved = (strip - c) @ rot.T * rng.uniform(0.8, 0.97) + c + rng.normal(0, 1.5, 2)
+                        shade = rng.uniform(0.55, 1.3)
+                        remdraw.polygon(cv.px(moved), fill=_c8(np.clip(b.roof_rgb * shade, 0, 1)))
+                        remmdraw.polygon(cv.px(moved), fill=255)
+            for _ in range(int(rng.integers(3, 10))):  # slab fragments in the heap
+                fx, fy = cx + rng.normal(0, b.size_m * 0.3), cy + rng.normal(0, b.size_m * 0.3)
+                frag = rectangle(fx, fy, rng.uniform(1.5, 5.0), rng.uniform(1.0, 3.0), rng.uniform(0, math.pi))
+                remdraw.polygon(cv.px(frag), fill=_c8(np.clip(b.roof_rgb * rng.uniform(0.6, 1.2), 0, 1)))
+                remmdraw.polygon(cv.px(frag), fill=255)
+        else:  # major: a section collapsed, rubble down its side
+            part = b.parts[int(rng.integers(len(b.parts)))]
+            e1, e2 = part[1] - part[0], part[3] - part[0] if len(part) == 4 else part[2] - part[0]
+            t0 = rng.uniform(0.0, 0.5)
+            t1 = t0 + rng.uniform(0.3, 0.5)
+            sect = np.stack([part[0] + e1 * t0, part[0] + e1 * t1, part[0] + e1 * t1 + e2, part[0] + e1 * t0 + e2])
+            spill = min(b.height_m * rng.uniform(0.15, 0.35), 8.0)
+            big = _grown(sect, spill, rng, spill * 0.25)
+            rdraw.polygon(cv.px(big), fill=110)
+            rbdraw.polygon(cv.px(big), fill=grey)
+            rdraw.polygon(cv.px(sect), fill=255)
+            rbdraw.polygon(cv.px(sect), fill=grey)
+        return
+    # strike
+    down, holes = _strike_plan(b)
+    for i in sorted(down):
+        part = b.parts[i]
+        spill = rng.uniform(2.0, 6.0)
+        big = _grown(part, spill, rng, spill * 0.3)
+        rdraw.polygon(cv.px(big), fill=120)
+        rbdraw.polygon(cv.px(big), fill=grey)
+        rdraw.polygon(cv.px(part), fill=255)
+        rbdraw.polygon(cv.px(part), fill=grey)
+    for x, y, rad in holes:  # debris blown out around the holes, soot
+        r_out = rad + b.height_m * 0.15 + 2.0
+        sdraw.ellipse([(x - cv.ox - r_out) / g, (y - cv.oy - r_out) / g, (x - cv.ox + r_out) / g, (y - cv.oy + r_out) / g],
+                      fill=int(rng.uniform(50, 130)))
+    n_crater = int(rng.integers(0, 3)) if b.damage == "destroyed" else int(rng.random() < 0.2)
+    for _ in range(n_crater):
+        ang = rng.uniform(0, 2 * math.pi)
+        dist = b.size_m / 2 + rng.uniform(3, 15)
+        craters.append((cx + math.cos(ang) * dist, cy + math.sin(ang) * dist, rng.uniform(1.5, 4.0)))
+
+
+def _draw_demolition(b: Building, rng: np.random.Generator, cv: _Canvas, rdraw: ImageDraw.ImageDraw, rbdraw: ImageDraw.ImageDraw) -> None:
+    """A building demolished on purpose (not damage): a low heap of sorted debris on its lot."""
+    col = _concrete8(b, rng)
+    for part in b.parts:
+        heap = _grown(part, rng.uniform(-1.0, 1.5), rng, 0.5)
+        rdraw.polygon(cv.px(heap), fill=int(rng.uniform(120, 200)))
+        rbdraw.polygon(cv.px(heap), fill=col)
+
+
+def _draw_flood(e: _EpochDraw) -> None:
+    """Flood water (or the wet mud it left) over low ground, roads and yards; roofs stay above."""
+    style = e.style
+    if style.flood <= 0:
+        return
+    g, h, w, flat = e.g, e.h, e.w, e.flat
+    rng = np.random.default_rng(style.flood_seed)
+    low = -e.fields.landcover[::4, ::4]
+    field = low * 0.7 + fractal_noise(rng, low.shape, 40.0 / g / 4, octaves=3)
+    thr = float(np.quantile(field, 1.0 - style.flood))
+    alpha = np.clip(upsample(np.clip((field - thr) * 3.0, 0, 1).astype(np.float32), (h, w)), 0, 1).reshape(-1)
+    idx = np.flatnonzero(alpha > 0.01)
+    if not idx.size:
+        return
+    if style.flood_mud:
+        col = np.array([0.47, 0.40, 0.30], dtype=np.float32) * (1.0 + 0.10 * e.patches_f[idx] + 0.06 * e.fine_f[idx])[:, None]
+        _blend(flat, idx, alpha[idx] * 0.8, col)
+    else:
+        col = np.array([0.34, 0.32, 0.25], dtype=np.float32) * (1.0 + 0.05 * e.fine_f[idx])[:, None]
+        _blend(flat, idx, alpha[idx] * 0.93, col)
+
+
+def _draw_rooftop_tanks(b: Building, cv: _Canvas, rfdraw: ImageDraw.ImageDraw, v: np.ndarray, shadow_dir: np.ndarray) -> None:
+    """Water tanks (white, black, blue plastic, metal) and solar water heaters on a flat roof."""
+    urng = np.random.default_rng(b.damage_seed + 7)
+    tank_cols = ((0.86, 0.86, 0.84), (0.14, 0.14, 0.15), (0.22, 0.32, 0.58), (0.62, 0.63, 0.64))
+    for part in b.parts:
+        if len(part) != 4:
+            continue
+        p = part + v
+        e1, e2 = p[1] - p[0], p[3] - p[0]
+        area = float(np.hypot(*e1) * np.hypot(*e2))
+        for _ in range(int(urng.integers(0, 2 + min(int(area / 70), 10)))):
+            t = urng.uniform(0.1, 0.9, 2)
+            c = p[0] + e1 * t[0] + e2 * t[1]
+            if urng.random() < 0.6:
+                r = urng.uniform(0.45, 0.8)
+                cv.ellipse(rfdraw, c[0] + shadow_dir[0] * 0.9, c[1] + shadow_dir[1] * 0.9, r, _c8(b.roof_rgb * 0.5))
+                cv.ellipse(rfdraw, c[0], c[1], r, _c8(tank_cols[int(urng.integers(len(tank_cols)))]))
+            else:
+                ang = b.angle + urng.choice([0.0, math.pi / 2])
+                panel = rectangle(c[0], c[1], urng.uniform(1.8, 2.4), urng.uniform(0.9, 1.3), ang)
+                rfdraw.polygon(cv.px(panel + shadow_dir * 0.6), fill=_c8(b.roof_rgb * 0.55))
+                rfdraw.polygon(cv.px(panel), fill=_c8((0.16, 0.19, 0.27)))
+                off = np.array([-math.sin(ang), math.cos(ang)]) * 0.8
+                tank = rectangle(c[0] + off[0], c[1] + off[1], urng.uniform(1.4, 2.0), 0.5, ang)
+                rfdraw.polygon(cv.px(tank), fill=_c8((0.85, 0.85, 0.83)))
+
+
+def _draw_dome(b: Building, cv: _Canvas, rfdraw: ImageDraw.ImageDraw, v: np.ndarray, to_sun: np.ndarray) -> None:
+    """A mosque's dome on the hall's roof: a dark base and a sunlit cap toward the sun."""
+    c = b.parts[0].mean(axis=0) + v
+    r = b.size_m * 0.3
+    base = np.clip(b.roof_rgb * 0.75, 0, 1)
+    cv.ellipse(rfdraw, c[0], c[1], r, _c8(base))
+    cv.ellipse(rfdraw, c[0] + to_sun[0] * r * 0.2, c[1] + to_sun[1] * r * 0.2, r * 0.75, _c8(np.clip(b.roof_rgb * 1.15, 0, 1)))
+    cv.ellipse(rfdraw, c[0], c[1], max(r * 0.08, 0.4), _c8((0.75, 0.65, 0.35)))
+
+
+def _draw_roof_holes(b: Building, cv: _Canvas, rfdraw: ImageDraw.ImageDraw, v: np.ndarray) -> None:
+    """Strike holes in a standing roof: a scorched rim, the dark inside, broken debris."""
+    rng = np.random.default_rng(b.damage_seed + 19)
+    _down, holes = _strike_plan(b)
+    for x, y, rad in holes:
+        x, y = x + v[0], y + v[1]
+        rfdraw.polygon(cv.px(_irregular(rng, x, y, rad * 1.6, 11, 0.35)), fill=_c8((0.16, 0.15, 0.14)))
+        rfdraw.polygon(cv.px(_irregular(rng, x, y, rad, 9, 0.3)), fill=_c8((0.06, 0.06, 0.06)))
+        for _ in range(int(rng.integers(2, 6))):
+            fx, fy = x + rng.normal(0, rad * 0.4), y + rng.normal(0, rad * 0.4)
+            frag = rectangle(fx, fy, rng.uniform(0.6, 2.0), rng.uniform(0.4, 1.2), rng.uniform(0, math.pi))
+            rfdraw.polygon(cv.px(frag), fill=_c8(CONCRETE_GREY * rng.uniform(0.6, 1.1)))
+
+
+def _draw_pancake_cracks(b: Building, cv: _Canvas, rfdraw: ImageDraw.ImageDraw, v: np.ndarray) -> None:
+    """A pancaked block's roof slab: cracked across, broken at the edges, tilted in places."""
+    rng = np.random.default_rng(b.damage_seed + 23)
+    g = cv.g
+    for part in b.parts:
+        p = part + v
+        if len(p) != 4:
+            continue
+        e1, e2 = p[1] - p[0], p[3] - p[0]
+        t = rng.uniform(0.2, 0.8)
+        tilt = np.stack([p[0] + e1 * t, p[1], p[2], p[0] + e1 * t + e2])
+        rfdraw.polygon(cv.px(tilt), fill=_c8(np.clip(b.roof_rgb * rng.uniform(0.65, 1.25), 0, 1)))
+        for _ in range(int(rng.integers(3, 8))):
+            a = p[0] + e1 * rng.uniform(0, 1) + e2 * rng.uniform(0, 1)
+            bpt = a + rng.normal(0, b.size_m * 0.25, 2)
+            rfdraw.line(cv.px(np.stack([a, bpt])), fill=_c8((0.15, 0.14, 0.13)), width=max(int(round(0.3 / g)), 1))

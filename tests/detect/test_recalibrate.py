@@ -1,0 +1,129 @@
+"""``sitewatch calibrate``: a real small run recalibrated on its labelled sites."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from detect.outputs import read_scores_csv
+from sitewatch.cli import main
+from tests.detect.conftest import make_tiny_scene
+
+
+@pytest.fixture(scope="module")
+def scene_and_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calib_scene")
+    scene = make_tiny_scene(root, n_side=8, size_px=560, seed=3)  # 64 sites, 22 destroyed
+    run = root / "run"
+    argv = ["detect", "--sites", str(scene.sites), "--before", str(scene.before), "--after", str(scene.after),
+            "--out", str(run), "--chips", "2", "--set", "detect.batch_size=32", "-q"]
+    assert main(argv) == 0
+    return scene, run
+
+
+@pytest.fixture
+def run_copy(scene_and_run, tmp_path):
+    scene, run = scene_and_run
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return scene, dst
+
+
+def _labels_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["site_id", "damage"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _site_labels(scene) -> list[dict[str, str]]:
+    with open(scene.sites, newline="", encoding="utf-8") as fh:
+        return [{"site_id": r["site_id"], "damage": r["damage"]} for r in csv.DictReader(fh)]
+
+
+def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_path, capsys):
+    scene, run = run_copy
+    from review.runfolder import RunFolder
+
+    before = {r["site_id"]: r for r in read_scores_csv(run / "scores.csv")}
+    assert RunFolder(run).calibration_label().startswith("synthetic")
+    labels = _labels_csv(tmp_path / "labels.csv", _site_labels(scene))
+    assert main(["calibrate", str(run), "--labels", str(labels), "--set", "calibration.bootstrap=200"]) == 0
+    out = capsys.readouterr().out
+    assert "temperature" in out and "flagged at screening" in out
+    manifest = json.loads((run / "manifest.json").read_text())
+    cal = manifest["calibration"]
+    assert cal["kind"] == "event" and cal["labels"]["sha256"] == hashlib.sha256(labels.read_bytes()).hexdigest()
+    n_ok = sum(1 for r in before.values() if r["status"] == "ok")
+    labelled_ok = sum(1 for r in before.values() if r["status"] == "ok")
+    assert cal["n"] == labelled_ok and cal["positives"] == sum(
+        1 for r in before.values() if r["status"] == "ok" and r["damage"] == "destroyed")
+    assert cal["n_temperature"] + cal["n_operating_points"] == cal["n"]
+    assert cal["previous_temperature"] == pytest.approx(manifest["model"]["meta"]["temperature"])
+    t, thr = cal["temperature"], manifest["operating_point"]["threshold"]
+    assert thr == pytest.approx(cal["operating_points"]["screening"]["threshold"])
+    rows = read_scores_csv(run / "scores.csv")
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == n_ok
+    for r in ok:
+        # the raw logit is kept; the score is sigmoid(logit / T) with the fitted T
+        old_p = float(before[r["site_id"]]["score"])
+        logit = float(r["logit"])
+        if 1e-6 < old_p < 1 - 1e-6:
+            assert logit == pytest.approx(manifest["model"]["meta"]["temperature"] * math.log(old_p / (1 - old_p)), abs=1e-3)
+        assert float(r["score"]) == pytest.approx(1 / (1 + math.exp(-logit / t)), abs=2e-6)
+        assert (r["flagged"] == "true") == (float(r["score"]) >= thr)
+        assert r["calibration"] == cal["tag"]
+    ranks = [int(r["rank"]) for r in ok]
+    assert ranks == sorted(ranks) == list(range(1, len(ok) + 1))
+    assert manifest["counts"]["flagged"] == sum(r["flagged"] == "true" for r in rows)
+    # the report says which calibration the scores carry; the reliability files exist and are hashed
+    report = (run / "report.html").read_text()
+    assert "this event&#x27;s verified sample" in report or "this event's verified sample" in report
+    assert (run / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (run / "calibration.txt").read_text()
+    assert "reliability AFTER" in text and "interval" in text and cal["labels"]["sha256"] in text
+    for name in ("calibration.txt", "calibration.json", "reliability.png", "scores.csv", "report.html"):
+        assert manifest["outputs"][name] == hashlib.sha256((run / name).read_bytes()).hexdigest()
+    assert main(["verify", str(run)]) == 0
+    # the review app's label
+    assert RunFolder(run).calibration_label().startswith(f"this event's verified sample ({cal['n']} sites")
+
+
+def test_calibrate_names_unknown_sites_and_says_how_many_labels_are_needed(run_copy, tmp_path, capsys):
+    scene, run = run_copy
+    labels = _site_labels(scene)
+    bad = _labels_csv(tmp_path / "bad.csv", labels + [{"site_id": "not-a-site", "damage": "destroyed"}])
+    assert main(["calibrate", str(run), "--labels", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "'not-a-site'" in err and "not in" in err
+    few = _labels_csv(tmp_path / "few.csv", [r for r in labels if r["damage"] == "no-damage"] + [r for r in labels if r["damage"] == "destroyed"][:3])
+    assert main(["calibrate", str(run), "--labels", str(few)]) == 1
+    err = capsys.readouterr().err
+    assert "calibration.min_positives" in err and "at least 8 damaged" in err and "label 5 more" in err
+    # nothing was rewritten by the failed calls
+    assert "calibration" not in json.loads((run / "manifest.json").read_text())
+    assert main(["calibrate", str(run)]) == 1
+    assert "no review store" in capsys.readouterr().err
+
+
+def test_calibrate_from_the_runs_verified_random_sample(run_copy, capsys):
+    from review.store import VerdictStore
+
+    scene, run = run_copy
+    truth = {r["site_id"]: r["damage"] for r in _site_labels(scene)}
+    store = VerdictStore.for_run(run)
+    for sid, damage in truth.items():
+        store.add_verdict(sid, "ana", damage)
+    assert main(["calibrate", str(run), "--set", "review.validation_size=50", "--set", "calibration.bootstrap=100"]) == 0
+    cal = json.loads((run / "manifest.json").read_text())["calibration"]
+    assert cal["labels"]["source"].startswith("review store, random validation sample")
+    assert cal["labels"]["sample_sites"] == 50 and cal["n"] == 50
+    assert len(cal["labels"]["verdict_chain_head"]) == 64
