@@ -340,3 +340,51 @@ class SeriesEvidenceSource:
 
     def close(self) -> None:
         self.cutter.close()
+
+
+@dataclass(frozen=True)
+class TimelineDate:
+    """One date of a site's timeline strip (report.html, the review app).
+
+    Attributes:
+        day: ISO date.
+        state: ``intact`` (up to ``last_intact``), ``damaged`` (from ``first_damaged``),
+            ``unchanged`` (a series without a bracket), ``outlier`` (left out by the fit) or
+            ``dropped`` (failed the quality gates; ``note`` says why).
+        bracket: this date is ``last_intact`` or ``first_damaged``.
+        note: the reason a date was dropped, or ``""``.
+    """
+
+    day: str
+    state: str
+    bracket: bool
+    note: str = ""
+
+
+def timeline_dates(row: Mapping[str, str]) -> list[TimelineDate]:
+    """The timeline of a ``scores.csv`` row of a series run (empty for a two-epoch run)."""
+    usable: set[str] = set()
+    for item in filter(None, (row.get("series_timeline") or "").split(";")):
+        span = item.rsplit(":", 1)[0]
+        if "/" in span:
+            usable.update(span.split("/"))
+    if not usable and row.get("series_reference"):
+        usable.add(row["series_reference"])
+    dropped: dict[str, str] = {}
+    for item in filter(None, (row.get("series_dropped") or "").split(";")):
+        day, _, reason = item.partition(":")
+        dropped[day] = reason
+    if not usable and not dropped:
+        return []
+    li, fd, outlier = row.get("last_intact") or "", row.get("first_damaged") or "", row.get("series_outlier") or ""
+    out = []
+    for day in sorted(usable | set(dropped)):
+        if day in dropped and day not in usable:
+            out.append(TimelineDate(day, "dropped", False, dropped[day]))
+        elif day == outlier:
+            out.append(TimelineDate(day, "outlier", False, "left out by the fit (differs from every other date)"))
+        elif not li:
+            out.append(TimelineDate(day, "unchanged", False))
+        else:
+            out.append(TimelineDate(day, "intact" if day <= li else "damaged", day in (li, fd)))
+    return out

@@ -134,3 +134,54 @@ def test_series_needs_two_dated_days(tiny_scene, tmp_path):
         run_detect(tiny_scene.sites, [], [], tmp_path / "one", progress=False, series=[tiny_scene.before])
     with pytest.raises(UsageError, match="not both"):
         run_detect(tiny_scene.sites, [tiny_scene.before], [], tmp_path / "both", progress=False, series=[tiny_scene.after])
+
+
+def test_timeline_dates_of_a_row():
+    from detect.series import timeline_dates
+
+    row = {
+        "series_timeline": "2023-01-01/2023-02-01:0.01;2023-02-01/2023-04-01:0.9;2023-01-01/2023-04-01:0.95",
+        "series_dropped": "2023-03-01:cloud",
+        "last_intact": "2023-02-01",
+        "first_damaged": "2023-04-01",
+        "series_outlier": "",
+        "series_reference": "2023-01-01",
+    }
+    got = [(d.day, d.state, d.bracket, d.note) for d in timeline_dates(row)]
+    assert got == [
+        ("2023-01-01", "intact", False, ""),
+        ("2023-02-01", "intact", True, ""),
+        ("2023-03-01", "dropped", False, "cloud"),
+        ("2023-04-01", "damaged", True, ""),
+    ]
+    assert timeline_dates({"score": "0.5"}) == []
+    row.update(last_intact="", first_damaged="", series_outlier="2023-02-01")
+    assert [d.state for d in timeline_dates(row)] == ["unchanged", "outlier", "dropped", "unchanged"]
+
+
+def test_synthetic_series_is_bracketed(tmp_path):
+    """Known answer: synth --series gives each damaged site's damage date; detect must bracket it."""
+    from detect.run import run_detect
+    from tiles.synth.config import SynthConfig
+    from tiles.synth.series import SeriesConfig, generate_series
+
+    synth = SynthConfig(sites=16, size_px=640, seed=5, max_sites_per_region=8, destroyed_fraction=0.4, major_fraction=0.0, minor_fraction=0.0)
+    generate_series(tmp_path / "ds", synth, SeriesConfig(dates=4))
+    cfg = DetectConfig(device="cpu", threads=1, chips_top_n=4, embeddings=False)
+    run = run_detect(tmp_path / "ds" / "sites.csv", [], [], tmp_path / "run", detect=cfg, progress=False, series=[tmp_path / "ds" / "series"])
+    with open(tmp_path / "ds" / "sites.csv", newline="", encoding="utf-8") as fh:
+        truth = {r["site_id"]: r for r in csv.DictReader(fh)}
+    rows = _scores_csv(run.run_dir)
+    destroyed = [s for s, t in truth.items() if t["damage"] == "destroyed"]
+    intact = [s for s, t in truth.items() if t["damage"] == "no-damage"]
+    good = [
+        s for s in destroyed
+        if rows[s]["last_intact"] and rows[s]["last_intact"] < truth[s]["damage_date"] <= rows[s]["first_damaged"]
+    ]
+    quiet = [s for s in intact if not rows[s]["last_intact"]]
+    assert len(good) >= 0.75 * len(destroyed), (len(good), len(destroyed))
+    assert len(quiet) >= 0.8 * len(intact), (len(quiet), len(intact))
+    # every region has a cloudy date: it is dropped (or left out as an outlier) somewhere
+    assert any("cloud" in r["series_dropped"] for r in rows.values())
+    html_text = (run.run_dir / "report.html").read_text(encoding="utf-8")
+    assert 'class="timeline"' in html_text and "bracket" in html_text
