@@ -68,9 +68,10 @@ class DetectConfig:
         series_max_reference_tries: dates tried as the common reference (oldest first) when
             too few dates pass the quality gates against the first one.
         series_max_cloud_fraction: a date whose cloud-like fraction against the reference
-            exceeds this is left out of the series (stricter than ``tiles.max_cloud_fraction``:
-            a partly clouded date looks like a change, and a series has other dates); None:
-            the tiles setting alone.
+            exceeds this while the neighbouring dates' do not (a passing cloud; rubble and dust
+            look cloud-like too but persist) is left out of a series of three or more usable
+            dates (stricter than ``tiles.max_cloud_fraction``: a partly clouded date looks like
+            a change); None: the tiles setting alone.
     """
 
     batch_size: int = 64

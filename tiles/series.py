@@ -32,7 +32,7 @@ from tiles.types import Pair, Site
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SeriesCatalog", "SeriesCutter", "SiteSeries", "SERIES_TOO_SHORT"]
+__all__ = ["SeriesCatalog", "SeriesCutter", "SiteSeries", "SERIES_TOO_SHORT", "drop_passing_clouds"]
 
 #: reason of a site with fewer than two usable dates whose pairs failed for different reasons.
 SERIES_TOO_SHORT = "series_too_short"
@@ -186,6 +186,40 @@ class SiteSeries:
         return Pair(site=self.site, meta=meta, image=image, valid=valid)
 
 
+def drop_passing_clouds(reference: int, pairs: dict[int, Pair], limit: float | None) -> dict[int, Pair]:
+    """Drop cloud-suspect days that no neighbouring usable day backs up.
+
+    A day whose cloud-like fraction against the reference exceeds ``limit`` is a suspect.
+    Rubble and dust look cloud-like too, but they persist: the next usable day is a suspect as
+    well. A cloud comes and goes. So a suspect whose previous and next usable days are not
+    suspects is dropped (``cloud``), and only while at least three days are usable (two days
+    are a plain before/after pair and keep the tiles rule).
+
+    Args:
+        reference: the reference day (index into the series' days).
+        pairs: ``{day: pair (reference, day)}`` of one site.
+        limit: the cloud-like fraction above which a day is a suspect (None: drop nothing).
+    """
+    ok = sorted(k for k, p in pairs.items() if p.ok)
+    if limit is None or len(ok) + 1 < 3:
+        return pairs
+    order = sorted([reference, *ok])
+    suspect = {k for k in ok if pairs[k].meta.cloud_fraction > limit}
+    out = dict(pairs)
+    for k in suspect:
+        i = order.index(k)
+        prev_s = i > 0 and order[i - 1] in suspect
+        next_s = i + 1 < len(order) and order[i + 1] in suspect
+        if not (prev_s or next_s):
+            p = pairs[k]
+            detail = (
+                f"cloud-like fraction {p.meta.cloud_fraction:.0%} against the reference (> "
+                f"detect.series_max_cloud_fraction {limit:g}) and not on the neighbouring dates: a passing cloud"
+            )
+            out[k] = replace(p, meta=replace(p.meta, status="cannot_assess", reason="cloud", detail=detail))
+    return out
+
+
 class SeriesCutter:
     """Cuts every site's series (one per process; holds open datasets, so close it).
 
@@ -195,9 +229,10 @@ class SeriesCutter:
         max_reference_tries: how many days are tried as the reference, oldest first, when too
             few days pass against the first covered one.
         max_cloud_fraction: a day whose cloud-like fraction against the reference exceeds this
-            is dropped (``cloud``), stricter than ``tiles.max_cloud_fraction`` for a pair: a
-            series has other days, and a partly clouded day looks like a change. None: the
-            tiles setting alone.
+            while its neighbouring days' do not is dropped (``cloud``; a passing cloud, where
+            rubble persists), stricter than ``tiles.max_cloud_fraction`` for a pair: a partly
+            clouded day looks like a change. Never below three usable days. None: the tiles
+            setting alone.
     """
 
     def __init__(
@@ -273,17 +308,7 @@ class SeriesCutter:
         return [r for r in results if r is not None]
 
     def _cut(self, r: int, k: int, sites: list[Site]) -> list[Pair]:
-        limit = self.max_cloud_fraction
-        out = []
-        for p in self._cut_pairs(r, k, sites):
-            if p.ok and limit is not None and p.meta.cloud_fraction > limit:
-                detail = (
-                    f"cloud-like fraction {p.meta.cloud_fraction:.0%} against the reference "
-                    f"(> detect.series_max_cloud_fraction {limit:g})"
-                )
-                p = replace(p, meta=replace(p.meta, status="cannot_assess", reason="cloud", detail=detail))
-            out.append(p)
-        return out
+        return self._cut_pairs(r, k, sites)
 
     def _cut_pairs(self, r: int, k: int, sites: list[Site]) -> list[Pair]:
         cutter = self._cutter(r, k)
@@ -307,6 +332,7 @@ class SeriesCutter:
             fail = Pair.cannot_assess(site, "outside_before_coverage", "no date of the series covers the site")
             return SiteSeries(site, (), (), 0, None, None, (), (), fail)
         _, r, pairs = found
+        pairs = drop_passing_clouds(r, pairs, self.max_cloud_fraction)
         ok = {k: p for k, p in pairs.items() if p.ok and p.image is not None and p.valid is not None}
         dropped = tuple(
             (days[k].day, p.meta.reason, p.meta.detail)

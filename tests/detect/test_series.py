@@ -185,3 +185,37 @@ def test_synthetic_series_is_bracketed(tmp_path):
     assert any("cloud" in r["series_dropped"] for r in rows.values())
     html_text = (run.run_dir / "report.html").read_text(encoding="utf-8")
     assert 'class="timeline"' in html_text and "bracket" in html_text
+    # the review app's site page shows the same strip, with the bracket dates
+    from fastapi.testclient import TestClient
+
+    from review.app import create_app
+    from review.config import ReviewConfig
+
+    client = TestClient(create_app(run.run_dir, ReviewConfig(rerank_every=0)))
+    client.get("/queue?reviewer=ann")
+    state = client.app.state.review
+    top = state.run.sites[state.queues.order("score")[0]]
+    page = client.get(f"/site/{top.index}").text
+    row = rows[top.site_id]
+    assert 'id="timeline"' in page and "tl-bracket" in page
+    assert f"<b>{row['last_intact']}</b> (last intact)" in page and f"<b>{row['first_damaged']}</b> (first damaged)" in page
+
+
+def test_passing_clouds_are_dropped_persistent_ones_kept():
+    from tiles.series import drop_passing_clouds
+    from tiles.types import Pair, PairMeta, Site
+
+    site = Site("s", 15.0, 45.0)
+
+    def pairs(clouds: dict[int, float]) -> dict[int, Pair]:
+        return {k: Pair(site, PairMeta("s", "ok", cloud_fraction=c)) for k, c in clouds.items()}
+
+    # reference 0; day 2 alone is cloud-like: a passing cloud
+    out = drop_passing_clouds(0, pairs({1: 0.0, 2: 0.2, 3: 0.01, 4: 0.0}), 0.05)
+    assert [k for k, p in out.items() if not p.ok] == [2] and out[2].meta.reason == "cloud"
+    # days 3 and 4 cloud-like (rubble that stays): kept; the last day alone: dropped
+    assert all(p.ok for p in drop_passing_clouds(0, pairs({1: 0.0, 2: 0.0, 3: 0.2, 4: 0.3}), 0.05).values())
+    assert not drop_passing_clouds(0, pairs({1: 0.0, 2: 0.0, 3: 0.3}), 0.05)[3].ok
+    # two days (one pair) keep the tiles rule; no limit drops nothing
+    assert drop_passing_clouds(0, pairs({1: 0.4}), 0.05)[1].ok
+    assert all(p.ok for p in drop_passing_clouds(0, pairs({1: 0.0, 2: 0.4, 3: 0.0}), None).values())
