@@ -247,6 +247,10 @@ class SeriesCutter:
         self.config = TilesConfig() if config is None else config
         # incident windows choose scenes around an event; a series looks at every date
         if self.config.incident_window is not None:
+            log.warning(
+                "tiles.incident_window %s is not used with --series: every date is scored and the change bracketed",
+                self.config.incident_window,
+            )
             self.config = replace(self.config, incident_window=None)
         self.max_reference_tries = max(1, max_reference_tries)
         self.max_cloud_fraction = max_cloud_fraction

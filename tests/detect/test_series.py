@@ -219,3 +219,24 @@ def test_passing_clouds_are_dropped_persistent_ones_kept():
     # two days (one pair) keep the tiles rule; no limit drops nothing
     assert drop_passing_clouds(0, pairs({1: 0.4}), 0.05)[1].ok
     assert all(p.ok for p in drop_passing_clouds(0, pairs({1: 0.0, 2: 0.4, 3: 0.0}), None).values())
+
+
+def test_series_cli(tiny_scene, tmp_path, capsys):
+    from sitewatch.cli import main
+
+    out = tmp_path / "run"
+    argv = ["detect", "--sites", str(tiny_scene.sites), "--series", str(tiny_scene.before), str(tiny_scene.after),
+            "--out", str(out), "--chips", "0", "--set", "detect.series_pair_span=1"]
+    assert main(argv) == 0
+    rows = _scores_csv(out)
+    assert len(rows) == tiny_scene.n_sites and all(r["series_dates"] == "2" for r in rows.values())
+    capsys.readouterr()
+    base = ["detect", "--sites", str(tiny_scene.sites), "--out", str(tmp_path / "x")]
+    assert main([*base, "--before", str(tiny_scene.before)]) == 2
+    assert "--series" in capsys.readouterr().err
+    assert main([*base, "--series", str(tiny_scene.before), "--after", str(tiny_scene.after)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main([*base, "--series", str(tiny_scene.before), str(tiny_scene.after), "--set", "detect.series_eps=0.7"]) == 2
+    assert "detect.series_eps" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "s"), "--series", "2"]) == 2
+    assert "series.dates" in capsys.readouterr().err
