@@ -57,6 +57,9 @@ QUALITY_FIELDS: dict[str, tuple[str, Any]] = {
     "cloud_fraction": ("cloud-like pixels", _percent),
     "blank_fraction": ("blank pixels", _percent),
     "normalisation": ("radiometric matching", str),
+    "series_dates": ("usable dates in the series", str),
+    "bracket_score": ("score of the bracketing pair", str),
+    "series_outlier": ("date left out as an outlier", str),
     "detail": ("details", str),
 }
 #: the columns of :data:`QUALITY_FIELDS`, in order.
@@ -73,6 +76,11 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em;te
 code{background:#f4f4f4;padding:0 .2em}
 .quality{display:flex;flex-wrap:wrap;gap:.2em 1.2em;margin:.4em 0 0;font-size:.9em}
 .quality div{display:flex;gap:.4em}.quality dt{color:#666}.quality dd{margin:0}
+.timeline{display:flex;gap:3px;margin:.4em 0;align-items:center;flex-wrap:wrap}
+.timeline span{font-size:.8em;padding:.15em .4em;border-radius:3px;border:2px solid transparent}
+.timeline .intact{background:#d8efd8}.timeline .damaged{background:#f6d0d0}.timeline .unchanged{background:#e3e9f3}
+.timeline .outlier{background:#fbe7b8}.timeline .dropped{background:#eee;color:#888;text-decoration:line-through}
+.timeline .bracket{border-color:#b00;font-weight:bold}
 """
 
 
@@ -139,6 +147,26 @@ def _map_link(row: Mapping[str, str]) -> str:
     return f'<a href="{_e(url)}" target="_blank" rel="noopener noreferrer">map ({lat:.5f}, {lon:.5f})</a>'
 
 
+def timeline_strip(row: Mapping[str, str]) -> str:
+    """A series site's dates as chips, the bracket (last intact, first damaged) outlined; ``""``
+    for a two-epoch run."""
+    from detect.series import timeline_dates
+
+    dates = timeline_dates(row)
+    if not dates:
+        return ""
+    chips = "".join(
+        f'<span class="{d.state}{" bracket" if d.bracket else ""}" title="{_e(d.state + (": " + d.note if d.note else ""))}">'
+        f"{_e(d.day)}</span>"
+        for d in dates
+    )
+    if row.get("last_intact"):
+        text = f"changed between {_e(row['last_intact'])} and {_e(row['first_damaged'])}"
+    else:
+        text = "no change bracketed"
+    return f'<div class="timeline" aria-label="timeline">{chips}<span class="muted">{text}</span></div>'
+
+
 def _site_block(row: Mapping[str, str]) -> str:
     title = _e(row["site_id"])
     if row.get("name"):
@@ -173,7 +201,7 @@ def _site_block(row: Mapping[str, str]) -> str:
     return (
         f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
         f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
-        f"{chips}{parts_lines}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
+        f"{chips}{parts_lines}{timeline_strip(row)}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
     )
 
 
