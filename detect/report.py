@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from detect.outputs import write_bytes_atomic
 from detect.ranking import OperatingPoint
 
-def _num(text: str) -> float:
+def _float_or_nan(text: str) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -26,12 +26,12 @@ def _num(text: str) -> float:
 
 
 def _metres(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{v:.2f} m" if math.isfinite(v) else text
 
 
 def _percent(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{100 * v:.1f} %" if math.isfinite(v) else text
 
 
@@ -40,7 +40,7 @@ def _yes_no(text: str) -> str:
 
 
 def _confidence(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{v:.2f} (0–1)" if math.isfinite(v) else text
 
 
@@ -183,6 +183,12 @@ def _site_block(row: Mapping[str, str]) -> str:
         ) + "</div>"
     else:
         chips = '<p class="muted">no chip written for this site (raise detect.chips_top_n)</p>'
+    from detect.parts import parts_overlay_html
+
+    parts_figure, parts_lines = parts_overlay_html(row)
+    if parts_figure and chips.startswith('<div class="chips">'):
+        chips = chips[: -len("</div>")] + parts_figure + "</div>"
+
     def when(text: str | None) -> str:
         return (text or "unknown").replace("T", " ").replace("Z", " UTC").replace("+00:00", " UTC")
 
@@ -195,7 +201,7 @@ def _site_block(row: Mapping[str, str]) -> str:
     return (
         f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
         f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
-        f"{chips}{timeline_strip(row)}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
+        f"{chips}{parts_lines}{timeline_strip(row)}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
     )
 
 
