@@ -199,6 +199,13 @@ def test_synthetic_series_is_bracketed(tmp_path):
     row = rows[top.site_id]
     assert 'id="timeline"' in page and "tl-bracket" in page
     assert f"<b>{row['last_intact']}</b> (last intact)" in page and f"<b>{row['first_damaged']}</b> (first damaged)" in page
+    # a verdict records which dates the reviewer judged (the evidence pair shown)
+    csrf = client.cookies.get("sw_csrf")
+    r = client.post(f"/site/{top.index}/verdict", data={"verdict": "destroyed", "csrf": csrf}, headers={"accept": "application/json"})
+    assert r.json()["ok"]
+    entry = [a for a in state.store.audit() if a["site_id"] == top.site_id][-1]
+    assert entry["detail"]["judged_dates"] == f"{row['before_time'][:10]}/{row['after_time'][:10]}"
+    assert entry["detail"]["judged_dates"] == f"{row['last_intact']}/{row['first_damaged']}"
 
 
 def test_passing_clouds_are_dropped_persistent_ones_kept():
