@@ -36,15 +36,26 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from detect.runfolder import format_number, read_scores_csv, score_columns, write_bytes_atomic, write_scores_csv, write_scores_geojson
+from detect.gis import GPKG_NAME, rewrite_gis_files
 from detect.provenance import MANIFEST_NAME, hash_outputs
-from detect.runfolder import Manifest, read_manifest, write_manifest
+from detect.runfolder import (
+    Manifest,
+    format_number,
+    read_manifest,
+    read_scores_csv,
+    score_columns,
+    write_bytes_atomic,
+    write_manifest,
+    write_scores_csv,
+    write_scores_geojson,
+)
 from detect.ranking import OperatingPoint, rank_rows
 from detect.report import summarise_rows, write_report
 from models.calibration import FittedCalibration, fit_calibration, sigmoid
 from models.config import CalibrationConfig
 from sitewatch.errors import InputError, RunFolderError
 from sitewatch.hashing import sha256_file
+from tiles.formula_injection import restore_formula
 from tiles.types import DAMAGE_CLASSES, damage_to_label
 
 log = logging.getLogger(__name__)
@@ -97,7 +108,8 @@ def read_labels_csv(path: str | Path) -> EventLabels:
         if "site_id" not in cols or not ({"damage", "label"} & set(cols)):
             raise InputError(f"{path}: needs a site_id column and a damage (xBD scale) or label (0/1) column; found {', '.join(cols) or 'no header'}")
         for line, row in enumerate(reader, start=2):
-            sid = (row.get("site_id") or "").strip()
+            # ids as the run has them (review export writes formula-like ids with a leading ')
+            sid = restore_formula((row.get("site_id") or "").strip())
             if not sid:
                 raise InputError(f"{path}, row {line}: empty site_id")
             value = (row.get("damage") or "").strip()
@@ -154,6 +166,7 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
     columns = score_columns(state.rows)
     write_scores_csv(run_dir / "scores.csv", state.rows, columns)
     write_scores_geojson(run_dir / "scores.geojson", state.rows, columns)
+    gis = rewrite_gis_files(run_dir, threshold=state.operating_point.threshold) if (run_dir / GPKG_NAME).is_file() else []
     manifest = state.manifest
     detect_cfg = manifest.config.values.get("detect", {})
     summary = summarise_rows(state.rows, int(detect_cfg.get("report_max_sites", 200)))
@@ -164,7 +177,7 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
         run_info={"sites_file": manifest.inputs.sites.path, "before": len(manifest.inputs.before), "after": len(manifest.inputs.after)},
         calibration=calibration,
     )
-    files = sorted(set(manifest.outputs) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html"})
+    files = sorted(set(manifest.outputs) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html", *gis})
     manifest = replace(
         manifest,
         calibration=dict(calibration),

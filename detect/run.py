@@ -276,12 +276,14 @@ class RunInputs:
         sites: the sites file (CSV or GeoJSON).
         before, after: GeoTIFF files, folders or globs of each epoch.
         model: a model folder or ``"default"`` (the bundled model).
+        series: an image series instead of ``before``/``after`` (:mod:`detect.series`).
     """
 
     sites: Path
     before: tuple[str | Path, ...]
     after: tuple[str | Path, ...]
     model: str | Path = "default"
+    series: tuple[str | Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,7 @@ class PreparedRun:
 
     Attributes:
         windows: the parts-and-context step (:class:`detect.parts.SiteWindows`), or None.
+        series_cat: the image series (:class:`tiles.series.SeriesCatalog`), or None.
     """
 
     inputs: RunInputs
@@ -301,12 +304,32 @@ class PreparedRun:
     scorer: Any
     operating_point: OperatingPoint
     windows: Any
+    series_cat: Any = None
 
     def make_cutter(self) -> Any:
-        """A new :class:`tiles.cut.PairCutter` over the run's catalogues (the caller closes it)."""
+        """A new :class:`tiles.cut.PairCutter` over the run's catalogues, or a
+        :class:`tiles.series.SeriesCutter` over its series (the caller closes it)."""
+        if self.series_cat is not None:
+            from tiles.series import SeriesCutter
+
+            cfg = self.detect
+            return SeriesCutter(
+                self.series_cat,
+                self.tiles,
+                max_reference_tries=cfg.series_max_reference_tries,
+                max_cloud_fraction=cfg.series_max_cloud_fraction,
+            )
         from tiles.cut import PairCutter
 
         return PairCutter(self.before, self.after, self.tiles)
+
+    def make_chip_source(self) -> Any:
+        """What cuts (and, for a series, scores) the sites whose chips were not kept while scoring."""
+        if self.series_cat is None:
+            return self.make_cutter()
+        from detect.series import SeriesEvidenceSource
+
+        return SeriesEvidenceSource(self.make_cutter(), self.scorer, self.detect, self.detect.score_decimals)
 
 
 @dataclass(frozen=True)
@@ -336,6 +359,20 @@ class RunPlan:
         return [b for b in self.batches if b.index not in self.done]
 
 
+def _series_manifest(series_cat: Any, cfg: DetectConfig) -> dict[str, Any]:
+    """The manifest's ``series`` section: the days and the scenes of each, and the fit settings."""
+    return {
+        "days": [{"day": d.day.isoformat(), "scenes": [s.scene_id for s in d.before.scenes]} for d in series_cat.days],
+        "fit": {
+            k: getattr(cfg, k)
+            for k in (
+                "series_pair_span", "series_min_llr", "series_eps", "series_outlier_penalty",
+                "series_max_reference_tries", "series_max_cloud_fraction",
+            )
+        },
+    }
+
+
 def _site_windows(tiles: TilesConfig, cfg: DetectConfig, operating_point: OperatingPoint) -> Any:
     """The parts-and-context step (:mod:`detect.parts`), or None when both are off."""
     from detect.parts import SiteWindows
@@ -360,15 +397,23 @@ def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> 
     sites = read_sites(inputs.sites)
     if not sites:
         raise InputError(f"{inputs.sites}: no sites to score")
-    before = RasterCatalog.from_paths(list(inputs.before), epoch="before")
-    after = RasterCatalog.from_paths(list(inputs.after), epoch="after")
+    series_cat = None
+    if inputs.series:
+        from tiles.series import SeriesCatalog
+
+        series_cat = SeriesCatalog.from_paths(list(inputs.series))
+        before = RasterCatalog(series_cat.scenes, epoch="before", skipped=series_cat.skipped)
+        after = RasterCatalog(series_cat.scenes, epoch="after")
+    else:
+        before = RasterCatalog.from_paths(list(inputs.before), epoch="before")
+        after = RasterCatalog.from_paths(list(inputs.after), epoch="after")
     scorer = Scorer(
         inputs.model, device=detect.device, tta=detect.tta, threads=inference_threads(detect.threads), batch_size=detect.batch_size
     )
     _check_model_fits(scorer.meta, tiles)
     operating_point = resolve_operating_point(detect.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
     windows = _site_windows(tiles, detect, operating_point)
-    return PreparedRun(inputs, tiles, detect, sites, before, after, scorer, operating_point, windows)
+    return PreparedRun(inputs, tiles, detect, sites, before, after, scorer, operating_point, windows, series_cat)
 
 
 def fingerprint_run(run: PreparedRun) -> RunIdentity:
@@ -388,6 +433,8 @@ def fingerprint_run(run: PreparedRun) -> RunIdentity:
         "config": sha256_text(json.dumps(_fingerprint_config(run.tiles, run.detect), sort_keys=True)),
         "software": f"sitewatch {__version__}",
     }
+    if run.series_cat is not None:
+        components["series"] = sha256_text(json.dumps([d.day.isoformat() for d in run.series_cat.days]))
     return RunIdentity(
         sites_sha256=sites_sha,
         before=tuple(RasterInput.from_json(e) for e in before),
@@ -464,7 +511,13 @@ def score_run(
     )
     try:
         with writer:
-            if client is not None:
+            if run.series_cat is not None:
+                from detect.series import score_series_batches
+
+                records = score_series_batches(
+                    run.sites, plan.todo, run.make_cutter, run.scorer, cfg=cfg, decimals=cfg.score_decimals, chip_cache=chip_cache
+                )
+            elif client is not None:
                 from detect.cluster import WorkerSpec, score_batches_dask
 
                 spec = WorkerSpec(
@@ -601,7 +654,7 @@ def rank_and_write(
         by_id = {s.site_id: s for s in run.sites}
         shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
         chips = write_site_chips(
-            [by_id[sid] for sid in wanted], run_dir, run.make_cutter, run.scorer, cached=chip_images, batch_size=min(cfg.batch_size, 32)
+            [by_id[sid] for sid in wanted], run_dir, run.make_chip_source, run.scorer, cached=chip_images, batch_size=min(cfg.batch_size, 32)
         )
         collector, per_site = _write_ranked(run, run_dir, spool, chips)
     finally:
@@ -658,6 +711,7 @@ def rank_and_write(
         counts=Counts(sites=len(per_site), ok=n_ok, cannot_assess=len(per_site) - n_ok, flagged=report.flagged),
         per_site=tuple(per_site),
         outputs=hash_outputs(run_dir, written),
+        series=_series_manifest(run.series_cat, cfg) if run.series_cat is not None else None,
     )
     (run_dir / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature of an earlier manifest is void
     write_manifest(run_dir, manifest)
@@ -680,6 +734,7 @@ def run_detect(
     dask_address: str | None = None,
     dask_processes: bool = True,
     progress: bool | None = None,
+    series: Sequence[str | Path] | None = None,
 ) -> RunSummary:
     """Score every site and write the run folder (resuming an interrupted run in ``out``).
 
@@ -695,6 +750,9 @@ def run_detect(
         dask_address: score on an existing Dask cluster (``tcp://HOST:PORT``).
         dask_processes: LocalCluster workers as processes (False: threads in this process).
         progress: show a progress bar (None: automatic, on for terminals).
+        series: an image series instead of ``before``/``after`` (which must then be empty):
+            dated GeoTIFF files, folders, globs or STAC files; every site is scored across its
+            usable dates and its change bracketed (:mod:`detect.series`). Local runs only.
 
     Raises:
         InputError: the sites file cannot be used.
@@ -711,7 +769,12 @@ def run_detect(
     run_dir = Path(out)
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
-    prepared = prepare_run(RunInputs(Path(sites), tuple(before), tuple(after), model), tiles, cfg)
+    if series and (before or after):
+        raise UsageError("--series: give either --series or --before/--after, not both")
+    if series and (workers or dask_address):
+        raise UsageError("--series: image series are scored locally; drop --workers/--dask")
+    inputs = RunInputs(Path(sites), tuple(before), tuple(after), model, tuple(series or ()))
+    prepared = prepare_run(inputs, tiles, cfg)
 
     with ExitStack() as stack:
         client = None

@@ -83,6 +83,8 @@ PART_COLUMNS = (
     "parts_stride_m",
     "parts_coarsened",
     "part_scores",
+    "part_centres_m",
+    "part_size_m",
     "context",
     "context_assessed",
     "context_damage",
@@ -669,6 +671,8 @@ class Manifest:
             only these).
         calibration: where the scores' calibration came from when ``sitewatch calibrate``
             refitted it on this event (:mod:`detect.recalibrate` owns its fields), else None.
+        series: the days of an image-series run and the fit settings (:mod:`detect.series`
+            owns its fields), else None.
         format_version: :data:`FORMAT_VERSION` of the file.
     """
 
@@ -687,6 +691,7 @@ class Manifest:
     per_site: tuple[PerSite, ...]
     outputs: Mapping[str, str]
     calibration: Mapping[str, Any] | None = None
+    series: Mapping[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def rasters(self, epoch: str) -> list[Path]:
@@ -724,6 +729,7 @@ class Manifest:
             "per_site": [[getattr(p, c) for c in PER_SITE_COLUMNS] for p in self.per_site],
             "outputs": dict(self.outputs),
             **({} if self.calibration is None else {"calibration": dict(self.calibration)}),
+            **({} if self.series is None else {"series": dict(self.series)}),
         }
 
     @classmethod
@@ -791,6 +797,7 @@ class Manifest:
                 per_site=tuple(PerSite(*(str(v) for v in values)) for values in get.list("per_site")),
                 outputs={str(k): str(v) for k, v in get.obj("outputs").items()},
                 calibration=dict(data["calibration"]) if isinstance(data.get("calibration"), dict) else None,
+                series=dict(data["series"]) if isinstance(data.get("series"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RunFolderError(f"{where}: a section is incomplete or mistyped ({type(exc).__name__}: {exc})") from None

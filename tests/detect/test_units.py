@@ -255,7 +255,7 @@ def test_top_chip_cache_keeps_the_best_in_scores_csv_order():
     assert len(everything.images()) == 5
 
 
-def test_score_pairs_isolates_empty_chips_and_mixed_shapes():
+def test_score_batch_isolates_empty_chips_and_mixed_shapes():
     """Pairs of two sizes are scored in separate groups by the real default model; NaN chips
     become cannot_assess; other statuses pass through unscored."""
     from detect.pipeline import EMPTY_CHIP, score_batch
