@@ -63,6 +63,8 @@ MANIFEST_FORMAT = "sitewatch-run"
 #: same sections and is read as is.
 FORMAT_VERSION = 2
 _LEGACY_FORMAT_V1 = "sitewatch-run/1"
+#: every ``format`` value a run manifest may carry (the current one first).
+KNOWN_FORMATS = (MANIFEST_FORMAT, _LEGACY_FORMAT_V1)
 
 #: the leading columns of ``scores.csv``, in order.
 LEADING_COLUMNS = ("site_id", "lon", "lat", "score", "rank", "status", "reason", "flagged")
@@ -673,7 +675,8 @@ class Manifest:
             refitted it on this event (:mod:`detect.recalibrate` owns its fields), else None.
         series: the days of an image-series run and the fit settings (:mod:`detect.series`
             owns its fields), else None.
-        format_version: :data:`FORMAT_VERSION` of the file.
+        format_version: the version the file was read with (:data:`FORMAT_VERSION` when made
+            here; the writer always writes the current version).
     """
 
     sitewatch_version: str
@@ -704,7 +707,7 @@ class Manifest:
         inputs = self.inputs
         return {
             "format": MANIFEST_FORMAT,
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,  # the sections written are always the current ones
             "sitewatch_version": self.sitewatch_version,
             "run_fingerprint": self.run_fingerprint,
             "fingerprint_components": dict(self.fingerprint_components),
@@ -769,7 +772,7 @@ class Manifest:
             raise RunFolderError(f"{where}: per_site_columns {columns!r}, expected {list(PER_SITE_COLUMNS)!r}")
         try:
             return cls(
-                format_version=FORMAT_VERSION,
+                format_version=version,
                 sitewatch_version=get.str("sitewatch_version"),
                 run_fingerprint=get.str("run_fingerprint"),
                 fingerprint_components={str(k): str(v) for k, v in get.obj("fingerprint_components").items()},

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from detect.config import PRESENTATION_KEYS
-from detect.runfolder import CHIP_COLUMNS, FORMAT_VERSION, PER_SITE_COLUMNS, Manifest, read_scores_csv
+from detect.runfolder import CHIP_COLUMNS, FORMAT_VERSION, KNOWN_FORMATS, PER_SITE_COLUMNS, Manifest, read_scores_csv
 from detect.provenance import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -169,7 +169,8 @@ def check_structure(manifest: Mapping[str, Any], checks: _Checks) -> _Recorded:
     rec = _Recorded()
     fmt = _get(checks, manifest, "format", str)
     if fmt is not None:
-        checks.equal("format", "format", MANIFEST_FORMAT, fmt)
+        if fmt not in KNOWN_FORMATS:  # version-1 runs ("sitewatch-run/1") verify as they are
+            checks.equal("format", "format", MANIFEST_FORMAT, fmt)
         if fmt == MANIFEST_FORMAT:
             checks.equal("format_version", "format_version", FORMAT_VERSION, manifest.get("format_version"))
     try:  # the contract's own reader: every section there and of its type
