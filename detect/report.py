@@ -292,8 +292,8 @@ def render_report(
         out.append("<h2>Calibration on this event</h2>")
         out.append(
             f"<p>Temperature {float(calibration.get('temperature', 1.0)):.3f} (was {float(calibration.get('previous_temperature', 1.0)):.3f}); "
-            f"expected calibration error on the held-out labelled sites {_num(calibration.get('ece_before'))} before, "
-            f"{_num(calibration.get('ece'))} after. Reliability with confidence intervals: "
+            f"expected calibration error on the held-out labelled sites {_figure(calibration.get('ece_before'))} before, "
+            f"{_figure(calibration.get('ece'))} after. Reliability with confidence intervals: "
             '<a href="calibration.txt">calibration.txt</a>.</p><img src="reliability.png" alt="reliability diagram" width="420" height="420">'
         )
     out.append("<h2>Score histogram</h2>")
@@ -310,7 +310,7 @@ def render_report(
     return "\n".join(out) + "\n"
 
 
-def _num(value: Any) -> str:
+def _figure(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.3f}"
 
 

@@ -315,7 +315,14 @@ def check_consistency(run_dir: Path, manifest: Mapping[str, Any], checks: _Check
 
     # the operating point, re-derived from the config and the model's calibration
     spec = detect_values.get("operating_point")
-    if isinstance(spec, str) and op:
+    calibration = manifest.get("calibration") if isinstance(manifest.get("calibration"), dict) else {}
+    if calibration.get("kind") == "event" and op:
+        # refitted by `sitewatch calibrate` on this event's labels: the threshold is the refit's
+        points = calibration.get("operating_points") if isinstance(calibration.get("operating_points"), dict) else {}
+        point = points.get(op.get("name")) if isinstance(points.get(op.get("name")), dict) else None
+        if checks.true("calibration.operating_points", point is not None, f"holds no operating point {op.get('name')!r}"):
+            checks.equal("operating_point.threshold", f"threshold of {op.get('name')!r} in calibration", point.get("threshold"), op.get("threshold"))
+    elif isinstance(spec, str) and op:
         try:
             expected_op = resolve_operating_point(spec, dict(meta.get("operating_points") or {}))
         except (SitewatchError, TypeError, ValueError) as exc:
