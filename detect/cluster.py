@@ -105,13 +105,12 @@ def score_batch_task(
     """
     cutter = _cutter_for(spec, before, after)
     pairs = cut_batch(cutter, sites)
-    extra = spec.windows.cut(cutter, sites) if spec.windows is not None else None
     scorer = _scorer_for(spec)
     with _SCORE_LOCK:
         record = score_pairs(batch.index, pairs, scorer, decimals=spec.decimals)
-        if spec.windows is not None:
-            record = spec.windows.score(record, extra, scorer, decimals=spec.decimals)
-        return record
+    if spec.windows is not None:
+        record = spec.windows.score(record, sites, cutter, scorer, decimals=spec.decimals, lock=_SCORE_LOCK)
+    return record
 
 
 @contextmanager

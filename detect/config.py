@@ -57,6 +57,21 @@ class DetectConfig:
             share of its assessed context chips is flagged.
         context_min_assessed: fewer assessed context chips than this leave ``targeted`` empty
             (cannot tell).
+        series_pair_span: with ``--series``, pairs of usable dates up to this many dates apart
+            are scored (1: consecutive pairs only; 2 also skips one date, which lets the fit
+            tell one bad date from a change). See :mod:`detect.series`.
+        series_min_llr: a bracket needs the best change hypothesis to beat no change by this
+            many nats.
+        series_eps: the fit's predicted probability of a change-looking pair that does not
+            straddle the change (``1 - eps`` for one that does).
+        series_outlier_penalty: cost in nats of leaving one date out as an outlier.
+        series_max_reference_tries: dates tried as the common reference (oldest first) when
+            too few dates pass the quality gates against the first one.
+        series_max_cloud_fraction: a date whose cloud-like fraction against the reference
+            exceeds this while the neighbouring dates' do not (a passing cloud; rubble and dust
+            look cloud-like too but persist) is left out of a series of three or more usable
+            dates (stricter than ``tiles.max_cloud_fraction``: a partly clouded date looks like
+            a change); None: the tiles setting alone.
     """
 
     batch_size: int = 64
@@ -77,6 +92,12 @@ class DetectConfig:
     parts_aggregate: Literal["max", "noisy_or"] = "max"
     targeted_max_context_damage: float = 0.25
     context_min_assessed: int = 4
+    series_pair_span: int = 2
+    series_min_llr: float = 1.0
+    series_eps: float = 0.05
+    series_outlier_penalty: float = 1.0
+    series_max_reference_tries: int = 3
+    series_max_cloud_fraction: float | None = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.targeted_max_context_damage <= 1.0:
@@ -105,3 +126,24 @@ class DetectConfig:
             raise ValueError("score_decimals must be between 2 and 12")
         if not self.operating_point.strip():
             raise ValueError("operating_point must name an operating point or give a probability")
+        from sitewatch.errors import ConfigError
+
+        if self.series_pair_span < 1:
+            raise ConfigError(f"detect.series_pair_span: must be at least 1, got {self.series_pair_span}", setting="detect.series_pair_span")
+        if not 0.0 < self.series_eps < 0.5:
+            raise ConfigError(f"detect.series_eps: must be between 0 and 0.5, got {self.series_eps:g}", setting="detect.series_eps")
+        if self.series_outlier_penalty < 0:
+            raise ConfigError(
+                f"detect.series_outlier_penalty: must not be negative (nats), got {self.series_outlier_penalty:g}",
+                setting="detect.series_outlier_penalty",
+            )
+        if self.series_max_cloud_fraction is not None and not 0.0 <= self.series_max_cloud_fraction <= 1.0:
+            raise ConfigError(
+                f"detect.series_max_cloud_fraction: must be between 0 and 1, got {self.series_max_cloud_fraction:g}",
+                setting="detect.series_max_cloud_fraction",
+            )
+        if self.series_max_reference_tries < 1:
+            raise ConfigError(
+                f"detect.series_max_reference_tries: must be at least 1, got {self.series_max_reference_tries}",
+                setting="detect.series_max_reference_tries",
+            )

@@ -102,6 +102,16 @@ def _float(text: str | None) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def _reals(values: Sequence[str]) -> np.ndarray:
+    """Float64 array of text values (NaN for empty, unparsable or infinite ones)."""
+    try:  # numpy parses the whole column at C speed; any odd value falls back to one by one
+        array = np.array([v or "nan" for v in values], dtype=np.str_).astype(np.float64)
+    except ValueError:
+        return np.array([_float(v) for v in values], dtype=np.float64)
+    array[~np.isfinite(array)] = np.nan
+    return array
+
+
 def _has_coordinates(row: Mapping[str, str]) -> bool:
     lon, lat = _float(row.get("lon")), _float(row.get("lat"))
     return math.isfinite(lon) and math.isfinite(lat) and -180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0
@@ -163,7 +173,7 @@ def _fields(rows: Sequence[Mapping[str, str]], columns: Sequence[str], threshold
     for column in columns:
         values = [row.get(column, "") or "" for row in rows]
         if column in REAL_COLUMNS:
-            array = np.array([_float(v) for v in values], dtype=np.float64)
+            array = _reals(values)
             mask = None  # NaN is written as null
         elif column == "rank":
             ranks = [int(v) if v.strip().isdigit() else 0 for v in values]
@@ -271,7 +281,7 @@ def write_gpkg(
         rows: ``scores.csv`` rows (text values), in rank order.
         columns: the ``scores.csv`` columns (become the fields).
         threshold: the run's operating threshold (for the score bands).
-        footprints: ``{site_id: GeoJSON Polygon/MultiPolygon}`` of the sites that had one.
+        footprints: ``{site_id: GeoJSON Polygon/MultiPolygon, or its WKB}`` of the sites that had one.
     """
     import pyogrio
     from pyogrio.raw import write
@@ -294,7 +304,7 @@ def write_gpkg(
             shaped = []
             for r in rows:
                 shape = (footprints or {}).get(r.get("site_id", ""))
-                wkb = _wkb_multipolygon(shape) if shape is not None else None
+                wkb = shape if isinstance(shape, bytes) else _wkb_multipolygon(shape) if shape is not None else None
                 if wkb is not None:
                     shaped.append((r, wkb))
             if shaped:
@@ -420,11 +430,33 @@ def write_gis_files(
     """
     import csv
 
+    from tiles.formula_injection import restore_formula
+
     source = scores_csv or run_dir / "scores.csv"
     with open(source, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = list(reader.fieldnames or [])
-        rows = list(reader)
+        # the run's own text, not the quotes scores.csv puts before formula-like cells
+        rows = [{k: restore_formula(v or "") for k, v in row.items()} for row in reader]
     write_gpkg(run_dir / GPKG_NAME, rows, columns, threshold=threshold, footprints=footprints)
     write_kml(run_dir / KML_NAME, rows, threshold=threshold, title="sitewatch scores")
     return list(GIS_FILES)
+
+
+def recorded_footprints(path: Path) -> dict[str, bytes]:
+    """``{site_id: WKB}`` of the ``footprints`` layer of an existing ``scores.gpkg`` ({} if none)."""
+    import pyogrio
+    from pyogrio.raw import read
+
+    if not path.is_file():
+        return {}
+    if "footprints" not in {str(name) for name, _ in pyogrio.list_layers(path)}:
+        return {}
+    meta, _, geometry, fields = read(path, layer="footprints", columns=["site_id"])
+    return {str(sid): bytes(wkb) for sid, wkb in zip(fields[0], geometry) if wkb is not None}
+
+
+def rewrite_gis_files(run_dir: Path, *, threshold: float) -> list[str]:
+    """Write ``scores.gpkg``/``scores.kml`` again from the run's (rewritten) ``scores.csv``,
+    keeping the footprints the earlier ``scores.gpkg`` held (e.g. after ``sitewatch calibrate``)."""
+    return write_gis_files(run_dir, threshold=threshold, footprints=recorded_footprints(run_dir / GPKG_NAME))

@@ -25,7 +25,9 @@ Columns added to a facility's row (empty strings when not applicable):
 * ``window_score``: the single-window score of the whole site (what ``score`` was before).
 * ``score_source``: ``parts`` (``score`` aggregates the parts) or ``window``.
 * ``part_scores``: ``p00=0.123456;p01=cloud;...`` (the score, or the reason a part was not
-  assessed), in plan order, for the report's outlines.
+  assessed), in plan order; ``part_centres_m``: ``east,north`` of each part's centre in metres
+  from the site's point, same order, and ``part_size_m`` their side (the report outlines the
+  parts on the site's chip).
 * ``context``, ``context_assessed``, ``context_damage``: ring chips planned, assessed, and the
   share of the assessed ones flagged.
 * ``targeted``: ``true`` when the site is flagged and at most ``detect.targeted_max_context_damage``
@@ -36,8 +38,9 @@ Columns added to a facility's row (empty strings when not applicable):
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -47,12 +50,11 @@ from detect.journal import BatchRecord
 from detect.outputs import format_number
 from tiles.config import TilesConfig
 from tiles.parts import SitePlan, needs_parts, plan_site, site_extent
-from tiles.types import Pair, Site
+from tiles.types import Site
 
 __all__ = [
     "PART_COLUMNS",
     "SiteWindows",
-    "WindowCut",
     "aggregate_parts",
     "is_facility",
     "summarise_site",
@@ -70,6 +72,8 @@ PART_COLUMNS = (
     "parts_stride_m",
     "parts_coarsened",
     "part_scores",
+    "part_centres_m",
+    "part_size_m",
     "context",
     "context_assessed",
     "context_damage",
@@ -109,14 +113,6 @@ def is_facility(site: Site, tiles: TilesConfig) -> bool:
 
 
 @dataclass(frozen=True)
-class WindowCut:
-    """The cut windows of one batch: each site's plan and its windows' pairs (plan order)."""
-
-    plans: tuple[SitePlan, ...]
-    pairs: tuple[tuple[Pair, ...], ...]
-
-
-@dataclass(frozen=True)
 class SiteWindows:
     """The parts-and-context step of a run (picklable, so Dask workers get it in their spec).
 
@@ -143,36 +139,50 @@ class SiteWindows:
         context = mode_c == "on" or (mode_c == "auto" and facility)
         return plan_site(site, self.tiles, parts=parts, context=context)
 
-    def cut(self, cutter: PairSource, sites: Sequence[Site]) -> WindowCut:
-        """Plan and cut every window of a batch's sites with the run's own cutter."""
-        plans = tuple(self.plan(s) for s in sites)
-        window_sites = [w.site for plan in plans for w in plan.windows]
-        pairs = cut_batch(cutter, window_sites) if window_sites else []
-        out: list[tuple[Pair, ...]] = []
-        start = 0
-        for plan in plans:
-            n = len(plan.windows)
-            out.append(tuple(pairs[start : start + n]))
-            start += n
-        return WindowCut(plans, tuple(out))
-
-    def score(self, record: BatchRecord, cut: WindowCut, scorer: PairScorer, *, decimals: int) -> BatchRecord:
+    def score(
+        self,
+        record: BatchRecord,
+        sites: Sequence[Site],
+        cutter: PairSource,
+        scorer: PairScorer,
+        *,
+        decimals: int,
+        lock: Any = None,
+    ) -> BatchRecord:
         """The batch's record with each planned site's row completed from its windows.
 
-        Windows are scored by :func:`detect.pipeline.score_pairs` (the same gating: empty chips
-        and invalid model outputs are ``cannot_assess``), in one pass for the whole batch.
+        The windows of the batch's sites are cut with ``cutter`` (:func:`detect.cutting.cut_batch`)
+        and scored by :func:`detect.pipeline.score_pairs` (the same gating: empty chips and
+        invalid model outputs are ``cannot_assess``) in chunks of ``detect.batch_size`` windows,
+        so at most one chunk of window images is held at a time.
+
+        Args:
+            record: the batch's scored rows (one per site, in ``sites`` order).
+            sites: the batch's sites.
+            cutter: a :class:`tiles.cut.PairCutter` owned by the calling thread.
+            scorer: the model.
+            decimals: decimals of the written scores.
+            lock: held around each call of the model (the Dask workers' shared scorer), or None.
         """
         from detect.pipeline import score_pairs
 
-        flat = [p for pairs in cut.pairs for p in pairs]
-        if not flat:
+        plans = [self.plan(s) for s in sites]
+        window_sites = [w.site for plan in plans for w in plan.windows]
+        if not window_sites:
             return record
-        window_rows = score_pairs(record.batch, flat, scorer, decimals=decimals).rows
+        window_rows: list[Mapping[str, str]] = []
+        step = max(1, self.detect.batch_size)
+        for start in range(0, len(window_sites), step):
+            pairs = cut_batch(cutter, window_sites[start : start + step])
+            with lock if lock is not None else nullcontext():
+                window_rows.extend(score_pairs(record.batch, pairs, scorer, decimals=decimals).rows)
+            del pairs
         by_site: dict[str, tuple[SitePlan, Sequence[Mapping[str, str]]]] = {}
         start = 0
-        for plan, pairs in zip(cut.plans, cut.pairs):
-            by_site[plan.site.site_id] = (plan, window_rows[start : start + len(pairs)])
-            start += len(pairs)
+        for plan in plans:
+            n = len(plan.windows)
+            by_site[plan.site.site_id] = (plan, window_rows[start : start + n])
+            start += n
         rows = []
         for row in record.rows:
             entry = by_site.get(row["site_id"])
@@ -228,6 +238,8 @@ def summarise_site(
             f"{w.name}={r['score'] if s is not None else (r.get('reason') or r.get('status', ''))}"
             for w, r, s in zip(plan.parts, part_rows, scores)
         )
+        cols["part_centres_m"] = ";".join(f"{w.east_m:.1f},{w.north_m:.1f}" for w in plan.parts)
+        cols["part_size_m"] = format_number(plan.parts[0].size_m, 1)
         if assessed:
             probs = [s for _, s in assessed]
             site_p = aggregate_parts(probs, detect.parts_aggregate)
@@ -256,3 +268,83 @@ def summarise_site(
                 cols["targeted"] = "true" if damage <= detect.targeted_max_context_damage else "false"
     out.update(cols)
     return out
+
+
+def _colour(score: float) -> str:
+    """Green (0) through yellow to red (1)."""
+    t = min(1.0, max(0.0, score))
+    r = int(round(255 * min(1.0, 2 * t)))
+    g = int(round(200 * min(1.0, 2 * (1 - t))))
+    return f"#{r:02x}{g:02x}20"
+
+
+def parts_overlay_html(row: Mapping[str, str], *, px: int = 192) -> tuple[str, str]:
+    """The site's after chip with its parts outlined and coloured by score, and summary lines.
+
+    Returns ``(figure, lines)`` HTML (each empty when the row has no parts / no context). The
+    chip is the site's single window (``chip_size_m`` metres centred on the site's point), so a
+    part centred ``(east, north)`` metres from the point is drawn at ``((east / size + 0.5) * px,
+    (0.5 - north / size) * px)``. Parts not assessed are dashed grey; the top part has a thick
+    outline.
+    """
+    import html
+
+    def esc(v: object) -> str:
+        return html.escape(str(v), quote=True)
+
+    def number(key: str) -> float:
+        try:
+            return float(row.get(key) or "nan")
+        except ValueError:
+            return float("nan")
+
+    figure = ""
+    names = [e.split("=", 1) for e in row.get("part_scores", "").split(";") if "=" in e]
+    centres = [c.split(",") for c in row.get("part_centres_m", "").split(";") if "," in c]
+    size, side = number("chip_size_m"), number("part_size_m")
+    if names and len(names) == len(centres) and size > 0 and side > 0:
+        w = side / size * px
+        rects: list[str] = []
+        top = ""
+        for (name, value), (e, n) in zip(names, centres):
+            x = (float(e) / size + 0.5) * px
+            y = (0.5 - float(n) / size) * px
+            try:
+                score = float(value)
+            except ValueError:
+                style, label = 'stroke="#999" stroke-dasharray="3,3" stroke-width="1" fill="none"', f"{name}: {value}"
+            else:
+                colour = _colour(score)
+                thick = 3 if name == row.get("top_part") else 1.5
+                style = f'stroke="{colour}" stroke-width="{thick}" fill="{colour}" fill-opacity="0.15"'
+                label = f"{name}: {score:.3f}"
+            rect = (
+                f'<rect x="{x - w / 2:.1f}" y="{y - w / 2:.1f}" width="{w:.1f}" height="{w:.1f}" {style}>'
+                f"<title>{esc(label)}</title></rect>"
+            )
+            if name == row.get("top_part"):
+                top = rect  # drawn last, on top of its overlapping neighbours
+            else:
+                rects.append(rect)
+        image = row.get("chip_after", "")
+        back = f'<image href="{esc(image)}" x="0" y="0" width="{px}" height="{px}"/>' if image else ""
+        figure = (
+            f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{px}" height="{px}" viewBox="0 0 {px} {px}" '
+            f'role="img" aria-label="parts of {esc(row.get("site_id", ""))}">{back}{"".join(rects)}{top}</svg>'
+            "<figcaption>parts by score</figcaption></figure>"
+        )
+    lines = []
+    if row.get("parts"):
+        text = f"parts: {esc(row['parts_assessed'])} of {esc(row['parts'])} assessed"
+        if row.get("damaged_fraction"):
+            text += f", {number('damaged_fraction'):.0%} flagged, top {esc(row['top_part'])} ({esc(row['top_part_score'])})"
+        if row.get("window_score"):
+            text += f"; whole-site window {esc(row['window_score'])}"
+        lines.append(text)
+    if row.get("context"):
+        text = f"surroundings: {esc(row['context_assessed'])} of {esc(row['context'])} ring chips assessed"
+        if row.get("context_damage"):
+            text += f", {number('context_damage'):.0%} flagged"
+        verdict = {"true": "hit alone (targeted)", "false": "not targeted"}.get(row.get("targeted", ""), "cannot tell")
+        lines.append(f"{text} &rarr; {verdict}")
+    return figure, "".join(f'<div class="muted">{line}</div>' for line in lines)

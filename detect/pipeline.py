@@ -227,7 +227,6 @@ def _reader(
     batches: Sequence[PlannedBatch],
     out: "queue.Queue[Any]",
     stop: threading.Event,
-    windows: Any | None = None,
 ) -> None:
     try:
         cutter = make_cutter()
@@ -235,12 +234,10 @@ def _reader(
             for batch in batches:
                 if stop.is_set():
                     return
-                batch_sites = [sites[i] for i in batch.site_indices]
-                pairs = cut_batch(cutter, batch_sites)
-                extra = windows.cut(cutter, batch_sites) if windows is not None else None
+                pairs = cut_batch(cutter, [sites[i] for i in batch.site_indices])
                 while not stop.is_set():
                     try:
-                        out.put((batch, pairs, extra), timeout=0.2)
+                        out.put((batch, pairs), timeout=0.2)
                         break
                     except queue.Full:
                         continue
@@ -280,9 +277,10 @@ def score_batches_local(
     pending: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
     thread = threading.Thread(
-        target=_reader, args=(make_cutter, sites, batches, pending, stop, windows), name="sitewatch-reader", daemon=True
+        target=_reader, args=(make_cutter, sites, batches, pending, stop), name="sitewatch-reader", daemon=True
     )
     thread.start()
+    window_cutter = None  # the parts and context windows are cut here, chunk by chunk (bounded memory)
     try:
         while True:
             item = pending.get()
@@ -290,12 +288,15 @@ def score_batches_local(
                 break
             if isinstance(item, BaseException):
                 raise item
-            batch, pairs, extra = item
+            batch, pairs = item
             record = score_pairs(batch.index, pairs, scorer, decimals=decimals, chip_cache=chip_cache)
             if windows is not None:
-                record = windows.score(record, extra, scorer, decimals=decimals)
+                window_cutter = window_cutter or make_cutter()
+                record = windows.score(record, [p.site for p in pairs], window_cutter, scorer, decimals=decimals)
             yield record
     finally:
+        if window_cutter is not None:
+            window_cutter.close()
         stop.set()
         while thread.is_alive():
             try:

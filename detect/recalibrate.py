@@ -36,15 +36,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from detect.gis import GIS_FILES, write_gis_files
 from detect.outputs import format_number, read_scores_csv, score_columns, write_bytes_atomic, write_scores_csv, write_scores_geojson
-from detect.provenance import MANIFEST_NAME, SIGNATURE_NAME, hash_outputs, read_manifest, write_json_atomic
+from detect.gis import GPKG_NAME, rewrite_gis_files
+from detect.provenance import MANIFEST_NAME, hash_outputs, read_manifest, write_json_atomic
 from detect.ranking import OperatingPoint, rank_rows
 from detect.report import summarise_rows, write_report
 from models.calibration import FittedCalibration, fit_calibration, sigmoid
 from models.config import CalibrationConfig
 from sitewatch.errors import InputError, RunFolderError
 from sitewatch.hashing import sha256_file
+from tiles.formula_injection import restore_formula
 from tiles.types import DAMAGE_CLASSES, damage_to_label
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ def read_labels_csv(path: str | Path) -> EventLabels:
         if "site_id" not in cols or not ({"damage", "label"} & set(cols)):
             raise InputError(f"{path}: needs a site_id column and a damage (xBD scale) or label (0/1) column; found {', '.join(cols) or 'no header'}")
         for line, row in enumerate(reader, start=2):
-            sid = (row.get("site_id") or "").strip()
+            # ids as the run has them (review export writes formula-like ids with a leading ')
+            sid = restore_formula((row.get("site_id") or "").strip())
             if not sid:
                 raise InputError(f"{path}, row {line}: empty site_id")
             value = (row.get("damage") or "").strip()
@@ -156,6 +158,7 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
     columns = score_columns(state.rows)
     write_scores_csv(run_dir / "scores.csv", state.rows, columns)
     write_scores_geojson(run_dir / "scores.geojson", state.rows, columns)
+    gis = rewrite_gis_files(run_dir, threshold=state.operating_point.threshold) if (run_dir / GPKG_NAME).is_file() else []
     manifest = state.manifest
     detect_cfg = manifest.get("config", {}).get("values", {}).get("detect", {})
     summary = summarise_rows(state.rows, int(detect_cfg.get("report_max_sites", 200)))
@@ -167,35 +170,14 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
                   "before": len(manifest.get("inputs", {}).get("before", [])), "after": len(manifest.get("inputs", {}).get("after", []))},
         calibration=calibration,
     )
-    # the GIS copies carry the scores and flags too: rewritten whenever the run had them
-    if any((run_dir / name).is_file() for name in GIS_FILES) or any(name in manifest.get("outputs", {}) for name in GIS_FILES):
-        write_gis_files(run_dir, threshold=state.operating_point.threshold, footprints=_footprints(manifest))
     manifest["calibration"] = dict(calibration)
     manifest["operating_point"] = {"name": state.operating_point.name, "threshold": state.operating_point.threshold, "source": state.operating_point.source}
     counts = manifest.setdefault("counts", {})
     counts["flagged"] = summary.flagged
-    files = sorted(set(manifest.get("outputs", {})) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html"})
+    files = sorted(set(manifest.get("outputs", {})) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html", *gis})
     manifest["outputs"] = hash_outputs(run_dir, [f for f in files if (run_dir / f).is_file()])
-    signature = run_dir / SIGNATURE_NAME
-    if signature.is_file():
-        signature.unlink()  # a signature of the earlier manifest is void; sign the new one again
-        log.warning("%s removed: it signed the manifest before calibration; sign the run again", signature)
     write_json_atomic(run_dir / MANIFEST_NAME, manifest)
     return sha256_file(run_dir / MANIFEST_NAME)
-
-
-def _footprints(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``{site_id: footprint}`` from the run's sites file, when it is still there and has any."""
-    path = Path(str(manifest.get("inputs", {}).get("sites", {}).get("path", "")))
-    if not path.is_file():
-        return None
-    from tiles.sites import read_sites
-
-    try:
-        return {s.site_id: s.footprint for s in read_sites(path) if s.footprint} or None
-    except Exception as exc:  # noqa: BLE001 - polygons are a nicety; points are written anyway
-        log.warning("footprints of %s not read (%s): the GIS files get points only", path, exc)
-        return None
 
 
 # ---- the calibration ------------------------------------------------------------------------

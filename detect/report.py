@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from detect.outputs import write_bytes_atomic
 from detect.ranking import OperatingPoint
 
-def _num(text: str) -> float:
+def _float_or_nan(text: str) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -26,12 +26,12 @@ def _num(text: str) -> float:
 
 
 def _metres(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{v:.2f} m" if math.isfinite(v) else text
 
 
 def _percent(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{100 * v:.1f} %" if math.isfinite(v) else text
 
 
@@ -40,7 +40,7 @@ def _yes_no(text: str) -> str:
 
 
 def _confidence(text: str) -> str:
-    v = _num(text)
+    v = _float_or_nan(text)
     return f"{v:.2f} (0–1)" if math.isfinite(v) else text
 
 
@@ -57,6 +57,9 @@ QUALITY_FIELDS: dict[str, tuple[str, Any]] = {
     "cloud_fraction": ("cloud-like pixels", _percent),
     "blank_fraction": ("blank pixels", _percent),
     "normalisation": ("radiometric matching", str),
+    "series_dates": ("usable dates in the series", str),
+    "bracket_score": ("score of the bracketing pair", str),
+    "series_outlier": ("date left out as an outlier", str),
     "detail": ("details", str),
 }
 #: the columns of :data:`QUALITY_FIELDS`, in order.
@@ -73,6 +76,11 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em;te
 code{background:#f4f4f4;padding:0 .2em}
 .quality{display:flex;flex-wrap:wrap;gap:.2em 1.2em;margin:.4em 0 0;font-size:.9em}
 .quality div{display:flex;gap:.4em}.quality dt{color:#666}.quality dd{margin:0}
+.timeline{display:flex;gap:3px;margin:.4em 0;align-items:center;flex-wrap:wrap}
+.timeline span{font-size:.8em;padding:.15em .4em;border-radius:3px;border:2px solid transparent}
+.timeline .intact{background:#d8efd8}.timeline .damaged{background:#f6d0d0}.timeline .unchanged{background:#e3e9f3}
+.timeline .outlier{background:#fbe7b8}.timeline .dropped{background:#eee;color:#888;text-decoration:line-through}
+.timeline .bracket{border-color:#b00;font-weight:bold}
 """
 
 
@@ -139,6 +147,26 @@ def _map_link(row: Mapping[str, str]) -> str:
     return f'<a href="{_e(url)}" target="_blank" rel="noopener noreferrer">map ({lat:.5f}, {lon:.5f})</a>'
 
 
+def timeline_strip(row: Mapping[str, str]) -> str:
+    """A series site's dates as chips, the bracket (last intact, first damaged) outlined; ``""``
+    for a two-epoch run."""
+    from detect.series import timeline_dates
+
+    dates = timeline_dates(row)
+    if not dates:
+        return ""
+    chips = "".join(
+        f'<span class="{d.state}{" bracket" if d.bracket else ""}" title="{_e(d.state + (": " + d.note if d.note else ""))}">'
+        f"{_e(d.day)}</span>"
+        for d in dates
+    )
+    if row.get("last_intact"):
+        text = f"changed between {_e(row['last_intact'])} and {_e(row['first_damaged'])}"
+    else:
+        text = "no change bracketed"
+    return f'<div class="timeline" aria-label="timeline">{chips}<span class="muted">{text}</span></div>'
+
+
 def _site_block(row: Mapping[str, str]) -> str:
     title = _e(row["site_id"])
     if row.get("name"):
@@ -155,6 +183,12 @@ def _site_block(row: Mapping[str, str]) -> str:
         ) + "</div>"
     else:
         chips = '<p class="muted">no chip written for this site (raise detect.chips_top_n)</p>'
+    from detect.parts import parts_overlay_html
+
+    parts_figure, parts_lines = parts_overlay_html(row)
+    if parts_figure and chips.startswith('<div class="chips">'):
+        chips = chips[: -len("</div>")] + parts_figure + "</div>"
+
     def when(text: str | None) -> str:
         return (text or "unknown").replace("T", " ").replace("Z", " UTC").replace("+00:00", " UTC")
 
@@ -167,7 +201,7 @@ def _site_block(row: Mapping[str, str]) -> str:
     return (
         f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
         f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
-        f"{chips}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
+        f"{chips}{parts_lines}{timeline_strip(row)}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
     )
 
 
@@ -292,8 +326,8 @@ def render_report(
         out.append("<h2>Calibration on this event</h2>")
         out.append(
             f"<p>Temperature {float(calibration.get('temperature', 1.0)):.3f} (was {float(calibration.get('previous_temperature', 1.0)):.3f}); "
-            f"expected calibration error on the held-out labelled sites {_figure(calibration.get('ece_before'))} before, "
-            f"{_figure(calibration.get('ece'))} after. Reliability with confidence intervals: "
+            f"expected calibration error on the held-out labelled sites {_fixed3(calibration.get('ece_before'))} before, "
+            f"{_fixed3(calibration.get('ece'))} after. Reliability with confidence intervals: "
             '<a href="calibration.txt">calibration.txt</a>.</p><img src="reliability.png" alt="reliability diagram" width="420" height="420">'
         )
     out.append("<h2>Score histogram</h2>")
@@ -310,7 +344,7 @@ def render_report(
     return "\n".join(out) + "\n"
 
 
-def _figure(value: Any) -> str:
+def _fixed3(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.3f}"
 
 

@@ -155,6 +155,20 @@ def _fingerprint_config(tiles: TilesConfig, detect: DetectConfig) -> dict[str, A
     return data
 
 
+def _series_manifest(series_cat: Any, cfg: DetectConfig) -> dict[str, Any]:
+    """The manifest's ``series`` section: the days and the scenes of each, and the fit settings."""
+    return {
+        "days": [{"day": d.day.isoformat(), "scenes": [s.scene_id for s in d.before.scenes]} for d in series_cat.days],
+        "fit": {
+            k: getattr(cfg, k)
+            for k in (
+                "series_pair_span", "series_min_llr", "series_eps", "series_outlier_penalty",
+                "series_max_reference_tries", "series_max_cloud_fraction",
+            )
+        },
+    }
+
+
 def _model_folder(model: str | Path) -> Path:
     if str(model) == "default":
         from models import default_model_dir
@@ -229,6 +243,7 @@ def run_detect(
     dask_address: str | None = None,
     dask_processes: bool = True,
     progress: bool | None = None,
+    series: Sequence[str | Path] | None = None,
 ) -> RunSummary:
     """Score every site and write the run folder (resuming an interrupted run in ``out``).
 
@@ -244,6 +259,9 @@ def run_detect(
         dask_address: score on an existing Dask cluster (``tcp://HOST:PORT``).
         dask_processes: LocalCluster workers as processes (False: threads in this process).
         progress: show a progress bar (None: automatic, on for terminals).
+        series: an image series instead of ``before``/``after`` (which must then be empty):
+            dated GeoTIFF files, folders, globs or STAC files; every site is scored across its
+            usable dates and its change bracketed (:mod:`detect.series`). Local runs only.
 
     Raises:
         InputError: the sites file cannot be used.
@@ -266,8 +284,20 @@ def run_detect(
     site_list = read_sites(sites_path)
     if not site_list:
         raise InputError(f"{sites_path}: no sites to score")
-    before_cat = RasterCatalog.from_paths(list(before), epoch="before")
-    after_cat = RasterCatalog.from_paths(list(after), epoch="after")
+    series_cat = None
+    if series:
+        from tiles.series import SeriesCatalog
+
+        if before or after:
+            raise UsageError("--series: give either --series or --before/--after, not both")
+        if workers or dask_address:
+            raise UsageError("--series: image series are scored locally; drop --workers/--dask")
+        series_cat = SeriesCatalog.from_paths(list(series))
+        before_cat = RasterCatalog(series_cat.scenes, epoch="before", skipped=series_cat.skipped)
+        after_cat = RasterCatalog(series_cat.scenes, epoch="after")
+    else:
+        before_cat = RasterCatalog.from_paths(list(before), epoch="before")
+        after_cat = RasterCatalog.from_paths(list(after), epoch="after")
 
     with ExitStack() as stack:
         client = None
@@ -288,6 +318,7 @@ def run_detect(
             client=client,
             execution={"mode": "dask" if client is not None else "local", "workers": workers, "dask_address": dask_address},
             progress=progress,
+            series_cat=series_cat,
         )
     seconds = time.perf_counter() - started_clock
     return replace(summary, batches_resumed=resumed, seconds=seconds, scoring_seconds=scoring_seconds)
@@ -307,6 +338,7 @@ def _run_in_folder(
     client: Any,
     execution: dict[str, Any],
     progress: bool | None,
+    series_cat: Any = None,
 ) -> tuple[RunSummary, int, float]:
     """Load the model, then fingerprint, resume, score and finish the run folder."""
     from tiles.cut import PairCutter
@@ -337,6 +369,8 @@ def _run_in_folder(
             "config": sha256_text(json.dumps(fingerprint_config, sort_keys=True)),
             "software": f"sitewatch {__version__}",
         }
+        if series_cat is not None:
+            components["series"] = sha256_text(json.dumps([d.day.isoformat() for d in series_cat.days]))
         run_token = sha256_text(json.dumps(components, sort_keys=True))
 
         journal_path = run_dir / JOURNAL_NAME
@@ -365,7 +399,23 @@ def _run_in_folder(
         todo = [b for b in plan if b.index not in done]
 
         def make_cutter() -> Any:
+            if series_cat is not None:
+                from tiles.series import SeriesCutter
+
+                return SeriesCutter(
+                    series_cat,
+                    tiles,
+                    max_reference_tries=cfg.series_max_reference_tries,
+                    max_cloud_fraction=cfg.series_max_cloud_fraction,
+                )
             return PairCutter(before_cat, after_cat, tiles)
+
+        def make_chip_source() -> Any:
+            if series_cat is None:
+                return make_cutter()
+            from detect.series import SeriesEvidenceSource
+
+            return SeriesEvidenceSource(make_cutter(), scorer, cfg, cfg.score_decimals)
 
         scoring_started = time.perf_counter()
         writer = JournalWriter(
@@ -395,6 +445,7 @@ def _run_in_folder(
                 windows=windows,
                 progress=progress,
                 done_sites=sum(len(plan[i].site_indices) for i in done),
+                series=series_cat is not None,
             )
         scoring_seconds = time.perf_counter() - scoring_started
 
@@ -404,7 +455,7 @@ def _run_in_folder(
             journal_path,
             site_list,
             scorer=scorer,
-            make_cutter=make_cutter,
+            make_cutter=make_chip_source,
             chip_images=chip_cache.images(),
             tiles=tiles,
             cfg=cfg,
@@ -425,6 +476,7 @@ def _run_in_folder(
                 "components": components,
                 "run_token": run_token,
                 "execution": {**execution, "batches_resumed": resumed},
+                **({"series": _series_manifest(series_cat, cfg)} if series_cat is not None else {}),
             },
         )
     return summary, resumed, scoring_seconds
@@ -448,6 +500,7 @@ def _score_todo(
     progress: bool | None,
     done_sites: int,
     windows: Any = None,
+    series: bool = False,
 ) -> None:
     from tqdm import tqdm
 
@@ -461,7 +514,15 @@ def _score_todo(
         smoothing=0.1,
     )
     try:
-        if client is not None:
+        if series:
+            from detect.series import score_series_batches
+
+            for record in score_series_batches(
+                site_list, todo, make_cutter, scorer, cfg=cfg, decimals=cfg.score_decimals, chip_cache=chip_cache
+            ):
+                writer.append(record)
+                bar.update(len(record.rows))
+        elif client is not None:
             from detect.cluster import WorkerSpec, score_batches_dask
 
             spec = WorkerSpec(
@@ -639,6 +700,7 @@ def _finish(
         "operating_point": {"name": operating_point.name, "threshold": operating_point.threshold, "source": operating_point.source},
         "software": software_versions(),
         "execution": parts["execution"],
+        **({"series": parts["series"]} if "series" in parts else {}),
         "counts": {"sites": len(keys), "ok": n_ok, "cannot_assess": len(keys) - n_ok, "flagged": report.flagged},
         "per_site_columns": ["site_id", "status", "before_scene", "after_scene", "before_time", "after_time"],
         "per_site": per_site,

@@ -313,15 +313,28 @@ def check_consistency(run_dir: Path, manifest: Mapping[str, Any], checks: _Check
         else:
             checks.equal("config.values", "config values vs config.yaml", on_disk, values)
 
-    # the operating point, re-derived from the config and the model's calibration
+    # the operating point, re-derived from the config and the model's calibration, or from the
+    # event calibration `sitewatch calibrate` recorded (it re-ranks scores.csv after the run)
+    calibration = manifest.get("calibration") if isinstance(manifest.get("calibration"), dict) else None
     spec = detect_values.get("operating_point")
-    calibration = manifest.get("calibration") if isinstance(manifest.get("calibration"), dict) else {}
-    if calibration.get("kind") == "event" and op:
-        # refitted by `sitewatch calibrate` on this event's labels: the threshold is the refit's
-        points = calibration.get("operating_points") if isinstance(calibration.get("operating_points"), dict) else {}
-        point = points.get(op.get("name")) if isinstance(points.get(op.get("name")), dict) else None
-        if checks.true("calibration.operating_points", point is not None, f"holds no operating point {op.get('name')!r}"):
-            checks.equal("operating_point.threshold", f"threshold of {op.get('name')!r} in calibration", point.get("threshold"), op.get("threshold"))
+    if calibration is not None and op:
+        points = calibration.get("operating_points")
+        point = points.get(op.get("name")) if isinstance(points, dict) else None
+        if checks.true(
+            "operating_point.name", isinstance(point, dict),
+            f"{op.get('name')!r} is not one of the operating points the recorded calibration fitted "
+            f"({', '.join(sorted(points)) if isinstance(points, dict) else 'none recorded'})",
+        ):
+            checks.equal("operating_point.threshold", f"threshold of {op.get('name')!r} in calibration.operating_points", point.get("threshold"), op.get("threshold"))
+        # ...and the calibration recorded is the one its own file holds
+        if checks.true("calibration", "calibration.json" in outputs, "a calibration is recorded but calibration.json (written by `sitewatch calibrate`) is not listed") and hashes_ok("calibration.json"):
+            try:
+                on_disk = json.loads((run_dir / "calibration.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                checks.fail("calibration", f"calibration.json cannot be read ({exc})")
+            else:
+                for key in ("operating_points", "temperature", "tag", "labels", "n", "positives"):
+                    checks.equal(f"calibration.{key}", f"{key} vs calibration.json", on_disk.get(key) if isinstance(on_disk, dict) else None, calibration.get(key))
     elif isinstance(spec, str) and op:
         try:
             expected_op = resolve_operating_point(spec, dict(meta.get("operating_points") or {}))
@@ -350,15 +363,22 @@ def check_consistency(run_dir: Path, manifest: Mapping[str, Any], checks: _Check
     checks.equal("counts.flagged", "flagged sites in scores.csv", flagged, counts.get("flagged"))
     per_site = manifest.get("per_site") if isinstance(manifest.get("per_site"), list) else []
     if checks.equal("per_site", "per-site rows vs scores.csv rows", n, len(per_site)):
-        for i, (row, rec) in enumerate(zip(rows, per_site)):
+        # by site (the order is scores.csv's at detect time; `sitewatch calibrate` may re-rank)
+        by_id = {row.get("site_id"): (i, row) for i, row in enumerate(rows)}
+        for j, rec in enumerate(per_site):
             if not isinstance(rec, list) or len(rec) != len(PER_SITE_COLUMNS):
                 continue
+            if rec[0] not in by_id:
+                checks.fail(f"per_site[{j}]", f"site {rec[0]!r} is not in scores.csv")
+                break
+            i, row = by_id[rec[0]]
             from_csv = [row.get(c, "") for c in PER_SITE_COLUMNS]
             if from_csv != rec:
                 bad = [c for c, a, b in zip(PER_SITE_COLUMNS, from_csv, rec) if a != b]
-                checks.fail(f"per_site[{i}]", f"site {rec[0]!r}: {', '.join(bad)} differ from scores.csv row {i + 1}", from_csv, rec)
+                checks.fail(f"per_site[{j}]", f"site {rec[0]!r}: {', '.join(bad)} differ from scores.csv row {i + 1}", from_csv, rec)
                 break
         checks.count += 1
+        checks.true("per_site", len(by_id) == n, "scores.csv repeats a site_id")
     scene_ids = {
         epoch: {e.get("scene_id") for e in inputs.get(epoch, []) if isinstance(e, dict)}
         for epoch in ("before", "after")
@@ -397,10 +417,16 @@ def check_consistency(run_dir: Path, manifest: Mapping[str, Any], checks: _Check
     if isinstance(top_n, int):
         wanted = len(ok_rows) if top_n < 0 else min(top_n, len(ok_rows))
         with_chips = [r for r in rows if any(r.get(c) for c in CHIP_COLUMNS)]
+        # the top sites at detect time; after `sitewatch calibrate` re-ranked, still that many assessed ones
+        top = [r.get("site_id") for r in ok_rows[:wanted]]
+        same_sites = (
+            [r.get("site_id") for r in with_chips] == top
+            if calibration is None
+            else len(with_chips) == wanted and all(r.get("status") == "ok" for r in with_chips)
+        )
         checks.true(
             "outputs",
-            [r.get("site_id") for r in with_chips] == [r.get("site_id") for r in ok_rows[:wanted]]
-            and all(r.get(c) for r in with_chips for c in CHIP_COLUMNS),
+            same_sites and all(r.get(c) for r in with_chips for c in CHIP_COLUMNS),
             f"chips_top_n={top_n}: scores.csv should name chips for the top {wanted} assessed sites, "
             f"it names them for {len(with_chips)}",
         )
@@ -430,7 +456,10 @@ def check_consistency(run_dir: Path, manifest: Mapping[str, Any], checks: _Check
             except (OSError, ValueError, KeyError) as exc:
                 checks.fail("outputs", f"embeddings.npz cannot be read ({exc})")
             else:
-                checks.equal("outputs", "embeddings.npz's sites vs the assessed sites of scores.csv", [r.get("site_id") for r in ok_rows], emb_ids)
+                ok_ids = [r.get("site_id") for r in ok_rows]
+                if calibration is not None:  # re-ranked after detect wrote embeddings.npz
+                    ok_ids, emb_ids = sorted(ok_ids), sorted(emb_ids)
+                checks.equal("outputs", "embeddings.npz's sites vs the assessed sites of scores.csv", ok_ids, emb_ids)
 
 
 def _check_file(kind: str, path: Path, expected: str, shown: str) -> Difference | None:

@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader
 
+from detect.series import timeline_dates
 from review.chip_provider import ChipProvider, context_chip_url
 from review.config import ReviewConfig
 from review.consensus import agreement, list_quality, needs_adjudication
@@ -183,6 +184,8 @@ class ReviewApp:
             "map_url": osm_url(site.lat, site.lon),
             "in_validation": site.site_id in self.queues.validation_ids,
             "rerank_prob": rr.prob.get(site.site_id) if rr is not None else None,
+            "timeline": timeline_dates(site.meta),
+            "bracket": (site.meta.get("last_intact", ""), site.meta.get("first_damaged", "")),
         }
 
     def progress(self) -> dict[str, Any]:

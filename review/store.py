@@ -255,6 +255,7 @@ class VerdictStore:
         note: str = "",
         kind: VerdictKind = "review",
         client: str = "",
+        judged_dates: str = "",
     ) -> Verdict:
         """Append a verdict and its audit entry in one transaction.
 
@@ -265,6 +266,8 @@ class VerdictStore:
             note: free text, at most 2,000 characters.
             kind: ``review`` or ``adjudication`` (settles a dispute).
             client: where the submission came from (recorded in the audit log).
+            judged_dates: for an image-series run, the acquisition dates of the pair the
+                reviewer was shown (``BEFORE/AFTER``, ISO dates), recorded in the audit log.
 
         Raises:
             InputError: unknown verdict or kind, bad reviewer name, note too long.
@@ -287,6 +290,8 @@ class VerdictStore:
             detail = {"verdict_id": row_id, "verdict": verdict, "note": note, "client": client}
             if previous is not None:
                 detail["previous"] = previous[0]
+            if judged_dates:
+                detail["judged_dates"] = judged_dates
             _append_audit(con, now, reviewer, kind, site_id, detail)
         return Verdict(row_id, site_id, reviewer, verdict, note, kind, now)
 

@@ -1,9 +1,10 @@
 """What a dossier page states about one site, gathered from the run folder and its verdict store.
 
 Everything comes from files the run recorded: ``scores.csv`` (score, rank, pair metadata),
-``manifest.json`` (scenes with their SHA-256, the model, the operating point, the calibration),
-the source rasters' tags (sensor, catalogue id, off-nadir angle, imagery credit, when the
-delivery wrote them), ``review.sqlite`` (verdicts, adjudication, hash chain) and the chips: the
+``manifest.json`` (scenes with their SHA-256 and, for STAC inputs, their catalogue facts: id,
+platform, off-nadir angle, credit; the model, the operating point, the calibration), else the
+source rasters' tags (sensor, catalogue id, off-nadir angle, imagery credit, when the delivery
+wrote them), ``review.sqlite`` (verdicts, adjudication, hash chain) and the chips: the
 ones detect wrote (only when unchanged since the run) or cut through the review app's
 :class:`review.chip_provider.ChipProvider`, which also cuts the context view.
 """
@@ -20,12 +21,11 @@ from typing import Any, Mapping, Sequence
 from review.chip_provider import ChipProvider
 from review.config import ReviewConfig
 from review.consensus import SiteConsensus, summarise
-from review.runfolder import RunFolder, RunSite
+from review.runfolder import META_FIRST, RunFolder, RunSite
 from review.site_facts import Coordinates, FactRow, coordinates, fact_rows, logit_text, score_text
 from review.site_marker import SiteMarker, chip_extent_m, site_footprints, site_marker
 from review.state import hidden_column
 from review.store import DB_NAME, Verdict, VerdictStore
-from review.runfolder import META_FIRST
 from sitewatch.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,17 @@ class EvidenceCollector:
             self._tags[path] = scene_tags(p) if p.is_file() else {}
             self._hash_ok[path] = (sha256_file(p) == sha) if p.is_file() and sha else None
         tags = self._tags.get(path, {})
-        facts = {k: (_tag(tags, names) or NOT_RECORDED) for k, names in SCENE_TAGS.items()}
+        # the STAC catalogue's facts (manifest, scores.csv) first, then the raster's own tags
+        recorded = {
+            "sensor": (entry.get("platform"), site.meta.get(f"{epoch}_platform")),
+            "catalogue_id": (entry.get("catalog_id"),),
+            "off_nadir_deg": (entry.get("off_nadir"), site.meta.get(f"{epoch}_off_nadir")),
+            "credit": (entry.get("credit"), site.meta.get(f"{epoch}_credit")),
+        }
+        facts = {}
+        for key, names in SCENE_TAGS.items():
+            given = next((str(v).strip() for v in recorded[key] if v not in (None, "") and str(v).strip()), "")
+            facts[key] = given or _tag(tags, names) or NOT_RECORDED
         gsd = _num(site.meta.get(f"{epoch}_gsd_m", ""))
         return Scene(
             epoch=epoch,

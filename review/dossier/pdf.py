@@ -53,6 +53,13 @@ class _Writer:
         self.digest = digest
         regular, bold, mono = _find_font(config)
         self.unicode = regular is not None
+        self.replaced = False  # a character the font lacks was written as "?" on this page
+        self.glyphs: set[int] | None = None
+        if regular is not None:
+            from fontTools.ttLib import TTFont
+
+            with TTFont(str(regular), lazy=True) as font:
+                self.glyphs = set(font.getBestCmap())
         if regular is not None:
             self.pdf.add_font("Sans", "", str(regular))
             self.pdf.add_font("Sans", "B", str(bold or regular))
@@ -68,9 +75,14 @@ class _Writer:
         """Text the current fonts can show."""
         s = "" if text is None else str(text)
         if self.unicode:
+            if self.glyphs is not None and any(ord(c) not in self.glyphs and c != "\n" for c in s):
+                self.replaced = True
+                s = "".join(c if ord(c) in self.glyphs or c in "\n" else "?" for c in s)
             return s
         s = s.replace("–", "-").replace("—", "-").replace("≥", ">=").replace("×", "x").replace("′", "'").replace("″", '"')
-        return s.encode("latin-1", "replace").decode("latin-1")
+        out = s.encode("latin-1", "replace").decode("latin-1")
+        self.replaced = self.replaced or out != s
+        return out
 
     def font(self, size: float, bold: bool = False, mono: bool = False) -> None:
         self.pdf.set_font(self.mono if mono else self.sans, "B" if bold and not mono else "", size)
@@ -273,7 +285,8 @@ def _image(w: _Writer, e: SiteEvidence, key: str, x: float, y: float, size: floa
         pdf.rect(x, y, size, size)
         w.font(7)
         pdf.set_xy(x + 2, y + size / 2 - 2)
-        pdf.multi_cell(size - 4, LINE, w.t(f"no {caption}"), align="C")
+        why = next((n for n in e.image_notes if n.startswith("no ")), "")
+        pdf.multi_cell(size - 4, LINE, w.t(f"no {caption} chip" + (f"\n({why})" if why else "")), align="C")
         pdf.set_draw_color(0, 0, 0)
         return y + size + 2
     pdf.image(io.BytesIO(img.png), x=x, y=y, w=size, h=size)
@@ -300,6 +313,7 @@ def _image(w: _Writer, e: SiteEvidence, key: str, x: float, y: float, size: floa
 
 
 def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, total: int, n_ranked: int, cfg: DossierConfig) -> None:
+    w.replaced = False
     label = f"site {e.site.site_id}"
     title = e.title + (f"  ({e.site.kind})" if e.site.kind else "")
     y = w.new_page(f"sitewatch evidence dossier · site {number} of {total} · run {run.run.path.name}", title, label)
@@ -338,6 +352,9 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
     side.row("operating point", f"{run.operating_point.get('name')}: flagged at score ≥ {thr} ({run.operating_point.get('source')})")
     for note in e.image_notes:
         side.text(note, size=6)
+    if w.replaced:
+        side.text("Characters the PDF font lacks are shown as ?; the site's HTML page has every name exactly.", size=6)
+    w.replaced = False
     y = max(bottom, side.y if side.page == w.pdf.page else bottom) + 1
     page = side.page
     if side.page != w.pdf.pages_count:
@@ -415,7 +432,8 @@ def _recheck(still: bool | None) -> str:
     return "file not on this machine" if still is None else "unchanged since the run" if still else "CHANGED since the run"
 
 
-def _cover(w: _Writer, rows: Sequence[SiteEvidence], run: RunEvidence, selection: str, created: str) -> None:
+def _cover(w: _Writer, rows: Sequence[SiteEvidence], run: RunEvidence, selection: str, created: str) -> list[tuple[int, float]]:
+    """Write the cover; returns where each site's line ends (page, y), for its page number."""
     y = w.new_page("sitewatch evidence dossier", f"{len(rows)} site{'' if len(rows) == 1 else 's'} from run {run.run.path.name}", "cover")
     col = _Column(w, MARGIN, PAGE_W - 2 * MARGIN, y, w.pdf.page, "cover (continued)")
     col.row("selection", selection, label_w=40)
@@ -432,23 +450,31 @@ def _cover(w: _Writer, rows: Sequence[SiteEvidence], run: RunEvidence, selection
              "They rank sites for people to verify; the reviewers' verdicts and the adjudication are on each page. "
              "Every file of this dossier is listed with its SHA-256 in manifest.json: `sitewatch verify DOSSIER_FOLDER` checks them.")
     col.heading("Sites (one page each, in this order)")
+    places: list[tuple[int, float]] = []
     for i, e in enumerate(rows, start=1):
         c = e.consensus
         decided = c.final if c and c.final else "–"
         rank = e.site.rank if e.site.rank > 0 else "–"
         col.row(f"{i}. rank {rank}", f"{e.title} · score {e.score}{' · flagged' if e.flagged else ''} · {e.site.status} · decision {decided}", label_w=40)
+        places.append((col.page, col.y - 0.6 - LINE))
+    return places
 
 
 def write_pdf(path: Path, rows: Sequence[SiteEvidence], run: RunEvidence, *, selection: str, created: str,
               n_ranked: int, config: DossierConfig) -> tuple[list[int], int]:
     """Write ``dossier.pdf``; returns the first page number of each site's page and the page count."""
     w = _Writer(config, run.digest)
-    _cover(w, rows, run, selection, created)
+    places = _cover(w, rows, run, selection, created)
     firsts = []
     for i, e in enumerate(rows, start=1):
         w.pdf.page = w.pdf.pages_count
         firsts.append(w.pdf.pages_count + 1)
         _site_pages(w, e, run, i, len(rows), n_ranked, config)
+    for (page, y), first in zip(places, firsts):  # the cover's list says on which page each site is
+        w.pdf.page = page
+        w.font(7, bold=True)
+        w.pdf.set_xy(PAGE_W - MARGIN - 20, y)
+        w.pdf.cell(20, LINE, f"page {first}", align="R")
     w.pdf.page = w.pdf.pages_count
     tmp = path.with_name(path.name + ".tmp")
     w.pdf.output(str(tmp))

@@ -15,6 +15,17 @@ from sitewatch.errors import InputError
 router = APIRouter()
 
 
+def _judged_dates(meta: dict) -> str:
+    """For a series run, the dates of the pair the site page showed (``BEFORE/AFTER``), else ``""``.
+
+    Taken from the run's own row (the evidence pair's acquisition times), never from the form.
+    """
+    if not meta.get("series_dates"):
+        return ""
+    days = [(meta.get(k) or "")[:10] for k in ("before_time", "after_time")]
+    return "/".join(days) if all(days) else ""
+
+
 @router.get("/site/{index}", response_class=HTMLResponse)
 def site_page(request: Request, state: State, reviewer: Reviewer, index: int) -> Response:
     """The site at row ``index`` of ``scores.csv``: chips, scores, quality, verdict buttons."""
@@ -44,6 +55,7 @@ async def post_verdict(request: Request, state: State, form: Form, index: int, b
             note=form.get("note", ""),
             kind=kind,  # type: ignore[arg-type]
             client=client,
+            judged_dates=_judged_dates(site.meta),
         )
     except InputError as exc:
         if wants_json(request):

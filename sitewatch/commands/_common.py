@@ -24,12 +24,22 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_site_and_raster_inputs(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--sites FILE`` and repeatable ``--before PATH...`` / ``--after PATH...`` (tiles, detect)."""
+def add_site_and_raster_inputs(group: argparse.ArgumentParser | argparse._ArgumentGroup, *, series: bool = False) -> None:
+    """``--sites FILE`` and repeatable ``--before PATH...`` / ``--after PATH...`` (tiles, detect).
+
+    With ``series``, ``--series PATH...`` too, and ``--before``/``--after`` become optional (the
+    command checks that one of the two ways is given).
+    """
     group.add_argument("--sites", required=True, metavar="FILE", help="sites CSV (site_id, lon, lat, ...) or GeoJSON")
+    if series:
+        group.add_argument(
+            "--series", nargs="+", action="extend", metavar="PATH",
+            help="an image series instead of --before/--after: dated GeoTIFF files, folders, globs or STAC files "
+            "(repeatable); each site is scored across its dates and its change bracketed",
+        )
     for epoch in ("before", "after"):
         group.add_argument(
-            f"--{epoch}", required=True, nargs="+", action="extend", metavar="PATH",
+            f"--{epoch}", required=not series, nargs="+", action="extend", metavar="PATH",
             help=f"{epoch} rasters: GeoTIFF files, folders, globs or STAC catalogue JSON files (repeatable)",
         )
 

@@ -30,6 +30,7 @@ with `sitewatch verify RUN --public-key KEY.pub`.
 examples:
   sitewatch detect --sites sites.csv --before before/ --after after/ --out RUN
   sitewatch detect --sites s.geojson --before 'b/*.tif' --after a.tif --out RUN --operating-point evidence
+  sitewatch detect --sites sites.csv --series series/ --out RUN   # an image series: bracket the change
   sitewatch detect ... --workers 4                  # a local Dask cluster
   sitewatch detect ... --dask tcp://scheduler:8786  # an existing Dask cluster
   sitewatch detect ... --sign ~/.sitewatch/alice.key # sign the run (Ed25519)
@@ -38,7 +39,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("inputs and output")
-    add_site_and_raster_inputs(g)
+    add_site_and_raster_inputs(g, series=True)
     g.add_argument("--out", required=True, metavar="RUN", help="run folder to write (resumed if interrupted)")
     g.add_argument("--model", default="default", metavar="DIR", help="model folder (default: the bundled model)")
     g.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
@@ -93,13 +94,19 @@ def run(args: argparse.Namespace) -> int:
             "tiles.incident_window": ("--incident-window", args.incident_window),
         },
     )
+    from sitewatch.errors import UsageError
+
+    if args.series and (args.before or args.after):
+        raise UsageError("--series: give either --series or --before and --after, not both")
+    if not args.series and not (args.before and args.after):
+        raise UsageError("give --before and --after (two epochs), or --series (an image series)")
     signing_key = _signing_key(args.sign)  # before the run: a bad key fails in seconds, not after hours
     disabled = progress_disabled(args)
     try:
         summary = run_detect(
             args.sites,
-            args.before,
-            args.after,
+            args.before or [],
+            args.after or [],
             args.out,
             tiles=job.tiles,
             detect=job.detect,
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             dask_address=args.dask,
             progress=None if disabled is None else False,
+            series=args.series,
         )
     except KeyboardInterrupt:
         print(f"sitewatch detect: scored batches are kept in {args.out}; run the same command again to resume")

@@ -57,7 +57,9 @@ def _verify_dossier(args: argparse.Namespace) -> int:
     for finding in report.findings:
         print(finding.describe())
     if report.ok:
-        run_note = "run manifest re-hashed: digest matches" if report.run_checked else "run folder not here: digest not re-checked"
+        run_note = ("run manifest re-hashed: digest matches" if report.run_checked
+                    else "run not re-checked (--outputs-only)" if args.outputs_only
+                    else "run folder not here: digest not re-checked")
         info(f"verified dossier: {report.checked} files match {args.run_dir}/manifest.json "
              f"(sha256 {report.manifest_sha256}); run digest {report.run_digest} ({run_note})", args)
         return 0

@@ -67,6 +67,8 @@ def test_formula_cells_in_scores_csv_and_review_export(tiny_scene, tmp_path):
     assert {k: restored[k] for k in renamed} == renamed
     gj = json.loads((run / "scores.geojson").read_text(encoding="utf-8"))
     assert {f["properties"]["site_id"] for f in gj["features"]} >= set(renamed)
+    kml = (run / "scores.kml").read_text(encoding="utf-8")  # GIS files hold the text as it is, too
+    assert "<name>@x</name>" in kml and "<name>-2+3</name>" in kml and "'@x" not in kml
     assert verify_run(run).ok  # per-site ids in the manifest match the restored scores.csv
 
     store = VerdictStore.for_run(run)

@@ -10,9 +10,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from detect.gis import band_labels, write_gis_files, write_gpkg
+from detect.gis import band_labels, rewrite_gis_files, write_gis_files, write_gpkg
 from detect.outputs import read_scores_csv
-from detect.provenance import verify_run
+from detect.verify import verify_run
 from detect.run import run_detect
 from sitewatch.config import load_config
 from sitewatch.jobs import DetectJob
@@ -151,6 +151,22 @@ def test_footprints_layer_and_reproducible_bytes(gis_run, tmp_path):
     finally:
         con.close()
     assert styled == ["sites", "footprints"]
+
+    # after the scores are rewritten (sitewatch calibrate), the GIS files follow, footprints kept
+    folder = tmp_path / "a"
+    rows_a = read_scores_csv(gis_run / "scores.csv")
+    rows_a[0]["score"] = "0.123456"
+    with open(folder / "scores.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows_a[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows_a)
+    rewrite_gis_files(folder, threshold=0.1)
+    meta, _, geometry, fields = read(folder / "scores.gpkg", layer="footprints")
+    col = dict(zip(meta["fields"], fields))
+    assert len(geometry) == 1 and col["site_id"][0] == located[0]["site_id"]
+    meta, _, _, fields = read(folder / "scores.gpkg", layer="sites")
+    col = dict(zip(meta["fields"], fields))
+    assert col["score"][list(col["site_id"]).index(rows_a[0]["site_id"])] == pytest.approx(0.123456)
 
 
 def test_gpkg_without_located_sites_is_still_valid(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from detect.config import DetectConfig
-from detect.parts import PART_COLUMNS, SiteWindows, aggregate_parts, is_facility, summarise_site
+from detect.parts import PART_COLUMNS, SiteWindows, aggregate_parts, is_facility, parts_overlay_html, summarise_site
 from sitewatch.config import build_config
 from sitewatch.errors import ConfigError
 from tiles.config import TilesConfig
@@ -138,11 +138,25 @@ def compound_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     tiles = build_config(TilesConfig, {"parts": {"context_inner_m": 30.0, "context_outer_m": 100.0}})
     run_detect(
         root / "sites.geojson", [root / "before"], [root / "after"], root / "run",
-        tiles=tiles, detect=DetectConfig(chips_top_n=0, embeddings=False), progress=False,
+        tiles=tiles, detect=DetectConfig(chips_top_n=3, embeddings=False), progress=False,
     )
     with open(root / "run" / "scores.csv", newline="", encoding="utf-8") as fh:
         rows = {r["site_id"]: r for r in csv.DictReader(fh)}
     return root, rows
+
+
+@pytest.mark.slow
+def test_dask_path_scores_parts_identically(compound_run: tuple[Path, dict[str, dict[str, str]]]) -> None:
+    """The Dask task runs the same parts-and-context step: scores.csv is byte-identical."""
+    from detect.run import run_detect
+
+    root, _ = compound_run
+    tiles = build_config(TilesConfig, {"parts": {"context_inner_m": 30.0, "context_outer_m": 100.0}})
+    run_detect(
+        root / "sites.geojson", [root / "before"], [root / "after"], root / "dask",
+        tiles=tiles, detect=DetectConfig(chips_top_n=3, embeddings=False), workers=1, dask_processes=False, progress=False,
+    )
+    assert (root / "dask" / "scores.csv").read_bytes() == (root / "run" / "scores.csv").read_bytes()
 
 
 def test_known_answer_compounds(compound_run: tuple[Path, dict[str, dict[str, str]]]) -> None:
@@ -164,3 +178,81 @@ def test_known_answer_compounds(compound_run: tuple[Path, dict[str, dict[str, st
     assert float(area["context_damage"]) > float(iso["context_damage"])
     # the single window sees the destroyed block far less clearly than its own part does
     assert float(iso["window_score"]) < float(iso["score"])
+
+    # report.html outlines the parts of flagged compounds on their chip and says what was around
+    page = (root / "run" / "report.html").read_text(encoding="utf-8")
+    assert page.count("parts by score") == sum(r["flagged"] == "true" for r in rows.values())
+    assert "hit alone (targeted)" in page and f"{iso['top_part']}: {float(iso['top_part_score']):.3f}" in page
+
+
+def test_parts_overlay_geometry() -> None:
+    plan = _plan()
+    site_row = {"site_id": "H", "status": "ok", "reason": "", "score": "0.1", "chip_size_m": "280.0", "chip_after": "chips/H_after.png"}
+    row = summarise_site(site_row, plan, _rows(plan, [0.9] + ["cloud"] + [0.01] * 7 + [0.0] * 6), DetectConfig(), 0.5, decimals=6)
+    figure, lines = parts_overlay_html(row, px=280)
+    assert figure.count("<rect") == 9 and 'href="chips/H_after.png"' in figure
+    # part p00 is the north-west one: 64 m square centred at (-48, 48) m on a 280 m chip drawn at 1 px/m
+    assert '<rect x="60.0" y="60.0" width="64.0" height="64.0" stroke="#ff2820" stroke-width="3"' in figure
+    assert 'stroke-dasharray' in figure and "p01: cloud" in figure
+    assert "8 of 9 assessed" in lines and "&rarr; hit alone (targeted)" in lines
+    assert parts_overlay_html({"site_id": "x", "score": "0.2"}) == ("", "")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_joplin_footprints_parts_and_context_in_every_output(shared_data, tmp_path) -> None:
+    """Joplin's building footprints: those larger than one chip inside the before/after overlap are
+    scored part by part with a context ring; small ones as before. Parts and context show in
+    scores.csv, scores.geojson, scores.gpkg and report.html."""
+    import json
+    import sqlite3
+
+    from detect.run import run_detect
+
+    root = shared_data / "joplin-tornado"
+    doc = json.loads((root / "footprints.geojson").read_text(encoding="utf-8"))
+    with open(root / "sites.csv", newline="", encoding="utf-8") as fh:
+        ids = list(csv.DictReader(fh))
+    assert len(ids) == len(doc["features"])
+    tiles = TilesConfig()
+    inside = lambda r: -94.4994 < float(r["lon"]) < -94.4864 and 37.0665 < float(r["lat"]) < 37.0750  # noqa: E731
+    big, small = [], []
+    for feat, row in zip(doc["features"], ids):
+        if not inside(row):
+            continue
+        site = Site(row["site_id"], float(row["lon"]), float(row["lat"]), footprint=feat["geometry"])
+        (big if is_facility(site, tiles) else small).append((feat, row))
+    assert len(big) >= 3, "the overlap holds several footprints larger than one chip"
+    chosen = big + small[:6]
+    features = [
+        {"type": "Feature", "geometry": f["geometry"], "properties": {"site_id": r["site_id"], "xview2": r["xview2_model_damage"]}}
+        for f, r in chosen
+    ]
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+    run = tmp_path / "run"
+    run_detect(sites, [root / "before"], [root / "after"], run, tiles=tiles,
+               detect=DetectConfig(chips_top_n=-1, operating_point="0.3"), progress=False)
+    with open(run / "scores.csv", newline="", encoding="utf-8") as fh:
+        rows = {r["site_id"]: r for r in csv.DictReader(fh)}
+    big_ids = {r["site_id"] for _, r in big}
+    for sid, row in rows.items():
+        if sid in big_ids:
+            assert int(row["parts"]) >= 2 and row["context"] == "12", sid
+            if row["status"] == "ok":
+                assert row["score_source"] == "parts" and row["top_part"].startswith("p")
+                assert int(row["parts_assessed"]) >= 1 and row["damaged_fraction"] != ""
+        else:
+            assert row["parts"] == "" and row["context"] == "", sid
+    assessed = [rows[s] for s in big_ids if rows[s]["status"] == "ok"]
+    assert len(assessed) >= 2
+    print("\nJoplin facilities:", [(r["site_id"], r["score"], r["window_score"], r["parts_assessed"] + "/" + r["parts"],
+                                    r["top_part"], r["context_assessed"], r["context_damage"], r["targeted"]) for r in assessed])
+    props = {f["properties"]["site_id"]: f["properties"] for f in json.loads((run / "scores.geojson").read_text())["features"]}
+    assert all(props[s]["parts"] == rows[s]["parts"] and props[s]["context_damage"] == rows[s]["context_damage"] for s in rows)
+    with sqlite3.connect(run / "scores.gpkg") as db:
+        columns = {c[1] for c in db.execute("PRAGMA table_info(sites)")}
+        assert {"parts", "damaged_fraction", "top_part", "context_damage", "targeted"} <= columns
+    page = (run / "report.html").read_text(encoding="utf-8")
+    flagged = [r for r in assessed if r["flagged"] == "true"]
+    assert page.count("parts by score") == len(flagged) and (not flagged or "surroundings:" in page)

@@ -176,6 +176,23 @@ def _forge_threshold_everywhere_but_config_yaml(run: Path) -> None:
     _edit(run, change)
 
 
+def _forge_calibration(run: Path) -> None:
+    """Claim an event calibration (as `sitewatch calibrate` records) to justify another threshold:
+    flags, counts and threshold rewritten consistently, the config left alone."""
+    columns, rows = _rows(run)
+    for r in rows:
+        if r["status"] == "ok":
+            r["flagged"] = "true" if float(r["score"]) >= 0.5 else "false"
+    _write_rows(run, columns, rows)
+
+    def change(m: dict[str, Any]) -> None:
+        m["operating_point"]["threshold"] = 0.5
+        m["counts"]["flagged"] = sum(1 for r in rows if r["flagged"] == "true")
+        m["calibration"] = {"kind": "event", "operating_points": {"custom": {"threshold": 0.5}}}
+
+    _edit(run, change)
+
+
 def _edit_config_yaml(run: Path) -> None:
     path = run / "config.yaml"
     path.write_text(path.read_text().replace(f"operating_point: '{OPERATING_POINT}'", "operating_point: '0.9'"))
@@ -290,6 +307,7 @@ def _corpus(ctx: dict[str, Any]) -> list[tuple[str, Callable[[Path], None], dict
         ("threshold changed", _set("operating_point.threshold", 0.9), {}),
         ("operating point renamed", _set("operating_point.name", "evidence"), {}),
         ("threshold forged everywhere but config.yaml", _forge_threshold_everywhere_but_config_yaml, {}),
+        ("threshold justified by a forged calibration", _forge_calibration, {}),
         ("model hash changed", _set("model.weights_sha256", "0" * 64), {}),
         ("model metadata changed", _set("model.meta.temperature", 3.0), {}),
         ("versions removed", _set("software", {}), {}),
@@ -439,7 +457,7 @@ def test_edited_journal_with_recomputed_checksum_is_refused_and_rescored(signed_
         target[field] = hashlib.sha256(body.encode("utf-8")).hexdigest()[: 16 if field == "sha" else 64]
     lines[edited] = json.dumps(target, ensure_ascii=False, separators=(",", ":"))
     journal.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert edited in [n for n in range(1, len(lines))] and "refused" in scan_journal(journal, RunKeyStore.from_setting(None)).refused
+    assert "edited outside sitewatch" in scan_journal(journal, RunKeyStore.from_setting(None)).refused
 
     before = (run / "scores.csv").read_bytes()
     with caplog.at_level("WARNING"):

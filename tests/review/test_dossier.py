@@ -157,3 +157,22 @@ def test_dossier_command(flagged_run: Path, tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit) as exc:  # --flagged and --sites exclude each other
         main(["dossier", str(flagged_run), "--flagged", "--sites", "b03", "--out", str(tmp_path / "y")])
     assert exc.value.code == 2
+
+
+def test_cannot_assess_and_any_script_names(tmp_path: Path) -> None:
+    from review.runfolder import RunFolder
+    from tests.review.make_run import write_run
+
+    name = "<b>Clinic</b> ü 中文"
+    run = write_run(tmp_path / "run", 8, names={1: name})
+    ids = [s.site_id for s in RunFolder(run).sites]
+    summary = write_dossier(run, tmp_path / "d", selection="sites", site_ids=[ids[1], ids[-1]])
+    assert summary.pdf_pages == 3 and _pdf_pages((tmp_path / "d" / "dossier.pdf").read_bytes()) == 3
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    named = (tmp_path / "d" / manifest["sites"][0]["page"]).read_text(encoding="utf-8")
+    assert "&lt;b&gt;Clinic&lt;/b&gt; ü 中文" in named  # the HTML page keeps every name exactly, escaped
+    unassessed = (tmp_path / "d" / manifest["sites"][1]["page"]).read_text(encoding="utf-8")
+    reason = RunFolder(run).sites[-1].reason
+    assert manifest["sites"][1]["status"] == "cannot_assess" and "not assessed" in unassessed and reason in unassessed
+    assert "before" not in manifest["sites"][1]["images"]  # no chip for a site that cannot be assessed
+    assert verify_dossier(tmp_path / "d").ok

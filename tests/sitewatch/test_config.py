@@ -104,6 +104,7 @@ def test_shipped_configs_load(tmp_path):
         "synth": jobs.SynthJob,
         "evaluate": jobs.EvaluateJob,
         "review": jobs.ReviewJob,
+        "dossier": jobs.DossierJob,
         "calibrate": jobs.CalibrateJob,
     }
     files = sorted(root.glob("*.yaml"))

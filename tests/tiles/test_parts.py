@@ -166,3 +166,20 @@ def test_parts_config_errors_name_the_setting() -> None:
     assert err.value.setting == "tiles.parts.context_outer_m"
     with pytest.raises(ConfigError):
         PartsConfig(kind_radius_m={"hospital": -5.0})
+
+
+def test_multipolygon_and_antimeridian_footprints() -> None:
+    tiles = TilesConfig()
+    # two 40 x 40 m blocks 120 m apart (a MultiPolygon): the empty middle column of windows is dropped
+    west = _footprint([(-80, -20), (-40, -20), (-40, 20), (-80, 20)])["coordinates"]
+    east = _footprint([(40, -20), (80, -20), (80, 20), (40, 20)])["coordinates"]
+    site = Site("m", LON0, LAT0, footprint={"type": "MultiPolygon", "coordinates": [west, east]})
+    parts, _, _, nominal = plan_parts(site, tiles)
+    assert nominal == 3 and len(parts) == 2 and {round(p.east_m) for p in parts} == {-48, 48}
+    # a 100 m square straddling the antimeridian at the equator is 100 m wide, not 360 degrees
+    d = 50.0 / grid._metres_per_degree(0.0)[1]
+    ring = [[180 - d, -d], [-180 + d, -d], [-180 + d, d], [180 - d, d], [180 - d, -d]]
+    site = Site("am", 180.0 - 1e-9, 0.0, footprint={"type": "Polygon", "coordinates": [ring]})
+    ext = site_extent(site, tiles)
+    assert ext is not None and ext.side_m == pytest.approx(100.0, rel=1e-3)
+    assert len(plan_parts(site, tiles)[0]) == 4

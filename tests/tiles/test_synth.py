@@ -307,3 +307,19 @@ def test_world_settings_are_validated() -> None:
         SynthConfig(after_gsd_m=0.0)
     assert SynthConfig(damage_styles=(0.4, 0.3, 0.3)).damage_styles == (0.4, 0.3, 0.3)
     assert SynthConfig().effective_after_gsd_m == SynthConfig().gsd_m
+
+
+def test_regions_with_sports_fields_render() -> None:
+    from tiles.synth import plan_region, render_region_epoch
+
+    # many hospital/school compounds: some have sports fields (a drawing path of its own)
+    cfg = replace(SMALL, sites=6, size_px=512, facilities_per_km2=40.0)
+    region = None
+    for index in range(6):
+        region = plan_region(cfg, index, ["no-damage"] * 6)
+        if region is not None and any(c.yard == "sports" for c in region.layout.compounds):
+            break
+    assert region is not None and any(c.yard == "sports" for c in region.layout.compounds)
+    for style in (region.before, region.after):
+        img = render_region_epoch(region.layout, region.fields, style, size_px=region.size_px, pad_px=region.pad_px)
+        assert img.shape == (512, 512, 3) and img.dtype == np.uint8 and img.min() >= 1

@@ -16,7 +16,7 @@ from tiles.catalog import RasterCatalog
 from tiles.synth.config import SynthConfig
 from tiles.synth.series import SeriesConfig, generate_series
 
-CFG = SynthConfig(sites=16, size_px=512, seed=3, max_sites_per_region=8, destroyed_fraction=0.4, major_fraction=0.0, minor_fraction=0.0)
+CFG = SynthConfig(sites=16, size_px=512, seed=4, max_sites_per_region=8, destroyed_fraction=0.4, major_fraction=0.0, minor_fraction=0.0)
 
 
 @pytest.fixture(scope="module")

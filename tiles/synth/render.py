@@ -470,9 +470,9 @@ def _draw_paved(e: _EpochDraw) -> None:
         pmdraw.polygon(cv.px(c.polygon), fill=255)
         if c.yard == "sports":
             ctr = c.polygon.mean(axis=0)
-            e = c.polygon[1] - c.polygon[0]
-            ang = math.atan2(e[1], e[0])
-            track = rectangle(ctr[0], ctr[1], float(np.hypot(*e)) * 0.45, float(np.hypot(*(c.polygon[3] - c.polygon[0]))) * 0.35, ang)
+            edge = c.polygon[1] - c.polygon[0]
+            ang = math.atan2(edge[1], edge[0])
+            track = rectangle(ctr[0], ctr[1], float(np.hypot(*edge)) * 0.45, float(np.hypot(*(c.polygon[3] - c.polygon[0]))) * 0.35, ang)
             pdraw.polygon(cv.px(track), fill=_c8((0.58, 0.30, 0.24)))
             pdraw.polygon(cv.px(track.mean(axis=0) + (track - track.mean(axis=0)) * 0.8), fill=_c8((0.28, 0.45, 0.20)))
     for road in lay.roads:

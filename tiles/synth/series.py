@@ -9,8 +9,10 @@ acquisitions that bracket ``damage_date``, the answer a series detection should 
 
 Per region: one event between two consecutive dates (the buildings of the damage clusters are
 damaged then), and for a share of the destroyed sites a second stage at a later event. One date
-per region is cloudy (``series.cloudy_dates``) and one other is misregistered by a few pixels
-(``series.misregistered_dates``), so a robust bracket has something to be robust against.
+per region is cloudy (``series.cloudy_dates``; never the first date when the event follows it,
+nor the last when the event precedes it, so the answer stays observable) and one other is
+misregistered by a few pixels (``series.misregistered_dates``), so a robust bracket has
+something to be robust against.
 
 Built only from the generator's public functions (:func:`~tiles.synth.layout.build_layout`,
 :func:`~tiles.synth.damage.place_damage_clusters`, :func:`~tiles.synth.render.render_epoch`,
@@ -278,9 +280,14 @@ def generate_series(
         event = _event_day(rng_time, dates[j], dates[j + 1])
         j2 = int(rng_time.integers(j + 1, k - 1)) if j + 1 < k - 1 else None
         event2 = _event_day(rng_time, dates[j2], dates[j2 + 1]) if j2 is not None else None
+        # a cloud never hides the only intact (first) or the only damaged (last) date: the
+        # known answer stays observable; next to the event it widens the bracket instead
+        hidden = {0} if j == 0 else set()
+        if j + 1 == k - 1:
+            hidden.add(k - 1)
         spoil = [int(i) for i in rng_time.permutation(k)]
-        cloudy = set(spoil[: series.cloudy_dates])
-        shifted = set(spoil[series.cloudy_dates : series.cloudy_dates + series.misregistered_dates])
+        cloudy = set([i for i in spoil if i not in hidden][: series.cloudy_dates])
+        shifted = set([i for i in spoil if i not in cloudy][: series.misregistered_dates])
         final = {id(b): b.damage for b in lay.buildings}
         staged: set[int] = set()
         if event2 is not None:
