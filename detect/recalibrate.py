@@ -38,7 +38,7 @@ import numpy as np
 
 from detect.outputs import format_number, read_scores_csv, score_columns, write_bytes_atomic, write_scores_csv, write_scores_geojson
 from detect.gis import GPKG_NAME, rewrite_gis_files
-from detect.provenance import MANIFEST_NAME, hash_outputs, read_manifest, write_json_atomic
+from detect.provenance import MANIFEST_NAME, SIGNATURE_NAME, hash_outputs, read_manifest, write_json_atomic
 from detect.ranking import OperatingPoint, rank_rows
 from detect.report import summarise_rows, write_report
 from models.calibration import FittedCalibration, fit_calibration, sigmoid
@@ -176,6 +176,10 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
     counts["flagged"] = summary.flagged
     files = sorted(set(manifest.get("outputs", {})) | set(extra_outputs) | {"scores.csv", "scores.geojson", "report.html", *gis})
     manifest["outputs"] = hash_outputs(run_dir, [f for f in files if (run_dir / f).is_file()])
+    signature = run_dir / SIGNATURE_NAME
+    if signature.is_file():
+        signature.unlink()  # it signed the manifest before calibration: void; sign the run again
+        log.warning("%s removed: it signed the manifest before calibration; sign the run again", signature)
     write_json_atomic(run_dir / MANIFEST_NAME, manifest)
     return sha256_file(run_dir / MANIFEST_NAME)
 
