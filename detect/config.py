@@ -86,12 +86,6 @@ class DetectConfig:
     score_decimals: int = 6
     group_by_scene: bool = True
     embeddings: bool = True
-    adapt: Literal["none", "bn"] = "none"
-    adapt_pairs: int = 512
-    signals: bool = False
-    doubt_tta_spread: float | None = 1.0
-    doubt_feature_distance: float | None = 3.0
-    doubt_sharpness_ratio: float | None = 2.0
     run_keys_dir: str | None = None
     parts: Literal["auto", "on", "off"] = "auto"
     context: Literal["auto", "on", "off"] = "auto"
@@ -130,12 +124,6 @@ class DetectConfig:
             raise ValueError("threads must be 0 (all cores but one) or a positive count")
         if not 2 <= self.score_decimals <= 12:
             raise ValueError("score_decimals must be between 2 and 12")
-        if self.adapt_pairs < 2:
-            raise ValueError("adapt_pairs must be at least 2")
-        for name in ("doubt_tta_spread", "doubt_feature_distance", "doubt_sharpness_ratio"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, or null (never)")
         if not self.operating_point.strip():
             raise ValueError("operating_point must name an operating point or give a probability")
 

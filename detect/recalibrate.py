@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from detect.gis import GPKG_NAME, rewrite_gis_files
-from detect.provenance import MANIFEST_NAME, hash_outputs
+from detect.provenance import MANIFEST_NAME, SIGNATURE_NAME, hash_outputs
 from detect.runfolder import (
     Manifest,
     format_number,
@@ -185,6 +185,10 @@ def write_run(state: RunScores, *, extra_outputs: Sequence[str], calibration: Ma
         counts=replace(manifest.counts, flagged=summary.flagged),
         outputs=hash_outputs(run_dir, [f for f in files if (run_dir / f).is_file()]),
     )
+    signature = run_dir / SIGNATURE_NAME
+    if signature.is_file():
+        signature.unlink()  # it signed the manifest before calibration: void; sign the run again
+        log.warning("%s removed: it signed the manifest before calibration; sign the run again", signature)
     write_manifest(run_dir, manifest)
     return sha256_file(run_dir / MANIFEST_NAME)
 

@@ -90,7 +90,11 @@ def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_pa
     assert (run / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (run / "calibration.txt").read_text()
     assert "reliability AFTER" in text and "interval" in text and cal["labels"]["sha256"] in text
-    for name in ("calibration.txt", "calibration.json", "reliability.png", "scores.csv", "report.html"):
+    # the GIS copies carry the new flags too
+    if (run / "scores.kml").is_file():
+        kml = (run / "scores.kml").read_text()
+        assert f"{thr:g})" in kml  # "flagged at >= <the new threshold>" in every balloon
+    for name in ("calibration.txt", "calibration.json", "reliability.png", "scores.csv", "report.html", "scores.gpkg", "scores.kml"):
         assert manifest["outputs"][name] == hashlib.sha256((run / name).read_bytes()).hexdigest()
     assert main(["verify", str(run)]) == 0
     # the review app's label
