@@ -211,6 +211,15 @@ def inference_threads(threads: int) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def cut_workers(cfg: DetectConfig) -> int:
+    """Cut worker processes of a local run (0: a reader thread); see :mod:`detect.workers`."""
+    if cfg.cut_workers is not None:
+        return cfg.cut_workers
+    from detect.workers import default_cut_workers
+
+    return default_cut_workers(1 if cfg.device == "cuda" else inference_threads(cfg.threads))
+
+
 def _utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
@@ -311,9 +320,12 @@ def _run_in_folder(
     """Load the model, then fingerprint, resume, score and finish the run folder."""
     from tiles.cut import PairCutter
 
-    from models.inference import Scorer
+    from models.backends import make_scorer
 
-    scorer = Scorer(model, device=cfg.device, tta=cfg.tta, threads=inference_threads(cfg.threads), batch_size=cfg.batch_size)
+    scorer = make_scorer(
+        model, backend=cfg.backend, device=cfg.device, tta=cfg.tta, threads=inference_threads(cfg.threads),
+        batch_size=cfg.batch_size,
+    )
     _check_model_fits(scorer.meta, tiles)
     operating_point = resolve_operating_point(cfg.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
 
@@ -473,21 +485,33 @@ def _score_todo(
                 threads=cfg.threads,
                 decimals=cfg.score_decimals,
                 windows=windows,
+                backend=cfg.backend,
             )
             for record in score_batches_dask(client, site_list, todo, before_cat, after_cat, spec):
                 writer.append(record)
                 bar.update(len(record.rows))
         else:
-            for record in score_batches_local(
-                site_list,
-                todo,
-                make_cutter,
-                scorer,
-                decimals=cfg.score_decimals,
-                prefetch=cfg.prefetch_batches,
-                chip_cache=chip_cache,
-                windows=windows,
-            ):
+            workers = cut_workers(cfg)
+            if workers:
+                from detect.workers import CutterSpec, score_batches_workers
+
+                spec_w = CutterSpec(before_cat, after_cat, tiles, windows)
+                records = score_batches_workers(
+                    site_list, todo, spec_w, scorer, workers=workers, decimals=cfg.score_decimals,
+                    prefetch=cfg.prefetch_batches, chip_cache=chip_cache,
+                )
+            else:
+                records = score_batches_local(
+                    site_list,
+                    todo,
+                    make_cutter,
+                    scorer,
+                    decimals=cfg.score_decimals,
+                    prefetch=cfg.prefetch_batches,
+                    chip_cache=chip_cache,
+                    windows=windows,
+                )
+            for record in records:
                 writer.append(record)
                 bar.update(len(record.rows))
     finally:
