@@ -41,6 +41,7 @@ class WorkerSpec:
         threads: torch threads per worker (0: torch decides).
         decimals: decimals of the written score.
         windows: the parts-and-context step (:class:`detect.parts.SiteWindows`), or None.
+        backend: how the model runs (``detect.backend``; see :mod:`models.backends`).
     """
 
     run_token: str
@@ -51,21 +52,24 @@ class WorkerSpec:
     threads: int
     decimals: int
     windows: Any = None
+    backend: str = "torch"
 
 
 _STATE_LOCK = threading.Lock()
-_SCORERS: dict[tuple[str, str, bool, int], Any] = {}
+_SCORERS: dict[tuple[str, str, bool, int, str], Any] = {}
 _CUTTERS: dict[tuple[str, int], Any] = {}
 
 
 def _scorer_for(spec: WorkerSpec) -> Any:
-    key = (spec.model, spec.device, spec.tta, spec.threads)
+    key = (spec.model, spec.device, spec.tta, spec.threads, spec.backend)
     with _STATE_LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:
-            from models.inference import Scorer
+            from models.backends import make_scorer
 
-            scorer = Scorer(spec.model, device=spec.device, tta=spec.tta, threads=spec.threads or None)
+            scorer = make_scorer(
+                spec.model, backend=spec.backend, device=spec.device, tta=spec.tta, threads=spec.threads or None  # type: ignore[arg-type]
+            )
             _SCORERS.clear()
             _SCORERS[key] = scorer
         return scorer

@@ -10,7 +10,7 @@ from sitewatch.errors import ConfigError
 #: settings that change only how a run is presented or paced, never a score: a run folder may be
 #: resumed with different values of these (see :func:`detect.run.run_fingerprint`).
 PRESENTATION_KEYS = frozenset(
-    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads", "run_keys_dir"}
+    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads", "run_keys_dir", "cut_workers"}
 )
 
 
@@ -72,6 +72,12 @@ class DetectConfig:
             look cloud-like too but persist) is left out of a series of three or more usable
             dates (stricter than ``tiles.max_cloud_fraction``: a partly clouded date looks like
             a change); None: the tiles setting alone.
+        cut_workers: processes that cut pairs for the scorer on a local run (:mod:`detect.workers`);
+            None = the cores the scorer does not use (at least 1); ``0`` = cut in a reader thread
+            of this process instead. Never changes a score (batches are cut in plan order).
+        backend: how the model runs: ``torch`` (every device, tta), or the network exported to
+            ONNX and run on the CPU by ``onnx`` (ONNX Runtime) or ``openvino`` (OpenVINO; see
+            :mod:`models.backends`; optional packages: ``pip install 'sitewatch[onnx]'``).
     """
 
     batch_size: int = 64
@@ -98,6 +104,8 @@ class DetectConfig:
     series_outlier_penalty: float = 1.0
     series_max_reference_tries: int = 3
     series_max_cloud_fraction: float | None = 0.05
+    cut_workers: int | None = 0
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.targeted_max_context_damage <= 1.0:
@@ -120,6 +128,16 @@ class DetectConfig:
             raise ValueError("prefetch_batches must be at least 1")
         if self.journal_fsync_every < 1:
             raise ValueError("journal_fsync_every must be at least 1")
+        if self.cut_workers is not None and self.cut_workers < 0:
+            raise ConfigError(
+                f"detect.cut_workers: must be null (the cores the scorer leaves), 0 (a reader thread) or a "
+                f"count of processes, got {self.cut_workers}",
+                setting="detect.cut_workers",
+            )
+        if self.backend not in ("torch", "onnx", "openvino"):
+            raise ConfigError(
+                f"detect.backend: must be torch, onnx or openvino, got {self.backend!r}", setting="detect.backend"
+            )
         if self.threads < 0:
             raise ValueError("threads must be 0 (all cores but one) or a positive count")
         if not 2 <= self.score_decimals <= 12:

@@ -252,6 +252,15 @@ def _check_model_fits(meta: Any, tiles: TilesConfig) -> None:
         )
 
 
+def cut_workers(cfg: DetectConfig) -> int:
+    """Processes that cut pairs for the scorer (``detect.cut_workers``; 0 = a reader thread)."""
+    if cfg.cut_workers is not None:
+        return cfg.cut_workers
+    from detect.workers import default_cut_workers
+
+    return default_cut_workers(1 if cfg.device == "cuda" else inference_threads(cfg.threads))
+
+
 def inference_threads(threads: int) -> int:
     """Torch threads for inference: ``threads`` if set, else all cores but one.
 
@@ -390,7 +399,6 @@ def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> 
         ModelError: the model cannot be loaded or does not fit the tiles settings.
         ConfigError: a bad ``detect.operating_point``.
     """
-    from models.inference import Scorer
     from tiles.catalog import RasterCatalog
     from tiles.sites import read_sites
 
@@ -407,8 +415,11 @@ def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> 
     else:
         before = RasterCatalog.from_paths(list(inputs.before), epoch="before")
         after = RasterCatalog.from_paths(list(inputs.after), epoch="after")
-    scorer = Scorer(
-        inputs.model, device=detect.device, tta=detect.tta, threads=inference_threads(detect.threads), batch_size=detect.batch_size
+    from models.backends import make_scorer
+
+    scorer = make_scorer(
+        inputs.model, backend=detect.backend, device=detect.device, tta=detect.tta,
+        threads=inference_threads(detect.threads), batch_size=detect.batch_size,
     )
     _check_model_fits(scorer.meta, tiles)
     operating_point = resolve_operating_point(detect.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
@@ -529,8 +540,16 @@ def score_run(
                     threads=cfg.threads,
                     decimals=cfg.score_decimals,
                     windows=run.windows,
+                    backend=cfg.backend,
                 )
                 records = score_batches_dask(client, run.sites, plan.todo, run.before, run.after, spec)
+            elif cut_workers(cfg):
+                from detect.workers import CutterSpec, score_batches_workers
+
+                records = score_batches_workers(
+                    run.sites, plan.todo, CutterSpec(run.before, run.after, run.tiles, run.windows), run.scorer,
+                    workers=cut_workers(cfg), decimals=cfg.score_decimals, prefetch=cfg.prefetch_batches, chip_cache=chip_cache,
+                )
             else:
                 records = score_batches_local(
                     run.sites,
