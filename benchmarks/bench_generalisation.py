@@ -432,7 +432,7 @@ def verdict_rounds(
         trainer_log.addHandler(caught)
         t0 = time.perf_counter()
         try:
-            train_model([], out, job, init_from=model, extra_sets=[pairs.subset(np.flatnonzero(reviewed))], progress=False, resume=False)
+            train_model([], out, tiles=job.tiles, model=job.model, train=job.train, synth=job.synth, init_from=model, extra_sets=[pairs.subset(np.flatnonzero(reviewed))], progress=False, resume=False)
             probs, points = score_model(out, pairs)
         except SitewatchError as exc:
             row.update(minutes=(time.perf_counter() - t0) / 60.0, note=f"fine-tuning failed: {exc}", warnings=caught.messages)
