@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
+from detect.runfolder import OperatingPoint  # the manifest's type, one class for both (re-exported)
 from sitewatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -19,19 +19,6 @@ log = logging.getLogger(__name__)
 FALLBACK_THRESHOLD = 0.5
 
 
-@dataclass(frozen=True)
-class OperatingPoint:
-    """The threshold that turns a calibrated score into ``flagged``.
-
-    Attributes:
-        name: the operating point's name (``"screening"``, ``"evidence"``) or ``"custom"``.
-        threshold: flagged when ``score >= threshold``.
-        source: where the threshold came from, for the manifest and the report.
-    """
-
-    name: str
-    threshold: float
-    source: str
 
 
 def resolve_operating_point(spec: str, operating_points: Mapping[str, float]) -> OperatingPoint:
