@@ -24,7 +24,7 @@ from rasterio.transform import from_origin
 
 from tiles.synth import SynthConfig, generate_dataset
 from tiles.synth.damage import place_damage_clusters
-from tiles.synth.dataset import _write_tif
+from tiles.synth.dataset import write_geotiff
 from tiles.synth.layout import add_construction, build_layout
 from tiles.synth.nuisance import MAX_SHIFT_PX, apply_sensor, draw_epoch_styles, region_strengths
 from tiles.synth.render import make_static_fields, render_epoch
@@ -55,7 +55,7 @@ def stages(cfg: SynthConfig, folder: Path) -> dict[str, float]:
         u8, _ = apply_sensor(img, style, g)
         t["sensor"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        _write_tif(folder / f"stage{i}.tif", np.ascontiguousarray(np.moveaxis(u8, 2, 0)), from_origin(500000, 4500000, g, g), "EPSG:32633", {})
+        write_geotiff(folder / f"stage{i}.tif", np.ascontiguousarray(np.moveaxis(u8, 2, 0)), from_origin(500000, 4500000, g, g), "EPSG:32633", {})
         t["write"] += time.perf_counter() - t0
     t["buildings"] = float(len(lay.buildings))
     t["trees"] = float(lay.trees["x"].size)
@@ -91,7 +91,7 @@ def main() -> None:
             arr = src.read()
         t0 = time.perf_counter()
         for i in range(2):
-            _write_tif(tmp_path / f"io{i}.tif", arr, from_origin(500000, 4500000, cfg.gsd_m, cfg.gsd_m), "EPSG:32633", {})
+            write_geotiff(tmp_path / f"io{i}.tif", arr, from_origin(500000, 4500000, cfg.gsd_m, cfg.gsd_m), "EPSG:32633", {})
         io_s = time.perf_counter() - t0
     print(f"synth benchmark: one region of {args.size} x {args.size} px at {cfg.gsd_m} m, before + after (best of {args.repeat})")
     print(f"  generate_dataset  {big_s:8.2f} s   {big_px / big_s / 1e6:6.2f} Mpx/s  ({big_px / 1e6:.1f} Mpx written)")

@@ -124,7 +124,7 @@ def _strips(n: int, k: int, overlap_px: int) -> list[tuple[int, int]]:
     return [(max(0, edges[i] - overlap_px), min(n, edges[i + 1] + overlap_px)) for i in range(k)]
 
 
-def _write_tif(path: Path, arr: np.ndarray, transform: object, crs: CRS, tags: dict[str, str]) -> None:
+def write_geotiff(path: Path, arr: np.ndarray, transform: object, crs: CRS, tags: dict[str, str]) -> None:
     """Write ``arr`` (3, H, W) uint8 as a tiled, deflate-compressed GeoTIFF with nodata 0."""
     profile = dict(
         driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0], dtype="uint8",
@@ -138,7 +138,7 @@ def _write_tif(path: Path, arr: np.ndarray, transform: object, crs: CRS, tags: d
             dst.set_band_description(i, name)
 
 
-def _choose_sites(rng: np.random.Generator, lay: Layout, wanted: dict[str, int]) -> list[Building]:
+def choose_sites(rng: np.random.Generator, lay: Layout, wanted: dict[str, int]) -> list[Building]:
     """Pick eligible buildings for the wanted per-class counts.
 
     Buildings already of a class are taken first; a shortfall is made up by relabelling
@@ -273,7 +273,7 @@ def plan_region(config: SynthConfig, index: int, remaining: list[str]) -> Region
     wanted = {d: 0 for d in DAMAGE_ORDER}
     for d in remaining[:take]:
         wanted[d] += 1
-    chosen = _choose_sites(rng_pick, lay, wanted)
+    chosen = choose_sites(rng_pick, lay, wanted)
     for b in chosen:  # drop what was placed from the remaining labels
         remaining.remove(b.damage)
     if strengths["demolition"] > 0:
@@ -344,7 +344,7 @@ def _write_epoch(
         win = Window(a, 0, b - a, out_arr.shape[1]) if axis == 2 else Window(0, a, out_arr.shape[2], b - a)
         tf = rasterio.windows.transform(win, out_tf)
         path = folder / (f"{name}.tif" if k == 1 else f"{name}_scene{i}.tif")
-        _write_tif(path, np.ascontiguousarray(piece), tf, out_crs, tags)
+        write_geotiff(path, np.ascontiguousarray(piece), tf, out_crs, tags)
         files.append(path)
     return files
 

@@ -33,8 +33,9 @@ import numpy as np
 
 from sitewatch.errors import ConfigError, UsageError
 from tiles.synth.config import SynthConfig
-from tiles.synth.damage import damage_intensity, damage_radius_m, place_damage_clusters
-from tiles.synth.layout import DAMAGE_STYLES, Building, add_construction, build_layout
+from tiles.synth.dataset import choose_sites, write_geotiff
+from tiles.synth.damage import damage_radius_m, place_damage_clusters
+from tiles.synth.layout import add_construction, build_layout
 from tiles.synth.nuisance import MAX_SHIFT_PX, apply_sensor, draw_epoch_styles, region_strengths
 from tiles.synth.render import EpochStyle, make_static_fields, render_epoch
 
@@ -134,47 +135,6 @@ def _origin(crs: str, index: int, extent_m: float) -> tuple[float, float]:
     return (math.floor((x + (index % 10) * step) / 10.0) * 10.0, math.floor((y - (index // 10) * step) / 10.0) * 10.0)
 
 
-def _write(path: Path, arr: np.ndarray, transform: object, crs: str, tags: dict[str, str]) -> None:
-    import rasterio
-
-    profile = dict(
-        driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=3, dtype="uint8", crs=crs, transform=transform,
-        nodata=0, tiled=True, blockxsize=256, blockysize=256, compress="deflate", zlevel=1, predictor=2,
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(arr)
-        dst.update_tags(**tags)
-        for i, name in enumerate(("red", "green", "blue"), start=1):
-            dst.set_band_description(i, name)
-
-
-def _pick_sites(rng: np.random.Generator, buildings: list[Building], wanted: dict[str, int], lay: object) -> list[Building]:
-    """Eligible buildings for the wanted per-class counts (shortfalls relabelled, as in the generator)."""
-    eligible = [b for b in buildings if b.site_ok and not b.after_only]
-    eligible = [eligible[int(i)] for i in rng.permutation(len(eligible))]
-    chosen: list[Building] = []
-    left: list[Building] = []
-    need = dict(wanted)
-    for b in eligible:
-        if need.get(b.damage, 0) > 0:
-            need[b.damage] -= 1
-            chosen.append(b)
-        else:
-            left.append(b)
-    for dmg, count in need.items():
-        if count <= 0 or not left:
-            continue
-        inten = np.array([damage_intensity(lay, b.centroid)[0] for b in left])  # type: ignore[arg-type]
-        pick = np.argsort(-inten if dmg != "no-damage" else inten, kind="stable")[:count]
-        for i in sorted((int(x) for x in pick), reverse=True):
-            b = left.pop(i)
-            b.damage = dmg
-            if dmg != "no-damage" and not b.style:
-                b.style = DAMAGE_STYLES[damage_intensity(lay, b.centroid)[1]]  # type: ignore[arg-type]
-            chosen.append(b)
-    return chosen
-
-
 def _dates(rng: np.random.Generator, series: SeriesConfig, region: int) -> list[datetime]:
     start = datetime.strptime(series.first_date, "%Y-%m-%d").replace(hour=10, minute=30, tzinfo=timezone.utc)
     start += timedelta(days=7 * region)
@@ -269,7 +229,7 @@ def generate_series(
         wanted = {d: 0 for d in counts}
         for d in remaining[:take]:
             wanted[d] += 1
-        chosen = _pick_sites(rng_pick, lay.buildings, wanted, lay)
+        chosen = choose_sites(rng_pick, lay, wanted)
         for b in chosen:
             remaining.remove(b.damage)
 
@@ -329,7 +289,7 @@ def generate_series(
                 "SYNTH_SPOILER": "cloudy" if i in cloudy else ("misregistered" if i in shifted else "none"),
                 "SOURCE": f"sitewatch synth --series seed={config.seed} region={region} date={i} (synthetic, no real imagery)",
             }
-            _write(path, np.ascontiguousarray(np.moveaxis(u8, 2, 0)), transform, config.crs, tags)
+            write_geotiff(path, np.ascontiguousarray(np.moveaxis(u8, 2, 0)), transform, config.crs, tags)
             files.append(path)
         for b in lay.buildings:
             b.damage = final[id(b)]
