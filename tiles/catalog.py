@@ -355,12 +355,14 @@ class RasterCatalog:
         self._by_id = {s.scene_id: s for s in self.scenes}
 
     @classmethod
-    def from_paths(cls, paths: str | Path | Iterable[str | Path], *, epoch: str) -> "RasterCatalog":
+    def from_paths(cls, paths: str | Path | Iterable[str | Path], *, epoch: str, flag: str | None = None) -> "RasterCatalog":
         """Index GeoTIFFs from files, folders (searched recursively) and glob patterns.
 
         Args:
             paths: one or more files, folders or globs.
             epoch: ``before`` or ``after``.
+            flag: the input's name in messages (default ``--before`` / ``--after``; a series
+                says ``--series``).
 
         Raises:
             RasterError: no readable raster remains (the message lists what was skipped).
@@ -379,11 +381,11 @@ class RasterCatalog:
                 reason = str(exc).strip() or type(exc).__name__
                 skipped.append((f, reason))
         for path, reason in skipped:
-            log.warning("%s raster %s skipped: %s", epoch, path, reason)
+            log.warning("%s raster %s skipped: %s", flag or f"--{epoch}", path, reason)
         if not scenes:
             listing = "; ".join(f"{p}: {r}" for p, r in skipped[:5]) or "no inputs given"
             raise RasterError(
-                f"--{epoch}: no readable GeoTIFF among the inputs ({listing}); pass GeoTIFF files, "
+                f"{flag or '--' + epoch}: no readable GeoTIFF among the inputs ({listing}); pass GeoTIFF files, "
                 "folders or globs with a CRS"
             )
         # unique scene ids: the stem, else parent/stem, else stem-<n>

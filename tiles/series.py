@@ -79,7 +79,7 @@ class SeriesCatalog:
         Raises:
             RasterError: fewer than two dated days remain (the message lists what was skipped).
         """
-        cat = RasterCatalog.from_paths(paths, epoch="before")
+        cat = RasterCatalog.from_paths(paths, epoch="before", flag="--series")
         dated = [s for s in cat.scenes if s.acquired is not None]
         skipped = list(cat.skipped)
         for s in cat.scenes:
