@@ -34,8 +34,8 @@ Sets (found in ``../shared/data``, or ``$SITEWATCH_SHARED_DATA``):
 
     python benchmarks/bench_generalisation.py [--model default] [--model DIR ...]
         [--sets NAME,...] [--data NAME=FOLDER[:LABELS.csv]] [--limit N]
-        [--verdicts 25,50,100,200] [--queues uncertainty,random] [--verdict-sets NAME,...]
-        [--no-finetune] [--threads 1] [--work DIR] [--json OUT]
+        [--verdicts 25,50,100,200] [--queues top,uncertainty,random] [--verdict-sets NAME,...]
+        [--methods finetune,head,rerank] [--no-finetune] [--no-adapted] [--threads 1] [--work DIR] [--json OUT]
     python benchmarks/bench_generalisation.py --show OUT   # the table of an earlier run
 """
 
@@ -650,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="finetune", help=f"what a round does with its verdicts: {', '.join(METHODS)} (comma-separated)")
     parser.add_argument("--verdict-sets", help="sets that get the verdict rounds (default: all but reference sets)")
     parser.add_argument("--no-finetune", action="store_true", help="zero-shot and adapted rows only")
+    parser.add_argument("--no-adapted", action="store_true", help="leave out the adapted row (run-time adaptation re-scores every pair)")
     parser.add_argument("--finetune-config", type=Path, default=FINETUNE_CONFIG, help="the fine-tuning recipe (default: configs/train-finetune.yaml)")
     parser.add_argument("--epochs", type=int, help="override train.epochs of the fine-tuning recipe")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -722,7 +723,9 @@ def main(argv: list[str] | None = None) -> int:
             row = {**common, "row": "zero-shot", **figures(labels, probs, points, base, seed=args.seed), "minutes": (time.perf_counter() - t0) / 60.0}
             rows.append(row)
             print(table_line(row), flush=True)
-            if adapt is None:
+            if args.no_adapted:
+                row = {**common, "row": "adapted", "note": "not run (--no-adapted)"}
+            elif adapt is None:
                 row = {**common, "row": "adapted", "note": "n/a (the scorer offers no run-time adaptation)"}
             else:
                 t0 = time.perf_counter()
