@@ -8,13 +8,18 @@ One table (and ``--json OUT``) for one or more models side by side. Per labelled
 * ``adapted``: after the model's run-time adaptation on the set's own pairs, when the scorer
   offers one (``models.inference.Scorer.adapt(images)``, or a ``Scorer(adapt...=True)``
   keyword); detected at run time, ``n/a`` otherwise.
-* ``N verdicts (queue)``: fine-tuned from the model on ``N`` reviewed sites, then evaluated on
-  every site nobody reviewed. Sites come from the review app's ``uncertainty`` queue (nearest the
-  current model's ``screening`` threshold first, re-ranked by each round's model) or from a seeded
-  ``random`` sample (the app's validation queue), cumulatively (25, then 25 more, ...). Training
-  is ``train.trainer.train_model`` with ``configs/train-finetune.yaml``, the code and settings of
-  ``sitewatch train --from-review RUN``; a round whose training fails (e.g. one class only) is
-  printed with the library's message. Minutes per round are measured on this machine.
+* ``N QUEUE METHOD``: after ``N`` reviewed sites, evaluated on every site nobody reviewed. Sites
+  come cumulatively (25, then 25 more, ...) from one of the review app's queues, ordered by the
+  app's own code (``review.queue``) under the previous round's scores: ``top`` (the app's default
+  ``score`` view, highest first: what reviewers work first), ``uncertainty`` (nearest the
+  ``screening`` threshold first) or ``random`` (the app's seeded ``validation`` sample); the app
+  has no mixed queue. ``METHOD`` is what the round learns: ``finetune`` =
+  ``train.trainer.train_model`` with ``configs/train-finetune.yaml`` from the starting model, the
+  code and settings of ``sitewatch train --from-review RUN``; ``head`` = the same with the encoder
+  frozen and 4 epochs (``HEAD_OVERRIDES``); ``rerank`` = the review app's quick re-rank
+  (``review.rerank``: a logistic correction on the starting model's embeddings, no CNN). A round
+  that cannot learn (e.g. one class only) is printed with the library's message. Minutes per
+  round are measured on this machine.
 
 Columns: ROC AUC with a 95 % bootstrap interval, average precision, and at each of the model's
 operating points (``screening``, ``evidence``) the false-alarm share (intact sites flagged) and
