@@ -47,7 +47,7 @@ table.list th{width:auto}
 svg .part rect{fill-opacity:.12;stroke-width:1.5px;vector-effect:non-scaling-stroke}
 svg .part.top rect{stroke-width:3.5px}
 svg .part.na rect{fill:none;stroke-dasharray:4 3;stroke-width:1px}
-svg .part.marked rect{stroke:#ff00ff;stroke-width:3px;fill:#ff00ff;fill-opacity:.25}
+svg .part.marked rect{fill:#ff00ff;fill-opacity:.3;stroke-width:3px}
 svg .part text{fill:#fff;paint-order:stroke;stroke:rgba(0,0,0,.8);stroke-width:2px;vector-effect:non-scaling-stroke;font-family:"DejaVu Sans",Arial,sans-serif}
 .ramp{display:inline-block;width:70px;height:9px;vertical-align:middle;border:1px solid #999;background:linear-gradient(to right,#00c820,#ffc820 50%,#ff0020)}
 .markswatch{display:inline-block;width:14px;height:9px;vertical-align:middle;border:2px solid #ff00ff;background:rgba(255,0,255,.25)}
@@ -127,7 +127,7 @@ _SITE = _MARKER + _PARTS + """<!DOCTYPE html>
 {%- endfor %}
 </div>{% endif %}
 <p class="legend"><span class="swatch"></span>the site: {{ e.marker.describe }}. Marker drawn over the images, never into them: the pixels are those hashed above. North is up.</p>
-{% if e.parts and e.parts.has_parts %}<p class="legend" id="parts-legend"><span class="ramp"></span> parts: the model's score of each {{ '%g'|format(e.parts.parts[0].size_m) }} m part, 0 (green) to 1 (red); thick outline: highest (▲); grey dashed: not assessed; <span class="markswatch"></span> marked damaged by the reviewers.</p>{% endif %}
+{% if e.parts and e.parts.has_parts %}<p class="legend" id="parts-legend"><span class="ramp"></span> parts: the model's score of each {{ '%g'|format(e.parts.parts[0].size_m) }} m part, 0 (green) to 1 (red); thick outline: highest (▲); grey dashed: not assessed; <span class="markswatch"></span> (magenta fill) marked damaged by the reviewers.</p>{% endif %}
 {% for n in e.image_notes %}<p class="note">{{ n }}</p>{% endfor %}
 {% if e.parts %}
 <h2>Facility: parts and surroundings</h2>

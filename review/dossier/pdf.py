@@ -297,16 +297,14 @@ def _parts(w: _Writer, e: SiteEvidence, x: float, y: float, size: float, context
         x0, y0, x1, y1 = max(rx, x), max(ry, y), min(rx + side, x + size), min(ry + side, y + size)
         if x1 <= x0 or y1 <= y0:
             continue
-        if part.name in marked:
-            colour, width = MAGENTA, 0.7
-        elif part.assessed:
+        if part.assessed:
             colour, width = score_rgb(part.score if part.score is not None else 0.0), 0.6 if part.top else 0.3
         else:
             colour, width = grey, 0.2
         pdf.set_draw_color(*colour)
         pdf.set_line_width(width)
         if part.assessed or part.name in marked:
-            pdf.set_fill_color(*colour)
+            pdf.set_fill_color(*(MAGENTA if part.name in marked else colour))
             with pdf.local_context(fill_opacity=0.25 if part.name in marked else 0.12):
                 pdf.rect(x0, y0, x1 - x0, y1 - y0, style="F")
         else:
@@ -413,7 +411,7 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
             decided = ", ".join(e.marked_parts) or "none marked"
             side.row("damaged parts", decided + (f" (marked by {marks})" if marks else ""), bold=bool(e.marked_parts), label_w=22)
             side.text("parts coloured by score, 0 green to 1 red; thick: highest; dashed grey: not assessed; "
-                      "magenta: marked damaged by the reviewers", size=5.5)
+                      "magenta fill: marked damaged by the reviewers", size=5.5)
     for note in e.image_notes:
         side.text(note, size=6)
     if w.replaced:
