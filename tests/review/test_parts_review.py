@@ -186,6 +186,38 @@ def test_dossier_shows_parts_marks_and_surroundings(run_copy: Path, tmp_path: Pa
     assert main(["verify", str(out)]) == 0
 
 
+def test_map_layers_download_only_while_listed_and_unchanged(run_copy: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from review.app import create_app
+    from review.config import ReviewConfig
+    from tests.review.make_run import write_run
+
+    client = TestClient(create_app(run_copy, ReviewConfig(rerank_every=0)))
+    client.get("/queue?reviewer=ann")
+    page = client.get("/progress").text
+    assert 'href="/download/scores.gpkg"' in page and 'href="/download/scores.kml"' in page
+    gpkg = client.get("/download/scores.gpkg")
+    assert gpkg.status_code == 200 and gpkg.content == (run_copy / "scores.gpkg").read_bytes()
+    assert gpkg.content.startswith(b"SQLite format 3") and gpkg.headers["content-type"] == "application/geopackage+sqlite3"
+    assert gpkg.headers["content-disposition"] == 'attachment; filename="run-scores.gpkg"'
+    kml = client.get("/download/scores.kml")
+    assert kml.status_code == 200 and b"<kml" in kml.content[:400]
+    for other in ("review.sqlite", "manifest.json", "scores.csv"):
+        r = client.get(f"/download/{other}")
+        assert r.status_code == 404 and "only scores.gpkg, scores.kml can be downloaded" in r.text
+    assert client.get("/download/..%2Freview.sqlite").status_code == 404
+    with (run_copy / "scores.kml").open("ab") as fh:
+        fh.write(b"<!-- edited -->")
+    r = client.get("/download/scores.kml")
+    assert r.status_code == 404 and "changed after detect wrote it" in r.text
+    # a run that lists neither shows no downloads
+    plain = TestClient(create_app(write_run(tmp_path / "plain", 4), ReviewConfig(rerank_every=0)))
+    plain.get("/queue?reviewer=ann")
+    assert 'id="downloads"' not in plain.get("/progress").text
+    assert plain.get("/download/scores.gpkg").status_code == 404
+
+
 @pytest.mark.realdata
 def test_joplin_footprints_show_parts_in_the_review_site_page(shared_data: Path, tmp_path: Path) -> None:
     """Joplin's building footprints larger than one chip: the review site page draws their parts."""
