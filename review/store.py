@@ -348,7 +348,8 @@ class VerdictStore:
 
         Raises:
             InputError: unknown verdict or kind, bad reviewer name, note too long, a part mark
-                that is not one of the site's parts.
+                that is not one of the site's parts, part marks with a ``no-damage`` or
+                ``cannot_assess`` verdict.
         """
         reviewer = clean_reviewer(reviewer)
         if verdict not in VERDICTS:
@@ -359,6 +360,11 @@ class VerdictStore:
         if len(note) > 2000:
             raise InputError("note is longer than 2,000 characters: shorten it")
         parts = clean_parts(damaged_parts, known_parts, site_id=site_id)
+        if parts and verdict in ("no-damage", "cannot_assess"):
+            raise InputError(
+                f"site {site_id}: parts {parts.replace(',', ', ')} are marked damaged but the verdict is {verdict}; "
+                "untick them or give a damage verdict"
+            )
         now = utc_now()
         with self._write() as con:
             previous = con.execute(

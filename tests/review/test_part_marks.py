@@ -79,6 +79,8 @@ def test_part_marks_are_checked_against_the_sites_parts(tmp_path: Path) -> None:
         store.add_verdict("house", "ann", "destroyed", damaged_parts=["p00"], known_parts=())
     with pytest.raises(InputError, match="is not a part id"):
         store.add_verdict("H", "ann", "destroyed", damaged_parts=["p1;DROP TABLE"], known_parts=PARTS)
+    with pytest.raises(InputError, match="site H: parts p02, p03 are marked damaged but the verdict is no-damage"):
+        store.add_verdict("H", "ann", "no-damage", damaged_parts=["p03", "p02"], known_parts=PARTS)
     assert store.verdicts() == []  # nothing half-written
     assert clean_parts(["p10", "p02"]) == "p10,p02" and clean_parts(["p10", "p02"], PARTS + ["p10"]) == "p02,p10"
 
