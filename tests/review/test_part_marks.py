@@ -202,6 +202,14 @@ def test_export_carries_the_part_marks_and_stays_trainable(facility_run: Path, t
     assert restore_formula(rows["s00001"]["part_centres_m"]).startswith("-48.0,48.0;0.0,48.0;48.0,48.0")
     sites = {s.site_id: s for s in read_sites(out / "sites.csv")}
     assert sites["s00001"].damage == "destroyed" and sites["s00000"].damage == "no-damage"
+    # the training stage cuts the exported facility like any labelled site
+    from sitewatch.config import build_config
+    from tiles.config import TilesConfig
+    from train.datasets import cut_labelled_folder
+
+    tiles = build_config(TilesConfig, {"chip_px": 16, "chip_size_m": 16.0, "coregister": False})
+    pairs = cut_labelled_folder(out, tiles, name="review", data_hash="x", progress=False)
+    assert dict(zip(pairs.site_ids, pairs.labels.tolist())) == {"s00000": 0, "s00001": 1}
 
 
 def _client(run_dir: Path, reviewer: str = "ann") -> TestClient:
