@@ -253,81 +253,52 @@ def summarise_site(
     return out
 
 
-def _colour(score: float) -> str:
-    """Green (0) through yellow to red (1)."""
-    t = min(1.0, max(0.0, score))
-    r = int(round(255 * min(1.0, 2 * t)))
-    g = int(round(200 * min(1.0, 2 * (1 - t))))
-    return f"#{r:02x}{g:02x}20"
-
-
 def parts_overlay_html(row: Mapping[str, str], *, px: int = 192) -> tuple[str, str]:
     """The site's after chip with its parts outlined and coloured by score, and summary lines.
 
     Returns ``(figure, lines)`` HTML (each empty when the row has no parts / no context). The
-    chip is the site's single window (``chip_size_m`` metres centred on the site's point), so a
-    part centred ``(east, north)`` metres from the point is drawn at ``((east / size + 0.5) * px,
-    (0.5 - north / size) * px)``. Parts not assessed are dashed grey; the top part has a thick
-    outline.
+    geometry, colours and words are :mod:`detect.part_overlay`'s (shared with the review app and
+    the dossier). The chip is the site's single window (``chip_size_m`` metres centred on the
+    site's point). Parts not assessed are dashed grey; the top part has a thick outline.
     """
     import html
+
+    from detect.part_overlay import read_parts_overlay
 
     def esc(v: object) -> str:
         return html.escape(str(v), quote=True)
 
-    def number(key: str) -> float:
-        try:
-            return float(row.get(key) or "nan")
-        except ValueError:
-            return float("nan")
-
+    overlay = read_parts_overlay(row)
+    if overlay is None:
+        return "", ""
     figure = ""
-    names = [e.split("=", 1) for e in row.get("part_scores", "").split(";") if "=" in e]
-    centres = [c.split(",") for c in row.get("part_centres_m", "").split(";") if "," in c]
-    size, side = number("chip_size_m"), number("part_size_m")
-    if names and len(names) == len(centres) and size > 0 and side > 0:
-        w = side / size * px
+    try:
+        size = float(row.get("chip_size_m") or "nan")
+    except ValueError:
+        size = float("nan")
+    if overlay.has_parts and size > 0:
         rects: list[str] = []
-        top = ""
-        for (name, value), (e, n) in zip(names, centres):
-            x = (float(e) / size + 0.5) * px
-            y = (0.5 - float(n) / size) * px
-            try:
-                score = float(value)
-            except ValueError:
-                style, label = 'stroke="#999" stroke-dasharray="3,3" stroke-width="1" fill="none"', f"{name}: {value}"
+        for part in overlay.drawing_order():
+            x, y, w = part.square_px(size, px)
+            if part.assessed:
+                thick = 3 if part.top else 1.5
+                style = f'stroke="{part.colour}" stroke-width="{thick}" fill="{part.colour}" fill-opacity="0.15"'
             else:
-                colour = _colour(score)
-                thick = 3 if name == row.get("top_part") else 1.5
-                style = f'stroke="{colour}" stroke-width="{thick}" fill="{colour}" fill-opacity="0.15"'
-                label = f"{name}: {score:.3f}"
-            rect = (
-                f'<rect x="{x - w / 2:.1f}" y="{y - w / 2:.1f}" width="{w:.1f}" height="{w:.1f}" {style}>'
-                f"<title>{esc(label)}</title></rect>"
+                style = 'stroke="#999" stroke-dasharray="3,3" stroke-width="1" fill="none"'
+            rects.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{w:.1f}" {style}>'
+                f"<title>{esc(part.label)}</title></rect>"
             )
-            if name == row.get("top_part"):
-                top = rect  # drawn last, on top of its overlapping neighbours
-            else:
-                rects.append(rect)
         image = row.get("chip_after", "")
         back = f'<image href="{esc(image)}" x="0" y="0" width="{px}" height="{px}"/>' if image else ""
         figure = (
             f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{px}" height="{px}" viewBox="0 0 {px} {px}" '
-            f'role="img" aria-label="parts of {esc(row.get("site_id", ""))}">{back}{"".join(rects)}{top}</svg>'
+            f'role="img" aria-label="parts of {esc(row.get("site_id", ""))}">{back}{"".join(rects)}</svg>'
             "<figcaption>parts by score</figcaption></figure>"
         )
     lines = []
-    if row.get("parts"):
-        text = f"parts: {esc(row['parts_assessed'])} of {esc(row['parts'])} assessed"
-        if row.get("damaged_fraction"):
-            text += f", {number('damaged_fraction'):.0%} flagged, top {esc(row['top_part'])} ({esc(row['top_part_score'])})"
-        if row.get("window_score"):
-            text += f"; whole-site window {esc(row['window_score'])}"
-        lines.append(text)
-    if row.get("context"):
-        text = f"surroundings: {esc(row['context_assessed'])} of {esc(row['context'])} ring chips assessed"
-        if row.get("context_damage"):
-            text += f", {number('context_damage'):.0%} flagged"
-        verdict = {"true": "hit alone (targeted)", "false": "not targeted"}.get(row.get("targeted", ""), "cannot tell")
-        lines.append(f"{text} &rarr; {verdict}")
+    if overlay.planned is not None:
+        lines.append(f"parts: {esc(overlay.parts_text())}")
+    if overlay.has_context:
+        lines.append(f"surroundings: {esc(overlay.context_share_text())} &rarr; {esc(overlay.targeted_text())}")
     return figure, "".join(f'<div class="muted">{line}</div>' for line in lines)

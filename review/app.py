@@ -22,10 +22,11 @@ from fastapi.staticfiles import StaticFiles
 
 from review.config import ReviewConfig
 from review.guards import access_guard, csrf_protected, install_handlers
-from review.routes import auth, chip_images, progress, queues, run_map, sites
+from review.routes import auth, chip_images, downloads, progress, queues, run_map, sites
 from review.state import HERE, AppSettings, ReviewApp
 
-ROUTERS = (auth.router, queues.router, sites.router, chip_images.router, progress.router, run_map.router)
+ROUTERS = (auth.router, queues.router, sites.router, chip_images.router, progress.router, run_map.router,
+           downloads.router)
 
 
 def create_app(

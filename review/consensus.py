@@ -4,6 +4,11 @@ A site's decision: an adjudication wins; otherwise the reviewers' latest verdict
 (``agreed``) or one verdict has a strict majority (``majority``); a tie is ``disputed`` and waits for
 adjudication. Any disagreement among reviewers puts the site in the disputed queue until it is
 adjudicated, even when a majority exists.
+
+A facility's damaged parts (optional marks on a verdict): the adjudicator's marks when the
+adjudication marked any; otherwise the parts that more than half of the reviewers who marked
+parts (on their latest review) marked. A reviewer who marked no part does not count: marking is
+optional, so no mark is not a "no".
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class SiteConsensus:
         disagree: True when the reviewers' verdicts are not all the same.
         notes: ``(reviewer, note)`` of every non-empty note, oldest first.
         last_at: time of the latest verdict.
+        part_marks: ``(reviewer, part ids)`` of each reviewer's latest review that marked parts,
+            by reviewer name.
+        adjudicated_parts: the parts the latest adjudication marked (empty when none).
     """
 
     site_id: str
@@ -46,6 +54,19 @@ class SiteConsensus:
     disagree: bool
     notes: tuple[tuple[str, str], ...]
     last_at: str
+    part_marks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    adjudicated_parts: tuple[str, ...] = ()
+
+    @property
+    def damaged_parts(self) -> tuple[str, ...]:
+        """The decided damaged parts (see the module doc), in part order."""
+        if self.adjudication is not None and self.adjudicated_parts:
+            return self.adjudicated_parts
+        if not self.part_marks:
+            return ()
+        counts = Counter(p for _, parts in self.part_marks for p in parts)
+        need = len(self.part_marks) / 2
+        return tuple(sorted((p for p, n in counts.items() if n > need), key=_part_order))
 
     @property
     def label(self) -> int | None:
@@ -60,14 +81,18 @@ def summarise(verdicts: Iterable[Verdict]) -> dict[str, SiteConsensus]:
         verdicts: verdict rows in submission order (as :meth:`VerdictStore.verdicts` returns).
     """
     latest: dict[str, dict[str, str]] = {}
+    marks: dict[str, dict[str, tuple[str, ...]]] = {}
     adjudicated: dict[str, tuple[str, str]] = {}
+    adjudicated_parts: dict[str, tuple[str, ...]] = {}
     notes: dict[str, list[tuple[str, str]]] = {}
     last_at: dict[str, str] = {}
     for v in verdicts:
         if v.kind == "adjudication":
             adjudicated[v.site_id] = (v.verdict, v.reviewer)
+            adjudicated_parts[v.site_id] = tuple(v.damaged_parts)
         else:
             latest.setdefault(v.site_id, {})[v.reviewer] = v.verdict
+            marks.setdefault(v.site_id, {})[v.reviewer] = tuple(v.damaged_parts)
         if v.note:
             notes.setdefault(v.site_id, []).append((v.reviewer, v.note))
         last_at[v.site_id] = v.created_at
@@ -105,8 +130,16 @@ def summarise(verdicts: Iterable[Verdict]) -> dict[str, SiteConsensus]:
             disagree=disagree,
             notes=tuple(notes.get(site_id, ())),
             last_at=last_at[site_id],
+            part_marks=tuple(sorted((who, parts) for who, parts in marks.get(site_id, {}).items() if parts)),
+            adjudicated_parts=adjudicated_parts.get(site_id, ()) if adj else (),
         )
     return out
+
+
+def _part_order(part: str) -> tuple[int, str]:
+    """``p2`` before ``p10``: by the number after the letter."""
+    digits = part[1:]
+    return (int(digits) if digits.isdigit() else 1 << 30, part)
 
 
 def needs_adjudication(c: SiteConsensus) -> bool:

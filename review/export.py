@@ -2,7 +2,10 @@
 
 The dataset folder holds ``sites.csv`` (``site_id, lon, lat, damage`` plus the run's ``name, kind,
 radius_m`` where present, the reviewers' agreement, and the input's own extra columns such as
-``tile``) and ``before/``, ``after/`` with symbolic
+``tile``), the reviewers' marks on a facility's parts (``damaged_parts``: the decided damaged
+parts, see :mod:`review.consensus`; ``part_marks``: each reviewer's, ``ann=p01,p03;ben=p03``; the
+parts' geometry is in the run's ``part_scores``/``part_centres_m`` columns, carried through) and
+``before/``, ``after/`` with symbolic
 links to the rasters the run used (listed in its ``manifest.json``), so no imagery is copied.
 
 A site is exported when it has a decision on the xBD scale: adjudicated, agreed, or a strict
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 EXPORT_COLUMNS = (
     "site_id", "lon", "lat", "damage", "name", "kind", "radius_m",
     "n_reviewers", "agreement", "decision", "adjudicated", "verdicts", "run_score", "run_rank",
+    "damaged_parts", "part_marks",
 )
 
 
@@ -163,6 +167,8 @@ def export_dataset_summary(run_dir: Path, out_dir: Path) -> ExportSummary:
                 "verdicts": ";".join(f"{name}:{v}" for name, v in c.votes),
                 "run_score": "" if site.score != site.score else f"{site.score:.6f}",
                 "run_rank": site.rank or "",
+                "damaged_parts": ";".join(c.damaged_parts),
+                "part_marks": ";".join(f"{name}={','.join(parts)}" for name, parts in c.part_marks),
                 **{k: site.meta.get(k, "") for k in extra_columns},
             }
             # no cell becomes a live spreadsheet formula (a site named =HYPERLINK(...))

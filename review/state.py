@@ -17,6 +17,8 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader
 
+from detect.part_overlay import PartsOverlay, read_parts_overlay, score_colour
+from detect.runfolder import PART_COLUMNS
 from detect.series import timeline_dates
 from review.chip_provider import ChipProvider, context_chip_url
 from review.config import ReviewConfig
@@ -44,6 +46,12 @@ VERDICT_KEYS = {
 }
 
 
+def in_facility_section(name: str) -> bool:
+    """The part and context columns: the site page's Facility section (and the dossier's) says
+    them in words, so the quality table leaves them out."""
+    return name in PART_COLUMNS
+
+
 def hidden_column(name: str) -> bool:
     """Columns never shown to reviewers: labels carried through from a labelled input (``damage``,
     ``label``, ``xview2_model_damage``, ...) would bias their verdicts."""
@@ -62,6 +70,12 @@ class AppSettings:
 
     token: str | None = None
     allowed_hosts: frozenset[str] | None = None
+
+
+def site_parts(site: RunSite) -> PartsOverlay | None:
+    """The facility's parts and surroundings from its ``scores.csv`` row (None for a site without
+    them): the same reading :mod:`detect.report` and the dossier use."""
+    return read_parts_overlay({**site.meta, "flagged": "true" if site.flagged else "false"})
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -120,7 +134,7 @@ class ReviewApp:
         self.map = RunMap([(s.lon, s.lat) for s in self.run.sites], self.run.rasters("after"), bands,
                           self.chips.cache, config.map_px)
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True)
-        self.env.globals.update(fmt=fmt, pct=pct, score=score_text, logit=logit_text, views=QUEUE_VIEWS,
+        self.env.globals.update(fmt=fmt, pct=pct, score_colour=score_colour, score=score_text, logit=logit_text, views=QUEUE_VIEWS,
                                 verdicts=VERDICTS, verdict_keys=VERDICT_KEYS,
                                 calibration=self.run.calibration_label())
 
@@ -153,8 +167,9 @@ class ReviewApp:
         history = self.store.verdicts(site.site_id)
         prev, nxt = self.queues.neighbours(view, show, reviewer, site.index)
         # an input's own damage label is never shown: it would bias the reviewer
-        facts = fact_rows(site.meta, self.tiles, META_FIRST, hidden_column)
-        mine = next((v.verdict for v in reversed(history) if v.reviewer == reviewer and v.kind == "review"), None)
+        facts = fact_rows(site.meta, self.tiles, META_FIRST, lambda c: hidden_column(c) or in_facility_section(c))
+        mine_row = next((v for v in reversed(history) if v.reviewer == reviewer and v.kind == "review"), None)
+        mine = mine_row.verdict if mine_row is not None else None
         disputed = consensus is not None and needs_adjudication(consensus)
         # independent double review: others' verdicts stay hidden until you give yours,
         # except when adjudicating (disputed queue or a disputed site)
@@ -186,6 +201,8 @@ class ReviewApp:
             "rerank_prob": rr.prob.get(site.site_id) if rr is not None else None,
             "timeline": timeline_dates(site.meta),
             "bracket": (site.meta.get("last_intact", ""), site.meta.get("first_damaged", "")),
+            "parts": site_parts(site),
+            "my_parts": set(mine_row.damaged_parts) if mine_row is not None else set(),
         }
 
     def progress(self) -> dict[str, Any]:

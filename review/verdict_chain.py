@@ -8,7 +8,10 @@ the UTF-8 bytes of the JSON object ::
      "reviewer": ..., "site_id": ..., "verdict": ...}
 
 with keys sorted, no spaces (``separators=(",", ":")``) and non-ASCII text as is
-(``ensure_ascii=False``). So a verdict edited, removed or slipped in with ``sqlite3`` (after
+(``ensure_ascii=False``). A verdict that marks damaged parts of a facility (schema 3) adds the key
+``"damaged_parts"`` (the part ids, comma-separated, e.g. ``"p02,p05"``); a verdict without part
+marks hashes exactly as before, so chains written before part marks existed still check, and a
+mark added to, changed in or removed from a stored row breaks the chain. So a verdict edited, removed or slipped in with ``sqlite3`` (after
 dropping the append-only triggers) no longer fits the chain, and the last ``row_hash`` (the
 *chain head*) recorded outside the folder (``review export`` writes it to ``export.json``;
 ``sitewatch verify`` prints it) pins every verdict before it: changing any of them changes the head.
@@ -32,10 +35,24 @@ VERDICT_ACTIONS = ("review", "adjudication", "import")
 
 
 def verdict_hash(
-    row_id: int, site_id: str, reviewer: str, verdict: str, note: str, kind: str, created_at: str, prev_hash: str
+    row_id: int,
+    site_id: str,
+    reviewer: str,
+    verdict: str,
+    note: str,
+    kind: str,
+    created_at: str,
+    prev_hash: str,
+    *,
+    damaged_parts: str = "",
 ) -> str:
-    """SHA-256 (hex) of one verdict's canonical content (see the module doc)."""
-    content = {
+    """SHA-256 (hex) of one verdict's canonical content (see the module doc).
+
+    Args:
+        damaged_parts: the part ids the reviewer marked damaged, comma-separated ("" for none:
+            then the key is left out of the hashed content).
+    """
+    content: dict[str, object] = {
         "id": int(row_id),
         "site_id": site_id,
         "reviewer": reviewer,
@@ -45,6 +62,8 @@ def verdict_hash(
         "created_at": created_at,
         "prev_hash": prev_hash,
     }
+    if damaged_parts:
+        content["damaged_parts"] = damaged_parts
     text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -85,8 +104,8 @@ def _who(row: tuple[Any, ...]) -> str:
 
 
 def chain_problems(rows: list[tuple[Any, ...]]) -> tuple[list[str], int | None, str]:
-    """Check rows ``(id, site_id, reviewer, verdict, note, kind, created_at, prev_hash, row_hash)``
-    in id order.
+    """Check rows ``(id, site_id, reviewer, verdict, note, kind, created_at, prev_hash, row_hash)``,
+    optionally followed by ``damaged_parts`` (schema 3), in id order.
 
     Each link is checked against the stored hash of the row before it, so one edited row is
     named once (not every row after it).
@@ -100,17 +119,18 @@ def chain_problems(rows: list[tuple[Any, ...]]) -> tuple[list[str], int | None, 
     head = GENESIS_HASH
     for row in rows:
         row_id, prev_hash, row_hash = row[0], row[7], row[8]
+        parts = (row[9] or "") if len(row) > 9 else ""
         found: list[str] = []
         if row_hash is None or prev_hash is None:
             found.append(f"{_who(row)} has no hash: it was added outside the app (e.g. with sqlite3)")
-            head = verdict_hash(*row[:7], prev_hash or expected_prev)
+            head = verdict_hash(*row[:7], prev_hash or expected_prev, damaged_parts=parts)
         else:
             if prev_hash != expected_prev:
                 found.append(
                     f"{_who(row)} does not follow the verdict before it: a verdict before it was removed, "
                     "inserted or rewritten with its hash"
                 )
-            head = verdict_hash(*row[:7], prev_hash)
+            head = verdict_hash(*row[:7], prev_hash, damaged_parts=parts)
             if head != row_hash:
                 found.append(f"{_who(row)} differs from what was recorded: it was edited outside the app")
         if found and first is None:
@@ -150,8 +170,9 @@ def verify_verdict_chain(path: str | Path) -> ChainReport:
             return ChainReport(path, n, "", (
                 f"{path}: written before verdicts were hash-chained; open it once with `sitewatch review` to build the chain",
             ), None, chained=False)
+        parts = ", damaged_parts" if "damaged_parts" in columns else ""
         rows = con.execute(
-            "SELECT id, site_id, reviewer, verdict, note, kind, created_at, prev_hash, row_hash FROM verdicts ORDER BY id"
+            f"SELECT id, site_id, reviewer, verdict, note, kind, created_at, prev_hash, row_hash{parts} FROM verdicts ORDER BY id"
         ).fetchall()
         audit = con.execute(
             "SELECT detail FROM audit WHERE action IN (%s)" % ",".join("?" * len(VERDICT_ACTIONS)), VERDICT_ACTIONS

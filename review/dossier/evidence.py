@@ -24,7 +24,8 @@ from review.consensus import SiteConsensus, summarise
 from review.runfolder import META_FIRST, RunFolder, RunSite
 from review.site_facts import Coordinates, FactRow, coordinates, fact_rows, logit_text, score_text
 from review.site_marker import SiteMarker, chip_extent_m, site_footprints, site_marker
-from review.state import hidden_column
+from detect.part_overlay import PartsOverlay
+from review.state import hidden_column, in_facility_section, site_parts
 from review.store import DB_NAME, Verdict, VerdictStore
 from sitewatch.hashing import sha256_file
 
@@ -126,6 +127,12 @@ class SiteEvidence:
     verdicts: tuple[Verdict, ...]
     consensus: SiteConsensus | None
     credit: str
+    parts: PartsOverlay | None = None
+
+    @property
+    def marked_parts(self) -> tuple[str, ...]:
+        """The parts the reviewers decided are damaged (see :mod:`review.consensus`)."""
+        return self.consensus.damaged_parts if self.consensus is not None else ()
 
     @property
     def title(self) -> str:
@@ -378,7 +385,7 @@ class EvidenceCollector:
         images, notes = self._images(site, marker)
         scenes = tuple(self._scene(site, epoch) for epoch in ("before", "after"))
         credits = sorted({s.facts["credit"] for s in scenes if s.facts["credit"] != NOT_RECORDED})
-        quality = tuple(fact_rows(site.meta, self.tiles, META_FIRST, hidden_column))
+        quality = tuple(fact_rows(site.meta, self.tiles, META_FIRST, lambda c: hidden_column(c) or in_facility_section(c)))
         return SiteEvidence(
             site=site,
             coords=coordinates(site.lat, site.lon),
@@ -393,6 +400,7 @@ class EvidenceCollector:
             verdicts=tuple(v for v in self.verdicts if v.site_id == site.site_id),
             consensus=self.consensus.get(site.site_id),
             credit="; ".join(credits) if credits else NOT_RECORDED,
+            parts=site_parts(site),
         )
 
 

@@ -44,6 +44,14 @@ table.list th{width:auto}
 .note{font-size:11.5px;color:#555}
 .legend{font-size:11.5px;color:#333;margin:6px 0 0}
 .swatch{display:inline-block;width:14px;height:10px;border:2px solid #00e5ff;box-shadow:0 0 0 2px rgba(0,0,0,.85);margin-right:6px;vertical-align:middle}
+svg .part rect{fill-opacity:.12;stroke-width:1.5px;vector-effect:non-scaling-stroke}
+svg .part.top rect{stroke-width:3.5px}
+svg .part.na rect{fill:none;stroke-dasharray:4 3;stroke-width:1px}
+svg .part.marked rect{fill:#ff00ff;fill-opacity:.3;stroke-width:3px}
+svg .part text{fill:#fff;paint-order:stroke;stroke:rgba(0,0,0,.8);stroke-width:2px;vector-effect:non-scaling-stroke;font-family:"DejaVu Sans",Arial,sans-serif}
+.ramp{display:inline-block;width:70px;height:9px;vertical-align:middle;border:1px solid #999;background:linear-gradient(to right,#00c820,#ffc820 50%,#ff0020)}
+.markswatch{display:inline-block;width:14px;height:9px;vertical-align:middle;border:2px solid #ff00ff;background:rgba(255,0,255,.25)}
+.targeted-true{color:#b10026;font-weight:700}
 footer{margin-top:22px;border-top:1px solid #999;padding-top:6px;font-size:10.5px;color:#555}
 a{color:#0b4f8a}
 @media print{body{background:#fff}.page{box-shadow:none;margin:0;max-width:none}}
@@ -59,7 +67,14 @@ _MARKER = """{% macro marker(m, context) -%}
 {%- endif %}</svg>
 {%- endmacro %}"""
 
-_SITE = _MARKER + """<!DOCTYPE html>
+_PARTS = """{% macro parts(p, m, context, marked) -%}
+<svg class="parts" viewBox="{{ m.view_box(context) }}" preserveAspectRatio="none" aria-hidden="true">
+{%- for b in p.drawing_order() %}{% set x, y, w = b.square_m() %}<g class="part{{ ' top' if b.top else '' }}{{ ' na' if not b.assessed else '' }}{{ ' marked' if b.name in marked else '' }}"><rect x="{{ '%.3f'|format(x) }}" y="{{ '%.3f'|format(y) }}" width="{{ '%.3f'|format(w) }}" height="{{ '%.3f'|format(w) }}" fill="{{ b.colour }}" stroke="{{ b.colour }}"/>
+{%- if not context %}<text x="{{ '%.3f'|format(x + w * 0.06) }}" y="{{ '%.3f'|format(y + w * 0.2) }}" font-size="{{ '%.3f'|format(w * 0.16) }}">{{ b.name }}{{ ' ▲' if b.top else '' }}</text>{% endif %}</g>
+{%- endfor %}</svg>
+{%- endmacro %}"""
+
+_SITE = _MARKER + _PARTS + """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Evidence dossier · {{ e.title }}</title><style>{{ css }}</style></head>
 <body><div class="page">
@@ -97,7 +112,7 @@ _SITE = _MARKER + """<!DOCTYPE html>
 <div class="figs">
 {%- for img in main_images %}
 <figure style="width:{{ img.width }}px">
-  <div class="frame"><img src="{{ img.uri }}" width="{{ img.width }}" height="{{ img.height }}" alt="{{ img.caption }}">{% if img.marked %}{{ marker(e.marker, false) }}{% endif %}</div>
+  <div class="frame"><img src="{{ img.uri }}" width="{{ img.width }}" height="{{ img.height }}" alt="{{ img.caption }}">{% if img.marked %}{{ marker(e.marker, false) }}{% if e.parts and e.parts.has_parts %}{{ parts(e.parts, e.marker, false, e.marked_parts) }}{% endif %}{% endif %}</div>
   <figcaption><b>{{ img.caption }}</b>{% if img.when %} · {{ img.when }}{% endif %}<br>{{ img.px }} px at {{ img.gsd }} · {{ img.origin }}<br><span class="hash">SHA-256 {{ img.sha }}</span></figcaption>
 </figure>
 {%- endfor %}
@@ -106,13 +121,25 @@ _SITE = _MARKER + """<!DOCTYPE html>
 <div class="figs" style="margin-top:12px">
 {%- for img in context_images %}
 <figure style="width:{{ img.width }}px">
-  <div class="frame"><img src="{{ img.uri }}" width="{{ img.width }}" height="{{ img.height }}" alt="{{ img.caption }}">{{ marker(e.marker, true) }}</div>
+  <div class="frame"><img src="{{ img.uri }}" width="{{ img.width }}" height="{{ img.height }}" alt="{{ img.caption }}">{{ marker(e.marker, true) }}{% if e.parts and e.parts.has_parts %}{{ parts(e.parts, e.marker, true, e.marked_parts) }}{% endif %}</div>
   <figcaption><b>{{ img.caption }}</b><br>{{ img.px }} px, {{ '%.0f'|format(e.marker.context_extent_m) }} m across; dashed square: the chip · {{ img.origin }}<br><span class="hash">SHA-256 {{ img.sha }}</span></figcaption>
 </figure>
 {%- endfor %}
 </div>{% endif %}
 <p class="legend"><span class="swatch"></span>the site: {{ e.marker.describe }}. Marker drawn over the images, never into them: the pixels are those hashed above. North is up.</p>
+{% if e.parts and e.parts.has_parts %}<p class="legend" id="parts-legend"><span class="ramp"></span> parts: the model's score of each {{ '%g'|format(e.parts.parts[0].size_m) }} m part, 0 (green) to 1 (red); thick outline: highest (▲); grey dashed: not assessed; <span class="markswatch"></span> (magenta fill) marked damaged by the reviewers.</p>{% endif %}
 {% for n in e.image_notes %}<p class="note">{{ n }}</p>{% endfor %}
+{% if e.parts %}
+<h2>Facility: parts and surroundings</h2>
+<table id="facility">
+{% if e.parts.planned is not none %}<tr><th>parts</th><td>{{ e.parts.parts_text() }}</td></tr>{% endif %}
+{% if e.parts.has_parts %}<tr><th>part scores</th><td>{% for b in e.parts.parts %}<span class="{{ 'bad' if b.top else '' }}">{{ b.label }}</span>{{ '; ' if not loop.last else '' }}{% endfor %}</td></tr>{% endif %}
+{% if e.parts.has_context %}<tr><th>surroundings</th><td>{{ e.parts.context_share_text() }}</td></tr>
+<tr><th>hit alone?</th><td class="targeted-{{ e.parts.targeted or 'unknown' }}">{{ e.parts.targeted_text() }}</td></tr>{% endif %}
+{% if e.parts.has_parts %}<tr><th>damaged parts (reviewers)</th><td>{% if e.marked_parts %}<b>{{ e.marked_parts|join(', ') }}</b>{% if e.consensus.adjudicated_parts %} (adjudicated){% endif %}{% else %}none marked{% endif %}
+{%- if e.consensus and e.consensus.part_marks %}<br><span class="note">marked by {% for who, ps in e.consensus.part_marks %}{{ who }}: {{ ps|join(', ') }}{{ '; ' if not loop.last else '' }}{% endfor %}</span>{% endif %}</td></tr>{% endif %}
+</table>
+{% endif %}
 
 <h2>Acquisitions</h2>
 <table class="list">
@@ -136,8 +163,8 @@ _SITE = _MARKER + """<!DOCTYPE html>
 <h2>Review</h2>
 {% if e.verdicts %}
 <table class="list">
-<tr><th>time (UTC)</th><th>reviewer</th><th>kind</th><th>verdict</th><th>note</th></tr>
-{% for v in e.verdicts %}<tr><td>{{ when(v.created_at) }}</td><td>{{ v.reviewer }}</td><td>{{ v.kind }}</td><td><b>{{ v.verdict }}</b></td><td>{{ v.note }}</td></tr>
+<tr><th>time (UTC)</th><th>reviewer</th><th>kind</th><th>verdict</th>{% if e.parts and e.parts.has_parts %}<th>parts marked damaged</th>{% endif %}<th>note</th></tr>
+{% for v in e.verdicts %}<tr><td>{{ when(v.created_at) }}</td><td>{{ v.reviewer }}</td><td>{{ v.kind }}</td><td><b>{{ v.verdict }}</b></td>{% if e.parts and e.parts.has_parts %}<td>{{ v.damaged_parts|join(', ') or '–' }}</td>{% endif %}<td>{{ v.note }}</td></tr>
 {% endfor %}</table>
 {% else %}<p>No reviewer has given a verdict on this site.</p>{% endif %}
 <table style="margin-top:8px">

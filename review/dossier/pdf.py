@@ -2,8 +2,9 @@
 when a site's texts do not fit, e.g. a long review history).
 
 Written with fpdf2 (pure Python, maintained, lossless PNG embedding, vector drawing): the chips
-are embedded as they are (their pixels are the ones hashed on the page) and the site marker is
-drawn over them as vector lines, never into the image.
+are embedded as they are (their pixels are the ones hashed on the page) and the site marker and,
+for a facility, its parts coloured by score (:mod:`detect.part_overlay`, as on the HTML page and in
+the review app) are drawn over them as vector lines, never into the image.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from detect.part_overlay import NOT_ASSESSED_COLOUR, score_rgb
 from review.dossier.config import DossierConfig
 from review.dossier.evidence import RunEvidence, SiteEvidence
 from review.dossier.html_pages import _deg, _when
@@ -25,6 +27,7 @@ MARGIN = 12.0
 GAP = 5.0
 LINE = 3.3  # mm per text line at 7 pt
 CYAN = (0, 229, 255)
+MAGENTA = (255, 0, 255)
 
 
 def _find_font(config: DossierConfig) -> tuple[Path | None, Path | None, Path | None]:
@@ -276,6 +279,48 @@ def _marker(w: _Writer, e: SiteEvidence, x: float, y: float, size: float, contex
     pdf.set_draw_color(0, 0, 0)
 
 
+def _parts(w: _Writer, e: SiteEvidence, x: float, y: float, size: float, context: bool) -> None:
+    """Draw a facility's parts over an image: outlined (and lightly filled) in the colour of their
+    score, the highest thicker, those not assessed grey and dashed, those the reviewers marked
+    damaged in magenta."""
+    if e.parts is None or not e.parts.has_parts:
+        return
+    pdf = w.pdf
+    m = e.marker
+    extent = m.context_extent_m if context else m.extent_m
+    grey = tuple(int(NOT_ASSESSED_COLOUR[i:i + 2], 16) for i in (1, 3, 5))
+    marked = set(e.marked_parts)
+    for part in e.parts.drawing_order():
+        px, py, side = part.square_px(extent, size)
+        rx, ry = x + px, y + py
+        # clip to the image: a part may reach past a tightly cut chip
+        x0, y0, x1, y1 = max(rx, x), max(ry, y), min(rx + side, x + size), min(ry + side, y + size)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        if part.assessed:
+            colour, width = score_rgb(part.score if part.score is not None else 0.0), 0.6 if part.top else 0.3
+        else:
+            colour, width = grey, 0.2
+        pdf.set_draw_color(*colour)
+        pdf.set_line_width(width)
+        if part.assessed or part.name in marked:
+            pdf.set_fill_color(*(MAGENTA if part.name in marked else colour))
+            with pdf.local_context(fill_opacity=0.25 if part.name in marked else 0.12):
+                pdf.rect(x0, y0, x1 - x0, y1 - y0, style="F")
+        else:
+            pdf.set_dash_pattern(dash=0.8, gap=0.6)
+        pdf.rect(x0, y0, x1 - x0, y1 - y0, style="D")
+        pdf.set_dash_pattern()
+        if not context and side > 6:
+            w.font(4.5, bold=part.top)
+            pdf.set_text_color(255, 255, 255)
+            pdf.set_xy(x0 + 0.4, y0 + 0.4)
+            pdf.cell(side * 0.6, 2.2, w.t(part.name + (" (top)" if part.top else "")))
+            pdf.set_text_color(0, 0, 0)
+    pdf.set_draw_color(0, 0, 0)
+    pdf.set_line_width(0.2)
+
+
 def _image(w: _Writer, e: SiteEvidence, key: str, x: float, y: float, size: float, caption: str) -> float:
     """Place one image with its marker and caption; returns the y below the caption."""
     pdf = w.pdf
@@ -294,6 +339,7 @@ def _image(w: _Writer, e: SiteEvidence, key: str, x: float, y: float, size: floa
     pdf.rect(x, y, size, size)
     if key != "heatmap":
         _marker(w, e, x, y, size, key.startswith("context"))
+        _parts(w, e, x, y, size, key.startswith("context"))
     px_w, px_h = img.size_px
     gsd = img.extent_m / px_w if px_w else math.nan
     epoch = key.removeprefix("context_")
@@ -318,6 +364,8 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
     title = e.title + (f"  ({e.site.kind})" if e.site.kind else "")
     y = w.new_page(f"sitewatch evidence dossier · site {number} of {total} · run {run.run.path.name}", title, label)
     size = cfg.pdf_chip_mm
+    if e.parts is not None:
+        size = min(size, 0.85 * cfg.pdf_chip_mm)  # room for the facility's lines on the same page
     usable = PAGE_W - 2 * MARGIN
     # row 1: before, after, heatmap (when there is one)
     keys = [("before", "before"), ("after", "after")] + ([("heatmap", "change heatmap")] if e.image("heatmap") else [])
@@ -350,6 +398,20 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
         side.row("score", f"not assessed: {e.site.reason or e.site.status}", bold=True)
     side.row("rank", f"{e.site.rank if e.site.rank > 0 else '–'} of {n_ranked} assessed")
     side.row("operating point", f"{run.operating_point.get('name')}: flagged at score ≥ {thr} ({run.operating_point.get('source')})")
+    if e.parts is not None:
+        side.heading("Facility: parts and surroundings")
+        if e.parts.planned is not None:
+            side.row("parts", e.parts.parts_text(), label_w=22)
+        if e.parts.has_context:
+            side.row("surroundings", f"{e.parts.context_share_text()}: {e.parts.targeted_text()}", warn=e.parts.targeted == "true",
+                     label_w=22)
+        if e.parts.has_parts:
+            c = e.consensus
+            marks = "; ".join(f"{who}: {', '.join(ps)}" for who, ps in c.part_marks) if c is not None else ""
+            decided = ", ".join(e.marked_parts) or "none marked"
+            side.row("damaged parts", decided + (f" (marked by {marks})" if marks else ""), bold=bool(e.marked_parts), label_w=22)
+            side.text("parts coloured by score, 0 green to 1 red; thick: highest; dashed grey: not assessed; "
+                      "magenta fill: marked damaged by the reviewers", size=5.5)
     for note in e.image_notes:
         side.text(note, size=6)
     if w.replaced:
@@ -370,7 +432,8 @@ def _site_pages(w: _Writer, e: SiteEvidence, run: RunEvidence, number: int, tota
     if e.verdicts:
         for v in e.verdicts:
             note = f" — “{v.note}”" if v.note else ""
-            left.row(_when(v.created_at.split(".")[0]), f"{v.reviewer} ({v.kind}): {v.verdict}{note}", label_w=half * 0.34)
+            marks = f"; damaged parts {', '.join(v.damaged_parts)}" if v.damaged_parts else ""
+            left.row(_when(v.created_at.split(".")[0]), f"{v.reviewer} ({v.kind}): {v.verdict}{marks}{note}", label_w=half * 0.34)
     else:
         left.text("No reviewer has given a verdict on this site.")
     c = e.consensus

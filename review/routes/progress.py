@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from review.guards import Reviewer, wants_json
+from review.routes.downloads import DOWNLOADS
 from review.state import State
 
 router = APIRouter()
@@ -33,7 +34,9 @@ def _estimate(e: Any) -> dict[str, Any]:
 
 @router.get("/progress", response_class=HTMLResponse)
 def progress_page(request: Request, state: State, reviewer: Reviewer) -> Response:
-    return state.render(request, "progress.html", p=state.progress())
+    listed = state.chips.outputs.listed
+    files = [(name, what) for name, (_, what) in DOWNLOADS.items() if name in listed]
+    return state.render(request, "progress.html", p=state.progress(), downloads=files)
 
 
 @router.get("/api/progress")

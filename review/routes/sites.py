@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from review.guards import Form, Reviewer, view_show, wants_json
-from review.state import State
+from review.state import State, site_parts
 from sitewatch.errors import InputError
 
 router = APIRouter()
@@ -24,6 +24,14 @@ def _judged_dates(meta: dict) -> str:
         return ""
     days = [(meta.get(k) or "")[:10] for k in ("before_time", "after_time")]
     return "/".join(days) if all(days) else ""
+
+
+def marked_parts(form: dict[str, str]) -> list[str]:
+    """The parts a verdict marks damaged: the page's ticked boxes (``part:p03=on``) and/or a
+    ``damaged_parts=p01,p03`` field (for scripts)."""
+    ticked = [key[len("part:"):] for key, value in form.items() if key.startswith("part:") and value not in ("", "0", "off")]
+    listed = [p.strip() for p in form.get("damaged_parts", "").split(",") if p.strip()]
+    return ticked + listed
 
 
 @router.get("/site/{index}", response_class=HTMLResponse)
@@ -46,6 +54,7 @@ async def post_verdict(request: Request, state: State, form: Form, index: int, b
         return PlainTextResponse(f"no site {index} in this run", 404)
     kind = "adjudication" if form.get("adjudicate") in ("1", "on", "true") else "review"
     client = request.client.host if request.client else ""
+    parts = site_parts(site)
     try:
         verdict = await run_in_threadpool(
             state.store.add_verdict,
@@ -56,6 +65,8 @@ async def post_verdict(request: Request, state: State, form: Form, index: int, b
             kind=kind,  # type: ignore[arg-type]
             client=client,
             judged_dates=_judged_dates(site.meta),
+            damaged_parts=marked_parts(form),
+            known_parts=parts.part_ids if parts is not None else (),
         )
     except InputError as exc:
         if wants_json(request):

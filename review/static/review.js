@@ -48,6 +48,9 @@
     body.set("show", form.elements["show"].value);
     body.set("csrf", csrf);
     if (adjudicate && adjudicate.checked) body.set("adjudicate", "1");
+    document.querySelectorAll('#part-marks input[type="checkbox"]').forEach(function (box) {
+      if (box.checked) body.set(box.name, "on");
+    });
     fetch(form.getAttribute("action"), {
       method: "POST",
       headers: { "Accept": "application/json", "X-CSRF-Token": csrf,
@@ -145,7 +148,7 @@
     viewer.setAttribute("data-context", on ? "on" : "off");
     if (contextToggle) contextToggle.checked = on;
     document.querySelectorAll("#viewer img[data-chip]").forEach(function (img) { img.setAttribute("src", chipSrc(img)); });
-    document.querySelectorAll("#viewer svg.marker").forEach(function (svg) {
+    document.querySelectorAll("#viewer svg[data-view-chip]").forEach(function (svg) {
       svg.setAttribute("viewBox", svg.getAttribute(on ? "data-view-context" : "data-view-chip"));
     });
     if (on) toggleHeat(false);
@@ -163,13 +166,42 @@
         contextOn = false;
         viewer.setAttribute("data-context", "off");
         document.querySelectorAll("#viewer img[data-chip]").forEach(function (i) { i.setAttribute("src", chipSrc(i)); });
-        document.querySelectorAll("#viewer svg.marker").forEach(function (svg) { svg.setAttribute("viewBox", svg.getAttribute("data-view-chip")); });
+        document.querySelectorAll("#viewer svg[data-view-chip]").forEach(function (svg) { svg.setAttribute("viewBox", svg.getAttribute("data-view-chip")); });
         return;
       }
       var failed = document.getElementById("chip-failed");
       var frames = viewer.querySelector(".frames");
       if (failed) failed.classList.remove("hidden");
       if (frames) frames.classList.add("hidden");
+    });
+  });
+
+  // -- a facility's parts: overlay on/off, marking damaged parts (click a box or tick it) -------
+  var partsToggle = document.getElementById("parts-toggle");
+  function setParts(on) {
+    if (!viewer || !partsToggle) return;
+    viewer.setAttribute("data-parts", on ? "on" : "off");
+    partsToggle.checked = on;
+  }
+  if (partsToggle) partsToggle.addEventListener("change", function () { setParts(partsToggle.checked); });
+  function partBoxes(name) { return document.querySelectorAll('#viewer svg.parts .part[data-part="' + name + '"]'); }
+  function showMark(box) {
+    var name = box.name.slice("part:".length);
+    partBoxes(name).forEach(function (g) { g.classList.toggle("marked", box.checked); });
+  }
+  document.querySelectorAll('#part-marks input[type="checkbox"]').forEach(function (box) {
+    var name = box.name.slice("part:".length);
+    box.addEventListener("change", function () { showMark(box); });
+    box.addEventListener("focus", function () { partBoxes(name).forEach(function (g) { g.classList.add("focus"); }); });
+    box.addEventListener("blur", function () { partBoxes(name).forEach(function (g) { g.classList.remove("focus"); }); });
+    showMark(box);
+  });
+  document.querySelectorAll("#viewer svg.parts .part").forEach(function (g) {
+    g.addEventListener("click", function () {
+      var box = document.getElementById("part-" + g.getAttribute("data-part"));
+      if (!box) return;
+      box.checked = !box.checked;
+      showMark(box);
     });
   });
 
@@ -193,7 +225,7 @@
   function go(attr) { var url = site.getAttribute(attr); if (url) window.location.href = url; }
 
   document.addEventListener("keydown", function (ev) {
-    if (ev.key === "Escape" && typing(ev)) { ev.target.blur(); ev.preventDefault(); return; }
+    if (ev.key === "Escape" && (typing(ev) || ev.target && ev.target.closest && ev.target.closest("#part-marks"))) { ev.target.blur(); ev.preventDefault(); return; }
     if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     var k = ev.key;
     if (Object.prototype.hasOwnProperty.call(keyToVerdict, k)) { ev.preventDefault(); submitVerdict(keyToVerdict[k]); }
@@ -212,6 +244,8 @@
     else if (k === "o") { go("data-run-map"); }
     else if (k === "s") { setMarker(viewer && viewer.getAttribute("data-marker") === "off"); }
     else if (k === "z") { setContext(!contextOn); }
+    else if (k === "b") { if (partsToggle) setParts(viewer.getAttribute("data-parts") === "off"); }
+    else if (k === "d") { var first = document.querySelector('#part-marks input[type="checkbox"]'); if (first) { ev.preventDefault(); first.focus(); } }
     else if (k === "?") { var d = document.getElementById("keys-help"); if (d) d.open = !d.open; }
   });
 })();

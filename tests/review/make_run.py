@@ -10,6 +10,7 @@ and pair metadata are made up (chosen for the tests), the format is the real one
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,7 @@ def write_run(
     threshold: float = 0.5,
     seed: int = 0,
     embedding_dim: int = 8,
+    facilities: Mapping[int, tuple[Sequence[float | str], Sequence[float | str]]] | None = None,
 ) -> Path:
     """Write a run folder with ``n_sites`` sites (scores descending) and return it.
 
@@ -50,6 +52,10 @@ def write_run(
         threshold: the run's flagging threshold (also recorded in the manifest).
         seed: RNG seed.
         embedding_dim: D of ``embeddings.npz``.
+        facilities: row index -> ``(part scores, context scores)`` (a float, or the reason a
+            window was not assessed): that site becomes a 140 m hospital compound of 9 parts
+            whose part and context columns :func:`detect.parts.summarise_site` writes (its own
+            score and rank stay as made up here).
     """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,6 +82,19 @@ def write_run(
                 Image.fromarray(img).save(chips / f"{site_id}_{kind}.png")
                 chip[f"chip_{kind}"] = f"chips/{site_id}_{kind}.png"
         score = written_score(float(scores[i]), 6)
+        pair = {
+            "before_scene": "scene_b",
+            "after_scene": "scene_a",
+            "before_time": "2017-06-21T00:00:00",
+            "after_time": "2017-10-11T00:00:00",
+            "chip_gsd_m": "0.5",
+            "shift_m": "0.3",
+        }
+        kind, parts = "home", {}
+        if facilities and i in facilities and ok:
+            kind = "hospital"
+            pair["chip_size_m"] = "160.0"
+            parts = facility_cells(site_id, lon0, lat0, *facilities[i], threshold=threshold, flagged=score >= threshold)
         rows.append(
             ScoreRow(
                 site_id=site_id,
@@ -87,15 +106,9 @@ def write_run(
                 reason="" if ok else "outside_after_coverage",
                 flagged=ok and score >= threshold,
                 name=(names or {}).get(i, f"building {i}"),
-                kind="home",
-                pair={
-                    "before_scene": "scene_b",
-                    "after_scene": "scene_a",
-                    "before_time": "2017-06-21T00:00:00",
-                    "after_time": "2017-10-11T00:00:00",
-                    "chip_gsd_m": "0.5",
-                    "shift_m": "0.3",
-                },
+                kind=kind,
+                pair=pair,
+                parts=parts,
                 **chip,
             )
         )
@@ -116,3 +129,41 @@ def write_run(
         outputs={},  # listed by tests.review.listed_outputs.record_outputs where a test serves files
     )
     return folder
+
+
+def facility_cells(
+    site_id: str,
+    lon: float,
+    lat: float,
+    part_scores: Sequence[float | str],
+    context_scores: Sequence[float | str],
+    *,
+    threshold: float = 0.5,
+    flagged: bool = True,
+) -> dict[str, str]:
+    """The part and context columns of a 140 m hospital compound (9 parts of 64 m) whose windows
+    scored ``part_scores`` and ``context_scores``, as :func:`detect.parts.summarise_site` writes
+    them (the real geometry of :func:`tiles.parts.plan_site`)."""
+    from detect.config import DetectConfig
+    from detect.parts import PART_COLUMNS, summarise_site
+    from sitewatch.config import build_config
+    from tiles.config import TilesConfig
+    from tiles.parts import plan_site
+    from tiles.types import Site
+
+    tiles = build_config(TilesConfig, {"parts": {"context_count": max(1, len(context_scores))}})
+    plan = plan_site(Site(site_id, lon, lat, kind="hospital", radius_m=70.0), tiles, parts=True, context=bool(context_scores))
+    assert len(plan.parts) == len(part_scores), f"the compound has {len(plan.parts)} parts"
+    windows = []
+    for w, s in zip(plan.windows, list(part_scores) + list(context_scores)):
+        if isinstance(s, str):
+            windows.append({"site_id": w.site.site_id, "status": "cannot_assess", "reason": s, "score": ""})
+        else:
+            windows.append({"site_id": w.site.site_id, "status": "ok", "reason": "", "score": f"{s:.6f}"})
+    site_score = max((s for s in part_scores if not isinstance(s, str)), default=0.0)
+    row = {"site_id": site_id, "status": "ok", "reason": "", "score": f"{site_score:.6f}"}
+    out = summarise_site(row, plan, windows, DetectConfig(), threshold, decimals=6)
+    cells = {c: out[c] for c in PART_COLUMNS}
+    if not flagged and cells["targeted"] == "true":
+        cells["targeted"] = "false"
+    return cells

@@ -202,14 +202,14 @@ def test_a_store_from_before_the_chain_gets_it_on_first_open(tmp_path: Path) -> 
     report = store.verify_chain()
     assert report.ok and report.verdicts == 3 and report.head == _expected_head(path)
     built = [e for e in store.audit() if e["action"] == "chain_built"]
-    assert len(built) == 1 and built[0]["detail"] == {"verdicts": 3, "head": report.head, "schema_from": "1", "schema_to": "2"}
+    assert len(built) == 1 and built[0]["detail"] == {"verdicts": 3, "head": report.head, "schema_from": "1", "schema_to": "3"}
     VerdictStore(path)  # opening again builds nothing more
     assert [e["action"] for e in store.audit()].count("chain_built") == 1
     store.add_verdict("b", "carol", "destroyed")
     assert store.verify_chain().ok and store.verify_chain().verdicts == 4
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
     for sql in ("UPDATE verdicts SET verdict = 'x'", "DELETE FROM verdicts", "UPDATE audit SET actor = 'x'"):
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             con.execute(sql)
