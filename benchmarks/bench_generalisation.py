@@ -8,13 +8,18 @@ One table (and ``--json OUT``) for one or more models side by side. Per labelled
 * ``adapted``: after the model's run-time adaptation on the set's own pairs, when the scorer
   offers one (``models.inference.Scorer.adapt(images)``, or a ``Scorer(adapt...=True)``
   keyword); detected at run time, ``n/a`` otherwise.
-* ``N verdicts (queue)``: fine-tuned from the model on ``N`` reviewed sites, then evaluated on
-  every site nobody reviewed. Sites come from the review app's ``uncertainty`` queue (nearest the
-  current model's ``screening`` threshold first, re-ranked by each round's model) or from a seeded
-  ``random`` sample (the app's validation queue), cumulatively (25, then 25 more, ...). Training
-  is ``train.trainer.train_model`` with ``configs/train-finetune.yaml``, the code and settings of
-  ``sitewatch train --from-review RUN``; a round whose training fails (e.g. one class only) is
-  printed with the library's message. Minutes per round are measured on this machine.
+* ``N QUEUE METHOD``: after ``N`` reviewed sites, evaluated on every site nobody reviewed. Sites
+  come cumulatively (25, then 25 more, ...) from one of the review app's queues, ordered by the
+  app's own code (``review.queue``) under the previous round's scores: ``top`` (the app's default
+  ``score`` view, highest first: what reviewers work first), ``uncertainty`` (nearest the
+  ``screening`` threshold first) or ``random`` (the app's seeded ``validation`` sample); the app
+  has no mixed queue. ``METHOD`` is what the round learns: ``finetune`` =
+  ``train.trainer.train_model`` with ``configs/train-finetune.yaml`` from the starting model, the
+  code and settings of ``sitewatch train --from-review RUN``; ``head`` = the same with the encoder
+  frozen and 4 epochs (``HEAD_OVERRIDES``); ``rerank`` = the review app's quick re-rank
+  (``review.rerank``: a logistic correction on the starting model's embeddings, no CNN). A round
+  that cannot learn (e.g. one class only) is printed with the library's message. Minutes per
+  round are measured on this machine.
 
 Columns: ROC AUC with a 95 % bootstrap interval, average precision, and at each of the model's
 operating points (``screening``, ``evidence``) the false-alarm share (intact sites flagged) and
@@ -34,8 +39,8 @@ Sets (found in ``../shared/data``, or ``$SITEWATCH_SHARED_DATA``):
 
     python benchmarks/bench_generalisation.py [--model default] [--model DIR ...]
         [--sets NAME,...] [--data NAME=FOLDER[:LABELS.csv]] [--limit N]
-        [--verdicts 25,50,100,200] [--queues uncertainty,random] [--verdict-sets NAME,...]
-        [--no-finetune] [--threads 1] [--work DIR] [--json OUT]
+        [--verdicts 25,50,100,200] [--queues top,uncertainty,random] [--verdict-sets NAME,...]
+        [--methods finetune,head,rerank] [--no-finetune] [--no-adapted] [--threads 1] [--work DIR] [--json OUT]
     python benchmarks/bench_generalisation.py --show OUT   # the table of an earlier run
 """
 
@@ -65,7 +70,18 @@ SHARED = Path(os.environ.get("SITEWATCH_SHARED_DATA", REPO.parent / "shared" / "
 LABELS_DIR = REPO / "benchmarks" / "labels"
 FINETUNE_CONFIG = REPO / "configs" / "train-finetune.yaml"
 OPERATING_POINTS = ("screening", "evidence")
-QUEUES = ("uncertainty", "random")
+#: simulated review queues, each the review app's own order (``review.queue``): ``top`` is the
+#: app's ``score`` view (highest first), ``uncertainty`` its ``uncertainty`` view, ``random`` its
+#: ``validation`` sample. The app has no mixed queue.
+QUEUES = ("top", "uncertainty", "random")
+#: what a round does with its verdicts: ``finetune`` = ``sitewatch train --from-review`` with the
+#: fine-tuning recipe; ``head`` = the same recipe with the encoder frozen (``HEAD_OVERRIDES``);
+#: ``rerank`` = the review app's quick re-rank (``review.rerank``: a logistic correction on the
+#: starting model's embeddings, no CNN training).
+METHODS = ("finetune", "head", "rerank")
+#: the ``head`` method's changes to the fine-tuning recipe: encoder weights and statistics fixed,
+#: only the fusion and heads learn, for fewer epochs
+HEAD_OVERRIDES: dict[str, Any] = {"train.encoder_lr_scale": 0.0, "train.freeze_encoder_stages": 99, "train.freeze_bn": True, "train.epochs": 4}
 
 #: what the labels of a shared set are (anything else found is reported as "labels")
 KNOWN_KINDS = {"xbd-santa-rosa-dev": "truth", "turkey-eq-2023-dev": "weak", "joplin-tornado": "reference"}
@@ -383,11 +399,63 @@ def finetune_job(config: Path, *, threads: int, cache_dir: Path, seed: int, over
     return load_config(TrainJob, config, {"train.threads": threads, "train.cache_dir": str(cache_dir), "train.seed": seed, "train.device": "cpu", **overrides})
 
 
+def queue_order(queue: str, current: np.ndarray, threshold: float, *, seed: int) -> np.ndarray:
+    """The review app's order of the sites for ``queue`` under the current scores ``(N,)``.
+
+    ``top``: ``review.queue.score_order`` (the app's default ``score`` view); ``uncertainty``:
+    ``review.queue.uncertainty_order`` around ``threshold``; ``random``:
+    ``review.queue.validation_sample`` (the app's ``validation`` view, seeded). The code is the
+    app's, so the simulated reviewers see what people would.
+    """
+    from review.queue import score_order, uncertainty_order, validation_sample
+
+    if queue == "top":
+        return score_order(current)
+    if queue == "uncertainty":
+        return uncertainty_order(current, threshold)
+    if queue == "random":
+        return validation_sample(current.size, current.size, seed)
+    raise ValueError(f"unknown queue {queue!r}; choose from {', '.join(QUEUES)}")
+
+
+def pick_verdicts(queue: str, current: np.ndarray, threshold: float, reviewed: np.ndarray, need: int, *, seed: int) -> np.ndarray:
+    """The next ``need`` sites nobody reviewed yet, in the queue's order (positions)."""
+    order = queue_order(queue, current, threshold, seed=seed)
+    return np.array([i for i in order if not reviewed[i]][: max(need, 0)], dtype=np.int64)
+
+
+def embed_model(model: str | Path, pairs: Any, *, batch_size: int = 64) -> np.ndarray:
+    """The model's site embeddings ``(N, D)`` (what ``sitewatch detect`` stores in embeddings.npz)."""
+    from models.inference import Scorer
+
+    scorer = Scorer(model, device="cpu", batch_size=batch_size)
+    return np.concatenate([scorer.score(pairs.as_float(slice(i, i + batch_size))).embedding for i in range(0, len(pairs), batch_size)])
+
+
+def rerank_round(pairs: Any, embeddings: np.ndarray, start_probs: np.ndarray, reviewed: np.ndarray) -> np.ndarray | None:
+    """The review app's quick re-rank fitted on the reviewed sites, or None when it cannot fit yet.
+
+    Uses ``review.rerank.rerank`` with the app's default ``review.rerank_l2`` and
+    ``review.rerank_min_labels``; the starting model's scores are the prior it corrects.
+    """
+    from review.config import ReviewConfig
+    from review.rerank import rerank
+
+    cfg = ReviewConfig()
+    ids = [str(s) for s in pairs.site_ids]
+    labels = {ids[i]: int(pairs.labels[i]) for i in np.flatnonzero(reviewed)}
+    fitted = rerank(ids, embeddings, start_probs, labels, l2=cfg.rerank_l2, min_labels=cfg.rerank_min_labels)
+    if fitted is None:
+        return None
+    return np.array([fitted.prob.get(s, float("nan")) for s in ids], dtype=np.float64)
+
+
 def verdict_rounds(
     pairs: Any, base: np.ndarray, model: str | Path, start_probs: np.ndarray, start_points: dict[str, float], *,
-    queue: str, counts: list[int], job: Any, work: Path, seed: int,
+    queue: str, counts: list[int], job: Any, work: Path, seed: int, method: str = "finetune",
+    embeddings: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Simulated review rounds on one set: pick verdicts, fine-tune, score the unreviewed rest.
+    """Simulated review rounds on one set: pick verdicts, learn from them, score the unreviewed rest.
 
     Args:
         pairs: the set's :class:`train.datasets.PairSet` (assessable, binary-labelled sites).
@@ -395,10 +463,14 @@ def verdict_rounds(
         model: the starting checkpoint (fine-tuning always starts from it, as
             ``sitewatch train --from-review RUN`` starts from the run's model).
         start_probs, start_points: the starting model's probabilities and operating points.
-        queue: ``uncertainty`` or ``random``.
+        queue: ``top``, ``uncertainty`` or ``random`` (:func:`queue_order`); each round's queue
+            is ordered by the previous round's scores.
         counts: cumulative numbers of verdicts, ascending.
-        job: the fine-tuning :class:`sitewatch.jobs.TrainJob`.
+        job: the fine-tuning :class:`sitewatch.jobs.TrainJob` (``finetune`` and ``head``).
         work: where the fine-tuned checkpoints go.
+        method: ``finetune``, ``head`` (both train ``job``) or ``rerank`` (the app's quick
+            re-rank on ``embeddings``, the starting model's operating points).
+        embeddings: the starting model's embeddings ``(N, D)`` (``rerank`` only).
 
     Returns:
         One row dict per round (``figures`` on the rest, plus ``verdicts``, ``reviewed_positive``,
@@ -408,38 +480,43 @@ def verdict_rounds(
     from train.metrics import roc_auc
     from train.trainer import train_model
 
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method == "rerank" and embeddings is None:
+        raise ValueError("method rerank needs the starting model's embeddings")
     labels = pairs.labels.astype(np.int64)
     reviewed = np.zeros(len(pairs), dtype=bool)
     current, threshold = start_probs, float(start_points.get("screening", 0.5))
-    permutation = np.random.default_rng(seed).permutation(len(pairs))
     rows = []
     for n in counts:
         if n >= len(pairs):
             rows.append({"verdicts": n, "note": f"only {len(pairs)} assessable sites"})
             break
-        need = n - int(reviewed.sum())
-        if queue == "uncertainty":  # the review app's order: |score - threshold|, then input order
-            order = np.lexsort((np.arange(len(pairs)), np.abs(current - threshold)))
-        else:
-            order = permutation
-        picked = [i for i in order if not reviewed[i]][:need]
-        reviewed[picked] = True
+        reviewed[pick_verdicts(queue, current, threshold, reviewed, n - int(reviewed.sum()), seed=seed)] = True
         rest = ~reviewed
         row: dict[str, Any] = {"verdicts": n, "reviewed_positive": int(labels[reviewed].sum())}
-        out = work / f"{queue}-{n}"
-        caught = WarningsCaught()
-        trainer_log = logging.getLogger("train")
-        trainer_log.addHandler(caught)
         t0 = time.perf_counter()
-        try:
-            train_model([], out, tiles=job.tiles, model=job.model, train=job.train, synth=job.synth, init_from=model, extra_sets=[pairs.subset(np.flatnonzero(reviewed))], progress=False, resume=False)
-            probs, points = score_model(out, pairs)
-        except SitewatchError as exc:
-            row.update(minutes=(time.perf_counter() - t0) / 60.0, note=f"fine-tuning failed: {exc}", warnings=caught.messages)
-            rows.append(row)
-            continue
-        finally:
-            trainer_log.removeHandler(caught)
+        caught = WarningsCaught()
+        if method == "rerank":
+            probs = rerank_round(pairs, embeddings, start_probs, reviewed)  # type: ignore[arg-type]
+            points = dict(start_points)
+            if probs is None:
+                row.update(minutes=(time.perf_counter() - t0) / 60.0, note="re-rank not fitted: fewer than review.rerank_min_labels verdicts or under 2 of a class")
+                rows.append(row)
+                continue
+        else:
+            out = work / f"{queue}-{method}-{n}"
+            trainer_log = logging.getLogger("train")
+            trainer_log.addHandler(caught)
+            try:
+                train_model([], out, tiles=job.tiles, model=job.model, train=job.train, synth=job.synth, init_from=model, extra_sets=[pairs.subset(np.flatnonzero(reviewed))], progress=False, resume=False)
+                probs, points = score_model(out, pairs)
+            except SitewatchError as exc:
+                row.update(minutes=(time.perf_counter() - t0) / 60.0, note=f"fine-tuning failed: {exc}", warnings=caught.messages)
+                rows.append(row)
+                continue
+            finally:
+                trainer_log.removeHandler(caught)
         row["minutes"] = (time.perf_counter() - t0) / 60.0
         row.update(figures(labels[rest], probs[rest], points, base[rest], seed=seed))
         row["zero_shot_auc_on_rest"] = roc_auc(labels[rest], start_probs[rest])
@@ -574,9 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", default=[], metavar="NAME=FOLDER[:LABELS.csv]", help="another labelled set (repeatable)")
     parser.add_argument("--limit", type=int, default=0, help="at most this many binary-labelled sites per set (seeded, stratified)")
     parser.add_argument("--verdicts", default="25,50,100,200", help="cumulative verdict counts of the fine-tuning rounds")
-    parser.add_argument("--queues", default=",".join(QUEUES), help="review queues to simulate: uncertainty, random")
+    parser.add_argument("--queues", default=",".join(QUEUES), help="review queues to simulate: top (the app's score view), uncertainty, random (its validation sample)")
+    parser.add_argument("--methods", default="finetune", help=f"what a round does with its verdicts: {', '.join(METHODS)} (comma-separated)")
     parser.add_argument("--verdict-sets", help="sets that get the verdict rounds (default: all but reference sets)")
     parser.add_argument("--no-finetune", action="store_true", help="zero-shot and adapted rows only")
+    parser.add_argument("--no-adapted", action="store_true", help="leave out the adapted row (run-time adaptation re-scores every pair)")
     parser.add_argument("--finetune-config", type=Path, default=FINETUNE_CONFIG, help="the fine-tuning recipe (default: configs/train-finetune.yaml)")
     parser.add_argument("--epochs", type=int, help="override train.epochs of the fine-tuning recipe")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -608,14 +687,22 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no labelled set found in {SHARED} (set SITEWATCH_SHARED_DATA) and none given with --data")
     counts = [] if args.no_finetune else parse_counts(args.verdicts)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    if any(q not in QUEUES for q in queues):
+    if not queues or any(q not in QUEUES for q in queues):
         raise SystemExit(f"--queues {args.queues}: choose from {', '.join(QUEUES)}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in METHODS for m in methods):
+        raise SystemExit(f"--methods {args.methods}: choose from {', '.join(METHODS)}")
     verdict_sets = {s.name for s in (select(sets, args.verdict_sets) if args.verdict_sets else [s for s in sets if s.kind != "reference"])}
     tiles = TilesConfig()
     cache = default_cache_dir()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     job = finetune_job(args.finetune_config, threads=args.threads, cache_dir=cache, seed=args.seed, overrides={"train.epochs": args.epochs})
+    jobs = {
+        "finetune": job,
+        "head": finetune_job(args.finetune_config, threads=args.threads, cache_dir=cache, seed=args.seed, overrides={**HEAD_OVERRIDES, **({"train.epochs": args.epochs} if args.epochs else {})}),
+        "rerank": None,
+    }
     adapt = adaptation_option()
 
     set_infos: list[dict[str, Any]] = []
@@ -641,7 +728,9 @@ def main(argv: list[str] | None = None) -> int:
             row = {**common, "row": "zero-shot", **figures(labels, probs, points, base, seed=args.seed), "minutes": (time.perf_counter() - t0) / 60.0}
             rows.append(row)
             print(table_line(row), flush=True)
-            if adapt is None:
+            if args.no_adapted:
+                row = {**common, "row": "adapted", "note": "not run (--no-adapted)"}
+            elif adapt is None:
                 row = {**common, "row": "adapted", "note": "n/a (the scorer offers no run-time adaptation)"}
             else:
                 t0 = time.perf_counter()
@@ -652,12 +741,14 @@ def main(argv: list[str] | None = None) -> int:
             print(table_line(row), flush=True)
             if not counts or ls.name not in verdict_sets:
                 continue
-            for queue in queues:
-                tag = "".join(c if c.isalnum() else "_" for c in f"{ls.name}-{Path(str(model)).name}")
-                for r in verdict_rounds(pairs, base, model, probs, points, queue=queue, counts=counts, job=job, work=work / "finetuned" / tag, seed=args.seed):
-                    row = {**common, "row": f"{r['verdicts']} verdicts ({queue})", "queue": queue, **r}
-                    rows.append(row)
-                    print(table_line(row), flush=True)
+            embeddings = embed_model(model, pairs) if "rerank" in methods else None
+            for method in methods:
+                for queue in queues:
+                    tag = "".join(c if c.isalnum() else "_" for c in f"{ls.name}-{Path(str(model)).name}")
+                    for r in verdict_rounds(pairs, base, model, probs, points, queue=queue, counts=counts, job=jobs[method], work=work / "finetuned" / tag, seed=args.seed, method=method, embeddings=embeddings):
+                        row = {**common, "row": f"{r['verdicts']} {queue} {method}", "queue": queue, "method": method, **r}
+                        rows.append(row)
+                        print(table_line(row), flush=True)
 
     payload = {
         "command": "python benchmarks/bench_generalisation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
@@ -666,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
         "adaptation": adapt[0] if adapt else None,
         "finetune_config": args.finetune_config,
+        "methods": methods,
+        "head_overrides": HEAD_OVERRIDES,
         "epochs": args.epochs,
         "threads": args.threads,
         "sets": set_infos,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,7 +11,8 @@ from sitewatch.errors import ConfigError
 #: settings that change only how a run is presented or paced, never a score: a run folder may be
 #: resumed with different values of these (see :func:`detect.run.run_fingerprint`).
 PRESENTATION_KEYS = frozenset(
-    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads", "run_keys_dir", "cut_workers"}
+    {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads", "run_keys_dir", "cut_workers",
+     "caution", "caution_gsd_factor", "caution_off_nadir_margin_deg"}
 )
 
 
@@ -78,6 +80,15 @@ class DetectConfig:
         backend: how the model runs: ``torch`` (every device, tta), or the network exported to
             ONNX and run on the CPU by ``onnx`` (ONNX Runtime) or ``openvino`` (OpenVINO; see
             :mod:`models.backends`; optional packages: ``pip install 'sitewatch[onnx]'``).
+        caution: write the ``caution`` column: reasons an assessed pair lies outside the model's
+            training envelope (:mod:`detect.caution`). A caution never changes a score, a rank
+            or a flag.
+        caution_gsd_factor: caution ``gsd_outside_training`` when an epoch's native GSD is
+            coarser than the training envelope's coarsest times this, or finer than its finest
+            over this; None = no GSD caution.
+        caution_off_nadir_margin_deg: caution ``off_nadir_difference`` when the epochs'
+            off-nadir angles (STAC ``view:off_nadir``) differ by more than the training
+            envelope's largest difference plus this many degrees; None = no angle caution.
     """
 
     batch_size: int = 64
@@ -106,6 +117,9 @@ class DetectConfig:
     series_max_cloud_fraction: float | None = 0.05
     cut_workers: int | None = 0
     backend: Literal["torch", "onnx", "openvino"] = "torch"
+    caution: bool = True
+    caution_gsd_factor: float | None = 1.5
+    caution_off_nadir_margin_deg: float | None = 5.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.targeted_max_context_damage <= 1.0:
@@ -137,6 +151,19 @@ class DetectConfig:
         if self.backend not in ("torch", "onnx", "openvino"):
             raise ConfigError(
                 f"detect.backend: must be torch, onnx or openvino, got {self.backend!r}", setting="detect.backend"
+            )
+        if self.caution_gsd_factor is not None and not (math.isfinite(self.caution_gsd_factor) and self.caution_gsd_factor >= 1.0):
+            raise ConfigError(
+                f"detect.caution_gsd_factor: must be null (no GSD caution) or a factor of at least 1, got {self.caution_gsd_factor:g}",
+                setting="detect.caution_gsd_factor",
+            )
+        if self.caution_off_nadir_margin_deg is not None and not (
+            math.isfinite(self.caution_off_nadir_margin_deg) and self.caution_off_nadir_margin_deg >= 0.0
+        ):
+            raise ConfigError(
+                f"detect.caution_off_nadir_margin_deg: must be null (no angle caution) or 0 degrees or more, "
+                f"got {self.caution_off_nadir_margin_deg:g}",
+                setting="detect.caution_off_nadir_margin_deg",
             )
         if self.threads < 0:
             raise ValueError("threads must be 0 (all cores but one) or a positive count")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from detect.caution import reason_name, split_caution
 from detect.runfolder import write_bytes_atomic
 from detect.ranking import OperatingPoint
 
@@ -81,6 +82,7 @@ code{background:#f4f4f4;padding:0 .2em}
 .timeline .intact{background:#d8efd8}.timeline .damaged{background:#f6d0d0}.timeline .unchanged{background:#e3e9f3}
 .timeline .outlier{background:#fbe7b8}.timeline .dropped{background:#eee;color:#888;text-decoration:line-through}
 .timeline .bracket{border-color:#b00;font-weight:bold}
+.caution{color:#8a5a00;font-size:.9em;margin:.2em 0}
 """
 
 
@@ -198,10 +200,12 @@ def _site_block(row: Mapping[str, str]) -> str:
         for k, (label, show) in QUALITY_FIELDS.items()
         if row.get(k) not in (None, "")
     )
+    reasons = split_caution(row.get("caution"))
+    caution = f'<div class="caution">caution: {_e(", ".join(reasons))} (outside the training envelope)</div>' if reasons else ""
     return (
         f'<div class="site"><div>#{_e(row["rank"])} <b>{title}</b> '
         f'<span class="score">score {_e(row["score"])}</span> {_map_link(row)}</div>'
-        f"{chips}{parts_lines}{timeline_strip(row)}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
+        f"{caution}{chips}{parts_lines}{timeline_strip(row)}<div class=\"muted\">{dates}</div><dl class=\"quality\">{notes}</dl></div>"
     )
 
 
@@ -216,6 +220,9 @@ class ReportSummary:
         scores: written scores of the assessed sites (for the histogram).
         flagged: number of flagged sites.
         shown: the first flagged rows in rank order (at most the report's limit).
+        cautioned: assessed sites with a caution (outside the model's training envelope).
+        caution_counts: sites per caution reason (``gsd_outside_training``, ...).
+        cautioned_flagged: flagged sites with a caution.
     """
 
     sites: int
@@ -224,6 +231,9 @@ class ReportSummary:
     scores: Sequence[float]
     flagged: int
     shown: Sequence[Mapping[str, str]]
+    cautioned: int = 0
+    caution_counts: Mapping[str, int] = field(default_factory=dict)
+    cautioned_flagged: int = 0
 
 
 class ReportCollector:
@@ -237,6 +247,9 @@ class ReportCollector:
         self._flagged = 0
         self._shown: list[Mapping[str, str]] = []
         self._sites = 0
+        self._cautioned = 0
+        self._cautioned_flagged = 0
+        self._caution: Counter[str] = Counter()
 
     def add(self, row: Mapping[str, str]) -> None:
         """Count one ranked row (rows must come in ``scores.csv`` order)."""
@@ -246,6 +259,11 @@ class ReportCollector:
             self._reason[row.get("reason", "")] += 1
         elif row.get("score"):
             self._scores.append(float(row["score"]))
+        reasons = split_caution(row.get("caution"))
+        if reasons:
+            self._cautioned += 1
+            self._caution.update({reason_name(r) for r in reasons})
+            self._cautioned_flagged += row.get("flagged") == "true"
         if row.get("flagged") == "true":
             self._flagged += 1
             if len(self._shown) < self.max_sites:
@@ -259,6 +277,9 @@ class ReportCollector:
             scores=tuple(self._scores),
             flagged=self._flagged,
             shown=tuple(self._shown),
+            cautioned=self._cautioned,
+            caution_counts=dict(self._caution),
+            cautioned_flagged=self._cautioned_flagged,
         )
 
 
@@ -307,6 +328,8 @@ def render_report(
         f"<tr><th>assessed (ok)</th><td>{status_counts.get('ok', 0)}</td></tr>",
         f"<tr><th>cannot assess</th><td>{status_counts.get('cannot_assess', 0)}</td></tr>",
         f"<tr><th>flagged</th><td>{n_flagged}</td></tr>",
+        f"<tr><th>with a caution</th><td>{summary.cautioned} <span class=\"muted\">({summary.cautioned_flagged} of them flagged; "
+        "outside the model's training envelope, score unchanged)</span></td></tr>",
         f"<tr><th>operating point</th><td>{_e(operating_point.name)}: score &ge; "
         f"{operating_point.threshold:.4f} <span class=\"muted\">({_e(operating_point.source)})</span></td></tr>",
         f"<tr><th>calibration</th><td>{calibration_text(calibration)}</td></tr>",
@@ -321,6 +344,16 @@ def render_report(
         out.append("<h2>Why sites could not be assessed</h2><table><tr><th>reason</th><th>sites</th></tr>")
         for reason, n in sorted(reason_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"<tr><td>{_e(reason or 'unknown')}</td><td>{n}</td></tr>")
+        out.append("</table>")
+    if summary.caution_counts:
+        out.append(
+            "<h2>Cautions: pairs outside the model's training envelope</h2>"
+            "<p class=\"muted\">The model scored these pairs, but their imagery lies outside what it was trained on; "
+            "a caution does not change a score, a rank or a flag. Column <code>caution</code> of scores.csv.</p>"
+            "<table><tr><th>reason</th><th>sites</th></tr>"
+        )
+        for reason, n in sorted(summary.caution_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            out.append(f"<tr><td>{_e(reason)}</td><td>{n}</td></tr>")
         out.append("</table>")
     if calibration:
         out.append("<h2>Calibration on this event</h2>")

@@ -62,6 +62,7 @@ from detect.runfolder import (
     PER_SITE_COLUMNS,
     PerSite,
     RasterInput,
+    CAUTION_COLUMN,
     ScoresWriter,
     SitesInput,
     SkippedRaster,
@@ -72,6 +73,7 @@ from detect.runfolder import (
 from sitewatch import __version__
 from sitewatch.config import config_to_dict, write_config
 from sitewatch.errors import InputError, ModelError, RunFolderError, UsageError
+from detect.caution import Cautions
 from detect.config import DetectConfig
 from tiles.config import TilesConfig
 
@@ -637,8 +639,17 @@ def _write_ranked(run: PreparedRun, run_dir: Path, spool: _Spool, chips: dict[st
     cfg = run.detect
     collector = ReportCollector(cfg.report_max_sites)
     per_site: list[PerSite] = []
-    writer = ScoresWriter(run_dir, score_columns([spool.columns]))
+    columns = dict(spool.columns)
+    renamed_input = CAUTION_COLUMN in columns  # an input column of that name (pair rows never hold ours)
+    if renamed_input:
+        columns[f"input_{CAUTION_COLUMN}"] = None
+    cautions = Cautions(run.scorer.meta, cfg) if cfg.caution else None
+    writer = ScoresWriter(run_dir, score_columns([{**columns, **({CAUTION_COLUMN: None} if cautions else {})}]))
     for row in assign_ranks(spool.ordered(), run.operating_point):
+        if renamed_input:
+            row[f"input_{CAUTION_COLUMN}"] = row.pop(CAUTION_COLUMN, "")
+        if cautions is not None:
+            row[CAUTION_COLUMN] = cautions.of(row)
         paths = chips.get(row["site_id"], {})
         for column in CHIP_COLUMNS:
             row[column] = paths.get(column, "")

@@ -22,7 +22,8 @@ Public API (readers first):
   as ``{column: text}``, :meth:`ScoreRow.cells` makes them from typed rows),
   :func:`write_manifest`, :func:`write_embeddings`.
 
-``scores.csv`` columns, in order: :data:`LEADING_COLUMNS`; then, in first-seen order, the
+``scores.csv`` columns, in order: :data:`LEADING_COLUMNS`; :data:`CAUTION_COLUMN` (runs written
+before it existed lack it and read as no caution); then, in first-seen order, the
 :data:`SITE_DETAIL_COLUMNS` any input site has, the pair's metadata :data:`PAIR_COLUMNS` (owned by
 ``tiles.index``, text as the tiles stage formats it), the part and context columns
 :data:`PART_COLUMNS` (:mod:`detect.parts`, when any site has parts or context), the input's own
@@ -68,6 +69,9 @@ KNOWN_FORMATS = (MANIFEST_FORMAT, _LEGACY_FORMAT_V1)
 
 #: the leading columns of ``scores.csv``, in order.
 LEADING_COLUMNS = ("site_id", "lon", "lat", "score", "rank", "status", "reason", "flagged")
+#: reasons an assessed pair lies outside the model's training envelope (:mod:`detect.caution`),
+#: ``;``-separated, empty for none; right after the leading columns. Optional for readers.
+CAUTION_COLUMN = "caution"
 #: descriptive columns of the input sites, included when any input site has them.
 SITE_DETAIL_COLUMNS = ("name", "kind", "radius_m", "damage")
 #: the pair's metadata (``tiles.index.PAIR_META_COLUMNS`` without ``status``/``reason``), as text.
@@ -95,7 +99,7 @@ PART_COLUMNS = (
 #: chip paths (relative to the run folder, posix), the last columns.
 CHIP_COLUMNS = ("chip_before", "chip_after", "chip_heatmap")
 #: every column name sitewatch itself writes (an input column of one of these names is renamed).
-RESERVED_COLUMNS = frozenset(LEADING_COLUMNS + SITE_DETAIL_COLUMNS + PAIR_COLUMNS + PART_COLUMNS + CHIP_COLUMNS)
+RESERVED_COLUMNS = frozenset(LEADING_COLUMNS + (CAUTION_COLUMN,) + SITE_DETAIL_COLUMNS + PAIR_COLUMNS + PART_COLUMNS + CHIP_COLUMNS)
 
 STATUS_OK = "ok"
 STATUS_CANNOT_ASSESS = "cannot_assess"
@@ -135,6 +139,8 @@ class ScoreRow:
         parts: the part and context columns the run has (:data:`PART_COLUMNS`), ``{column: text}``.
         extra: the input's own further columns, ``{column: text}``, in input order.
         chip_before, chip_after, chip_heatmap: chip paths relative to the run folder ("" if none).
+        caution: why the pair lies outside the model's training envelope, ``;``-separated
+            reasons (:mod:`detect.caution`); "" for none and for runs written before the column.
     """
 
     site_id: str
@@ -155,6 +161,7 @@ class ScoreRow:
     chip_before: str = ""
     chip_after: str = ""
     chip_heatmap: str = ""
+    caution: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.pair) - set(PAIR_COLUMNS))
@@ -194,6 +201,7 @@ class ScoreRow:
             "status": self.status,
             "reason": self.reason,
             "flagged": "true" if self.flagged else "false",
+            CAUTION_COLUMN: self.caution,
         }
         details = {"name": self.name, "kind": self.kind, "radius_m": format_number(self.radius_m) or None, "damage": self.damage}
         out.update({c: v for c, v in details.items() if v is not None})
@@ -232,9 +240,12 @@ class ScoreRow:
 
 
 def score_columns(rows: Sequence[Mapping[str, str]]) -> list[str]:
-    """All columns of ``scores.csv``: leading, then the others in first-seen order, then chips."""
+    """All columns of ``scores.csv``: leading, the caution column when any row has it, then the
+    others in first-seen order, then chips."""
     columns = list(LEADING_COLUMNS)
-    seen = set(columns) | set(CHIP_COLUMNS)
+    if any(CAUTION_COLUMN in row for row in rows):
+        columns.append(CAUTION_COLUMN)
+    seen = set(columns) | {CAUTION_COLUMN} | set(CHIP_COLUMNS)
     for row in rows:
         for key in row:
             if key not in seen:
@@ -402,6 +413,7 @@ def read_scores(path: str | Path) -> list[ScoreRow]:
                         chip_before=cell["chip_before"],
                         chip_after=cell["chip_after"],
                         chip_heatmap=cell["chip_heatmap"],
+                        caution=cell.get(CAUTION_COLUMN, ""),
                     )
                 )
     except UnicodeDecodeError as exc:

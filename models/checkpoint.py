@@ -24,6 +24,7 @@ from torch import nn
 
 from models import default_model_dir
 from models.config import ModelConfig
+from models.envelope import TrainingEnvelope, envelope_from_train_config
 from models.factory import ARCHITECTURES, build_model
 from sitewatch.errors import ModelError
 from sitewatch.hashing import sha256_file as file_sha256
@@ -77,6 +78,10 @@ class CheckpointMeta:
         feature_stats: mean and principal axes of the training pairs' site embeddings
             (:class:`models.assessment.FeatureStats`), for the scorer's ``feature_distance``;
             empty for checkpoints written before it existed (the signal is then not computed).
+        envelope: the acquisition conditions the training pairs covered
+            (:class:`models.envelope.TrainingEnvelope` as a dict); empty for checkpoints written
+            before it existed, whose envelope :func:`training_envelope` derives from
+            ``train_config``.
     """
 
     arch: str
@@ -95,6 +100,7 @@ class CheckpointMeta:
     normalisation: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     feature_stats: dict[str, Any] = field(default_factory=dict)
+    envelope: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature) or self.temperature <= 0:
@@ -132,7 +138,7 @@ class CheckpointMeta:
         kwargs = {k: v for k, v in data.items() if k in names}
         for key, kind in (("class_map", dict), ("operating_points", dict), ("metrics", dict),
                           ("data_hashes", dict), ("train_config", dict), ("normalisation", dict),
-                          ("feature_stats", dict)):
+                          ("feature_stats", dict), ("envelope", dict)):
             if key in kwargs and not isinstance(kwargs[key], kind):
                 raise ModelError(f"{where}: {key!r} must be a JSON object, got {kwargs[key]!r}")
         for key in ("in_channels", "input_px", "format_version"):
@@ -322,3 +328,26 @@ def load_checkpoint(
         logger.warning("%s is a provisional model (untrained head): scores are not meaningful", folder)
     logger.info("loaded %s from %s (weights sha256 %s)", meta.arch, folder, actual_sha[:12])
     return model, meta
+
+
+def training_envelope(meta: CheckpointMeta, *, _depth: int = 0) -> TrainingEnvelope:
+    """The acquisition conditions ``meta``'s training covered (:mod:`models.envelope`).
+
+    The recorded ``meta.envelope`` when the trainer wrote one, else derived from
+    ``meta.train_config`` (the bundled model); a fine-tuned model's starting checkpoint
+    (``train_config["from"]``) is read when it can be (``"default"`` or a folder), else listed as
+    unmeasured.
+    """
+    if meta.envelope:
+        return TrainingEnvelope.from_dict(meta.envelope, source="meta.json")
+
+    def start(name: str) -> TrainingEnvelope | None:
+        if _depth >= 8:
+            return None
+        try:
+            return training_envelope(read_meta(name), _depth=_depth + 1)
+        except (ModelError, OSError) as exc:
+            logger.info("training envelope: starting model %s not readable (%s)", name, exc)
+            return None
+
+    return envelope_from_train_config(meta.train_config, start_envelope=start)

@@ -36,6 +36,46 @@ QueueView = Literal["score", "uncertainty", "validation", "disputed", "rerank"]
 SHOW_CHOICES = ("todo", "unreviewed", "all")
 
 
+def score_order(scores: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+    """The ``score`` view: positions of assessable sites, highest score first.
+
+    Args:
+        scores: ``(N,)`` scores of the assessable sites, in run order.
+        ranks: ``(N,)`` the run's ranks (ties of equal score; ``inf`` for none), or None.
+
+    Returns:
+        ``(N,)`` positions into ``scores``; ties by rank, then run order.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    tie = np.zeros_like(scores) if ranks is None else np.asarray(ranks, dtype=np.float64)
+    return np.lexsort((np.arange(scores.size), tie, -scores))
+
+
+def uncertainty_order(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """The ``uncertainty`` view: positions of assessable sites, nearest ``threshold`` first.
+
+    Args:
+        scores: ``(N,)`` scores of the assessable sites, in run order.
+        threshold: the flagging threshold (``ReviewQueues.threshold``).
+
+    Returns:
+        ``(N,)`` positions into ``scores``; ties in run order.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.lexsort((np.arange(scores.size), np.abs(scores - threshold)))
+
+
+def validation_sample(n: int, size: int, seed: int) -> np.ndarray:
+    """The ``validation`` view: a seeded random sample of ``size`` of ``n`` assessable sites.
+
+    Returns:
+        ``(min(size, n),)`` positions in ``range(n)``, in queue order (the first ``k`` of a
+        larger ``size`` are the same sites for the same seed).
+    """
+    k = min(size, n)
+    return np.random.default_rng(seed).permutation(n)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class QueuePage:
     """One page of a queue.
@@ -81,15 +121,14 @@ class ReviewQueues:
         sites = run.sites
         ok = [s for s in sites if s.ok]
         not_ok = [s for s in sites if not s.ok]
-        by_score = sorted(ok, key=lambda s: (-s.score, s.rank or math.inf, s.index))
+        ok_scores = np.array([s.score for s in ok], dtype=np.float64)
+        ok_ranks = np.array([s.rank or math.inf for s in ok], dtype=np.float64)
         self._orders: dict[str, list[int]] = {
-            "score": [s.index for s in by_score] + [s.index for s in not_ok],
-            "uncertainty": [s.index for s in sorted(ok, key=lambda s: (abs(s.score - self.threshold), s.index))],
+            "score": [ok[int(i)].index for i in score_order(ok_scores, ok_ranks)] + [s.index for s in not_ok],
+            "uncertainty": [ok[int(i)].index for i in uncertainty_order(ok_scores, self.threshold)],
         }
         self._score_pos = {idx: i for i, idx in enumerate(self._orders["score"])}
-        rng = np.random.default_rng(config.validation_seed)
-        n = min(config.validation_size, len(ok))
-        picked = rng.permutation(len(ok))[:n] if n else np.zeros(0, dtype=int)
+        picked = validation_sample(len(ok), config.validation_size, config.validation_seed)
         self._orders["validation"] = [ok[int(i)].index for i in picked]
         self.validation_ids: frozenset[str] = frozenset(sites[i].site_id for i in self._orders["validation"])
         self._lock = threading.Lock()

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 #: scores.csv columns the app reads itself; everything else is shown as metadata.
 CORE_COLUMNS = (
     "site_id", "lon", "lat", "score", "rank", "status", "reason", "flagged",
-    "name", "kind", *CHIP_COLUMNS,
+    "name", "kind", "caution", *CHIP_COLUMNS,
 )
 #: metadata columns shown on the site page first, in this order, when present.
 META_FIRST = (
@@ -64,6 +64,8 @@ class RunSite:
         chips: relative paths of ``before``, ``after``, ``heatmap`` chips ("" where none).
         meta: every other column, as the text ``scores.csv`` holds.
         row: the typed row it was read from.
+        caution: reasons the pair lies outside the model's training envelope (``;``-separated,
+            :mod:`detect.caution`); "" for none or a run written before the column.
     """
 
     index: int
@@ -80,6 +82,7 @@ class RunSite:
     chips: Mapping[str, str] = field(default_factory=dict)
     meta: Mapping[str, str] = field(default_factory=dict)
     row: ScoreRow | None = None
+    caution: str = ""
 
     @property
     def ok(self) -> bool:
@@ -111,6 +114,7 @@ class RunSite:
             chips={c.removeprefix("chip_"): getattr(row, c) for c in CHIP_COLUMNS},
             meta=meta,
             row=row,
+            caution=row.caution,
         )
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoint import CheckpointMeta, load_checkpoint, read_meta, save_checkpoint
+from models.checkpoint import CheckpointMeta, load_checkpoint, read_meta, save_checkpoint, training_envelope
 from models.config import ModelConfig
 from models.factory import build_model
 from models.inference import choose_device, choose_precision
@@ -835,6 +835,7 @@ def train_model(
     )
     if stats is not None:
         meta = dataclasses.replace(meta, feature_stats=stats.to_dict())
+    meta = dataclasses.replace(meta, envelope=training_envelope(meta).to_dict())  # what detect's cautions compare with
     net.cpu()
     save_checkpoint(net, meta, out, weights_dtype=model.weights_dtype)
     write_config(sections, out)

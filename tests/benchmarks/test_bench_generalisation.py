@@ -111,6 +111,79 @@ def test_parse_data_arg_names_what_is_wrong(tmp_path):
     assert ls.name == "x" and ls.folder == tmp_path and ls.labels_csv is None and ls.label_column == "damage"
 
 
+# ---- simulated review queues ------------------------------------------------------------------
+
+
+def test_queues_are_the_review_apps_own_orders(tmp_path):
+    bench = load_bench()
+    from review.config import ReviewConfig
+    from review.queue import ReviewQueues, validation_sample
+    from review.runfolder import RunFolder
+    from review.store import VerdictStore
+    from tests.review.make_run import write_run
+
+    scores = np.array([0.2, 0.9, 0.55, 0.1, 0.48, 0.9, 0.7])
+    reviewed = np.zeros(scores.size, dtype=bool)
+    # top: highest first, ties in input order
+    assert bench.pick_verdicts("top", scores, 0.5, reviewed, 3, seed=0).tolist() == [1, 5, 6]
+    # uncertainty: nearest the threshold first
+    assert bench.pick_verdicts("uncertainty", scores, 0.5, reviewed, 3, seed=0).tolist() == [4, 2, 6]
+    # random: the app's seeded validation sample, in its order
+    assert bench.pick_verdicts("random", scores, 0.5, reviewed, 7, seed=3).tolist() == validation_sample(7, 7, 3).tolist()
+    reviewed[[1, 5]] = True  # already reviewed sites are skipped, the order continues
+    assert bench.pick_verdicts("top", scores, 0.5, reviewed, 2, seed=0).tolist() == [6, 2]
+    with pytest.raises(ValueError, match="top, uncertainty, random"):
+        bench.queue_order("mixed", scores, 0.5, seed=0)
+    # the same functions order the app's queues of a real run folder
+    run = RunFolder(write_run(tmp_path / "run", 12))
+    queues = ReviewQueues(run, VerdictStore(run.path / "review.sqlite"), ReviewConfig(validation_size=5, validation_seed=2))
+    ok = [s for s in run.sites if s.ok]
+    ok_scores = np.array([s.score for s in ok])
+    assert queues.order("score")[: len(ok)] == [ok[i].index for i in bench.queue_order("top", ok_scores, queues.threshold, seed=0)]
+    assert queues.order("uncertainty") == [ok[i].index for i in bench.queue_order("uncertainty", ok_scores, queues.threshold, seed=0)]
+    assert queues.order("validation") == [ok[i].index for i in bench.queue_order("random", ok_scores, queues.threshold, seed=2)[:5]]
+
+
+def tiny_pairs(n: int = 120, seed: int = 0):
+    """A small labelled PairSet (blank images) whose labels a 4-D embedding carries."""
+    from train.pairs import PairSet
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.2).astype(np.int8)
+    return PairSet(
+        images=np.zeros((n, 2, 3, 8, 8), np.uint8), labels=labels, groups=np.array(["g"] * n), site_ids=np.array([f"s{i}" for i in range(n)]),
+        lon=np.zeros(n), lat=np.zeros(n), scenes=np.array(["x"] * n), damage=np.where(labels == 1, "destroyed", "no-damage"),
+        name="tiny", data_hash="0", gsd_m=0.5,
+    )
+
+
+def test_rerank_rounds_lift_a_weak_start_on_a_tiny_labelled_set(tmp_path):
+    bench = load_bench()
+    from train.metrics import roc_auc
+
+    pairs = tiny_pairs()
+    rng = np.random.default_rng(1)
+    y = pairs.labels.astype(float)
+    embeddings = np.stack([3 * y + rng.normal(0, 1, y.size), rng.normal(0, 1, y.size), rng.normal(0, 1, y.size), rng.normal(0, 1, y.size)], axis=1)
+    start = np.clip(0.3 + 0.2 * y + rng.normal(0, 0.25, y.size), 0.01, 0.99)  # a weak starting model
+    base = rng.random(y.size)
+    for queue in ("top", "uncertainty", "random"):
+        rows = bench.verdict_rounds(pairs, base, "default", start, {"screening": 0.5, "evidence": 0.9}, queue=queue, counts=[5, 40, 80],
+                                    job=None, work=tmp_path, seed=0, method="rerank", embeddings=embeddings)
+        assert [r["verdicts"] for r in rows] == [5, 40, 80]
+        assert "re-rank not fitted" in rows[0]["note"]  # 5 verdicts: under review.rerank_min_labels
+        for r in rows[1:]:
+            assert r["n"] == len(pairs) - r["verdicts"] and 0 <= r["reviewed_positive"] <= r["verdicts"]
+            assert r["auc"] > r["zero_shot_auc_on_rest"] + 0.05, (queue, r)
+    # the top queue of round one is the starting model's top 40
+    rows = bench.verdict_rounds(pairs, base, "default", start, {"screening": 0.5}, queue="top", counts=[40], job=None, work=tmp_path,
+                                seed=0, method="rerank", embeddings=embeddings)
+    top40 = np.argsort(-start, kind="stable")[:40]
+    assert rows[0]["reviewed_positive"] == int(pairs.labels[top40].sum())
+    rest = np.setdiff1d(np.arange(len(pairs)), top40)
+    assert rows[0]["zero_shot_auc_on_rest"] == pytest.approx(roc_auc(pairs.labels[rest], start[rest]))
+
+
 # ---- the whole command on generated imagery ---------------------------------------------------
 
 
@@ -167,7 +240,7 @@ def test_verdict_rounds_on_santa_rosa(shared_data, tmp_path):
     check_accounted(table)
     (s,) = table["sets"]
     rounds = [r for r in table["rows"] if r.get("verdicts") == 30]
-    assert {r["queue"] for r in rounds} == {"uncertainty", "random"}
+    assert {r["queue"] for r in rounds} == {"top", "uncertainty", "random"}
     for r in rounds:
         assert r["minutes"] > 0
         if "auc" in r:  # a round either has figures on the unreviewed rest or says why training failed

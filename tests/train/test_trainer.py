@@ -79,6 +79,11 @@ def test_train_writes_a_loadable_calibrated_checkpoint(tmp_path):
     # the effective config is saved and reproduces the sections
     assert load_config(TrainJob, tmp_path / "m" / "config.yaml") == job
     assert meta.train_config["train"]["seed"] == 7 and meta.train_config["from"] is None
+    # the training envelope is recorded (no synth:N data here, so no bound is known: no caution from it)
+    from models.checkpoint import training_envelope
+
+    assert meta.envelope == {"gsd_min_m": None, "gsd_max_m": None, "off_nadir_difference_max_deg": None, "unmeasured": []}
+    assert training_envelope(meta).source == "meta.json" and not training_envelope(meta).known
     assert len(json.loads((tmp_path / "m" / LOG_FILE).read_text())["epochs"]) == 3
     # learned weights stored as float16 (model.weights_dtype), batch-norm statistics float32
     weights = _weights(tmp_path / "m")
