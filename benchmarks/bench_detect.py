@@ -290,7 +290,7 @@ def run_detect_cli(
                 p = psutil.Process(proc.pid)
                 while not stop.is_set():
                     try:
-                        samples.append((time.perf_counter() - t0, p.memory_info().rss / 1e6))
+                        samples.append((time.perf_counter() - t0, p.memory_info().rss / 2**20))
                     except psutil.Error:
                         return
                     stop.wait(0.25)
@@ -312,7 +312,7 @@ def run_detect_cli(
         "wall_s": wall,
         "run_s": float(m.group(1)) if m else float("nan"),
         "first_batch_s": watch.first_batch_s if watch.first_batch_s is not None else float("nan"),
-        "max_rss_mb": usage.ru_maxrss / 1024.0,
+        "max_rss_mb": usage.ru_maxrss / 1024.0,  # KiB on Linux -> MiB
     }
     if samples:
         peak_t, peak = max(samples, key=lambda s: s[1])
@@ -416,8 +416,8 @@ def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
     for n in counts:
         settings = {"tiles.chip_px": str(px), "tiles.chip_size_m": str(px * 0.5)}
         res = run_detect_cli(REPO, inp.sites(n), inp.before, inp.after, inp.work / f"mem_{n}", settings, sample_rss=True)
-        where = f", sampled peak {res['sampled_peak_mb']:.0f} MB at {res['peak_at']:.0%} of the run" if "peak_at" in res else ""
-        print(f"{n:>8} sites: max RSS {res['max_rss_mb']:7.0f} MB ({res['run_s']:.0f} s, {n / res['run_s']:.0f} sites/s{where})", flush=True)
+        where = f", sampled peak {res['sampled_peak_mb']:.0f} MiB at {res['peak_at']:.0%} of the run" if "peak_at" in res else ""
+        print(f"{n:>8} sites: max RSS {res['max_rss_mb']:7.0f} MiB ({res['run_s']:.0f} s, {n / res['run_s']:.0f} sites/s{where})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
