@@ -375,6 +375,9 @@ def section_rates(args: argparse.Namespace, inp: Inputs) -> None:
         rate = statistics.median(n_e2e / r["run_s"] for r in runs)
         print(f"{f'detect e2e, cut_workers={w} (/ model alone, {best_t} thr)':<52} {rate:8.0f} {rate / ref:7.2f}")
     print("targets: detect e2e / model alone >= 0.9; tiles per worker / I/O limit >= 0.5")
+    first = args.cut_workers[0]
+    for w in args.cut_workers[1:]:
+        print(f"cut_workers={w} vs {first}: " + compare_runs(inp.work / f"run_cw{first}", inp.work / f"run_cw{w}", settings_differ=True))
 
 
 def section_startup(args: argparse.Namespace, inp: Inputs) -> None:
@@ -402,11 +405,36 @@ def section_startup(args: argparse.Namespace, inp: Inputs) -> None:
         f"{t['first_batch_s']:.2f} s (ratio {t['first_batch_s'] / b['first_batch_s']:.2f}); end to end: baseline "
         f"{b['run_s']:.1f} s, this tree {t['run_s']:.1f} s (ratio {t['run_s'] / b['run_s']:.2f})"
     )
-    same = all(
-        (inp.work / "startup_baseline" / f).read_bytes() == (inp.work / "startup_this_tree" / f).read_bytes()
-        for f in ("scores.csv", "embeddings.npz")
+    print(compare_runs(inp.work / "startup_baseline", inp.work / "startup_this_tree"))
+
+
+def compare_runs(a: Path, b: Path, *, settings_differ: bool = False) -> str:
+    """Whether two run folders hold the same outputs (every file's SHA-256 in the manifests) and
+    the same manifest apart from times and the model folder's path (``settings_differ``: the
+    runs had other settings, so ``config.yaml`` and the manifest are not compared)."""
+    import json
+
+    ma, mb = (json.loads((d / "manifest.json").read_text(encoding="utf-8")) for d in (a, b))
+    keys = (set(ma["outputs"]) | set(mb["outputs"])) - ({"config.yaml"} if settings_differ else set())
+    differing = sorted(k for k in keys if ma["outputs"].get(k) != mb["outputs"].get(k))
+    if settings_differ:
+        return f"outputs identical: {not differing} ({len(keys)} files apart from config.yaml" + (
+            f"; differing: {', '.join(differing[:5])})" if differing else ")"
+        )
+
+    def comparable(m: dict) -> dict:
+        m = {k: v for k, v in m.items() if k not in ("started", "finished", "outputs")}
+        model = dict(m["model"])
+        model["path"] = Path(model["path"]).name
+        model["files"] = [{**f, "path": Path(f["path"]).name} for f in model["files"]]
+        return {**m, "model": model}
+
+    same_manifest = comparable(ma) == comparable(mb)
+    return (
+        f"outputs identical: {not differing} ({len(ma['outputs'])} files"
+        + (f"; differing: {', '.join(differing[:5])}" if differing else "")
+        + f"); manifest identical apart from times and the model folder's path: {same_manifest}"
     )
-    print(f"identical scores.csv and embeddings.npz: {same}")
 
 
 def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
