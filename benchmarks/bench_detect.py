@@ -26,6 +26,10 @@ ratio of rates taken under the same machine load:
     checkout, e.g. ``git archive`` of main) side by side: start-up latency (process start to
     the first scored batch in the journal) and end to end.
 
+``dask`` (not run by default):
+    the same run locally and on a ``LocalCluster`` of worker processes (``--workers N``): rates,
+    and whether every output is identical.
+
 ``memory``:
     peak RSS (``ru_maxrss`` of each ``sitewatch detect`` child; sampled with psutil when it is
     installed, to say when the peak happened) at growing site counts, all outputs written.
@@ -261,7 +265,15 @@ class Watch:
 
 
 def run_detect_cli(
-    tree: Path, sites_csv: Path, before: Path, after: Path, out: Path, settings: dict[str, str], *, sample_rss: bool = False
+    tree: Path,
+    sites_csv: Path,
+    before: Path,
+    after: Path,
+    out: Path,
+    settings: dict[str, str],
+    *,
+    sample_rss: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """``python -m sitewatch detect`` with ``tree``'s code; wall time, the run's own time (its
     printed summary), start-up latency, and peak RSS of the child."""
@@ -272,6 +284,7 @@ def run_detect_cli(
     ]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={value}"]
+    cmd += list(extra)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=str(tree), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -442,6 +455,19 @@ def compare_runs(a: Path, b: Path, *, settings_differ: bool = False) -> str:
     )
 
 
+def section_dask(args: argparse.Namespace, inp: Inputs) -> None:
+    n, k = args.dask_sites, args.dask_workers
+    csv_path = inp.sites(n)
+    print(f"\n== dask: {n} sites, local (reader thread) vs `--workers {k}` (a LocalCluster of {k} processes) ==")
+    local = run_detect_cli(REPO, csv_path, inp.before, inp.after, inp.work / "dask_local", {"detect.threads": "1"})
+    dask = run_detect_cli(REPO, csv_path, inp.before, inp.after, inp.work / "dask_cluster", {"detect.threads": "1"}, extra=("--workers", str(k)))
+    print(
+        f"local {n / local['run_s']:.1f} sites/s ({local['run_s']:.1f} s), LocalCluster {n / dask['run_s']:.1f} sites/s "
+        f"({dask['run_s']:.1f} s; ratio {local['run_s'] / dask['run_s']:.2f} of local's rate)"
+    )
+    print(compare_runs(inp.work / "dask_local", inp.work / "dask_cluster", settings_differ=True))  # execution differs
+
+
 def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
     counts = [int(s) for s in args.memory_sites.split(",") if s]
     px = args.memory_chip_px
@@ -455,7 +481,7 @@ def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="rates,startup,memory", help="sections to run: rates, startup, memory (comma list)")
+    p.add_argument("--only", default="rates,startup,memory", help="sections to run: rates, startup, dask, memory (comma list)")
     p.add_argument("--size-px", type=int, default=4096, help="raster side in pixels at 0.5 m (default 4096)")
     p.add_argument("--compress", default="deflate", choices=("deflate", "lzw", "none"))
     p.add_argument("--sites", type=int, default=1500, help="sites of each end-to-end run (default 1500)")
@@ -466,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="end-to-end rounds, interleaved; the median is quoted")
     p.add_argument("--baseline-tree", help="startup: another checkout to compare with (e.g. git archive of main)")
     p.add_argument("--startup-sites", type=int, default=640, help="sites of the startup runs (default 640)")
+    p.add_argument("--dask-sites", type=int, default=640, help="dask: sites of the local and LocalCluster runs")
+    p.add_argument("--dask-workers", type=int, default=2, help="dask: LocalCluster worker processes")
     p.add_argument("--memory-sites", default="1000,10000", help="site counts for peak memory (default 1000,10000)")
     p.add_argument("--memory-chip-px", type=int, default=32, help="chip side for the memory runs (small = fast)")
     p.add_argument("--workdir", help="keep inputs and runs here (default: a folder under the system temp dir)")
@@ -474,9 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     args.tiles_workers = [int(s) for s in args.tiles_workers.split(",") if s]
     args.cut_workers = [int(s) for s in args.cut_workers.split(",") if s]
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = sections - {"rates", "startup", "memory"}
+    unknown = sections - {"rates", "startup", "dask", "memory"}
     if unknown:
-        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: rates, startup, memory")
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: rates, startup, dask, memory")
 
     import logging
     import tempfile
@@ -484,13 +512,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.workdir) if args.workdir else Path(tempfile.gettempdir()) / "sitewatch_bench_detect"
     work.mkdir(parents=True, exist_ok=True)
-    counts = [args.sites, args.component_sites, args.startup_sites] + [int(s) for s in args.memory_sites.split(",") if s]
+    counts = [args.sites, args.component_sites, args.startup_sites, args.dask_sites] + [int(s) for s in args.memory_sites.split(",") if s]
     inp = Inputs(work, size_px=args.size_px, seed=args.seed, compress=args.compress, max_sites=max(counts))
     print(f"command: {' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}")
     if "rates" in sections:
         section_rates(args, inp)
     if "startup" in sections:
         section_startup(args, inp)
+    if "dask" in sections:
+        section_dask(args, inp)
     if "memory" in sections:
         section_memory(args, inp)
     return 0
