@@ -1,52 +1,85 @@
 """Benchmark of ``sitewatch detect``: where the time goes, side by side in one run.
 
-Writes a large tiled before/after GeoTIFF pair and N random sites, then measures, in this order
-and on the same windows:
+Writes a tiled before/after GeoTIFF pair (deflate, 3 bands, 0.5 m) and N random sites over it
+(kept in ``--workdir`` and reused), then measures, in one invocation, so that every figure is a
+ratio of rates taken under the same machine load:
 
-1. plain rasterio reads of each site's before and after window (the I/O limit);
-2. the tiles stage alone (``PairCutter.cut_many``: read, resample, co-register, normalise);
-3. the model alone (``Scorer.score`` on batches of pairs already in memory);
-4. ``run_detect`` end to end (all outputs, chips for the top 200, manifest);
-5. the same job on a Dask ``LocalCluster`` (same scores.csv? overhead?);
-6. peak memory (max RSS) of ``sitewatch detect`` subprocesses at growing site counts.
+``rates`` (default):
+    1. **I/O limit**: plain rasterio reads of every site's before and after window (the windows
+       the tiles stage reads: the chip, and the chip plus the co-registration margin for
+       after), datasets kept open;
+    2. **tiles stage alone** per cut-worker count (cutting, co-registration, normalisation,
+       quality gates; no model): in-process (``thread``: what the reader thread does) and in
+       ``N`` worker processes (:func:`detect.workers.cut_batches_in_workers`, pairs shipped back
+       to this process as the scorer gets them);
+    3. **model alone**: ``Scorer("default")`` on batches of 64 pairs already cut (real pairs
+       from step 2), with all cores and with detect's own thread count; measured before and
+       after the end-to-end runs (the mean is the reference);
+    4. **end to end**: ``sitewatch detect`` in a subprocess, all outputs written (chips for the
+       top 200, report, GIS files, manifest), per ``detect.cut_workers`` setting.
 
-Rates are sites per second; ratios are quoted against the I/O limit. Run small with flags, e.g.::
+    Printed ratios: end to end / model alone (done-when target >= 0.9) and tiles rate per worker
+    / plain reads (target >= 0.5).
 
-    python benchmarks/bench_detect.py --sites 2000 --size-px 4096 --memory-sites 500,2000
+``startup``:
+    ``sitewatch detect`` on large inputs with this tree and with ``--baseline-tree`` (another
+    checkout, e.g. ``git archive`` of main) side by side: start-up latency (process start to
+    the first scored batch in the journal) and end to end.
 
-Defaults are the issue's measurement: 10k sites on an 8192 x 8192 tiled raster at 0.5 m, 128 px
-chips, the bundled default model, torch using 2 threads (pin the process with ``taskset -c 0,1``
-to measure on 2 cores of a bigger machine).
+``dask`` (not run by default):
+    the same run locally and on a ``LocalCluster`` of worker processes (``--workers N``): rates,
+    and whether every output is identical.
+
+``memory``:
+    peak RSS (``ru_maxrss`` of each ``sitewatch detect`` child; sampled with psutil when it is
+    installed, to say when the peak happened) at growing site counts, all outputs written.
+
+Rates are sites per second. Examples (small, a few minutes on 2 cores; the defaults)::
+
+    python benchmarks/bench_detect.py --workdir /tmp/bd
+    python benchmarks/bench_detect.py --workdir /tmp/bd --only memory --memory-sites 1000,10000,100000
+    python benchmarks/bench_detect.py --workdir /tmp/bd --only startup --size-px 16384 --baseline-tree /tmp/main
+
+Pin to 2 cores of a larger machine with ``taskset -c 0,1``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
 
 def write_large_pair(root: Path, *, size_px: int, seed: int, compress: str) -> tuple[Path, Path]:
-    """A tiled before/after GeoTIFF pair (3 bands, uint8, 0.5 m, EPSG:32633), written block by block."""
+    """A tiled before/after GeoTIFF pair (3 bands, uint8, 0.5 m, EPSG:32633), written block by
+    block; kept and reused when ``root`` already holds a finished pair."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
+    paths = [root / epoch / f"{epoch}.tif" for epoch in ("before", "after")]
+    if (root / "done").is_file() and all(p.is_file() for p in paths):
+        return paths[0], paths[1]
     rng = np.random.default_rng(seed)
-    paths = []
     block = 512
-    for epoch in ("before", "after"):
-        folder = root / epoch
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{epoch}.tif"
+    for epoch, path in zip(("before", "after"), paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
         profile = dict(
             driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8", crs="EPSG:32633",
             transform=from_origin(500_000.0, 4_100_000.0, 0.5, 0.5), tiled=True, blockxsize=256, blockysize=256,
@@ -66,7 +99,7 @@ def write_large_pair(root: Path, *, size_px: int, seed: int, compress: str) -> t
                             tile[:, y : y + 24, x : x + 24] = 40
                     h, w = min(block, size_px - r), min(block, size_px - c)
                     ds.write(tile[:, :h, :w], window=Window(c, r, w, h))
-        paths.append(path)
+    (root / "done").write_text("ok\n")
     return paths[0], paths[1]
 
 
@@ -88,185 +121,408 @@ def write_sites(path: Path, n: int, *, size_px: int, seed: int, margin_px: int =
     return list(zip(xs.tolist(), ys.tolist()))
 
 
-def bench_rasterio(before: Path, after: Path, xy: list[tuple[float, float]], window_m: float) -> float:
-    """Sites/s of plain windowed reads of the before and after window of every site."""
-    import rasterio
-    from rasterio.windows import from_bounds
+class Inputs:
+    """The scene and a sites file per site count (prefixes of one random set)."""
 
-    half = window_m / 2
-    t = time.perf_counter()
-    with rasterio.open(before) as b, rasterio.open(after) as a:
-        for x, y in xy:
-            for ds in (b, a):
-                ds.read(window=from_bounds(x - half, y - half, x + half, y + half, ds.transform))
-    return len(xy) / (time.perf_counter() - t)
+    def __init__(self, work: Path, *, size_px: int, seed: int, compress: str, max_sites: int) -> None:
+        self.work = work
+        scene = work / f"scene_{size_px}_{compress}_{seed}"
+        t = time.perf_counter()
+        self.before, self.after = write_large_pair(scene, size_px=size_px, seed=seed, compress=compress)
+        self.all_sites = scene / f"sites_{max_sites}.csv"
+        self.xy = write_sites(self.all_sites, max_sites, size_px=size_px, seed=seed)
+        self.scene = scene
+        size_mb = (self.before.stat().st_size + self.after.stat().st_size) / 1e6
+        print(
+            f"inputs: {size_px}x{size_px} px before/after ({compress}, {size_mb:.0f} MB together) and "
+            f"{max_sites} sites in {scene} ({time.perf_counter() - t:.1f} s)"
+        )
 
-
-def bench_tiles(sites_csv: Path, before: Path, after: Path, n: int) -> float:
-    """Sites/s of the tiles stage alone on the first ``n`` sites."""
-    from tiles.catalog import RasterCatalog
-    from tiles.config import TilesConfig
-    from tiles.cut import PairCutter
-    from tiles.sites import read_sites
-
-    sites = read_sites(sites_csv)[:n]
-    bc = RasterCatalog.from_paths([before], epoch="before")
-    ac = RasterCatalog.from_paths([after], epoch="after")
-    t = time.perf_counter()
-    ok = 0
-    with PairCutter(bc, ac, TilesConfig()) as cutter:
-        for pair in cutter.cut_many(sites):
-            ok += pair.ok
-    rate = len(sites) / (time.perf_counter() - t)
-    print(f"  tiles: {ok}/{len(sites)} pairs ok")
-    return rate
-
-
-def bench_model(n_batches: int, batch: int, chip_px: int, threads: int) -> float:
-    """Sites/s of the bundled default model alone on pairs already in memory."""
-    from models.inference import Scorer
-
-    scorer = Scorer("default", device="cpu", threads=threads, batch_size=batch)
-    x = np.random.default_rng(0).random((batch, 2, 3, chip_px, chip_px), dtype=np.float32)
-    scorer.score(x)  # warm up
-    t = time.perf_counter()
-    for _ in range(n_batches):
-        scorer.score(x)
-    return n_batches * batch / (time.perf_counter() - t)
-
-
-def bench_end_to_end(sites_csv: Path, before: Path, after: Path, out: Path, **kwargs) -> tuple[float, float, object]:
-    """``run_detect`` wall time -> (sites/s overall, sites/s while scoring, summary).
-
-    ``job`` (a :class:`sitewatch.jobs.DetectJob`) is handed over as its ``tiles`` and ``detect``
-    sections; a tree whose ``run_detect`` still takes ``job=`` (the pre-issue-11 code, for
-    before/after comparisons with the same script) gets the job itself.
-    """
-    import inspect
-
-    from detect.run import run_detect
-
-    job = kwargs.pop("job", None)
-    if job is not None:
-        if "job" in inspect.signature(run_detect).parameters:
-            kwargs["job"] = job
-        else:
-            kwargs.update(tiles=job.tiles, detect=job.detect)
-    shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
-    summary = run_detect(sites_csv, [before], [after], out, progress=False, **kwargs)
-    total = time.perf_counter() - t
-    return summary.sites / total, summary.sites / summary.scoring_seconds, summary
-
-
-def peak_rss_mb(sites_csv: Path, before: Path, after: Path, out: Path, chip_px: int, threads: int) -> tuple[float, float]:
-    """Max RSS (MB) and wall time of one ``sitewatch detect`` subprocess."""
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [
-        sys.executable, "-m", "sitewatch", "detect", "-q", "--sites", str(sites_csv), "--before", str(before),
-        "--after", str(after), "--out", str(out), "--chips", "0",
-        "--set", f"tiles.chip_px={chip_px}", "--set", f"tiles.chip_size_m={chip_px * 0.5}",
-        "--set", f"detect.threads={threads}",
-    ]
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"memory run failed: {' '.join(cmd)}")
-    return usage.ru_maxrss / 1024.0, time.perf_counter() - t
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sites", type=int, default=10_000, help="sites for the end-to-end run (default 10000)")
-    p.add_argument("--size-px", type=int, default=8192, help="raster side in pixels at 0.5 m (default 8192)")
-    p.add_argument("--component-sites", type=int, default=2000, help="sites for the rasterio/tiles rates (default 2000)")
-    p.add_argument("--model-batches", type=int, default=10, help="batches of 64 for the model-only rate")
-    p.add_argument(
-        "--threads", type=int, default=0,
-        help="torch threads for detect (default 0: detect's default, all cores but one); the model-only "
-        "rate always uses every core",
-    )
-    p.add_argument("--dask-sites", type=int, default=1000, help="sites for local vs LocalCluster (0 = skip)")
-    p.add_argument("--dask-workers", type=int, default=2)
-    p.add_argument("--memory-sites", default="1000,10000,100000", help="comma list for peak memory ('' = skip)")
-    p.add_argument("--memory-chip-px", type=int, default=32, help="chip size for the memory runs (small = fast)")
-    p.add_argument("--compress", default="deflate", choices=("deflate", "lzw", "none"))
-    p.add_argument("--workdir", help="keep files here (default: a temporary folder)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    for noisy in ("distributed", "tornado", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    from sitewatch.config import load_config
-    from sitewatch.jobs import DetectJob
-    from tiles.config import TilesConfig
-
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_detect_"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"workdir {work}; cpu count {os.cpu_count()}, detect.threads {args.threads} (0 = all cores but one)")
-    t = time.perf_counter()
-    before, after = write_large_pair(work / "scene", size_px=args.size_px, seed=args.seed, compress=args.compress)
-    max_sites = max([args.sites, args.component_sites, args.dask_sites] + [int(s) for s in args.memory_sites.split(",") if s])
-    xy = write_sites(work / "sites_all.csv", max_sites, size_px=args.size_px, seed=args.seed)
-    print(f"wrote {args.size_px}x{args.size_px} px before/after ({args.compress}) and {max_sites} sites in {time.perf_counter() - t:.1f} s")
-
-    def subset(n: int) -> Path:
-        path = work / f"sites_{n}.csv"
-        with open(work / "sites_all.csv", encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
+    def sites(self, n: int) -> Path:
+        path = self.scene / f"{self.all_sites.stem}_first_{n}.csv"
+        with open(self.all_sites, encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
             for i, line in enumerate(src):
                 if i > n:
                     break
                 dst.write(line)
         return path
 
-    tiles_cfg = TilesConfig()
-    results: dict[str, float] = {}
-    n_comp = min(args.component_sites, args.sites)
-    results["rasterio"] = bench_rasterio(before, after, xy[:n_comp], tiles_cfg.chip_size_m)
-    print(f"1. plain rasterio reads (I/O limit): {results['rasterio']:.0f} sites/s on {n_comp} sites")
-    results["tiles"] = bench_tiles(subset(n_comp), before, after, n_comp)
-    print(f"2. tiles stage alone:                {results['tiles']:.0f} sites/s on {n_comp} sites")
+
+# -- components -----------------------------------------------------------------------------------
+
+
+def rate_plain_reads(before: Path, after: Path, xy: list[tuple[float, float]]) -> float:
+    """Sites/s of plain windowed reads of each site's before window and after window (with the
+    co-registration margin the tiles stage adds to after), datasets kept open."""
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    from tiles.config import TilesConfig
+
+    cfg = TilesConfig()
+    gsd = cfg.chip_size_m / cfg.chip_px
+    half_b = cfg.chip_size_m / 2
+    half_a = half_b + ((math.ceil(cfg.max_shift_m / gsd) + 1) * gsd if cfg.coregister else 0.0)
+    t = time.perf_counter()
+    with rasterio.open(before) as b, rasterio.open(after) as a:
+        for x, y in xy:
+            b.read(window=from_bounds(x - half_b, y - half_b, x + half_b, y + half_b, b.transform))
+            a.read(window=from_bounds(x - half_a, y - half_a, x + half_a, y + half_a, a.transform))
+    return len(xy) / (time.perf_counter() - t)
+
+
+def _plan(sites_csv: Path, before: Path, after: Path):
+    from detect.pipeline import plan_batches
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.sites import read_sites
+
+    sites = read_sites(sites_csv)
+    bc = RasterCatalog.from_paths([before], epoch="before")
+    ac = RasterCatalog.from_paths([after], epoch="after")
+    cfg = TilesConfig()
+    return sites, bc, ac, cfg, plan_batches(sites, bc, ac, batch_size=64, tiles=cfg)
+
+
+def rate_tiles(sites_csv: Path, before: Path, after: Path, workers: int, keep: int = 0) -> tuple[float, list[np.ndarray]]:
+    """Sites/s of the tiles stage alone: in-process (``workers=0``) or in worker processes.
+
+    Returns:
+        ``(rate, images)``: up to ``keep`` ok pair images (for the model-alone rate).
+    """
+    from detect.cutting import cut_batch
+    from detect.workers import CutterSpec, cut_batches_in_workers
+    from tiles.cut import PairCutter
+
+    sites, bc, ac, cfg, batches = _plan(sites_csv, before, after)
+    kept: list[np.ndarray] = []
+    ok = 0
+    t = time.perf_counter()
+    if workers == 0:
+        with PairCutter(bc, ac, cfg) as cutter:
+            for batch in batches:
+                for pair in cut_batch(cutter, [sites[i] for i in batch.site_indices]):
+                    ok += pair.ok
+                    if pair.ok and len(kept) < keep:
+                        kept.append(pair.image)
+    else:
+        for _batch, pairs, _ in cut_batches_in_workers(sites, batches, CutterSpec(bc, ac, cfg), workers=workers):
+            ok += sum(p.ok for p in pairs)
+    rate = len(sites) / (time.perf_counter() - t)
+    if ok < len(sites) // 2:
+        raise SystemExit(f"tiles stage: only {ok} of {len(sites)} pairs ok; the benchmark scene is wrong")
+    return rate, kept
+
+
+def rate_model(images: list[np.ndarray], *, batches: int, threads: int) -> float:
+    """Sites/s of the bundled model alone (batches of 64 real pairs, cycled)."""
     import torch
 
-    all_cores = os.cpu_count() or 2
-    torch.set_num_threads(all_cores)
-    results["model"] = bench_model(args.model_batches, 64, tiles_cfg.chip_px, all_cores)
-    print(f"3. model alone:                      {results['model']:.0f} sites/s ({args.model_batches} batches of 64, {tiles_cfg.chip_px} px, {all_cores} threads)")
-    job = load_config(DetectJob, None, {"detect.threads": args.threads})
-    overall, scoring, summary = bench_end_to_end(subset(args.sites), before, after, work / "run", job=job)
-    results["end_to_end"] = overall
+    from models.inference import Scorer
+
+    scorer = Scorer("default", device="cpu", threads=threads, batch_size=64)
+    stacks = [np.stack(images[i : i + 64]).astype(np.float32) for i in range(0, len(images) - 63, 64)]
+    scorer.score(stacks[0])  # warm up
+    t = time.perf_counter()
+    for k in range(batches):
+        scorer.score(stacks[k % len(stacks)])
+    rate = batches * 64 / (time.perf_counter() - t)
+    torch.set_num_threads(os.cpu_count() or 1)
+    return rate
+
+
+# -- sitewatch detect in a subprocess -------------------------------------------------------------
+
+
+class Watch:
+    """Polls a run folder's journal: when its first scored batch appears (start-up latency)."""
+
+    def __init__(self, run_dir: Path, started: float) -> None:
+        self.path = run_dir / "journal.jsonl"
+        self.started = started
+        self.first_batch_s: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set() and self.first_batch_s is None:
+            try:
+                with open(self.path, "rb") as fh:
+                    head = fh.read(1 << 16)
+                    while head.count(b"\n") < 2 and (more := fh.read(1 << 20)):
+                        head += more
+                if head.count(b"\n") >= 2 and b'"batch"' in head:
+                    self.first_batch_s = time.perf_counter() - self.started
+                    return
+            except OSError:
+                pass
+            self._stop.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_detect_cli(
+    tree: Path,
+    sites_csv: Path,
+    before: Path,
+    after: Path,
+    out: Path,
+    settings: dict[str, str],
+    *,
+    sample_rss: bool = False,
+    extra: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """``python -m sitewatch detect`` with ``tree``'s code; wall time, the run's own time (its
+    printed summary), start-up latency, and peak RSS of the child."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        sys.executable, "-m", "sitewatch", "detect", "--sites", str(sites_csv), "--before", str(before),
+        "--after", str(after), "--out", str(out),
+    ]
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    cmd += list(extra)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=str(tree), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watch = Watch(out, t0)
+    samples: list[tuple[float, float]] = []
+    sampler = None
+    if sample_rss:
+        try:
+            import psutil
+        except ImportError:
+            psutil = None
+        if psutil is not None:
+            stop = threading.Event()
+
+            def sample() -> None:
+                p = psutil.Process(proc.pid)
+                while not stop.is_set():
+                    try:
+                        samples.append((time.perf_counter() - t0, p.memory_info().rss / 2**20))
+                    except psutil.Error:
+                        return
+                    stop.wait(0.25)
+
+            sampler = (threading.Thread(target=sample, daemon=True), stop)
+            sampler[0].start()
+    output = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    watch.stop()
+    if sampler is not None:
+        sampler[1].set()
+        sampler[0].join()
+    if proc.returncode != 0:
+        raise SystemExit(f"detect failed ({proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
+    m = re.search(r"sites\) in ([0-9.]+) s", output) or re.search(r" in ([0-9.]+) s \(", output)
+    result = {
+        "wall_s": wall,
+        "run_s": float(m.group(1)) if m else float("nan"),
+        "first_batch_s": watch.first_batch_s if watch.first_batch_s is not None else float("nan"),
+        "max_rss_mb": usage.ru_maxrss / 1024.0,  # KiB on Linux -> MiB
+    }
+    if samples:
+        peak_t, peak = max(samples, key=lambda s: s[1])
+        result["peak_at"] = peak_t / wall
+        result["sampled_peak_mb"] = peak
+    return result
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+def section_rates(args: argparse.Namespace, inp: Inputs) -> None:
+    from detect.run import inference_threads
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    detect_threads = inference_threads(0)
+    n_comp, n_e2e = args.component_sites, args.sites
+    comp_csv = inp.sites(n_comp)
+    print(f"\n== rates: {cores} cores, load average {os.getloadavg()[0]:.1f} at start ==")
+    io = rate_plain_reads(inp.before, inp.after, inp.xy[:n_comp])
+    print(f"I/O limit (plain rasterio reads, {n_comp} sites):  {io:8.0f} sites/s")
+    tiles: dict[int, float] = {}
+    images: list[np.ndarray] = []
+    for w in args.tiles_workers:
+        rate, kept = rate_tiles(comp_csv, inp.before, inp.after, w, keep=128 if w == 0 else 0)
+        images = images or kept
+        tiles[w] = rate
+        name = "thread" if w == 0 else f"{w} worker{'s' if w > 1 else ''}"
+        print(f"tiles stage alone, {name:>9} ({n_comp} sites):   {rate:8.0f} sites/s")
+    if len(images) < 64:
+        _, images = rate_tiles(comp_csv, inp.before, inp.after, 0, keep=128)
+    thread_counts = sorted({cores, detect_threads})
+    model_before = {t: rate_model(images, batches=args.model_batches, threads=t) for t in thread_counts}
+    for t, r in model_before.items():
+        print(f"model alone, {t} thread(s), batches of 64:        {r:8.0f} sites/s")
+    e2e: dict[str, list[dict[str, float]]] = {}
+    e2e_csv = inp.sites(n_e2e)
+    for _round in range(args.rounds):
+        for w in args.cut_workers:
+            res = run_detect_cli(REPO, e2e_csv, inp.before, inp.after, inp.work / f"run_cw{w}", {"detect.cut_workers": w})
+            e2e.setdefault(str(w), []).append(res)
+            print(
+                f"detect end to end, cut_workers={w} ({n_e2e} sites): {n_e2e / res['run_s']:8.0f} sites/s "
+                f"(run {res['run_s']:.1f} s, process {res['wall_s']:.1f} s, first batch after {res['first_batch_s']:.1f} s)"
+            )
+    model_after = {t: rate_model(images, batches=args.model_batches, threads=t) for t in thread_counts}
+    model = {t: (model_before[t] + model_after[t]) / 2 for t in thread_counts}
+    best_t = max(model, key=model.get)
+    ref = model[best_t]
+    print(f"\n-- side by side (load average {os.getloadavg()[0]:.1f} at end) --")
+    print(f"{'measured':<52} {'sites/s':>8} {'ratio':>7}")
+    print(f"{'I/O limit: plain reads of the same windows':<52} {io:8.0f}")
+    for w, r in tiles.items():
+        per = r / max(1, w)
+        name = "thread (in-process)" if w == 0 else f"{w} worker process(es)"
+        print(f"{'tiles alone, ' + name + ' (per worker / I/O)':<52} {r:8.0f} {per / io:7.2f}")
+    for t in thread_counts:
+        print(f"{f'model alone, {t} thread(s) (before {model_before[t]:.0f}, after {model_after[t]:.0f})':<52} {model[t]:8.0f}")
+    for w, runs in e2e.items():
+        rate = statistics.median(n_e2e / r["run_s"] for r in runs)
+        print(f"{f'detect e2e, cut_workers={w} (/ model alone, {best_t} thr)':<52} {rate:8.0f} {rate / ref:7.2f}")
+    print("targets: detect e2e / model alone >= 0.9; tiles per worker / I/O limit >= 0.5")
+    first = args.cut_workers[0]
+    for w in args.cut_workers[1:]:
+        print(f"cut_workers={w} vs {first}: " + compare_runs(inp.work / f"run_cw{first}", inp.work / f"run_cw{w}", settings_differ=True))
+
+
+def section_startup(args: argparse.Namespace, inp: Inputs) -> None:
+    if not args.baseline_tree:
+        print("\n== startup: skipped (give --baseline-tree to compare with another checkout) ==")
+        return
+    base = Path(args.baseline_tree).resolve()
+    n = args.startup_sites
+    csv_path = inp.sites(n)
+    size_mb = (inp.before.stat().st_size + inp.after.stat().st_size) / 1e6
+    print(f"\n== startup: {n} sites, rasters {size_mb:.0f} MB together; this tree vs {base} ==")
+    rows: dict[str, list[dict[str, float]]] = {"baseline": [], "this tree": []}
+    for _round in range(args.rounds):
+        for name, tree in (("baseline", base), ("this tree", REPO)):
+            res = run_detect_cli(tree, csv_path, inp.before, inp.after, inp.work / f"startup_{name.replace(' ', '_')}", {})
+            rows[name].append(res)
+            print(
+                f"{name:>10}: first batch after {res['first_batch_s']:.2f} s, run {res['run_s']:.1f} s, "
+                f"process {res['wall_s']:.1f} s"
+            )
+    med = {k: {f: statistics.median(r[f] for r in v) for f in ("first_batch_s", "run_s", "wall_s")} for k, v in rows.items()}
+    b, t = med["baseline"], med["this tree"]
     print(
-        f"4. detect end to end:                {overall:.0f} sites/s overall ({summary.seconds:.1f} s for {summary.sites} sites, "
-        f"incl. model load, hashing, chips, outputs); {scoring:.0f} sites/s while cutting+scoring"
+        f"start-up latency (process start to first scored batch): baseline {b['first_batch_s']:.2f} s, this tree "
+        f"{t['first_batch_s']:.2f} s (ratio {t['first_batch_s'] / b['first_batch_s']:.2f}); end to end: baseline "
+        f"{b['run_s']:.1f} s, this tree {t['run_s']:.1f} s (ratio {t['run_s'] / b['run_s']:.2f})"
     )
-    print(
-        f"   ratios: end-to-end / I/O limit = {overall / results['rasterio']:.2f} (scoring phase {scoring / results['rasterio']:.2f}); "
-        f"floor 100 sites/s: {'met' if overall >= 100 else 'NOT met'}; "
-        f"bottleneck: {'model' if results['model'] < results['tiles'] else 'tiles'} "
-        f"(model {results['model']:.0f} vs tiles {results['tiles']:.0f} sites/s)"
-    )
-    if args.dask_sites:
-        n = args.dask_sites
-        djob = load_config(DetectJob, None, {"detect.threads": max(1, args.threads // args.dask_workers), "detect.chips_top_n": 0})
-        local_rate, _, local = bench_end_to_end(subset(n), before, after, work / "dask_local", job=djob)
-        dask_rate, _, dask = bench_end_to_end(subset(n), before, after, work / "dask_cluster", job=djob, workers=args.dask_workers)
-        same = (local.run_dir / "scores.csv").read_bytes() == (dask.run_dir / "scores.csv").read_bytes()
-        print(
-            f"5. local vs LocalCluster({args.dask_workers} worker processes) on {n} sites: {local_rate:.0f} vs {dask_rate:.0f} sites/s "
-            f"(Dask time / local time = {local_rate / dask_rate:.2f}); identical scores.csv: {same}"
+    print(compare_runs(inp.work / "startup_baseline", inp.work / "startup_this_tree"))
+
+
+def compare_runs(a: Path, b: Path, *, settings_differ: bool = False) -> str:
+    """Whether two run folders hold the same outputs (every file's SHA-256 in the manifests) and
+    the same manifest apart from times and the model folder's path (``settings_differ``: the
+    runs had other settings, so ``config.yaml`` and the manifest are not compared)."""
+    import json
+
+    ma, mb = (json.loads((d / "manifest.json").read_text(encoding="utf-8")) for d in (a, b))
+    keys = (set(ma["outputs"]) | set(mb["outputs"])) - ({"config.yaml"} if settings_differ else set())
+    differing = sorted(k for k in keys if ma["outputs"].get(k) != mb["outputs"].get(k))
+    if "report.html" in differing and ma["model"]["path"] != mb["model"]["path"]:
+        # the report names the model folder, which is each checkout's own: compare without it
+        ra, rb = ((d / "report.html").read_text(encoding="utf-8").replace(m["model"]["path"], "MODEL") for d, m in ((a, ma), (b, mb)))
+        if ra == rb:
+            differing.remove("report.html")
+    if settings_differ:
+        return f"outputs identical: {not differing} ({len(keys)} files apart from config.yaml" + (
+            f"; differing: {', '.join(differing[:5])})" if differing else ")"
         )
-    if args.memory_sites:
-        print(f"6. peak memory of `sitewatch detect` ({args.memory_chip_px} px chips, no chips written):")
-        for n in [int(s) for s in args.memory_sites.split(",") if s]:
-            rss, secs = peak_rss_mb(subset(n), before, after, work / f"mem_{n}", args.memory_chip_px, args.threads)
-            print(f"   {n:>7} sites: max RSS {rss:7.0f} MB ({secs:.0f} s)")
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
+
+    def comparable(m: dict) -> dict:
+        m = {k: v for k, v in m.items() if k not in ("started", "finished", "outputs")}
+        model = dict(m["model"])
+        model["path"] = Path(model["path"]).name
+        model["files"] = [{**f, "path": Path(f["path"]).name} for f in model["files"]]
+        return {**m, "model": model}
+
+    same_manifest = comparable(ma) == comparable(mb)
+    return (
+        f"outputs identical: {not differing} ({len(ma['outputs'])} files; report.html apart from the model folder's path"
+        + (f"; differing: {', '.join(differing[:5])}" if differing else "")
+        + f"); manifest identical apart from times and the model folder's path: {same_manifest}"
+    )
+
+
+def section_dask(args: argparse.Namespace, inp: Inputs) -> None:
+    n, k = args.dask_sites, args.dask_workers
+    csv_path = inp.sites(n)
+    print(f"\n== dask: {n} sites, local (reader thread) vs `--workers {k}` (a LocalCluster of {k} processes) ==")
+    local = run_detect_cli(REPO, csv_path, inp.before, inp.after, inp.work / "dask_local", {"detect.threads": "1"})
+    dask = run_detect_cli(REPO, csv_path, inp.before, inp.after, inp.work / "dask_cluster", {"detect.threads": "1"}, extra=("--workers", str(k)))
+    print(
+        f"local {n / local['run_s']:.1f} sites/s ({local['run_s']:.1f} s), LocalCluster {n / dask['run_s']:.1f} sites/s "
+        f"({dask['run_s']:.1f} s; ratio {local['run_s'] / dask['run_s']:.2f} of local's rate)"
+    )
+    print(compare_runs(inp.work / "dask_local", inp.work / "dask_cluster", settings_differ=True))  # execution differs
+
+
+def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
+    counts = [int(s) for s in args.memory_sites.split(",") if s]
+    px = args.memory_chip_px
+    print(f"\n== memory: peak RSS of `sitewatch detect` ({px} px chips at 0.5 m, all outputs, cut_workers 0) ==")
+    for n in counts:
+        settings = {"tiles.chip_px": str(px), "tiles.chip_size_m": str(px * 0.5)}
+        res = run_detect_cli(REPO, inp.sites(n), inp.before, inp.after, inp.work / f"mem_{n}", settings, sample_rss=True)
+        where = f", sampled peak {res['sampled_peak_mb']:.0f} MiB at {res['peak_at']:.0%} of the run" if "peak_at" in res else ""
+        print(f"{n:>8} sites: max RSS {res['max_rss_mb']:7.0f} MiB ({res['run_s']:.0f} s, {n / res['run_s']:.0f} sites/s{where})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="rates,startup,memory", help="sections to run: rates, startup, dask, memory (comma list)")
+    p.add_argument("--size-px", type=int, default=4096, help="raster side in pixels at 0.5 m (default 4096)")
+    p.add_argument("--compress", default="deflate", choices=("deflate", "lzw", "none"))
+    p.add_argument("--sites", type=int, default=1500, help="sites of each end-to-end run (default 1500)")
+    p.add_argument("--component-sites", type=int, default=640, help="sites for the I/O and tiles rates (default 640)")
+    p.add_argument("--model-batches", type=int, default=4, help="batches of 64 for each model-alone rate (default 4)")
+    p.add_argument("--tiles-workers", default="0,1,2", help="tiles-alone runs: 0 = in-process, N = N worker processes")
+    p.add_argument("--cut-workers", default="0,1,2", help="detect.cut_workers values run end to end (default 0,1,2)")
+    p.add_argument("--rounds", type=int, default=1, help="end-to-end rounds, interleaved; the median is quoted")
+    p.add_argument("--baseline-tree", help="startup: another checkout to compare with (e.g. git archive of main)")
+    p.add_argument("--startup-sites", type=int, default=640, help="sites of the startup runs (default 640)")
+    p.add_argument("--dask-sites", type=int, default=640, help="dask: sites of the local and LocalCluster runs")
+    p.add_argument("--dask-workers", type=int, default=2, help="dask: LocalCluster worker processes")
+    p.add_argument("--memory-sites", default="1000,10000", help="site counts for peak memory (default 1000,10000)")
+    p.add_argument("--memory-chip-px", type=int, default=32, help="chip side for the memory runs (small = fast)")
+    p.add_argument("--workdir", help="keep inputs and runs here (default: a folder under the system temp dir)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    args.tiles_workers = [int(s) for s in args.tiles_workers.split(",") if s]
+    args.cut_workers = [int(s) for s in args.cut_workers.split(",") if s]
+    sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = sections - {"rates", "startup", "dask", "memory"}
+    if unknown:
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: rates, startup, dask, memory")
+
+    import logging
+    import tempfile
+
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.gettempdir()) / "sitewatch_bench_detect"
+    work.mkdir(parents=True, exist_ok=True)
+    counts = [args.sites, args.component_sites, args.startup_sites, args.dask_sites] + [int(s) for s in args.memory_sites.split(",") if s]
+    inp = Inputs(work, size_px=args.size_px, seed=args.seed, compress=args.compress, max_sites=max(counts))
+    print(f"command: {' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}")
+    if "rates" in sections:
+        section_rates(args, inp)
+    if "startup" in sections:
+        section_startup(args, inp)
+    if "dask" in sections:
+        section_dask(args, inp)
+    if "memory" in sections:
+        section_memory(args, inp)
     return 0
 
 

@@ -28,7 +28,7 @@ import struct
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -164,40 +164,127 @@ def _field_name(column: str) -> str:
     return f"{column}_input" if column.lower() in ("fid", "geom") else column
 
 
-def _fields(rows: Sequence[Mapping[str, str]], columns: Sequence[str], threshold: float) -> tuple[list[np.ndarray], list[str], list[np.ndarray | None]]:
+#: rows converted to typed arrays at a time while a layer is gathered (bounds the text held).
+CHUNK_ROWS = 4096
+#: distinct values remembered per text column (a repeated value is then held once).
+DISTINCT_CAP = 4096
+
+
+class _LayerFields:
+    """The typed fields of one layer, gathered row by row (:meth:`add`) in bounded chunks.
+
+    Every :data:`CHUNK_ROWS` rows the text of the real, integer, boolean and time columns is
+    converted to numpy arrays (as a whole column would convert, value by value); text columns
+    hold one string object per repeated value (scene ids, statuses, bands repeat over thousands
+    of sites). So a layer of N sites holds a few bytes per site and typed column, and a pointer
+    per site and text column, instead of every row's dict of strings.
+    """
+
+    def __init__(self, columns: Sequence[str], threshold: float) -> None:
+        self.columns = list(columns)
+        self.threshold = threshold
+        self.labels = band_labels(threshold)
+        self._text: dict[str, list[str]] = {c: [] for c in self.columns}
+        self._bands: list[str] = []
+        self._chunks: dict[str, list[np.ndarray]] = {c: [] for c in self.columns if _column_kind(c) != "text"}
+        self._distinct: dict[str, dict[str, str]] = {c: {} for c in self.columns if _column_kind(c) == "text"}
+        self._pending = 0
+        self.count = 0
+
+    def add(self, row: Mapping[str, str]) -> None:
+        for column in self.columns:
+            value = row.get(column, "") or ""
+            seen = self._distinct.get(column)
+            if seen is not None:
+                if len(seen) >= DISTINCT_CAP:  # a column of unique values (site ids): keep the cache small
+                    seen.clear()
+                value = seen.setdefault(value, value)
+            self._text[column].append(value)
+        if "flagged" in self._text:
+            self._bands.append(self.labels[band_of(_float(row.get("score")), (row.get("status") or "ok"), self.threshold)])
+        self._pending += 1
+        self.count += 1
+        if self._pending >= CHUNK_ROWS:
+            self._convert()
+
+    def _convert(self) -> None:
+        for column, chunks in self._chunks.items():
+            chunks.append(_typed_chunk(column, self._text[column]))
+            self._text[column] = []
+        self._pending = 0
+
+    def finish(self) -> tuple[list[np.ndarray], list[str], list[np.ndarray | None]]:
+        """Typed field arrays (and null masks) in column order, plus the ``band`` field."""
+        self._convert()
+        data: list[np.ndarray] = []
+        names: list[str] = []
+        masks: list[np.ndarray | None] = []
+        for column in self.columns:
+            if column in self._chunks:
+                parts = self._chunks.pop(column)
+                array = np.concatenate(parts) if parts else _typed_chunk(column, [])
+            else:
+                array = np.array(self._text.pop(column), dtype=object)
+            array, mask = _field_and_mask(column, array)
+            data.append(array)
+            names.append(_field_name(column))
+            masks.append(mask if mask is not None and mask.any() else None)
+            if column == "flagged":
+                data.append(np.array(self._bands, dtype=object))
+                names.append("band")
+                masks.append(None)
+        return data, names, masks
+
+
+def _column_kind(column: str) -> str:
+    if column in REAL_COLUMNS:
+        return "real"
+    if column == "rank":
+        return "rank"
+    if column in BOOL_COLUMNS:
+        return "bool"
+    if column in TIME_COLUMNS:
+        return "time"
+    return "text"
+
+
+#: the date-time written for a missing time (masked as null).
+_NO_TIME = np.datetime64(datetime(1970, 1, 1), "ms")
+
+
+def _typed_chunk(column: str, values: Sequence[str]) -> np.ndarray:
+    """A typed column's values: reals (NaN = null), ranks (0 = null), booleans as codes (0 false,
+    1 true, 2 null), times (``NaT`` = null)."""
+    kind = _column_kind(column)
+    if kind == "real":
+        return _reals(values)
+    if kind == "rank":
+        return np.array([int(v) if v.strip().isdigit() else 0 for v in values], dtype=np.int32)
+    if kind == "bool":
+        return np.array([2 if v.strip() == "" else int(v.strip().lower() in ("true", "1", "yes")) for v in values], dtype=np.int8)
+    return np.array([t if (t := _utc(v)) is not None else np.datetime64("NaT") for v in values], dtype="datetime64[ms]")
+
+
+def _field_and_mask(column: str, array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A finished column as GDAL gets it, and its null mask (None: no mask)."""
+    kind = _column_kind(column)
+    if kind == "rank":
+        return array, array == 0
+    if kind == "bool":
+        return array == 1, array == 2
+    if kind == "time":
+        mask = np.isnat(array)
+        array[mask] = _NO_TIME
+        return array, mask
+    return array, None
+
+
+def _fields(rows: Iterable[Mapping[str, str]], columns: Sequence[str], threshold: float) -> tuple[list[np.ndarray], list[str], list[np.ndarray | None]]:
     """Typed field arrays (and null masks) for ``rows``, plus the ``band`` field."""
-    data: list[np.ndarray] = []
-    names: list[str] = []
-    masks: list[np.ndarray | None] = []
-    labels = band_labels(threshold)
-    for column in columns:
-        values = [row.get(column, "") or "" for row in rows]
-        if column in REAL_COLUMNS:
-            array = _reals(values)
-            mask = None  # NaN is written as null
-        elif column == "rank":
-            ranks = [int(v) if v.strip().isdigit() else 0 for v in values]
-            array = np.array(ranks, dtype=np.int32)
-            mask = array == 0
-        elif column in BOOL_COLUMNS:
-            array = np.array([v.strip().lower() in ("true", "1", "yes") for v in values], dtype=bool)
-            mask = np.array([v.strip() == "" for v in values], dtype=bool)
-        elif column in TIME_COLUMNS:
-            times = [_utc(v) for v in values]
-            array = np.array([t if t is not None else datetime(1970, 1, 1) for t in times], dtype="datetime64[ms]")
-            mask = np.array([t is None for t in times], dtype=bool)
-        else:
-            array = np.array(values, dtype=object)
-            mask = None
-        data.append(array)
-        names.append(_field_name(column))
-        masks.append(mask if mask is not None and mask.any() else None)
-        if column == "flagged":
-            bands = [labels[band_of(_float(r.get("score")), (r.get("status") or "ok"), threshold)] for r in rows]
-            data.append(np.array(bands, dtype=object))
-            names.append("band")
-            masks.append(None)
-    return data, names, masks
+    layer = _LayerFields(columns, threshold)
+    for row in rows:
+        layer.add(row)
+    return layer.finish()
 
 
 def _qml(kind: str, attr: str, labels: Sequence[str], colours: Sequence[tuple[int, int, int]]) -> str:
@@ -266,9 +353,65 @@ def _add_styles(path: Path, layers: Sequence[tuple[str, str]], threshold: float)
         con.close()
 
 
+class _GpkgLayers:
+    """What ``scores.gpkg`` holds, gathered row by row: the located sites and the footprints."""
+
+    def __init__(self, columns: Sequence[str], threshold: float, footprints: Mapping[str, Any] | None) -> None:
+        self.columns = list(columns)
+        self.threshold = threshold
+        self.footprints = footprints or {}
+        self.points: list[bytes] = []
+        self.sites = _LayerFields(columns, threshold)
+        self.shapes: list[bytes] = []
+        self.shaped = _LayerFields(columns, threshold)
+
+    def add(self, row: Mapping[str, str]) -> None:
+        if _has_coordinates(row):
+            self.points.append(_wkb_point(_float(row["lon"]), _float(row["lat"])))
+            self.sites.add(row)
+        shape = self.footprints.get(row.get("site_id", "")) if self.footprints else None
+        wkb = shape if isinstance(shape, bytes) else _wkb_multipolygon(shape) if shape is not None else None
+        if wkb is not None:
+            self.shapes.append(wkb)
+            self.shaped.add(row)
+
+    def write(self, path: Path) -> int:
+        """Write the file (replaced); returns the number of point features."""
+        import pyogrio
+        from pyogrio.raw import write
+
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        options = {"OGR_CURRENT_DATE": FIXED_GPKG_TIME}
+        previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+        pyogrio.set_gdal_config_options(options)
+        try:
+            with warnings.catch_warnings():
+                # the temporary name is not *.gpkg (GDAL warns); the file is renamed once complete
+                warnings.filterwarnings("ignore", message=".*(extension|conformant).*", category=RuntimeWarning)
+                geometry = np.array(self.points, dtype=object)
+                self.points = []
+                data, names, masks = self.sites.finish()
+                write(str(tmp), geometry, data, names, field_mask=masks, layer="sites", driver="GPKG",
+                      geometry_type="Point", crs="EPSG:4326", layer_options={"FID": "fid", "GEOMETRY_NAME": "geom"})
+                del geometry, data, masks
+                layers = [("sites", "marker")]
+                if self.shapes:
+                    data, names, masks = self.shaped.finish()
+                    write(str(tmp), np.array(self.shapes, dtype=object), data, names, field_mask=masks,
+                          layer="footprints", driver="GPKG", geometry_type="MultiPolygon", crs="EPSG:4326",
+                          layer_options={"FID": "fid", "GEOMETRY_NAME": "geom"})
+                    layers.append(("footprints", "fill"))
+        finally:
+            pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
+        _add_styles(tmp, layers, self.threshold)
+        os.replace(tmp, path)
+        return self.sites.count
+
+
 def write_gpkg(
     path: Path,
-    rows: Sequence[Mapping[str, str]],
+    rows: Iterable[Mapping[str, str]],
     columns: Sequence[str],
     *,
     threshold: float,
@@ -278,46 +421,16 @@ def write_gpkg(
 
     Args:
         path: the file to write (replaced).
-        rows: ``scores.csv`` rows (text values), in rank order.
+        rows: ``scores.csv`` rows (text values), in rank order (any iterable: it is read once,
+            and only typed columns and distinct texts are kept, see :class:`_LayerFields`).
         columns: the ``scores.csv`` columns (become the fields).
         threshold: the run's operating threshold (for the score bands).
         footprints: ``{site_id: GeoJSON Polygon/MultiPolygon, or its WKB}`` of the sites that had one.
     """
-    import pyogrio
-    from pyogrio.raw import write
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    located = [r for r in rows if _has_coordinates(r)]
-    options = {"OGR_CURRENT_DATE": FIXED_GPKG_TIME}
-    previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
-    pyogrio.set_gdal_config_options(options)
-    try:
-        with warnings.catch_warnings():
-            # the temporary name is not *.gpkg (GDAL warns); the file is renamed once complete
-            warnings.filterwarnings("ignore", message=".*(extension|conformant).*", category=RuntimeWarning)
-            geometry = np.array([_wkb_point(_float(r["lon"]), _float(r["lat"])) for r in located], dtype=object)
-            data, names, masks = _fields(located, columns, threshold)
-            write(str(tmp), geometry, data, names, field_mask=masks, layer="sites", driver="GPKG",
-                  geometry_type="Point", crs="EPSG:4326", layer_options={"FID": "fid", "GEOMETRY_NAME": "geom"})
-            layers = [("sites", "marker")]
-            shaped = []
-            for r in rows:
-                shape = (footprints or {}).get(r.get("site_id", ""))
-                wkb = shape if isinstance(shape, bytes) else _wkb_multipolygon(shape) if shape is not None else None
-                if wkb is not None:
-                    shaped.append((r, wkb))
-            if shaped:
-                data, names, masks = _fields([r for r, _ in shaped], columns, threshold)
-                write(str(tmp), np.array([w for _, w in shaped], dtype=object), data, names, field_mask=masks,
-                      layer="footprints", driver="GPKG", geometry_type="MultiPolygon", crs="EPSG:4326",
-                      layer_options={"FID": "fid", "GEOMETRY_NAME": "geom"})
-                layers.append(("footprints", "fill"))
-    finally:
-        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
-    _add_styles(tmp, layers, threshold)
-    os.replace(tmp, path)
-    return len(located)
+    layers = _GpkgLayers(columns, threshold, footprints)
+    for row in rows:
+        layers.add(row)
+    return layers.write(path)
 
 
 # -- KML ----------------------------------------------------------------------------------------
@@ -364,37 +477,38 @@ def _balloon(row: Mapping[str, str], threshold: float, label: str) -> str:
     return f"<table>{cells}</table>{chips}"
 
 
-def write_kml(path: Path, rows: Sequence[Mapping[str, str]], *, threshold: float, title: str = "sitewatch run") -> int:
-    """Write ``scores.kml``; returns the number of placemarks.
+class _KmlWriter:
+    """Streams ``scores.kml`` placemark by placemark into a temporary file (bounded memory)."""
 
-    Args:
-        path: the file to write (replaced).
-        rows: ``scores.csv`` rows (text values), in rank order.
-        threshold: the run's operating threshold (for the score bands).
-        title: the document's name.
-    """
-    labels = band_labels(threshold)
-    colours = band_rgb(threshold)
-    out = [
-        '<?xml version="1.0" encoding="UTF-8"?>\n',
-        '<kml xmlns="http://www.opengis.net/kml/2.2">\n<Document>\n',
-        f"<name>{escape(title)}</name>\n",
-        f"<description>{escape(f'Sites coloured by score band; flagged at score ≥ {threshold:g}. Bands: ' + '; '.join(labels))}</description>\n",
-    ]
-    for k, (label, rgb) in enumerate(zip(labels, colours)):
-        out.append(
-            f'<Style id="band{k}"><IconStyle><color>{_kml_colour(rgb)}</color><scale>0.9</scale>'
-            "<Icon><href>http://maps.google.com/mapfiles/kml/shapes/shaded_dot.png</href></Icon></IconStyle>"
-            f"<LabelStyle><scale>0</scale></LabelStyle><BalloonStyle><text>$[description]</text></BalloonStyle></Style>\n"
+    def __init__(self, path: Path, *, threshold: float, title: str) -> None:
+        self.path = path
+        self.threshold = threshold
+        self.labels = band_labels(threshold)
+        self.count = 0
+        self._tmp = path.with_name(path.name + ".tmp")
+        self._fh = open(self._tmp, "w", encoding="utf-8")
+        labels = self.labels
+        self._fh.write(
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<kml xmlns="http://www.opengis.net/kml/2.2">\n<Document>\n'
+            f"<name>{escape(title)}</name>\n"
+            f"<description>{escape(f'Sites coloured by score band; flagged at score ≥ {threshold:g}. Bands: ' + '; '.join(labels))}</description>\n"
         )
-    count = 0
-    for row in rows:
+        for k, (label, rgb) in enumerate(zip(labels, band_rgb(threshold))):
+            self._fh.write(
+                f'<Style id="band{k}"><IconStyle><color>{_kml_colour(rgb)}</color><scale>0.9</scale>'
+                "<Icon><href>http://maps.google.com/mapfiles/kml/shapes/shaded_dot.png</href></Icon></IconStyle>"
+                f"<LabelStyle><scale>0</scale></LabelStyle><BalloonStyle><text>$[description]</text></BalloonStyle></Style>\n"
+            )
+
+    def add(self, row: Mapping[str, str]) -> None:
         if not _has_coordinates(row):
-            continue
+            return
+        threshold = self.threshold
         k = band_of(_float(row.get("score")), row.get("status") or "ok", threshold)
         name = row.get("name") or row.get("site_id", "")
-        description = _balloon(row, threshold, labels[k])
-        out.append(
+        description = _balloon(row, threshold, self.labels[k])
+        self._fh.write(
             f"<Placemark><name>{escape(name)}</name><styleUrl>#band{k}</styleUrl>"
             f"<description>{escape(description)}</description>"
             f"<ExtendedData><Data name=\"site_id\"><value>{escape(row.get('site_id', ''))}</value></Data>"
@@ -402,12 +516,37 @@ def write_kml(path: Path, rows: Sequence[Mapping[str, str]], *, threshold: float
             f"<Data name=\"status\"><value>{escape(row.get('status', ''))}</value></Data></ExtendedData>"
             f"<Point><coordinates>{_float(row['lon'])!r},{_float(row['lat'])!r}</coordinates></Point></Placemark>\n"
         )
-        count += 1
-    out.append("</Document>\n</kml>\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(out), encoding="utf-8")
-    os.replace(tmp, path)
-    return count
+        self.count += 1
+
+    def close(self) -> int:
+        """Finish the file and move it into place; returns the number of placemarks."""
+        self._fh.write("</Document>\n</kml>\n")
+        self._fh.close()
+        os.replace(self._tmp, self.path)
+        return self.count
+
+    def discard(self) -> None:
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_kml(path: Path, rows: Iterable[Mapping[str, str]], *, threshold: float, title: str = "sitewatch run") -> int:
+    """Write ``scores.kml``; returns the number of placemarks.
+
+    Args:
+        path: the file to write (replaced).
+        rows: ``scores.csv`` rows (text values), in rank order (streamed: any iterable).
+        threshold: the run's operating threshold (for the score bands).
+        title: the document's name.
+    """
+    writer = _KmlWriter(path, threshold=threshold, title=title)
+    try:
+        for row in rows:
+            writer.add(row)
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.close()
 
 
 def write_gis_files(
@@ -436,10 +575,20 @@ def write_gis_files(
     with open(source, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = list(reader.fieldnames or [])
-        # the run's own text, not the quotes scores.csv puts before formula-like cells
-        rows = [{k: restore_formula(v or "") for k, v in row.items()} for row in reader]
-    write_gpkg(run_dir / GPKG_NAME, rows, columns, threshold=threshold, footprints=footprints)
-    write_kml(run_dir / KML_NAME, rows, threshold=threshold, title="sitewatch scores")
+        # one pass over scores.csv: the KML streams out, the GeoPackage keeps typed columns
+        layers = _GpkgLayers(columns, threshold, footprints)
+        kml = _KmlWriter(run_dir / KML_NAME, threshold=threshold, title="sitewatch scores")
+        try:
+            for raw in reader:
+                # the run's own text, not the quotes scores.csv puts before formula-like cells
+                row = {k: restore_formula(v or "") for k, v in raw.items()}
+                layers.add(row)
+                kml.add(row)
+            layers.write(run_dir / GPKG_NAME)
+        except BaseException:
+            kml.discard()
+            raise
+    kml.close()
     return list(GIS_FILES)
 
 

@@ -6,6 +6,15 @@ and fsync'd every few batches, so a killed run (Ctrl-C, ``kill -9``, power loss)
 the batches after the last fsync. A torn last line is detected (bad JSON or checksum) and cut
 off before new batches are appended.
 
+Input hashes may come after the header (``sitewatch detect`` hashes the rasters while it scores):
+a header that lists ``deferred`` components binds the journal to a quick fingerprint of those
+inputs (path, size, modification time, first and last MiB), and every *invocation* (the first,
+and each resume, which starts with a ``resumed`` line) appends an ``inputs`` line with the full
+SHA-256 of every deferred input once it is known. Batches of an invocation that stopped before
+its ``inputs`` line are not trusted (they are scored again), and a run whose inputs hash
+differently from a recorded ``inputs`` line stops (:func:`check_recorded_inputs`): scores of
+two versions of an input are never mixed.
+
 The journal is bound to its run: every line (the header too) carries an HMAC-SHA256 under a
 secret random *run key* that is kept outside the run folder, in the key store
 (``detect.run_keys_dir``; by default ``$SITEWATCH_CACHE/run-keys`` or
@@ -26,7 +35,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +44,7 @@ from sitewatch.errors import RunFolderError
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
-JOURNAL_FORMAT = "sitewatch-journal/2"
+JOURNAL_FORMAT = "sitewatch-journal/3"
 #: bytes of a run key.
 RUN_KEY_BYTES = 32
 
@@ -175,6 +184,10 @@ class JournalIndex:
         good_end: byte offset just after the last good line.
         key: the run key the journal is authenticated with (None when there is no usable journal).
         refused: why an existing journal (or its tail) is not trusted, in words; "" when it is.
+        inputs: the distinct ``inputs`` records of the trusted invocations (full hashes of the
+            header's ``deferred`` components).
+        untrusted: batches left out (to be scored again) because the invocations that scored
+            them stopped before hashing their inputs.
     """
 
     header: dict[str, Any] | None
@@ -182,6 +195,8 @@ class JournalIndex:
     good_end: int
     key: bytes | None = None
     refused: str = ""
+    inputs: tuple[Mapping[str, Any], ...] = ()
+    untrusted: int = 0
 
 
 def _authenticated_header(text: str, keys: RunKeyStore) -> tuple[dict[str, Any], bytes]:
@@ -195,7 +210,8 @@ def _authenticated_header(text: str, keys: RunKeyStore) -> tuple[dict[str, Any],
     if not isinstance(parsed, dict) or not str(parsed.get("journal", "")).startswith("sitewatch-journal/"):
         raise ValueError("not a journal header")
     if parsed.get("journal") != JOURNAL_FORMAT:
-        raise JournalTampered(f"written in the older format {parsed.get('journal')!r}, without authentication codes")
+        why = "without authentication codes" if parsed.get("journal") == "sitewatch-journal/1" else "which this version does not continue"
+        raise JournalTampered(f"written in the older format {parsed.get('journal')!r}, {why}")
     key = keys.get(parsed.get("key_id"))
     if key is None:
         raise JournalTampered(
@@ -205,6 +221,75 @@ def _authenticated_header(text: str, keys: RunKeyStore) -> tuple[dict[str, Any],
     if not isinstance(parsed.get("mac"), str) or not hmac.compare_digest(_mac(key, _header_body(parsed)), parsed["mac"]):
         raise JournalTampered("its header's authentication code does not match: it was edited outside sitewatch")
     return parsed, key
+
+
+def _note_body(kind: str, payload: Mapping[str, Any]) -> str:
+    return kind + ":" + json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def note_line(kind: str, payload: Mapping[str, Any], key: bytes) -> str:
+    """A journal line that is not a batch (``inputs``, ``resumed``), with its HMAC under ``key``."""
+    return json.dumps({"mac": _mac(key, _note_body(kind, payload)), kind: payload}, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _parse_line(text: str, key: bytes) -> tuple[str, Any]:
+    """``("batch", BatchRecord)`` or ``(kind, payload)`` of an ``inputs``/``resumed`` line.
+
+    Raises:
+        JournalTampered: the line's code does not match.
+        ValueError: the line is torn or not a journal line.
+    """
+    outer = json.loads(text)
+    if not isinstance(outer, dict):
+        raise ValueError("not a journal line")
+    for kind in NOTE_KINDS:
+        if kind in outer:
+            payload = outer[kind]
+            if not isinstance(payload, dict) or not isinstance(outer.get("mac"), str):
+                raise ValueError(f"a malformed {kind} line")
+            if not hmac.compare_digest(_mac(key, _note_body(kind, payload)), outer["mac"]):
+                raise JournalTampered("its authentication code does not match: the line was edited outside sitewatch")
+            return kind, payload
+    return "batch", BatchRecord.from_json(text, key)
+
+
+#: journal lines besides the header and the batches.
+NOTE_KINDS = ("inputs", "resumed")
+
+
+class _Invocations:
+    """Batches grouped by the invocation that scored them; an invocation's batches count only
+    once its ``inputs`` line is seen (when the header defers components)."""
+
+    def __init__(self, deferred: bool) -> None:
+        self.deferred = deferred
+        self.trusted: dict[int, tuple[int, int, tuple[str, ...]]] = {}
+        self.inputs: list[Mapping[str, Any]] = []
+        self._untrusted: set[int] = set()
+        self._batches: dict[int, tuple[int, int, tuple[str, ...]]] = {}
+        self._inputs: Mapping[str, Any] | None = None
+
+    def batch(self, index: int, entry: tuple[int, int, tuple[str, ...]]) -> None:
+        self._batches.setdefault(index, entry)
+
+    def recorded(self, payload: Mapping[str, Any]) -> None:
+        self._inputs = payload
+
+    def close(self) -> None:
+        """End the current invocation (a ``resumed`` line, or the end of the journal)."""
+        if self._inputs is not None or not self.deferred:
+            for index, entry in self._batches.items():
+                self.trusted.setdefault(index, entry)
+            if self._inputs is not None and self._inputs not in self.inputs:
+                self.inputs.append(self._inputs)
+        else:
+            self._untrusted.update(self._batches)
+        self._batches, self._inputs = {}, None
+
+    @property
+    def untrusted(self) -> int:
+        """Batches found only in invocations that never recorded their inputs."""
+        return len(self._untrusted - set(self.trusted))
 
 
 def scan_journal(path: Path, keys: RunKeyStore | None = None) -> JournalIndex:
@@ -217,11 +302,11 @@ def scan_journal(path: Path, keys: RunKeyStore | None = None) -> JournalIndex:
     keys = keys or RunKeyStore.from_setting(None)
     if not path.is_file():
         return JournalIndex(None, {}, 0)
-    batches: dict[int, tuple[int, int, tuple[str, ...]]] = {}
     header: dict[str, Any] | None = None
     key: bytes | None = None
     refused = ""
     offset = 0
+    runs: _Invocations | None = None
     with open(path, "rb") as fh:
         for raw in fh:
             if not raw.endswith(b"\n"):
@@ -231,11 +316,15 @@ def scan_journal(path: Path, keys: RunKeyStore | None = None) -> JournalIndex:
                 text = raw.decode("utf-8")
                 if header is None:
                     header, key = _authenticated_header(text, keys)
-                else:
-                    record = BatchRecord.from_json(text, key or b"")
-                    if record.batch not in batches:
-                        ids = tuple(r["site_id"] for r in record.rows)
-                        batches[record.batch] = (offset, len(raw), ids)
+                    runs = _Invocations(bool(header.get("deferred")))
+                elif runs is not None:
+                    kind, item = _parse_line(text, key or b"")
+                    if kind == "batch":
+                        runs.batch(item.batch, (offset, len(raw), tuple(r["site_id"] for r in item.rows)))
+                    elif kind == "inputs":
+                        runs.recorded(item)
+                    else:  # resumed: a new invocation starts
+                        runs.close()
             except JournalTampered as exc:
                 where = "header" if header is None else f"line at byte {offset}"
                 refused = f"{path}: the journal's {where} is refused: {exc}; " + (
@@ -247,9 +336,16 @@ def scan_journal(path: Path, keys: RunKeyStore | None = None) -> JournalIndex:
                 log.warning("%s: ignoring a damaged line at byte %d (%s)", path, offset, exc)
                 break
             offset += len(raw)
-    if header is None:
+    if header is None or runs is None:
         return JournalIndex(None, {}, 0, refused=refused)
-    return JournalIndex(header, batches, offset, key=key, refused=refused)
+    runs.close()
+    if runs.untrusted:
+        log.warning(
+            "%s: %d batch(es) of an earlier invocation that stopped before its inputs were hashed are scored again",
+            path,
+            runs.untrusted,
+        )
+    return JournalIndex(header, runs.trusted, offset, key=key, refused=refused, inputs=tuple(runs.inputs), untrusted=runs.untrusted)
 
 
 def read_batch(path: Path, offset: int, length: int, key: bytes) -> BatchRecord:
@@ -285,6 +381,8 @@ class JournalWriter:
             with a new run key.
         fsync_every: batches between fsyncs.
         keys: the run key store (default: :meth:`RunKeyStore.from_setting` of None).
+        resumed: when continuing a journal, the ``resumed`` line that starts this invocation
+            (e.g. ``{"started": ...}``); None appends none (journals without deferred inputs).
 
     Raises:
         RunFolderError: continuing a journal whose header cannot be authenticated (scan it with
@@ -299,6 +397,7 @@ class JournalWriter:
         truncate_at: int | None = None,
         fsync_every: int = 1,
         keys: RunKeyStore | None = None,
+        resumed: Mapping[str, Any] | None = None,
     ) -> None:
         keys = keys or RunKeyStore.from_setting(None)
         self.path = path
@@ -321,6 +420,8 @@ class JournalWriter:
             self._fh = open(path, "r+b")
             self._fh.truncate(truncate_at)
             self._fh.seek(truncate_at)
+            if resumed is not None:
+                self.append_note("resumed", resumed)
 
     def append(self, record: BatchRecord) -> None:
         """Append one batch; flushed at once, fsync'd every ``fsync_every`` batches."""
@@ -329,6 +430,13 @@ class JournalWriter:
         self._pending += 1
         if self._pending >= self.fsync_every:
             self._sync()
+
+    def append_note(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Append an ``inputs`` or ``resumed`` line (see the module doc), flushed and fsync'd."""
+        if kind not in NOTE_KINDS:
+            raise ValueError(f"not a journal note: {kind!r}")
+        self._fh.write((note_line(kind, payload, self._key) + "\n").encode("utf-8"))
+        self._sync()
 
     def _sync(self) -> None:
         self._fh.flush()
@@ -371,3 +479,29 @@ def check_fingerprint(
         f"{run_dir}: this run folder holds a run with different {', '.join(differing)}; pick a "
         "new --out folder, or pass --overwrite to discard the old run"
     )
+
+
+def check_recorded_inputs(recorded: Sequence[Mapping[str, Any]], current: Mapping[str, Any], run_dir: Path) -> None:
+    """Stop a run whose inputs hash differently from when earlier batches of it were scored.
+
+    Args:
+        recorded: the journal's ``inputs`` records (:attr:`JournalIndex.inputs`).
+        current: this invocation's record: ``{component: [[name, path, sha256], ...]}``.
+        run_dir: the run folder, for the message.
+
+    Raises:
+        RunFolderError: a recorded file's SHA-256 differs; the message names it.
+    """
+    for old in recorded:
+        for component in sorted(set(old) | set(current)):
+            then = {str(e[1]): e[2] for e in old.get(component, [])}
+            now = {str(e[1]): e[2] for e in current.get(component, [])}
+            if then == now:
+                continue
+            changed = sorted(path for path in set(then) | set(now) if then.get(path) != now.get(path))
+            raise RunFolderError(
+                f"{run_dir}: the {component} input {', '.join(changed) or '(the file list)'} has other bytes (SHA-256) "
+                "than when earlier batches of this run were scored, although its size and modification time "
+                "match; the run folder would mix scores of two versions of it: pass --overwrite to score "
+                "everything again, or restore the file"
+            )

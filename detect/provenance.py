@@ -14,6 +14,8 @@ import logging
 import os
 import platform
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -98,6 +100,100 @@ def hash_scene_inputs(catalog: Any) -> list[dict[str, Any]]:
             }
         )
     return entries
+
+
+#: bytes at each end of a file that its quick fingerprint hashes.
+QUICK_EDGE_BYTES = 1 << 20
+
+
+def quick_file_fingerprint(path: str | Path) -> str:
+    """A cheap fingerprint of a file: its size, modification time (ns) and the SHA-256 of its
+    first and last :data:`QUICK_EDGE_BYTES` (a rewritten GeoTIFF changes at least one of them).
+
+    Binds a resume journal to its inputs while their full SHA-256 is still being computed
+    (:class:`InputHasher`); it is never the provenance record itself.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        digest.update(f"{st.st_size}:{st.st_mtime_ns}:".encode("ascii"))
+        digest.update(fh.read(QUICK_EDGE_BYTES))
+        if st.st_size > QUICK_EDGE_BYTES:
+            fh.seek(max(QUICK_EDGE_BYTES, st.st_size - QUICK_EDGE_BYTES))
+            digest.update(fh.read(QUICK_EDGE_BYTES))
+    return f"quick:{digest.hexdigest()}"
+
+
+def quick_epoch_component(catalog: Any) -> str:
+    """The journal's binding of one epoch's rasters (and sidecars): :func:`quick_file_fingerprint`
+    of each, with the scene ids (see :func:`epoch_component` for the manifest's)."""
+    parts = []
+    for scene in catalog.scenes:
+        path = Path(scene.path)
+        parts.append(
+            [scene.scene_id, quick_file_fingerprint(path), [quick_file_fingerprint(p) for p in sidecar_paths(path) if p.is_file()]]
+        )
+    return sha256_text(json.dumps(parts))
+
+
+def inputs_record(entries: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, list[list[str]]]:
+    """The journal's ``inputs`` line from manifest entries: ``{epoch: [[scene id, path, sha256],
+    ...]}`` with each sidecar as an entry of its own (:func:`detect.journal.check_recorded_inputs`)."""
+    record: dict[str, list[list[str]]] = {}
+    for epoch, items in entries.items():
+        rows = []
+        for e in items:
+            rows.append([e["scene_id"], e["path"], e["sha256"]])
+            rows.extend([e["scene_id"], s["path"], s["sha256"]] for s in e.get("sidecars", []))
+        record[epoch] = rows
+    return record
+
+
+class InputHasher:
+    """Hashes every byte of the run's rasters (and sidecars) in a background thread.
+
+    ``hashlib`` and file reads release the GIL, so the SHA-256 of large rasters is computed while
+    the scorer works instead of before it. :meth:`result` waits for it.
+
+    Args:
+        catalogs: ``{epoch: RasterCatalog}``.
+    """
+
+    def __init__(self, catalogs: Mapping[str, Any]) -> None:
+        self._catalogs = dict(catalogs)
+        self._result: dict[str, list[dict[str, Any]]] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sitewatch-hash-inputs", daemon=True)
+        self.seconds = 0.0
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._result = {epoch: hash_scene_inputs(cat) for epoch, cat in self._catalogs.items()}
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self._error = exc
+        self.seconds = time.perf_counter() - started
+
+    def done(self) -> bool:
+        """Whether hashing has finished (successfully or not)."""
+        return not self._thread.is_alive()
+
+    def result(self) -> dict[str, list[dict[str, Any]]]:
+        """``{epoch: manifest entries}`` (:func:`hash_scene_inputs`), once every file is hashed.
+
+        Raises:
+            OSError: a file could not be read.
+        """
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._result is None:  # pragma: no cover - the thread always sets one of the two
+            raise RuntimeError("input hashing ended without a result")
+        return self._result
 
 
 def _catalogue_entry(scene: Any) -> dict[str, Any]:

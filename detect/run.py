@@ -3,11 +3,18 @@
 1. :func:`prepare_run` — read the sites and the raster headers, load the model and check it fits
    the tiles settings, resolve the operating point (run-level problems stop here, before
    anything slow): a :class:`PreparedRun`.
-2. :func:`fingerprint_run` — hash the inputs, the model and the settings: a :class:`RunIdentity`.
+2. :func:`bind_run` — hash the sites file, the model and the settings, and take a quick
+   fingerprint of the rasters (size, modification time, first and last MiB) that binds the
+   resume journal: a :class:`RunBinding`. The SHA-256 of every byte of the rasters
+   (:class:`detect.provenance.InputHasher`) is computed in a thread from here on, while scoring.
 3. :func:`plan_run` — the one batch plan (:func:`detect.pipeline.plan_batches`), checked against
    the journal of an interrupted run: a :class:`RunPlan`.
 4. :func:`score_run` — score the remaining batches (locally or on Dask) into the journal, keeping
-   the chip images of the best sites from that pass (:class:`detect.site_chips.TopChipCache`).
+   the chip images of the best sites from that pass (:class:`detect.site_chips.TopChipCache`);
+   the rasters' full hashes go into the journal as soon as they are known, checked against
+   those of earlier invocations of the run, and a raster that changed while the run read it
+   stops the run. The result includes the run's :class:`RunIdentity` (the full hashes, as
+   :func:`fingerprint_run` computes them all at once).
 5. :func:`rank_and_write` — rank every journal row (:func:`detect.ranking.assign_ranks`, the same
    code as :func:`detect.ranking.rank_rows`), write chips, ``scores.csv``/``scores.geojson``,
    the GIS files, ``embeddings.npz``, ``report.html``, ``config.yaml`` and last
@@ -36,13 +43,25 @@ import numpy as np
 from detect.site_chips import CHIPS_DIR, TopChipCache, write_site_chips
 from detect.config import PRESENTATION_KEYS
 from detect.gis import GIS_FILES, write_gis_files
-from detect.journal import JOURNAL_NAME, JournalWriter, RunKeyStore, check_fingerprint, read_batch, scan_journal
+from detect.journal import (
+    JOURNAL_NAME,
+    JournalWriter,
+    RunKeyStore,
+    check_fingerprint,
+    check_recorded_inputs,
+    read_batch,
+    scan_journal,
+)
 from detect.pipeline import PlannedBatch, plan_batches, score_batches_local
 from detect.provenance import (
     SIGNATURE_NAME,
+    InputHasher,
     epoch_component,
     hash_outputs,
     hash_scene_inputs,
+    inputs_record,
+    quick_epoch_component,
+    quick_file_fingerprint,
     sha256_file,
     sha256_text,
     software_versions,
@@ -67,7 +86,7 @@ from detect.runfolder import (
     SitesInput,
     SkippedRaster,
     score_columns,
-    write_embeddings,
+    write_embeddings_rows,
     write_manifest,
 )
 from sitewatch import __version__
@@ -357,6 +376,28 @@ class RunIdentity:
 
 
 @dataclass(frozen=True)
+class RunBinding:
+    """Step 2: what binds the resume journal before the rasters' full SHA-256 is known.
+
+    The sites file, the model and the settings are hashed in full; the rasters (``deferred``)
+    by :func:`detect.provenance.quick_epoch_component`, while :class:`detect.provenance.InputHasher`
+    hashes every byte of them alongside scoring (:func:`score_run` records and checks it).
+
+    Attributes:
+        quick_files: ``(path, quick fingerprint)`` of every raster and sidecar, checked again
+            once scoring ends (a file that changed while the run read it stops the run).
+    """
+
+    sites_sha256: str
+    model_dir: Path
+    model_files: tuple[FileHash, ...]
+    components: dict[str, str]
+    fingerprint: str
+    deferred: tuple[str, ...]
+    quick_files: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """Step 3: the one batch plan, and what an earlier, interrupted invocation already scored."""
 
@@ -429,37 +470,89 @@ def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> 
     return PreparedRun(inputs, tiles, detect, sites, before, after, scorer, operating_point, windows, series_cat)
 
 
-def fingerprint_run(run: PreparedRun) -> RunIdentity:
-    """Step 2: SHA-256 of the sites file, every raster (and sidecar), the model and the settings
-    that change a score."""
-    log.info("hashing inputs for provenance")
-    before = hash_scene_inputs(run.before)
-    after = hash_scene_inputs(run.after)
-    model_dir = _model_folder(run.inputs.model)
-    sites_sha = sha256_file(run.inputs.sites)
+def _base_components(run: PreparedRun, sites_sha: str) -> dict[str, str]:
     scorer = run.scorer
-    components = {
+    return {
         "sites": sites_sha,
-        "before": epoch_component(before),
-        "after": epoch_component(after),
         "model": scorer.weights_sha256 + ":" + sha256_text(json.dumps(_meta_dict(scorer.meta), sort_keys=True)),
         "config": sha256_text(json.dumps(_fingerprint_config(run.tiles, run.detect), sort_keys=True)),
         "software": f"sitewatch {__version__}",
     }
+
+
+def _with_series(run: PreparedRun, components: dict[str, str]) -> dict[str, str]:
     if run.series_cat is not None:
         components["series"] = sha256_text(json.dumps([d.day.isoformat() for d in run.series_cat.days]))
-    return RunIdentity(
+    return components
+
+
+def _catalogs(run: PreparedRun) -> dict[str, Any]:
+    return {"before": run.before, "after": run.after}
+
+
+def _quick_files(run: PreparedRun) -> tuple[tuple[str, str], ...]:
+    from tiles.catalog import sidecar_paths
+
+    files = []
+    for catalog in _catalogs(run).values():
+        for scene in catalog.scenes:
+            path = Path(scene.path)
+            for p in (path, *(q for q in sidecar_paths(path) if q.is_file())):
+                files.append((str(p.resolve()), quick_file_fingerprint(p)))
+    return tuple(files)
+
+
+def bind_run(run: PreparedRun) -> RunBinding:
+    """Step 2: hash the sites file, the model and the settings, and take the quick fingerprint of
+    every raster (:class:`RunBinding`); the rasters' full SHA-256 follows during scoring."""
+    model_dir = _model_folder(run.inputs.model)
+    sites_sha = sha256_file(run.inputs.sites)
+    components = _base_components(run, sites_sha)
+    quick = {epoch: quick_epoch_component(catalog) for epoch, catalog in _catalogs(run).items()}
+    components = _with_series(run, {"sites": components.pop("sites"), **quick, **components})
+    return RunBinding(
         sites_sha256=sites_sha,
-        before=tuple(RasterInput.from_json(e) for e in before),
-        after=tuple(RasterInput.from_json(e) for e in after),
         model_dir=model_dir,
         model_files=tuple(FileHash(f["path"], f["sha256"]) for f in _model_files(model_dir)),
+        components=components,
+        fingerprint=sha256_text(json.dumps(components, sort_keys=True)),
+        deferred=tuple(quick),
+        quick_files=_quick_files(run),
+    )
+
+
+def _identity(run: PreparedRun, binding: RunBinding, entries: dict[str, list[dict[str, Any]]]) -> RunIdentity:
+    """The run's provenance identity from its binding and the rasters' full hashes."""
+    base = _base_components(run, binding.sites_sha256)
+    components = _with_series(
+        run,
+        {
+            "sites": base.pop("sites"),
+            "before": epoch_component(entries["before"]),
+            "after": epoch_component(entries["after"]),
+            **base,
+        },
+    )
+    return RunIdentity(
+        sites_sha256=binding.sites_sha256,
+        before=tuple(RasterInput.from_json(e) for e in entries["before"]),
+        after=tuple(RasterInput.from_json(e) for e in entries["after"]),
+        model_dir=binding.model_dir,
+        model_files=binding.model_files,
         components=components,
         fingerprint=sha256_text(json.dumps(components, sort_keys=True)),
     )
 
 
-def plan_run(run: PreparedRun, identity: RunIdentity, run_dir: Path, keys: RunKeyStore) -> RunPlan:
+def fingerprint_run(run: PreparedRun) -> RunIdentity:
+    """SHA-256 of the sites file, every raster (and sidecar), the model and the settings that
+    change a score, all at once (:func:`run_detect` hashes the rasters during scoring instead)."""
+    log.info("hashing inputs for provenance")
+    entries = {epoch: hash_scene_inputs(catalog) for epoch, catalog in _catalogs(run).items()}
+    return _identity(run, bind_run(run), entries)
+
+
+def plan_run(run: PreparedRun, binding: RunBinding | RunIdentity, run_dir: Path, keys: RunKeyStore) -> RunPlan:
     """Step 3: the batch plan, checked against the journal of an interrupted run.
 
     Raises:
@@ -467,7 +560,7 @@ def plan_run(run: PreparedRun, identity: RunIdentity, run_dir: Path, keys: RunKe
     """
     journal_path = run_dir / JOURNAL_NAME
     index = scan_journal(journal_path, keys)
-    check_fingerprint(index.header, identity.components, run_dir)
+    check_fingerprint(index.header, binding.components, run_dir)
     cfg = run.detect
     batches = tuple(
         plan_batches(run.sites, run.before, run.after, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=run.tiles)
@@ -485,33 +578,94 @@ def plan_run(run: PreparedRun, identity: RunIdentity, run_dir: Path, keys: RunKe
     return RunPlan(batches=batches, done=done, journal=index, started=str(started))
 
 
+class _InputsRecorder:
+    """Takes the rasters' full hashes into the journal as soon as they are known (between
+    batches), after checking them against what earlier invocations of the run recorded."""
+
+    def __init__(self, run: PreparedRun, binding: RunBinding, plan: RunPlan, run_dir: Path, hasher: InputHasher) -> None:
+        self.run, self.binding, self.plan, self.run_dir, self.hasher = run, binding, plan, run_dir, hasher
+        self.identity: RunIdentity | None = None
+
+    def poll(self, writer: JournalWriter, *, wait: bool = False) -> None:
+        """Record the hashes once ready (``wait``: wait for them).
+
+        Raises:
+            RunFolderError: an input hashes differently from an earlier invocation's record.
+            OSError: an input could not be read.
+        """
+        if self.identity is not None or not (wait or self.hasher.done()):
+            return
+        entries = self.hasher.result()
+        record = inputs_record({epoch: entries[epoch] for epoch in self.binding.deferred})
+        check_recorded_inputs(self.plan.journal.inputs, record, self.run_dir)
+        writer.append_note("inputs", record)
+        log.info("inputs hashed for provenance in %.1f s while scoring", self.hasher.seconds)
+        self.identity = _identity(self.run, self.binding, entries)
+
+
+def _check_unchanged(binding: RunBinding) -> None:
+    """Stop a run whose rasters changed (size, time or ends) while it read them.
+
+    Raises:
+        InputError: names the file.
+    """
+    for path, quick in binding.quick_files:
+        try:
+            now = quick_file_fingerprint(path)
+        except OSError as exc:
+            raise InputError(f"{path}: can no longer be read ({exc.strerror or exc}) after scoring; rerun when the input is stable") from None
+        if now != quick:
+            raise InputError(
+                f"{path}: the file changed while this run read it (its size, modification time or first/last "
+                "bytes differ from the start of the run), so its scores may mix two versions of it; rerun "
+                "with --overwrite once the input is stable"
+            )
+
+
 def score_run(
     run: PreparedRun,
-    identity: RunIdentity,
+    binding: RunBinding,
     plan: RunPlan,
     run_dir: Path,
     keys: RunKeyStore,
     *,
+    hasher: InputHasher | None = None,
     client: Any = None,
     progress: bool | None = None,
-) -> dict[str, Any]:
-    """Step 4: score the batches still to do into the journal (locally or on Dask).
+) -> tuple[dict[str, Any], RunIdentity]:
+    """Step 4: score the batches still to do into the journal (locally or on Dask), while the
+    rasters are hashed (``hasher``; started here when None).
 
     Returns:
-        ``{site_id: ChipImages}`` kept from this scoring pass for the best sites (local path;
-        Dask workers keep none, so their top sites are cut again for chips).
+        ``({site_id: ChipImages}, identity)``: the chip images kept from this scoring pass for the
+        best sites (local path; Dask workers keep none, so their top sites are cut again for
+        chips), and the run's identity with the rasters' full SHA-256.
+
+    Raises:
+        RunFolderError: an input hashes differently from when earlier batches were scored.
+        InputError: an input changed while the run read it.
     """
     from tqdm import tqdm
 
     cfg = run.detect
-    header = {"fingerprint": identity.fingerprint, "components": identity.components, "started": plan.started, "sitewatch_version": __version__}
+    hasher = hasher or InputHasher(_catalogs(run))
+    header = {
+        "fingerprint": binding.fingerprint,
+        "components": binding.components,
+        "deferred": list(binding.deferred),
+        "started": plan.started,
+        "sitewatch_version": __version__,
+    }
+    continuing = plan.journal.header is not None
     writer = JournalWriter(
         run_dir / JOURNAL_NAME,
         header,
-        truncate_at=plan.journal.good_end if plan.journal.header is not None else None,
+        truncate_at=plan.journal.good_end if continuing else None,
         fsync_every=cfg.journal_fsync_every,
         keys=keys,
+        resumed={"started": _utc_now()} if continuing else None,
     )
+    recorder = _InputsRecorder(run, binding, plan, run_dir, hasher)
     chip_cache = TopChipCache(cfg.chips_top_n)
     bar = tqdm(
         total=len(run.sites),
@@ -524,6 +678,7 @@ def score_run(
     )
     try:
         with writer:
+            recorder.poll(writer)
             if run.series_cat is not None:
                 from detect.series import score_series_batches
 
@@ -534,9 +689,9 @@ def score_run(
                 from detect.cluster import WorkerSpec, score_batches_dask
 
                 spec = WorkerSpec(
-                    run_token=identity.fingerprint,
+                    run_token=binding.fingerprint,
                     tiles=run.tiles,
-                    model=str(identity.model_dir.resolve()),
+                    model=str(binding.model_dir.resolve()),
                     device=cfg.device,
                     tta=cfg.tta,
                     threads=cfg.threads,
@@ -566,39 +721,64 @@ def score_run(
             for record in records:
                 writer.append(record)
                 bar.update(len(record.rows))
+                recorder.poll(writer)
+            recorder.poll(writer, wait=True)
     finally:
         bar.close()
-    return chip_cache.images()
+    _check_unchanged(binding)
+    if recorder.identity is None:  # pragma: no cover - poll(wait=True) sets it or raises
+        raise RuntimeError("the inputs were not hashed")
+    return chip_cache.images(), recorder.identity
 
 
 class _Spool:
-    """Every journal row in plan order, spooled to a temporary file: only sort keys and file
-    offsets stay in memory, so ranking any number of sites needs little memory."""
+    """Every journal row in plan order, spooled to a temporary file: only sort keys, file offsets
+    and the embeddings (a compact float16 array, ``D`` values per site) stay in memory, so ranking
+    any number of sites needs little memory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.keys: list[tuple[int, float, str, int, int]] = []
+        self.keys: list[tuple[int, float, str, int, int, int]] = []
         self.columns: dict[str, None] = {}
         self._fh = open(path, "wb")
+        self._embeddings: list[np.ndarray] = []
+        self._slots = 0
 
-    def add(self, row: dict[str, str]) -> None:
+    def add(self, row: dict[str, str], slot: int = -1) -> None:
+        """Spool one row; ``slot``: its row in :meth:`embeddings` (-1: none)."""
         line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        self.keys.append((*sort_key(row), self._fh.tell(), len(line)))
+        self.keys.append((*sort_key(row), self._fh.tell(), len(line), slot))
         self._fh.write(line)
         for column in row:
             self.columns.setdefault(column)
 
-    def ok_ids(self) -> list[str]:
-        """Site ids of the assessed rows, in rank order."""
+    def add_embeddings(self, embeddings: np.ndarray) -> int:
+        """Keep a batch's ``(K, D)`` embeddings; returns the slot of its first row."""
+        first = self._slots
+        if len(embeddings):
+            self._embeddings.append(np.asarray(embeddings, dtype=np.float16))
+            self._slots += len(embeddings)
+        return first
+
+    def embeddings(self) -> np.ndarray:
+        """``(slots, D)`` float16: every kept embedding, in spooling order (``(0, 0)`` when none)."""
+        if not self._embeddings:
+            return np.zeros((0, 0), np.float16)
+        if len(self._embeddings) > 1:
+            self._embeddings = [np.concatenate(self._embeddings)]
+        return self._embeddings[0]
+
+    def ranked_ok(self) -> list[tuple[str, int]]:
+        """``(site id, embedding slot)`` of the assessed rows, in rank order."""
         self.keys.sort()
-        return [k[2] for k in self.keys if k[0] == 0]
+        return [(k[2], k[5]) for k in self.keys if k[0] == 0]
 
     def ordered(self) -> Iterator[dict[str, str]]:
         """The rows in ``scores.csv`` order (:func:`detect.ranking.sort_key`)."""
         self._fh.close()
         self.keys.sort()
         with open(self.path, "rb") as fh:
-            for *_, offset, length in self.keys:
+            for *_, offset, length, _slot in self.keys:
                 fh.seek(offset)
                 yield json.loads(fh.read(length).decode("utf-8"))
 
@@ -607,30 +787,30 @@ class _Spool:
         self.path.unlink(missing_ok=True)
 
 
-def _read_journal(plan: RunPlan, run_dir: Path, keys: RunKeyStore, spool: _Spool, *, embeddings: bool) -> dict[str, np.ndarray]:
-    """Spool every row of the plan's batches; returns the embeddings by site id (when wanted)."""
+def _read_journal(plan: RunPlan, run_dir: Path, keys: RunKeyStore, spool: _Spool, *, embeddings: bool) -> None:
+    """Spool every row of the plan's batches, and their embeddings (when wanted)."""
     journal_path = run_dir / JOURNAL_NAME
     index = scan_journal(journal_path, keys)
-    emb_by_id: dict[str, np.ndarray] = {}
     for batch in plan.batches:
         offset, length, _ = index.batches[batch.index]
         record = read_batch(journal_path, offset, length, index.key)
+        slot_of: dict[str, int] = {}
+        if embeddings and len(record.embedding_ids):
+            first = spool.add_embeddings(record.embeddings)
+            slot_of = {sid: first + j for j, sid in enumerate(record.embedding_ids)}
         for row in record.rows:
-            spool.add(dict(row))
-        if embeddings:
-            emb_by_id.update(zip(record.embedding_ids, record.embeddings))
-    return emb_by_id
+            spool.add(dict(row), slot_of.get(row["site_id"], -1))
 
 
-def _write_embeddings(run_dir: Path, ok_ids: Sequence[str], emb_by_id: dict[str, np.ndarray], enabled: bool) -> None:
+def _write_embeddings(run_dir: Path, ranked: Sequence[tuple[str, int]], spool: _Spool, enabled: bool) -> None:
+    """``embeddings.npz``: the assessed sites that have an embedding, in rank order, streamed."""
     path = run_dir / "embeddings.npz"
     if not enabled:
         path.unlink(missing_ok=True)
         return
-    ids = [sid for sid in ok_ids if sid in emb_by_id]
-    dim = next((v.shape[0] for v in emb_by_id.values()), 0)
-    matrix = np.stack([emb_by_id[i] for i in ids]) if ids else np.zeros((0, dim), np.float16)
-    write_embeddings(path, ids, matrix)
+    with_emb = [(sid, slot) for sid, slot in ranked if slot >= 0]
+    store = spool.embeddings()
+    write_embeddings_rows(path, [sid for sid, _ in with_emb], store, np.array([slot for _, slot in with_emb], dtype=np.int64))
 
 
 def _write_ranked(run: PreparedRun, run_dir: Path, spool: _Spool, chips: dict[str, dict[str, str]]) -> tuple[ReportCollector, list[PerSite]]:
@@ -639,6 +819,7 @@ def _write_ranked(run: PreparedRun, run_dir: Path, spool: _Spool, chips: dict[st
     cfg = run.detect
     collector = ReportCollector(cfg.report_max_sites)
     per_site: list[PerSite] = []
+    shared: dict[str, str] = {}  # statuses, scene ids and times repeat: one string object each
     columns = dict(spool.columns)
     renamed_input = CAUTION_COLUMN in columns  # an input column of that name (pair rows never hold ours)
     if renamed_input:
@@ -655,7 +836,10 @@ def _write_ranked(run: PreparedRun, run_dir: Path, spool: _Spool, chips: dict[st
             row[column] = paths.get(column, "")
         writer.add(row)
         collector.add(row)
-        per_site.append(PerSite(row["site_id"], row["status"], *(row.get(k, "") for k in PER_SITE_COLUMNS[2:])))
+        repeated = [shared.setdefault(v, v) for v in (row["status"], *(row.get(k, "") for k in PER_SITE_COLUMNS[2:]))]
+        if len(shared) > 65536:  # many distinct times or scenes: keep the table bounded
+            shared.clear()
+        per_site.append(PerSite(row["site_id"], *repeated))
     writer.close()
     return collector, per_site
 
@@ -678,19 +862,19 @@ def rank_and_write(
     cfg = run.detect
     spool = _Spool(run_dir / "rows.spool.tmp")
     try:
-        emb_by_id = _read_journal(plan, run_dir, keys, spool, embeddings=cfg.embeddings)
-        ok_ids = spool.ok_ids()
-        wanted = ok_ids if cfg.chips_top_n < 0 else ok_ids[: cfg.chips_top_n]
-        by_id = {s.site_id: s for s in run.sites}
+        _read_journal(plan, run_dir, keys, spool, embeddings=cfg.embeddings)
+        ranked = spool.ranked_ok()
+        wanted = [sid for sid, _ in (ranked if cfg.chips_top_n < 0 else ranked[: cfg.chips_top_n])]
+        wanted_set = set(wanted)
+        by_id = {s.site_id: s for s in run.sites if s.site_id in wanted_set}
         shutil.rmtree(run_dir / CHIPS_DIR, ignore_errors=True)
         chips = write_site_chips(
             [by_id[sid] for sid in wanted], run_dir, run.make_chip_source, run.scorer, cached=chip_images, batch_size=min(cfg.batch_size, 32)
         )
         collector, per_site = _write_ranked(run, run_dir, spool, chips)
+        _write_embeddings(run_dir, ranked, spool, cfg.embeddings)
     finally:
         spool.close()
-    _write_embeddings(run_dir, ok_ids, emb_by_id, cfg.embeddings)
-    del emb_by_id
     config_path = write_config(run_config(run.tiles, cfg), run_dir)
 
     written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
@@ -713,7 +897,7 @@ def rank_and_write(
             "credits": sorted({e.credit for e in (*identity.before, *identity.after) if e.credit}),
         },
     )
-    n_ok = len(ok_ids)
+    n_ok = len(ranked)
     manifest = Manifest(
         sitewatch_version=__version__,
         run_fingerprint=identity.fingerprint,
@@ -818,10 +1002,11 @@ def run_detect(
             if overwrite:
                 _discard_run(run_dir)
             keys = RunKeyStore.from_setting(cfg.run_keys_dir)  # the journal's key lives outside the run folder
-            identity = fingerprint_run(prepared)
-            plan = plan_run(prepared, identity, run_dir, keys)
+            binding = bind_run(prepared)
+            hasher = InputHasher(_catalogs(prepared))  # every byte of the rasters, while scoring
+            plan = plan_run(prepared, binding, run_dir, keys)
             scoring_started = time.perf_counter()
-            chip_images = score_run(prepared, identity, plan, run_dir, keys, client=client, progress=progress)
+            chip_images, identity = score_run(prepared, binding, plan, run_dir, keys, hasher=hasher, client=client, progress=progress)
             scoring_seconds = time.perf_counter() - scoring_started
             execution = Execution(
                 mode="dask" if client is not None else "local", workers=workers, dask_address=dask_address, batches_resumed=len(plan.done)

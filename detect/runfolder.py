@@ -447,22 +447,62 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+#: rows of ``embeddings.npz`` encoded at a time by :func:`write_embeddings_rows`.
+EMBEDDING_CHUNK_ROWS = 8192
+
+
 def write_embeddings(path: Path, site_ids: Sequence[str], embeddings: np.ndarray) -> None:
     """Write ``embeddings.npz``: ``site_id`` (N,) unicode and ``embedding`` (N, D) float16.
 
     The zip entries carry a fixed timestamp so the file is byte-identical across runs.
     """
-    ids = np.asarray(list(site_ids), dtype=np.str_)
     emb = np.ascontiguousarray(embeddings, dtype=np.float16)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, array in (("site_id", ids), ("embedding", emb)):
-            member = io.BytesIO()
-            np.lib.format.write_array(member, array, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, member.getvalue())
-    write_bytes_atomic(path, buf.getvalue())
+    write_embeddings_rows(path, site_ids, emb, np.arange(len(emb)))
+
+
+def _npy_member(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> None:
+    """One ``.npy`` zip entry written chunk by chunk: the same bytes as ``np.save`` of the whole
+    array (a version 1.0 header, then the C-order data), deflated as :meth:`ZipFile.writestr` does."""
+    header = io.BytesIO()
+    meta = np.lib.format.header_data_from_array_1_0(np.empty((0,), dtype))
+    meta["shape"] = shape
+    np.lib.format.write_array_header_1_0(header, meta)
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.file_size = len(header.getvalue()) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    with zf.open(info, "w") as dest:
+        dest.write(header.getvalue())
+        for chunk in chunks:
+            dest.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+
+
+def write_embeddings_rows(path: Path, site_ids: Sequence[str], embeddings: np.ndarray, rows: Sequence[int] | np.ndarray) -> None:
+    """Write ``embeddings.npz`` with ``embeddings[rows[i]]`` as site ``site_ids[i]``'s row, streamed
+    in chunks (no copy of the whole matrix; the file as :func:`write_embeddings` writes it).
+
+    Args:
+        path: the file (written through a temporary file, fsync'd, renamed into place).
+        site_ids: the ids, in file order.
+        embeddings: ``(M, D)`` float16 store the rows are taken from.
+        rows: ``(N,)`` row of each id in ``embeddings``.
+    """
+    n = len(site_ids)
+    if len(rows) != n:
+        raise ValueError(f"{len(rows)} embedding rows for {n} site ids")
+    width = max((len(s) for s in site_ids), default=0)
+    id_dtype = np.asarray(list(site_ids[:1]) or [], dtype=np.str_).dtype if width == 0 else np.dtype(f"<U{width}")
+    emb_dtype = np.dtype(np.float16)
+    dim = int(embeddings.shape[1]) if embeddings.ndim == 2 else 0
+    rows = np.asarray(rows, dtype=np.int64)
+    step = EMBEDDING_CHUNK_ROWS
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            _npy_member(zf, "site_id", id_dtype, (n,), (np.asarray(list(site_ids[i : i + step]), dtype=id_dtype) for i in range(0, n, step)))
+            _npy_member(zf, "embedding", emb_dtype, (n, dim), (embeddings[rows[i : i + step]] for i in range(0, n, step)))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def read_embeddings(run_dir: str | Path) -> tuple[list[str], np.ndarray] | None:
@@ -648,7 +688,7 @@ class Counts:
 PER_SITE_COLUMNS = ("site_id", "status", "before_scene", "after_scene", "before_time", "after_time")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PerSite:
     """One ``per_site`` entry: which scenes (and when) each site was judged on."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -57,3 +58,79 @@ def test_kill_mid_run_then_rerun_matches_uninterrupted(tiny_scene, tmp_path):
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
     verify = subprocess.run([sys.executable, "-m", "sitewatch", "verify", str(killed)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout
+
+
+def _copy_scene(tiny_scene, root):
+    import shutil
+
+    from tests.detect.conftest import TinyScene
+
+    shutil.copytree(tiny_scene.root, root)
+    rel = {k: getattr(tiny_scene, k).relative_to(tiny_scene.root) for k in ("sites", "before", "after")}
+    return TinyScene(root=root, sites=root / rel["sites"], before=root / rel["before"], after=root / rel["after"], n_sites=tiny_scene.n_sites)
+
+
+def _raster(path):
+    return path if path.is_file() else sorted(path.glob("*.tif"))[0]
+
+
+def test_a_raster_with_other_bytes_but_the_same_size_and_time_stops_the_resumed_run(tiny_scene, tmp_path, monkeypatch):
+    """Issue 12: the journal is bound by a quick fingerprint while the full SHA-256 runs beside
+    scoring; a raster changed in its middle (size, time, first and last bytes kept) is caught by
+    the full hash against the one recorded when the earlier batches were scored."""
+    import detect.provenance as provenance
+    from detect.config import DetectConfig
+    from detect.run import run_detect
+    from sitewatch.errors import RunFolderError
+
+    monkeypatch.setattr(provenance, "QUICK_EDGE_BYTES", 4096)  # the quick fingerprint sees 4 KiB at each end
+    scene = _copy_scene(tiny_scene, tmp_path / "scene")
+    detect = DetectConfig(batch_size=8, chips_top_n=0)
+    run = tmp_path / "run"
+    first = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    again = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    assert again.batches_resumed == again.batches_total and again.run_digest != ""
+    assert json.loads((run / "manifest.json").read_text())["run_fingerprint"] == manifest["run_fingerprint"]
+
+    raster = _raster(scene.after)
+    st = raster.stat()
+    data = bytearray(raster.read_bytes())
+    assert len(data) > 3 * 4096
+    data[len(data) // 2] ^= 0xFF
+    raster.write_bytes(bytes(data))
+    os.utime(raster, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(RunFolderError, match=rf"after input {raster.resolve()} has other bytes.*--overwrite"):
+        run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    assert first.batches_total == again.batches_total
+
+
+def test_a_raster_that_changes_while_the_run_reads_it_stops_the_run(tiny_scene, tmp_path, monkeypatch):
+    """Issue 12: the after raster is rewritten (new modification time) after the first scored
+    batch: the run fails naming the file instead of writing scores that mix two versions, and
+    the run folder is then refused without --overwrite."""
+    from detect.config import DetectConfig
+    from detect.journal import JournalWriter
+    from detect.run import run_detect
+    from sitewatch.errors import InputError, RunFolderError
+
+    scene = _copy_scene(tiny_scene, tmp_path / "scene")
+    raster = _raster(scene.after)
+    append = JournalWriter.append
+
+    def append_then_touch(self, record):
+        append(self, record)
+        if record.batch == 0:
+            os.utime(raster, ns=(raster.stat().st_atime_ns, raster.stat().st_mtime_ns + 10**9))
+
+    monkeypatch.setattr(JournalWriter, "append", append_then_touch)
+    run = tmp_path / "run"
+    detect = DetectConfig(batch_size=8, chips_top_n=0)
+    with pytest.raises(InputError, match=rf"{raster.resolve()}: the file changed while this run read it"):
+        run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    assert not (run / "scores.csv").exists() and not (run / "manifest.json").exists()
+    monkeypatch.setattr(JournalWriter, "append", append)
+    with pytest.raises(RunFolderError, match="different after"):
+        run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    summary = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False, overwrite=True)
+    assert summary.batches_resumed == 0 and summary.ok > 0

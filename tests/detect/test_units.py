@@ -280,3 +280,40 @@ def test_score_batch_isolates_empty_chips_and_mixed_shapes():
     assert (rows["c"]["status"], rows["c"]["reason"], rows["c"]["score"]) == ("cannot_assess", "cloud", "")
     assert record.embedding_ids == ("a", "b") and record.embeddings.dtype == np.float16
     assert record.embeddings.shape[0] == 2
+
+
+def test_journal_with_deferred_inputs_trusts_only_invocations_that_recorded_them(tmp_path):
+    """Issue 12: the rasters are hashed while scoring; a batch counts on resume only when the
+    invocation that scored it also recorded the inputs' full hashes."""
+    from detect.journal import check_recorded_inputs
+
+    path = tmp_path / "journal.jsonl"
+    keys = RunKeyStore(tmp_path / "keys")
+    header = {"fingerprint": "q", "components": {"before": "quick:1"}, "deferred": ["before"]}
+    hashes = {"before": [["b", "/data/b.tif", "aa"]]}
+    # first invocation: killed before its inputs were hashed -> its batches are not trusted
+    with JournalWriter(path, header, keys=keys) as w:
+        w.append(_record(0, ["a"]))
+        w.append(_record(1, ["b"]))
+    index = scan_journal(path, keys)
+    assert index.batches == {} and index.untrusted == 2 and index.inputs == ()
+    # second invocation (resumed): scores batch 0 again, records the hashes, then batch 2
+    with JournalWriter(path, index.header, truncate_at=index.good_end, keys=keys, resumed={"started": "t"}) as w:
+        w.append(_record(0, ["a"]))
+        w.append_note("inputs", hashes)
+        w.append(_record(2, ["c"]))
+    index = scan_journal(path, keys)
+    assert sorted(index.batches) == [0, 2] and index.inputs == (hashes,) and index.untrusted == 1
+    lines = path.read_text().splitlines()
+    assert [next(k for k in ("record", "inputs", "resumed", "journal") if k in json.loads(line)) for line in lines] == [
+        "journal", "record", "record", "resumed", "record", "inputs", "record",
+    ]
+    # the same hashes pass; another SHA-256 of the same file stops the run, naming the file
+    check_recorded_inputs(index.inputs, hashes, tmp_path)
+    with pytest.raises(RunFolderError, match=r"before input /data/b\.tif has other bytes"):
+        check_recorded_inputs(index.inputs, {"before": [["b", "/data/b.tif", "bb"]]}, tmp_path)
+    # an edited inputs line is refused like an edited batch (and what follows it is not trusted)
+    lines[5] = lines[5].replace('"aa"', '"bb"')
+    path.write_text("\n".join(lines) + "\n")
+    index = scan_journal(path, keys)
+    assert "edited outside sitewatch" in index.refused and index.batches == {} and index.inputs == ()
