@@ -35,7 +35,7 @@ Sets (found in ``../shared/data``, or ``$SITEWATCH_SHARED_DATA``):
     python benchmarks/bench_generalisation.py [--model default] [--model DIR ...]
         [--sets NAME,...] [--data NAME=FOLDER[:LABELS.csv]] [--limit N]
         [--verdicts 25,50,100,200] [--queues uncertainty,random] [--verdict-sets NAME,...]
-        [--no-finetune] [--threads 1] [--work DIR] [--json OUT]
+        [--no-finetune] [--no-adapt] [--threads 1] [--work DIR] [--json OUT]
     python benchmarks/bench_generalisation.py --show OUT   # the table of an earlier run
 """
 
@@ -577,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queues", default=",".join(QUEUES), help="review queues to simulate: uncertainty, random")
     parser.add_argument("--verdict-sets", help="sets that get the verdict rounds (default: all but reference sets)")
     parser.add_argument("--no-finetune", action="store_true", help="zero-shot and adapted rows only")
+    parser.add_argument("--no-adapt", action="store_true", help="no adapted rows (run-time adaptation is the slow part of a --no-finetune run)")
     parser.add_argument("--finetune-config", type=Path, default=FINETUNE_CONFIG, help="the fine-tuning recipe (default: configs/train-finetune.yaml)")
     parser.add_argument("--epochs", type=int, help="override train.epochs of the fine-tuning recipe")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -641,15 +642,16 @@ def main(argv: list[str] | None = None) -> int:
             row = {**common, "row": "zero-shot", **figures(labels, probs, points, base, seed=args.seed), "minutes": (time.perf_counter() - t0) / 60.0}
             rows.append(row)
             print(table_line(row), flush=True)
-            if adapt is None:
-                row = {**common, "row": "adapted", "note": "n/a (the scorer offers no run-time adaptation)"}
-            else:
-                t0 = time.perf_counter()
-                a_probs, a_points = adapt[1](model, pairs)
-                row = {**common, "row": "adapted", **figures(labels, a_probs, a_points, base, seed=args.seed),
-                       "minutes": (time.perf_counter() - t0) / 60.0, "note": adapt[0]}
-            rows.append(row)
-            print(table_line(row), flush=True)
+            if not args.no_adapt:
+                if adapt is None:
+                    row = {**common, "row": "adapted", "note": "n/a (the scorer offers no run-time adaptation)"}
+                else:
+                    t0 = time.perf_counter()
+                    a_probs, a_points = adapt[1](model, pairs)
+                    row = {**common, "row": "adapted", **figures(labels, a_probs, a_points, base, seed=args.seed),
+                           "minutes": (time.perf_counter() - t0) / 60.0, "note": adapt[0]}
+                rows.append(row)
+                print(table_line(row), flush=True)
             if not counts or ls.name not in verdict_sets:
                 continue
             for queue in queues:
