@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from models.config import CalibrationConfig
 
@@ -59,7 +60,12 @@ class TrainConfig:
 
     Attributes:
         data: DATASET arguments used when ``--data`` is not given (folders, ``synth:N``,
-            ``xbd:PATH``), so one config file reproduces a model.
+            ``synth:N@PROFILE``, ``xbd:PATH``), so one config file reproduces a model.
+        synth_profiles: named synthetic worlds for ``synth:N@PROFILE`` datasets: each maps
+            synth settings (``tiles.synth.config.SynthConfig`` fields other than ``sites`` and
+            ``seed``, which the DATASET argument sets) to the values that replace the job's
+            ``synth`` section for that dataset, e.g. ``{concrete: {concrete_fraction: 0.6}}``.
+            So one training set can mix several worlds, each generated once into the cache.
         epochs: maximum number of passes over the training split.
         batch_size: pairs per optimiser step.
         lr: peak learning rate (AdamW, cosine decay after a short warm-up).
@@ -116,6 +122,7 @@ class TrainConfig:
     """
 
     data: tuple[str, ...] = ()
+    synth_profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -180,6 +187,37 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be at least 1, or null (see its description)")
         if self.cache_dir is not None and not self.cache_dir.strip():
             raise ValueError("train.cache_dir is empty; give a folder, or null for $SITEWATCH_CACHE / ~/.cache/sitewatch")
+        self._check_synth_profiles()
+
+    def _check_synth_profiles(self) -> None:
+        """Profile names and keys are usable, and every ``synth:N@PROFILE`` names one of them
+        (the values are checked against the job's ``synth`` section when the data is loaded)."""
+        from tiles.synth.config import SynthConfig
+
+        settable = [f.name for f in fields(SynthConfig) if f.name not in SYNTH_SPEC_KEYS]
+        for name, overrides in self.synth_profiles.items():
+            if not PROFILE_NAME.fullmatch(name):
+                raise ValueError(f"train.synth_profiles: {name!r} is not a usable profile name (letters, digits, '-', '_')")
+            for key in overrides:
+                if key in SYNTH_SPEC_KEYS:
+                    raise ValueError(
+                        f"train.synth_profiles.{name}.{key}: set by the DATASET argument (synth:N@{name} gives the "
+                        "sites; the seed is train.seed + the argument's position), not by a profile"
+                    )
+                if key not in settable:
+                    raise ValueError(f"train.synth_profiles.{name}.{key}: not a synth setting; valid keys are: {', '.join(settable)}")
+        for i, spec in enumerate(self.data):
+            if spec.startswith("synth:") and "@" in spec:
+                profile = spec.split("@", 1)[1]
+                if profile not in self.synth_profiles:
+                    known = ", ".join(sorted(self.synth_profiles)) or "none defined"
+                    raise ValueError(f"train.data[{i}]: {spec}: no synth profile {profile!r} in train.synth_profiles ({known})")
+
+
+#: synth settings a ``synth:N[@PROFILE]`` DATASET argument sets itself (never a profile)
+SYNTH_SPEC_KEYS = ("sites", "seed")
+#: what a synth profile may be called
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)

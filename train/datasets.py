@@ -7,6 +7,9 @@ A DATASET argument of ``sitewatch train`` / ``sitewatch evaluate`` (``train.data
   rasters: cut through :class:`tiles.cut.PairCutter` with the job's tiles settings;
 * ``synth:N``: ``N`` synthetic sites made by :func:`tiles.synth.generate_dataset` into the
   cache, then cut like a folder;
+* ``synth:N@PROFILE``: the same, in the synthetic world ``PROFILE`` of ``train.synth_profiles``
+  (the job's ``synth`` section with the profile's settings replaced), so one training set can
+  mix worlds (e.g. wildfire suburbs and concrete cities), each generated once;
 * ``xbd:PATH``: the public xBD layout, converted by :func:`train.xbd.import_xbd` into a
   labelled folder in the cache (fitted georeference, GeoTIFFs, ``sites.csv``), then cut like a
   folder.
@@ -27,11 +30,11 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from sitewatch.config import config_to_dict
+from sitewatch.config import build_config, config_to_dict
 from sitewatch.errors import InputError, UsageError
 from sitewatch.hashing import sha256_file as file_sha256
 from tiles.catalog import RASTER_SUFFIXES
@@ -48,10 +51,13 @@ __all__ = [
     "cut_labelled_folder",
     "default_cache_dir",
     "load_dataset",
+    "check_dataset_specs",
     "load_datasets",
     "load_labelled_folder",
     "load_xbd",
     "parse_dataset_spec",
+    "parse_synth_spec",
+    "profile_synth_config",
     "synth_dataset_folder",
 ]
 
@@ -296,21 +302,34 @@ def randomised_synth_config(synth: SynthConfig, *, n_sites: int, seed: int, nuis
     return dataclasses.replace(synth, **changes)  # type: ignore[arg-type]
 
 
-def parse_dataset_spec(spec: str, *, setting: str = TRAIN_DATA) -> tuple[str, str]:
-    """Split a DATASET argument into ``(kind, value)``: ``folder``, ``synth`` or ``xbd``.
+def parse_synth_spec(value: str, *, spec: str, setting: str = TRAIN_DATA) -> tuple[int, str | None]:
+    """``(sites, profile)`` of the part after ``synth:`` (``N`` or ``N@PROFILE``).
 
     Raises:
-        UsageError: a malformed ``synth:N`` or ``xbd:PATH`` (naming ``setting``).
+        UsageError: not a whole number of at least 4 sites, or an empty profile name (naming ``setting``).
+    """
+    count, sep, profile = value.partition("@")
+    try:
+        n = int(count)
+    except ValueError:
+        raise UsageError(f"{setting}: {spec}: synth:N needs a whole number of sites, e.g. synth:400 (or synth:400@PROFILE)", setting=setting) from None
+    if n < 4:
+        raise UsageError(f"{setting}: {spec}: synth:N needs at least 4 sites", setting=setting)
+    if sep and not profile:
+        raise UsageError(f"{setting}: {spec}: synth:N@PROFILE needs a profile name of train.synth_profiles after '@'", setting=setting)
+    return n, (profile or None)
+
+
+def parse_dataset_spec(spec: str, *, setting: str = TRAIN_DATA) -> tuple[str, str]:
+    """Split a DATASET argument into ``(kind, value)``: ``folder``, ``synth`` or ``xbd``
+    (a ``synth`` value is ``N`` or ``N@PROFILE``, see :func:`parse_synth_spec`).
+
+    Raises:
+        UsageError: a malformed ``synth:N[@PROFILE]`` or ``xbd:PATH`` (naming ``setting``).
     """
     if spec.startswith("synth:"):
-        value = spec[len("synth:") :]
-        try:
-            n = int(value)
-        except ValueError:
-            raise UsageError(f"{setting}: {spec}: synth:N needs a whole number of sites, e.g. synth:400", setting=setting) from None
-        if n < 4:
-            raise UsageError(f"{setting}: {spec}: synth:N needs at least 4 sites", setting=setting)
-        return "synth", str(n)
+        n, profile = parse_synth_spec(spec[len("synth:") :], spec=spec, setting=setting)
+        return "synth", str(n) if profile is None else f"{n}@{profile}"
     if spec.startswith("xbd:"):
         path = spec[len("xbd:") :]
         if not path:
@@ -319,12 +338,33 @@ def parse_dataset_spec(spec: str, *, setting: str = TRAIN_DATA) -> tuple[str, st
     return "folder", spec
 
 
+def profile_synth_config(
+    synth: SynthConfig, profiles: Mapping[str, Mapping[str, Any]], profile: str | None, *, spec: str, setting: str = TRAIN_DATA,
+) -> SynthConfig:
+    """The synth settings of one ``synth:N[@PROFILE]`` dataset: the job's ``synth`` section,
+    with the settings of ``profiles[profile]`` replacing its own (none without a profile).
+
+    Raises:
+        UsageError: the profile is not defined.
+        ConfigError: the profile's settings do not make a valid synth config (naming
+            ``train.synth_profiles.PROFILE`` and the setting).
+    """
+    if profile is None:
+        return synth
+    if profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "none defined"
+        raise UsageError(f"{setting}: {spec}: no synth profile {profile!r} in train.synth_profiles ({known})", setting=setting)
+    merged = {**config_to_dict(synth), **dict(profiles[profile])}
+    return build_config(SynthConfig, merged, where=f"train.synth_profiles.{profile}")
+
+
 def load_dataset(
     spec: str,
     tiles: TilesConfig,
     *,
     cache_dir: Path,
     synth: SynthConfig | None = None,
+    synth_profiles: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
     nuisance: bool = True,
     progress: bool | None = None,
@@ -334,10 +374,12 @@ def load_dataset(
     """Load one DATASET argument as labelled pairs.
 
     Args:
-        spec: a folder, ``synth:N`` or ``xbd:PATH``.
+        spec: a folder, ``synth:N``, ``synth:N@PROFILE`` or ``xbd:PATH``.
         tiles: how pairs are cut (chip size, pixels, normalisation...).
         cache_dir: cache root.
         synth: the synth settings of a ``synth:N`` dataset (None = the defaults).
+        synth_profiles: named replacements of ``synth`` settings for ``synth:N@PROFILE``
+            (``train.synth_profiles``); the pair set is named ``synthNsSEED-PROFILE``.
         seed: seed of a ``synth:N`` dataset (the ``index``-th one gets ``seed + index``).
         nuisance: randomise the synthetic nuisance knobs.
         progress: progress bars (None = automatic).
@@ -351,14 +393,37 @@ def load_dataset(
     """
     kind, value = parse_dataset_spec(spec, setting=setting)
     if kind == "synth":
-        folder = synth_dataset_folder(int(value), synth if synth is not None else SynthConfig(), seed=seed + index, cache_dir=cache_dir, nuisance=nuisance, progress=progress)
-        return load_labelled_folder(folder, tiles, cache_dir=cache_dir, progress=progress, name=f"synth{value}s{seed + index}")
+        n, profile = parse_synth_spec(value, spec=spec, setting=setting)
+        cfg = profile_synth_config(synth if synth is not None else SynthConfig(), synth_profiles or {}, profile, spec=spec, setting=setting)
+        folder = synth_dataset_folder(n, cfg, seed=seed + index, cache_dir=cache_dir, nuisance=nuisance, progress=progress)
+        name = f"synth{n}s{seed + index}" + (f"-{profile}" if profile else "")
+        return load_labelled_folder(folder, tiles, cache_dir=cache_dir, progress=progress, name=name)
     if kind == "xbd":
         return load_xbd(Path(value), tiles, cache_dir=cache_dir, progress=progress)
     return load_labelled_folder(Path(value), tiles, cache_dir=cache_dir, progress=progress, setting=setting)
 
 
+def check_dataset_specs(
+    specs: Iterable[str], *, synth: SynthConfig | None = None, synth_profiles: Mapping[str, Mapping[str, Any]] | None = None,
+    setting: str = TRAIN_DATA,
+) -> None:
+    """Check every DATASET argument's form and every named synth profile before any is generated
+    or cut, so a typo in the last one does not surface after an hour of generating the first.
+
+    Raises:
+        UsageError / ConfigError: as :func:`load_dataset` would for that argument.
+    """
+    for spec in specs:
+        kind, value = parse_dataset_spec(spec, setting=setting)
+        if kind == "synth":
+            _, profile = parse_synth_spec(value, spec=spec, setting=setting)
+            profile_synth_config(synth if synth is not None else SynthConfig(), synth_profiles or {}, profile, spec=spec, setting=setting)
+
+
 def load_datasets(specs: Iterable[str], tiles: TilesConfig, **kwargs: object) -> PairSet:
-    """Load and concatenate several DATASET arguments (see :func:`load_dataset`)."""
+    """Load and concatenate several DATASET arguments (see :func:`load_dataset`); all of them are
+    checked first (:func:`check_dataset_specs`)."""
+    specs = list(specs)
+    check_dataset_specs(specs, synth=kwargs.get("synth"), synth_profiles=kwargs.get("synth_profiles"), setting=str(kwargs.get("setting", TRAIN_DATA)))  # type: ignore[arg-type]
     sets = [load_dataset(s, tiles, index=i, **kwargs) for i, s in enumerate(specs)]  # type: ignore[arg-type]
     return concat_pairsets(sets)

@@ -174,7 +174,7 @@ def load_training_data(
             split that leaves no positive site on one side.
     """
     cache_dir = default_cache_dir(train.cache_dir)
-    sets = [load_datasets(specs, tiles, cache_dir=cache_dir, synth=synth, seed=train.seed, nuisance=train.synth_nuisance, progress=progress)] if specs else []
+    sets = [load_datasets(specs, tiles, cache_dir=cache_dir, synth=synth, synth_profiles=train.synth_profiles, seed=train.seed, nuisance=train.synth_nuisance, progress=progress)] if specs else []
     sets += list(extra_sets)
     if not sets:
         raise InputError("train.data: no training data; give at least one DATASET (a folder, synth:N or xbd:PATH)", setting="train.data")
