@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not scorer.meta.epoch_head:
         print(f"{args.model} has no per-epoch building head (meta.json epoch_head is false)")
         return 2
-    gain = float(scorer._net.epoch_gain)  # noqa: SLF001 (the learned weight of the head's term)
+    gain = float(scorer._net.epoch_gain.detach())  # noqa: SLF001 (the learned weight of the head's term)
     tiles = TilesConfig()
     rows = []
     print(f"model {args.model}: epoch_gain {gain:.3f}")
