@@ -13,6 +13,9 @@ Usage::
 
     python benchmarks/bench_model.py                 # 2 threads, 128 px, batch 32, 5 rounds
     python benchmarks/bench_model.py --px 256 --batch-sizes 16 64 --rounds 3
+    # the per-epoch building head's cost: each architecture with and without it, and the
+    # Scorer on trained checkpoints of both kinds
+    python benchmarks/bench_model.py --epoch-head --no-peer --scorer DIR_NOHEAD --scorer DIR_HEAD
 """
 
 from __future__ import annotations
@@ -160,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), help="architectures")
     parser.add_argument("--no-peer", action="store_true", help="skip the ResNet-34 U-Net peer")
     parser.add_argument("--modes", nargs="+", default=["fp32", "cl-fp32", "cl-bf16", "cl-bf16-fold"])
+    parser.add_argument("--epoch-head", action="store_true", help="also each architecture with the per-epoch building head (model.epoch_head)")
+    parser.add_argument("--scorer", action="append", default=None, metavar="MODEL",
+                        help="checkpoints timed end to end through the Scorer (repeatable; default: the bundled model)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     models: dict[str, nn.Module] = {a: build_model(a, pretrained=False, log_init=False) for a in args.archs}
+    if args.epoch_head:
+        models.update({f"{a}+epoch-head": build_model(a, pretrained=False, log_init=False, epoch_head=True) for a in args.archs})
     if not args.no_peer:
         models["peer-fcsiamdiff-resnet34"] = FCSiamDiffPeer()
     cases = [
@@ -179,16 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes
         for batch in args.batch_sizes
     ]
-    try:
-        from models.inference import Scorer  # noqa: PLC0415 (loads the bundled checkpoint)
+    from models.inference import Scorer  # noqa: PLC0415 (loads the checkpoints)
 
-        scorer = Scorer("default", device="cpu", batch_size=max(args.batch_sizes))
-        arr = np.random.default_rng(0).random((max(args.batch_sizes), 2, 3, args.px, args.px), dtype=np.float32)
-        cases.append(
-            Case(f"Scorer(default: {scorer.meta.arch})", "auto", len(arr), lambda: scorer.score(arr), 0)
-        )
-    except Exception as exc:  # noqa: BLE001 (benchmark still useful without it)
-        print(f"Scorer on the default model skipped: {exc}")
+    arr = np.random.default_rng(0).random((max(args.batch_sizes), 2, 3, args.px, args.px), dtype=np.float32)
+    for model_dir in args.scorer or ["default"]:
+        try:
+            scorer = Scorer(model_dir, device="cpu", batch_size=max(args.batch_sizes))
+            label = "default" if model_dir == "default" else os.path.basename(os.path.normpath(model_dir))
+            head = "+epoch-head" if scorer.meta.epoch_head else ""
+            cases.append(
+                Case(f"Scorer({label}: {scorer.meta.arch}{head})", "auto", len(arr), lambda s=scorer: s.score(arr), 0)
+            )
+        except Exception as exc:  # noqa: BLE001 (benchmark still useful without it)
+            print(f"Scorer on {model_dir} skipped: {exc}")
 
     for case in cases:  # warm-up (oneDNN primitive creation, allocator)
         case.run()

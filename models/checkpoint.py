@@ -82,6 +82,9 @@ class CheckpointMeta:
             (:class:`models.envelope.TrainingEnvelope` as a dict); empty for checkpoints written
             before it existed, whose envelope :func:`training_envelope` derives from
             ``train_config``.
+        epoch_head: the network has the per-epoch building head (``model.epoch_head``); false
+            (also when the key is absent, as in checkpoints written before it existed) = the
+            plain network.
     """
 
     arch: str
@@ -101,6 +104,7 @@ class CheckpointMeta:
     format_version: int = FORMAT_VERSION
     feature_stats: dict[str, Any] = field(default_factory=dict)
     envelope: dict[str, Any] = field(default_factory=dict)
+    epoch_head: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature) or self.temperature <= 0:
@@ -144,6 +148,8 @@ class CheckpointMeta:
         for key in ("in_channels", "input_px", "format_version"):
             if key in kwargs and (isinstance(kwargs[key], bool) or not isinstance(kwargs[key], int)):
                 raise ModelError(f"{where}: {key!r} must be an integer, got {kwargs[key]!r}")
+        if "epoch_head" in kwargs and not isinstance(kwargs["epoch_head"], bool):
+            raise ModelError(f"{where}: 'epoch_head' must be true or false, got {kwargs['epoch_head']!r}")
         for key in ("gsd_m", "temperature"):
             if key in kwargs and (isinstance(kwargs[key], bool) or not isinstance(kwargs[key], (int, float))):
                 raise ModelError(f"{where}: {key!r} must be a number, got {kwargs[key]!r}")
@@ -200,6 +206,12 @@ def save_checkpoint(
     if model_channels is not None and model_channels != meta.in_channels:
         raise ModelError(
             f"cannot save: model takes {model_channels} channels but meta.in_channels is {meta.in_channels}"
+        )
+    model_head = bool(getattr(model, "epoch_head", False))
+    if model_head != meta.epoch_head:
+        raise ModelError(
+            f"cannot save: the model {'has' if model_head else 'has no'} per-epoch building head but "
+            f"meta.epoch_head is {str(meta.epoch_head).lower()}"
         )
     folder = Path(folder)
     try:
@@ -301,7 +313,7 @@ def load_checkpoint(
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{weights_path} is not a readable safetensors file ({exc})") from None
-    model = build_model(meta.arch, pretrained=False, in_channels=meta.in_channels, log_init=False)
+    model = build_model(meta.arch, pretrained=False, in_channels=meta.in_channels, log_init=False, epoch_head=meta.epoch_head)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -320,7 +332,7 @@ def load_checkpoint(
     if problems:
         raise ModelError(
             f"{weights_path} does not match architecture {meta.arch!r} with in_channels="
-            f"{meta.in_channels}: " + "; ".join(problems)
+            f"{meta.in_channels}{', epoch_head=true' if meta.epoch_head else ''}: " + "; ".join(problems)
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     model.to(device).eval()

@@ -19,11 +19,18 @@ class ModelConfig:
         weights_dtype: storage type of learned weights in ``model.safetensors`` written by
             ``sitewatch train`` (``float16`` halves the file; batch-norm statistics always stay
             float32).
+        epoch_head: add the per-epoch building head: each epoch's own features give the logit of
+            "an intact building stands at the centre", and the site logit adds
+            ``epoch_gain * logit(p_before * (1 - p_after))`` (see :mod:`models.siamese`). Trained
+            by ``train.epoch_head_weight`` on datasets with per-epoch targets (synthetic ones).
+            Recorded in the checkpoint (``meta.json`` ``epoch_head``); off = the bundled model's
+            network.
     """
 
     arch: str = "siam-mobilenetv2-lite"
     pretrained: bool = True
     in_channels: int = 3
+    epoch_head: bool = False
     weights_dtype: Literal["float16", "float32"] = "float16"
 
     def __post_init__(self) -> None:

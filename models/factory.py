@@ -68,7 +68,7 @@ def check_arch(arch: str) -> ArchitectureSpec:
 
 
 def build_model(
-    arch: str, *, pretrained: bool = True, in_channels: int = 3, log_init: bool = True
+    arch: str, *, pretrained: bool = True, in_channels: int = 3, log_init: bool = True, epoch_head: bool = False,
 ) -> nn.Module:
     """Build a named Siamese change-detection network.
 
@@ -79,6 +79,8 @@ def build_model(
         in_channels: image channels ``C`` of the input ``(B, 2, C, H, W)``.
         log_init: log the initialisation line (checkpoint loading turns it off, since the
             weights are about to be replaced).
+        epoch_head: add the per-epoch building head (``model.epoch_head``; see
+            :class:`models.siamese.EpochBuildingHead`).
 
     Returns:
         a :class:`models.siamese.SiameseChangeNet` in training mode.
@@ -96,5 +98,6 @@ def build_model(
         in_channels=in_channels,
         decoder_channels=spec.decoder_channels,
         embedding_dim=spec.embedding_dim,
+        epoch_head=epoch_head,
     )
     return model

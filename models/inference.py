@@ -43,6 +43,10 @@ class ScoreBatch(NamedTuple):
             ``signals`` is on and the checkpoint stores the statistics, else None.
         sharpness_ratio: ``log(after / before)`` Laplacian energy ``(B,)`` with ``signals``, else
             None (:func:`models.assessment.sharpness_log_ratio`).
+        standing: with a per-epoch building head (``meta.epoch_head``), the probability
+            ``(B, 2)`` float64 that an intact building stands at the centre in the before and in
+            the after epoch (uncalibrated; averaged in logit space over the flips with ``tta``),
+            else None. The site ``prob`` already includes it (see :mod:`models.siamese`).
     """
 
     prob: np.ndarray
@@ -52,6 +56,7 @@ class ScoreBatch(NamedTuple):
     tta_spread: np.ndarray | None = None
     feature_distance: np.ndarray | None = None
     sharpness_ratio: np.ndarray | None = None
+    standing: np.ndarray | None = None
 
 
 def choose_device(device: str) -> torch.device:
@@ -298,15 +303,16 @@ class Scorer:
             raise ModelError(f"pairs must be float in [0, 1], got dtype {images.dtype}")
         return np.ascontiguousarray(images, dtype=np.float32)
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Logits ``(b,)``, heatmap logits ``(b, H, W)``, embeddings ``(b, D)``, all float32, and
-        the logit spread over the flips ``(b,)`` when they were run (``tta`` or ``signals``).
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Logits ``(b,)``, heatmap logits ``(b, H, W)``, embeddings ``(b, D)``, all float32, the
+        logit spread over the flips ``(b,)`` when they were run (``tta`` or ``signals``), and the
+        per-epoch building logits ``(b, 2)`` of a network with the head (else None).
 
         With ``signals`` but not ``tta`` the reported logit, heatmap and embedding are those of
         the plain pass; the other 7 passes only give the spread.
         """
         ks = range(8) if (self.tta or self.signals) else (0,)
-        logits, heats, embeds = [], [], []
+        logits, heats, embeds, standings = [], [], [], []
         for k in ks:
             xk = dihedral(x, k) if k else x
             with torch.autocast(
@@ -316,16 +322,19 @@ class Scorer:
             logits.append(out.logit.float())
             heats.append(undo_dihedral(out.heatmap.float()[:, 0], k) if k else out.heatmap.float()[:, 0])
             embeds.append(out.embedding.float())
+            if out.standing is not None:
+                standings.append(out.standing.float())
         if len(ks) == 1:
-            return logits[0], heats[0], embeds[0], None
+            return logits[0], heats[0], embeds[0], None, standings[0] if standings else None
         spread = torch.stack(logits).std(0)
         if not self.tta:
-            return logits[0], heats[0], embeds[0], spread
+            return logits[0], heats[0], embeds[0], spread, standings[0] if standings else None
         return (
             torch.stack(logits).mean(0),
             torch.stack(heats).mean(0),
             torch.stack(embeds).mean(0),
             spread,
+            torch.stack(standings).mean(0) if standings else None,
         )
 
     def score(self, images: np.ndarray) -> ScoreBatch:
@@ -352,18 +361,21 @@ class Scorer:
                 logit=np.zeros(0, np.float64),
                 heatmap=np.zeros((0, h, w), np.float32),
                 embedding=np.zeros((0, d), np.float32),
+                standing=np.zeros((0, 2), np.float64) if self.meta.epoch_head else None,
             )
-        logits, heats, embeds, spreads = [], [], [], []
+        logits, heats, embeds, spreads, standings = [], [], [], [], []
         with torch.inference_mode():
             for start in range(0, b, self.batch_size):
                 chunk = torch.from_numpy(images[start : start + self.batch_size])
                 chunk = torch.nan_to_num(chunk, nan=0.0).clamp_(0.0, 1.0).to(self.device)
-                logit, heat, embed, spread = self._forward(chunk)
+                logit, heat, embed, spread, standing = self._forward(chunk)
                 logits.append(logit.cpu())
                 heats.append(torch.sigmoid(heat).cpu())
                 embeds.append(embed.cpu())
                 if spread is not None:
                     spreads.append(spread.cpu())
+                if standing is not None:
+                    standings.append(torch.sigmoid(standing).cpu())
         logit_np = torch.cat(logits).double().numpy()
         prob = expit(logit_np / self.temperature)
         embedding = torch.cat(embeds).numpy().astype(np.float32, copy=False)
@@ -380,4 +392,5 @@ class Scorer:
             tta_spread=torch.cat(spreads).double().numpy() if spreads else None,
             feature_distance=distance,
             sharpness_ratio=sharpness,
+            standing=torch.cat(standings).double().numpy() if standings else None,
         )

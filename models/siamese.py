@@ -6,6 +6,12 @@ through one encoder as a single batch of ``2B`` images (shared weights, one pass
 at every scale from ``[a, b, |a - b|]``, decodes the fused maps top-down (FPN-like, light
 depthwise-separable convolutions) into a change heatmap, and pools a site score with a learned
 Gaussian centre weighting, so the facility at the centre of the chip counts more than context.
+
+Optionally (``epoch_head=True``, :class:`EpochBuildingHead`) each epoch is also judged on its
+own: a small head on each epoch's encoder features (shared weights for both epochs) gives the
+logit of "an intact building stands at the chip centre", and the site logit adds
+``epoch_gain * logit(p_before * (1 - p_after))``, the log-odds of "standing before, not after"
+(see :func:`gone_logit`), which view angle, colour and sharpness fool far less than pixel change.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ class ModelOutput(NamedTuple):
         logit: site score logit ``(B,)`` (uncalibrated; divide by the checkpoint's temperature).
         heatmap: change heatmap logits ``(B, 1, H, W)`` at the input size.
         embedding: site descriptor ``(B, D)`` used for quick re-ranking by similarity.
+        standing: with the per-epoch building head, logits ``(B, 2)`` of "an intact building
+            stands at the centre" in the before and in the after epoch; None without the head.
     """
 
     logit: torch.Tensor
     heatmap: torch.Tensor
     embedding: torch.Tensor
+    standing: torch.Tensor | None = None
 
 
 def channel_stats(in_channels: int) -> tuple[list[float], list[float]]:
@@ -112,6 +121,54 @@ class CentreWeightedPool(nn.Module):
         return (x * wts).sum(dim=(-2, -1))
 
 
+def gone_logit(standing: torch.Tensor) -> torch.Tensor:
+    """Log-odds of "standing before, not standing after" from per-epoch standing logits.
+
+    With ``p_b = sigmoid(l_b)`` and ``p_a = sigmoid(l_a)`` (the epochs judged independently),
+    ``q = p_b * (1 - p_a)`` and the result is ``log(q / (1 - q))``, computed in log space
+    (``log q = logsigmoid(l_b) + logsigmoid(-l_a)``) so it stays finite for any logits.
+
+    Args:
+        standing: ``(B, 2)`` logits (before, after).
+
+    Returns:
+        ``(B,)`` logits.
+    """
+    s = standing.float()
+    log_q = (F.logsigmoid(s[:, 0]) + F.logsigmoid(-s[:, 1])).clamp(max=-1e-6)
+    return log_q - torch.log(-torch.expm1(log_q))
+
+
+class EpochBuildingHead(nn.Module):
+    """Per-epoch "intact building at the centre" logit from one epoch's encoder features.
+
+    The two finest-but-deepest scales (strides 8 and 16 of the MobileNetV2 encoders) are
+    projected to ``width`` channels, the deeper one upsampled and added, mixed by a separable
+    block, turned into a one-channel roof map and pooled with its own learned centre weighting.
+    Both epochs go through the same weights (they are rows of one ``2B`` batch).
+
+    Args:
+        channels: channels of the encoder's feature maps, finest first.
+        width: width of the head.
+    """
+
+    def __init__(self, channels: tuple[int, ...], width: int) -> None:
+        super().__init__()
+        deep, mid = channels[-1], channels[-2] if len(channels) > 1 else channels[-1]
+        self.deep = ConvBNReLU(deep, width, 1)
+        self.mid = ConvBNReLU(mid, width, 1)
+        self.mix = SeparableBlock(width)
+        self.roof = nn.Conv2d(width, 1, 1)
+        self.pool = CentreWeightedPool(init_sigma=0.25)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Args: feats: encoder outputs for ``2B`` images, finest first. Returns: ``(2B,)`` logits."""
+        mid = self.mid(feats[-2] if len(feats) > 1 else feats[-1])
+        deep = F.interpolate(self.deep(feats[-1]), size=mid.shape[-2:], mode="bilinear", align_corners=False)
+        roof = self.roof(self.mix(mid + deep))
+        return self.pool(roof).squeeze(1)
+
+
 class SiameseChangeNet(nn.Module):
     """Shared encoder, per-scale temporal fusion, top-down decoder, heatmap and site heads.
 
@@ -121,6 +178,9 @@ class SiameseChangeNet(nn.Module):
         decoder_channels: width of the fused maps and the decoder.
         embedding_dim: size ``D`` of the site embedding.
         arch: the factory name this network was built under (stored in checkpoints).
+        epoch_head: add the per-epoch building head (:class:`EpochBuildingHead`) and fuse its
+            "standing before, not after" log-odds into the site logit; False builds exactly the
+            network the bundled model was trained as (same tensors, same outputs).
     """
 
     def __init__(
@@ -131,9 +191,11 @@ class SiameseChangeNet(nn.Module):
         in_channels: int = 3,
         decoder_channels: int = 48,
         embedding_dim: int = 64,
+        epoch_head: bool = False,
     ) -> None:
         super().__init__()
         self.arch = arch
+        self.epoch_head = bool(epoch_head)
         self.in_channels = in_channels
         mean, std = channel_stats(in_channels)
         self.register_buffer("mean", torch.tensor(mean).view(1, in_channels, 1, 1), persistent=False)
@@ -148,6 +210,10 @@ class SiameseChangeNet(nn.Module):
         self.score = nn.Linear(embedding_dim, 1)
         # weight of the centre-pooled heatmap logit in the site score; starts useful
         self.heatmap_gain = nn.Parameter(torch.tensor(1.0))
+        if self.epoch_head:
+            self.building_head = EpochBuildingHead(encoder.spec.channels, d)
+            # weight of logit(p_before * (1 - p_after)) in the site score (learned)
+            self.epoch_gain = nn.Parameter(torch.tensor(1.0))
 
     def _channels_last(self) -> bool:
         """Whether the weights were converted with ``.to(memory_format=torch.channels_last)``."""
@@ -163,8 +229,8 @@ class SiameseChangeNet(nn.Module):
             x: ``(B, 2, C, H, W)`` float in ``[0, 1]`` (before, after). Any ``H, W >= 16``.
 
         Returns:
-            :class:`ModelOutput` with ``logit (B,)``, ``heatmap (B, 1, H, W)`` logits and
-            ``embedding (B, D)``.
+            :class:`ModelOutput` with ``logit (B,)``, ``heatmap (B, 1, H, W)`` logits,
+            ``embedding (B, D)`` and, with the per-epoch head, ``standing (B, 2)`` logits.
         """
         if x.dim() != 5 or x.shape[1] != 2 or x.shape[2] != self.in_channels:
             raise ValueError(
@@ -194,4 +260,8 @@ class SiameseChangeNet(nn.Module):
         embedding = self.embed(torch.cat([centre_feat, context_feat], dim=1))
         centre_heat = self.centre_pool(heat_small).squeeze(1)  # (B,)
         logit = self.score(embedding).squeeze(1) + self.heatmap_gain * centre_heat
-        return ModelOutput(logit=logit, heatmap=heatmap, embedding=embedding)
+        if not self.epoch_head:
+            return ModelOutput(logit=logit, heatmap=heatmap, embedding=embedding)
+        standing = self.building_head(feats).view(b, 2)  # rows 2i, 2i + 1 -> (before, after)
+        logit = logit + self.epoch_gain * gone_logit(standing).to(logit.dtype)
+        return ModelOutput(logit=logit, heatmap=heatmap, embedding=embedding, standing=standing)

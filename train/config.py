@@ -87,6 +87,11 @@ class TrainConfig:
         heatmap_weight: weight of the weak heatmap loss (positive sites: centre disc is change,
             negative sites: nothing is change); 0 turns it off.
         heatmap_radius_frac: radius of the centre disc for the heatmap target (fraction of side).
+        epoch_head_weight: weight of the per-epoch building loss (BCE of "an intact building
+            stands at the centre" per epoch, on pairs whose dataset gives ``standing_before`` /
+            ``standing_after``, as synthetic ones do; pairs without them add nothing). Used
+            only when the network has the head (``model.epoch_head``); 0 = the head learns
+            through the site loss alone.
         early_stopping_patience: stop after this many epochs without a better validation AP
             (null = never stop early).
         epoch_pairs: pairs drawn per epoch (null = the whole training split once).
@@ -138,6 +143,7 @@ class TrainConfig:
     balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
     heatmap_weight: float = 0.3
     heatmap_radius_frac: float = 0.18
+    epoch_head_weight: float = 0.5
     early_stopping_patience: int | None = 5
     epoch_pairs: int | None = None
     threads: int | None = None
@@ -179,6 +185,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"train.{name} must be between 0 and 1 (exclusive), or null")
+        if not (self.epoch_head_weight >= 0 and self.epoch_head_weight < float("inf")):
+            raise ValueError("train.epoch_head_weight must be a finite number >= 0 (0 = no per-epoch building loss)")
         if self.feature_stats_pairs < 0:
             raise ValueError("train.feature_stats_pairs must be 0 (none) or more")
         for name in ("early_stopping_patience", "epoch_pairs", "threads"):

@@ -61,8 +61,10 @@ __all__ = [
     "synth_dataset_folder",
 ]
 
-#: bump when the cached array layout or the cutting semantics change
-CACHE_VERSION = 1
+#: bump when the cached array layout or the cutting semantics change (2: per-epoch ``standing``)
+CACHE_VERSION = 2
+#: sites.csv columns with the per-epoch "intact building stands here" truth (1/0; blank = unknown)
+STANDING_COLUMNS = ("standing_before", "standing_after")
 #: the setting a DATASET argument belongs to, for error messages (``evaluate.data`` in evaluation)
 TRAIN_DATA = "train.data"
 
@@ -198,7 +200,7 @@ def cut_labelled_folder(folder: Path, tiles: TilesConfig, *, name: str, data_has
             images.append(np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8))
             s = pair.site
             group = (s.extra or {}).get("tile") or pair.meta.before_scene or "scene"
-            rows.append((s.site_id, damage_to_label(s.damage), group, s.lon, s.lat, pair.meta.before_scene, s.damage))
+            rows.append((s.site_id, damage_to_label(s.damage), group, s.lon, s.lat, pair.meta.before_scene, s.damage, site_standing(s.extra, s.site_id, folder)))
     if reasons:
         log.warning("%s: %d site(s) could not be assessed and are left out: %s", folder, sum(reasons.values()), dict(reasons))
     if not images:
@@ -215,7 +217,30 @@ def cut_labelled_folder(folder: Path, tiles: TilesConfig, *, name: str, data_has
         name=name,
         data_hash=data_hash,
         gsd_m=tiles.gsd_m,
+        standing=np.array([r[7] for r in rows], dtype=np.int8) if any(max(r[7]) >= 0 for r in rows) else None,
     )
+
+
+def site_standing(extra: dict[str, str] | None, site_id: str, folder: Path) -> tuple[int, int]:
+    """The per-epoch targets of one site from its ``standing_before`` / ``standing_after``
+    columns: 1 (an intact building stands there), 0 (none does) or -1 (unknown: no column,
+    or a blank cell).
+
+    Raises:
+        InputError: a cell holds anything else (naming the folder, site and column).
+    """
+    values = []
+    for col in STANDING_COLUMNS:
+        text = str((extra or {}).get(col, "") or "").strip().lower()
+        if text in ("", "nan", "none"):
+            values.append(-1)
+        elif text in ("1", "1.0", "true", "yes"):
+            values.append(1)
+        elif text in ("0", "0.0", "false", "no"):
+            values.append(0)
+        else:
+            raise InputError(f"dataset {folder}: site {site_id}: {col} is {text!r}; use 1 (an intact building stands), 0 or blank (unknown)")
+    return values[0], values[1]
 
 
 def load_labelled_folder(

@@ -37,6 +37,10 @@ class PairSet:
         data_hash: SHA-256 over the contents of the source files (a folder's sites and rasters,
             an xBD folder's label files and images); the cache key adds the cutting settings.
         gsd_m: chip ground sample distance in metres per pixel.
+        standing: int8 ``(N, 2)``: whether an intact building stands at the site in the before
+            and in the after epoch (1 / 0, -1 = unknown), the targets of the per-epoch building
+            head; from a dataset's ``standing_before`` / ``standing_after`` columns, which the
+            synthetic generator writes. None = unknown for every pair (real labelled sets).
     """
 
     images: np.ndarray
@@ -50,9 +54,21 @@ class PairSet:
     name: str
     data_hash: str
     gsd_m: float
+    standing: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def has_standing(self) -> bool:
+        """Whether any pair has a known per-epoch target."""
+        return self.standing is not None and bool((self.standing >= 0).any())
+
+    def standing_targets(self) -> np.ndarray:
+        """int8 ``(N, 2)`` per-epoch targets, -1 where unknown (all of them when ``standing`` is None)."""
+        if self.standing is None:
+            return np.full((len(self), 2), -1, dtype=np.int8)
+        return self.standing
 
     @property
     def positives(self) -> int:
@@ -71,6 +87,7 @@ class PairSet:
             lat=self.lat[idx],
             scenes=self.scenes[idx],
             damage=self.damage[idx],
+            standing=None if self.standing is None else self.standing[idx],
         )
 
     def as_float(self, idx: np.ndarray | slice | None = None) -> np.ndarray:
@@ -106,6 +123,7 @@ def concat_pairsets(sets: list[PairSet]) -> PairSet:
         name="+".join(s.name for s in sets),
         data_hash=hashlib.sha256("".join(s.data_hash for s in sets).encode()).hexdigest(),
         gsd_m=sets[0].gsd_m,
+        standing=np.concatenate([s.standing_targets() for s in sets]) if any(s.standing is not None for s in sets) else None,
     )
 
 
@@ -124,6 +142,7 @@ def save_pairset(ps: PairSet, path: Path) -> None:
         scenes=ps.scenes.astype(str),
         damage=ps.damage.astype(str),
         info=np.array(json.dumps({"name": ps.name, "data_hash": ps.data_hash, "gsd_m": ps.gsd_m})),
+        **({} if ps.standing is None else {"standing": ps.standing.astype(np.int8)}),
     )
     os.replace(tmp, path)
 
@@ -144,4 +163,6 @@ def load_pairset(path: Path) -> PairSet:
             name=info["name"],
             data_hash=info["data_hash"],
             gsd_m=float(info["gsd_m"]),
+            # caches written before the per-epoch targets existed have no such array
+            standing=z["standing"] if "standing" in z.files else None,
         )

@@ -257,7 +257,7 @@ def build_start_model(model: ModelConfig, init_from: str | Path | None) -> tuple
         if meta.arch != model.arch:
             log.info("fine-tuning %s from %s (model.arch %s ignored)", meta.arch, init_from, model.arch)
         return net, meta
-    return build_model(model.arch, pretrained=model.pretrained, in_channels=model.in_channels), None
+    return build_model(model.arch, pretrained=model.pretrained, in_channels=model.in_channels, epoch_head=model.epoch_head), None
 
 
 def freeze_encoder_stages(net: nn.Module, n: int) -> None:
@@ -357,15 +357,21 @@ def heatmap_target(labels: torch.Tensor, disc: torch.Tensor) -> tuple[torch.Tens
     return target, weight
 
 
-def training_loss(out: ModelOutput, y: torch.Tensor, cfg: TrainConfig, *, pos_weight: torch.Tensor, disc: torch.Tensor | None) -> torch.Tensor:
-    """The loss of one batch: site BCE (positives weighted) plus the weak heatmap loss.
+def training_loss(
+    out: ModelOutput, y: torch.Tensor, cfg: TrainConfig, *, pos_weight: torch.Tensor, disc: torch.Tensor | None,
+    standing: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss of one batch: site BCE (positives weighted) plus the weak heatmap loss, plus
+    (with the per-epoch building head) the per-epoch building loss.
 
     Args:
-        out: the network's output for the batch (``logit (B,)``, ``heatmap (B, 1, H, W)``).
+        out: the network's output for the batch (``logit (B,)``, ``heatmap (B, 1, H, W)``,
+            ``standing (B, 2)`` logits or None).
         y: (B,) float 0/1 labels.
-        cfg: ``heatmap_weight`` (0 = site loss only).
+        cfg: ``heatmap_weight`` (0 = site loss only), ``epoch_head_weight``.
         pos_weight: scalar tensor, weight of positive pairs.
         disc: (1, 1, H, W) centre disc (:func:`centre_disc`) when ``heatmap_weight > 0``.
+        standing: (B, 2) per-epoch targets (1 / 0, -1 = unknown), see :func:`epoch_head_loss`.
 
     Returns:
         Scalar loss tensor.
@@ -375,7 +381,24 @@ def training_loss(out: ModelOutput, y: torch.Tensor, cfg: TrainConfig, *, pos_we
         target, weight = heatmap_target(y, disc)
         hl = F.binary_cross_entropy_with_logits(out.heatmap.float(), target, weight=weight, reduction="sum")
         loss = loss + cfg.heatmap_weight * hl / weight.sum().clamp_min(1.0)
+    if cfg.epoch_head_weight > 0 and out.standing is not None and standing is not None:
+        loss = loss + cfg.epoch_head_weight * epoch_head_loss(out.standing, standing)
     return loss
+
+
+def epoch_head_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of the per-epoch building logits over the epochs whose target is known.
+
+    Args:
+        logits: (B, 2) "intact building stands at the centre" logits (before, after).
+        targets: (B, 2) 1 (stands), 0 (does not) or -1 (unknown: real labelled sets; masked out).
+
+    Returns:
+        Scalar tensor; 0 (still attached to the graph) when no target in the batch is known.
+    """
+    known = targets >= 0
+    per = F.binary_cross_entropy_with_logits(logits.float(), targets.clamp_min(0).float(), reduction="none")
+    return (per * known).sum() / known.sum().clamp_min(1)
 
 
 def train_one_epoch(
@@ -422,18 +445,24 @@ def train_one_epoch(
     total, count = 0.0, 0
     pw = torch.tensor(plan.pos_weight, device=device)
     disc = centre_disc(data.images.shape[-1], cfg.heatmap_radius_frac).to(device) if cfg.heatmap_weight > 0 else None
+    standing = data.standing_targets() if data.has_standing else None
     bar = tqdm(range(n_batches), desc=desc, unit="batch", leave=False, disable=tqdm_disable(progress))
     for b in bar:
         idx = order[b * bs : (b + 1) * bs]
         x = torch.from_numpy(data.images[idx]).float().div_(255.0)
         y = torch.from_numpy(data.labels[idx].astype(np.float32))
-        x = augment_batch(x, y, cfg.augment, gen).to(device)
+        st = torch.from_numpy(standing[idx].astype(np.int64)) if standing is not None else None
+        # the swap augmentation only swaps negatives; one whose epochs differ in what stands
+        # (never in synthetic sets) is kept in order so its per-epoch targets still match
+        swap_y = y if st is None else torch.where(st[:, 0] != st[:, 1], torch.ones_like(y), y)
+        x = augment_batch(x, swap_y, cfg.augment, gen).to(device)
         y = y.to(device)
+        st = st.to(device) if st is not None else None
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * plan.lr_at(step0 + b)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             out = net(x)
-        loss = training_loss(out, y, cfg, pos_weight=pw, disc=disc)
+        loss = training_loss(out, y, cfg, pos_weight=pw, disc=disc, standing=st)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP_NORM)
@@ -730,7 +759,7 @@ def calibrate(labels: np.ndarray, logits: np.ndarray, cfg: TrainConfig) -> Calib
 
 def _checkpoint_meta(
     data: TrainingData, state: FitState, cal: Calibration, *, arch: str, in_channels: int, tiles: TilesConfig,
-    train_config: dict[str, Any], start_meta: CheckpointMeta | None,
+    train_config: dict[str, Any], start_meta: CheckpointMeta | None, epoch_head: bool = False,
 ) -> CheckpointMeta:
     metrics: dict[str, Any] = {
         "validation": cal.report.to_dict(),
@@ -755,6 +784,7 @@ def _checkpoint_meta(
         metrics=metrics,
         data_hashes={s.name: s.data_hash for s in data.sources},
         train_config=train_config,
+        epoch_head=epoch_head,
     )
     if start_meta is not None and start_meta.class_map:
         meta = dataclasses.replace(meta, class_map=dict(start_meta.class_map))
@@ -810,6 +840,13 @@ def train_model(
     data = load_training_data(specs, tiles, train, synth, extra_sets=extra_sets, progress=progress)
 
     net, start_meta = build_start_model(model, init_from)
+    if getattr(net, "epoch_head", False):
+        known = int((data.train.standing_targets() >= 0).sum())
+        if train.epoch_head_weight > 0 and known == 0:
+            log.warning("model.epoch_head: no training pair has per-epoch targets (standing_before/standing_after); "
+                        "the per-epoch building head learns only through the site loss")
+        else:
+            log.info("per-epoch building head: %d known epoch targets in the training split, weight %g", known, train.epoch_head_weight)
     net.to(device)
     freeze_encoder_stages(net, train.freeze_encoder_stages)
     autocast_dtype = choose_precision(device, train.precision)
@@ -831,6 +868,7 @@ def train_model(
         data, state, cal, tiles=tiles, start_meta=start_meta,
         arch=start_meta.arch if start_meta else model.arch,
         in_channels=start_meta.in_channels if start_meta else model.in_channels,
+        epoch_head=bool(getattr(net, "epoch_head", False)),
         train_config={**config, "data": list(specs), "from": str(init_from) if init_from else None},
     )
     if stats is not None:

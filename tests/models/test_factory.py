@@ -20,11 +20,16 @@ class ArchitectureContract:
 
     arch: ClassVar[str]
     size: ClassVar[int] = 48
+    #: build the variant with the per-epoch building head (``model.epoch_head``)
+    epoch_head: ClassVar[bool] = False
+
+    def build(self, **kw) -> torch.nn.Module:
+        return build_model(self.arch, pretrained=False, epoch_head=self.epoch_head, **kw)
 
     @pytest.fixture(scope="class")
     def model(self) -> torch.nn.Module:
         torch.manual_seed(0)
-        return build_model(self.arch, pretrained=False).eval()
+        return self.build().eval()
 
     def pairs(self, b: int, h: int, w: int, c: int = 3, seed: int = 0) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
@@ -37,7 +42,10 @@ class ArchitectureContract:
         assert out.logit.shape == (3,)
         assert out.heatmap.shape == (3, 1, self.size, self.size)
         assert out.embedding.ndim == 2 and out.embedding.shape[0] == 3 and out.embedding.shape[1] > 0
-        for t in out:
+        assert (out.standing is not None) == self.epoch_head
+        if self.epoch_head:
+            assert out.standing.shape == (3, 2)
+        for t in (t for t in out if t is not None):
             assert t.dtype == torch.float32
             assert torch.isfinite(t).all()
 
@@ -58,10 +66,12 @@ class ArchitectureContract:
 
     def test_gradients_reach_every_parameter_and_both_epochs(self):
         torch.manual_seed(0)
-        model = build_model(self.arch, pretrained=False).train()
+        model = self.build().train()
         x = self.pairs(2, self.size, self.size).requires_grad_(True)
         out = model(x)
         loss = out.logit.sum() + out.heatmap.mean() + out.embedding.mean()
+        if out.standing is not None:
+            loss = loss + out.standing.sum()
         loss.backward()
         missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"no gradient reached: {missing[:5]}"
@@ -74,7 +84,7 @@ class ArchitectureContract:
         x = self.pairs(2, self.size, self.size, seed=2)
         with torch.no_grad():
             ref = model(x)
-            fast = build_model(self.arch, pretrained=False, log_init=False)
+            fast = self.build(log_init=False)
             fast.load_state_dict(model.state_dict())
             fast = fast.eval().to(memory_format=torch.channels_last)
             out = fast(x)
@@ -97,7 +107,7 @@ class ArchitectureContract:
 
     def test_other_channel_counts(self):
         for c in (1, 4):
-            m = build_model(self.arch, pretrained=False, in_channels=c, log_init=False).eval()
+            m = self.build(in_channels=c, log_init=False).eval()
             with torch.no_grad():
                 out = m(self.pairs(2, self.size, self.size, c=c))
             assert out.heatmap.shape == (2, 1, self.size, self.size)
@@ -113,6 +123,16 @@ class TestSiamMobilenetV2(ArchitectureContract):
 
 class TestSiamResnet18(ArchitectureContract):
     arch = "siam-resnet18"
+
+
+class TestSiamMobilenetV2LiteEpochHead(ArchitectureContract):
+    arch = "siam-mobilenetv2-lite"
+    epoch_head = True
+
+
+class TestSiamResnet18EpochHead(ArchitectureContract):
+    arch = "siam-resnet18"
+    epoch_head = True
 
 
 def test_every_architecture_has_a_contract_test():

@@ -35,9 +35,14 @@ log = logging.getLogger(__name__)
 
 #: changes whenever the same config would give different pixels or labels; caches of generated
 #: datasets should include it in their key
-GENERATOR_VERSION = "2.0"
+GENERATOR_VERSION = "2.1"
 
-SITE_COLUMNS = ("site_id", "lon", "lat", "kind", "radius_m", "damage", "damage_style", "region", "building_m")
+SITE_COLUMNS = (
+    "site_id", "lon", "lat", "kind", "radius_m", "damage", "damage_style", "region", "building_m",
+    "standing_before", "standing_after",
+)
+#: damage classes after which the site's roof still stands intact (the building is whole)
+STANDING_DAMAGE = ("no-damage", "minor-damage")
 DAMAGE_ORDER = ("destroyed", "major-damage", "minor-damage", "no-damage")
 #: chips in the gallery are this many metres wide
 GALLERY_CHIP_M = 48.0
@@ -136,6 +141,19 @@ def write_geotiff(path: Path, arr: np.ndarray, transform: object, crs: CRS, tags
         dst.update_tags(**tags)
         for i, name in enumerate(("red", "green", "blue")[: arr.shape[0]], start=1):
             dst.set_band_description(i, name)
+
+
+def standing_in_epochs(b: Building) -> tuple[bool, bool]:
+    """Whether an intact building stands at ``b``'s place in the before and in the after epoch.
+
+    What the generator draws: new construction (``after_only``) is absent before; a building
+    stands after unless it is drawn major-damaged or destroyed, or demolished (cleared or a
+    debris heap). These are the per-epoch truths ``sites.csv`` carries as ``standing_before``
+    and ``standing_after`` (1/0), the targets of a per-epoch building head.
+    """
+    before = not b.after_only
+    after = b.damage in STANDING_DAMAGE and b.demolition is None
+    return before, after
 
 
 def choose_sites(rng: np.random.Generator, lay: Layout, wanted: dict[str, int]) -> list[Building]:
@@ -367,6 +385,7 @@ def _site_rows(
     for j in order:
         b = chosen[int(j)]
         bidx = lay.buildings.index(b)
+        standing = standing_in_epochs(b)
         rows.append({
             "site_id": f"syn{config.seed}-r{region.index:03d}-b{bidx:05d}",
             "lon": f"{lons[j]:.8f}",
@@ -377,6 +396,8 @@ def _site_rows(
             "damage_style": b.style if b.damage != "no-damage" else "",
             "region": str(region.index),
             "building_m": f"{b.size_m:.1f}",
+            "standing_before": str(int(standing[0])),
+            "standing_after": str(int(standing[1])),
         })
         if gallery_chips is not None and len(gallery_chips[b.damage]) < 4 and shown[b.damage] < 2:
             shown[b.damage] += 1
