@@ -218,8 +218,17 @@ def test_site_marker_context_view_and_run_map_by_keyboard(browser_page, block, t
         intact = next(b for b in scene.buildings if not b.destroyed)
         i = state.run.by_id[intact.site_id].index
         xy = page.evaluate(f"() => window.swMap.screenOf({i})")
-        rgb = page.evaluate(f"() => Array.from(document.getElementById('map-canvas').getContext('2d')"
-                            f".getImageData({xy[0]} * devicePixelRatio + 6, {xy[1]} * devicePixelRatio, 1, 1).data)")
+        pixel = (f"() => Array.from(document.getElementById('map-canvas').getContext('2d')"
+                 f".getImageData({xy[0]} * devicePixelRatio + 6, {xy[1]} * devicePixelRatio, 1, 1).data)")
+        # the scene picture is drawn after the overview is ready: under load it can lag, so wait
+        # (bounded) for the roof colour before reading the pixel that is asserted
+        near_roof = f"(() => {{ const c = ({pixel})(); const r = {list(ROOF_RGB)}; " \
+                    "return Math.abs(c[0]-r[0]) + Math.abs(c[1]-r[1]) + Math.abs(c[2]-r[2]) < 120; })"
+        try:
+            page.wait_for_function(f"() => {near_roof}()", timeout=10_000)
+        except Exception:
+            pass  # the assertion below reports the pixel actually there
+        rgb = page.evaluate(pixel)
         assert sum(abs(a - b) for a, b in zip(rgb[:3], ROOF_RGB)) < 120, rgb
         canvas = page.locator("#map-canvas").bounding_box()
         page.mouse.click(canvas["x"] + xy[0], canvas["y"] + xy[1])
