@@ -44,7 +44,10 @@ from sitewatch.errors import RunFolderError
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
-JOURNAL_FORMAT = "sitewatch-journal/3"
+#: format 4: the resume binding leaves out modification times (a touched or copied raster with the
+#: same bytes resumes; its full SHA-256 is verified) and a ``changed`` line untrusts an invocation
+#: whose inputs changed while it read them. Format 3 journals bound the times and are not continued.
+JOURNAL_FORMAT = "sitewatch-journal/4"
 #: bytes of a run key.
 RUN_KEY_BYTES = 32
 
@@ -210,7 +213,11 @@ def _authenticated_header(text: str, keys: RunKeyStore) -> tuple[dict[str, Any],
     if not isinstance(parsed, dict) or not str(parsed.get("journal", "")).startswith("sitewatch-journal/"):
         raise ValueError("not a journal header")
     if parsed.get("journal") != JOURNAL_FORMAT:
-        why = "without authentication codes" if parsed.get("journal") == "sitewatch-journal/1" else "which this version does not continue"
+        why = (
+            "without authentication codes"
+            if parsed.get("journal") == "sitewatch-journal/1"
+            else "which this version does not continue (it bound resumes to the rasters' modification times)"
+        )
         raise JournalTampered(f"written in the older format {parsed.get('journal')!r}, {why}")
     key = keys.get(parsed.get("key_id"))
     if key is None:
@@ -228,7 +235,7 @@ def _note_body(kind: str, payload: Mapping[str, Any]) -> str:
 
 
 def note_line(kind: str, payload: Mapping[str, Any], key: bytes) -> str:
-    """A journal line that is not a batch (``inputs``, ``resumed``), with its HMAC under ``key``."""
+    """A journal line that is not a batch (``inputs``, ``resumed``, ``changed``), with its HMAC under ``key``."""
     return json.dumps({"mac": _mac(key, _note_body(kind, payload)), kind: payload}, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
@@ -254,7 +261,7 @@ def _parse_line(text: str, key: bytes) -> tuple[str, Any]:
 
 
 #: journal lines besides the header and the batches.
-NOTE_KINDS = ("inputs", "resumed")
+NOTE_KINDS = ("inputs", "resumed", "changed")
 
 
 class _Invocations:
@@ -274,6 +281,11 @@ class _Invocations:
 
     def recorded(self, payload: Mapping[str, Any]) -> None:
         self._inputs = payload
+
+    def changed(self) -> None:
+        """The invocation's inputs changed while it read them: none of its batches is trusted."""
+        self._untrusted.update(self._batches)
+        self._batches, self._inputs = {}, None
 
     def close(self) -> None:
         """End the current invocation (a ``resumed`` line, or the end of the journal)."""
@@ -323,6 +335,8 @@ def scan_journal(path: Path, keys: RunKeyStore | None = None) -> JournalIndex:
                         runs.batch(item.batch, (offset, len(raw), tuple(r["site_id"] for r in item.rows)))
                     elif kind == "inputs":
                         runs.recorded(item)
+                    elif kind == "changed":
+                        runs.changed()
                     else:  # resumed: a new invocation starts
                         runs.close()
             except JournalTampered as exc:
@@ -341,7 +355,8 @@ def scan_journal(path: Path, keys: RunKeyStore | None = None) -> JournalIndex:
     runs.close()
     if runs.untrusted:
         log.warning(
-            "%s: %d batch(es) of an earlier invocation that stopped before its inputs were hashed are scored again",
+            "%s: %d batch(es) of an earlier invocation that stopped before its inputs were hashed, or whose inputs "
+            "changed while it read them, are scored again",
             path,
             runs.untrusted,
         )

@@ -106,12 +106,15 @@ def hash_scene_inputs(catalog: Any) -> list[dict[str, Any]]:
 QUICK_EDGE_BYTES = 1 << 20
 
 
-def quick_file_fingerprint(path: str | Path) -> str:
+def quick_file_fingerprint(path: str | Path, *, with_mtime: bool = True) -> str:
     """A cheap fingerprint of a file: its size, modification time (ns) and the SHA-256 of its
     first and last :data:`QUICK_EDGE_BYTES` (a rewritten GeoTIFF changes at least one of them).
 
-    Binds a resume journal to its inputs while their full SHA-256 is still being computed
-    (:class:`InputHasher`); it is never the provenance record itself.
+    With ``with_mtime=False`` (the journal's binding of a resume, :func:`quick_epoch_component`)
+    the modification time is left out, so a raster that was only touched or copied (same bytes)
+    still resumes; the full SHA-256 recorded by the earlier invocation is verified on resume
+    (:func:`detect.journal.check_recorded_inputs`). With the time (the default) it is the check
+    that a file did not change while one run read it. It is never the provenance record itself.
 
     Raises:
         OSError: the file cannot be read.
@@ -119,7 +122,8 @@ def quick_file_fingerprint(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         st = os.fstat(fh.fileno())
-        digest.update(f"{st.st_size}:{st.st_mtime_ns}:".encode("ascii"))
+        stamp = f"{st.st_size}:{st.st_mtime_ns}:" if with_mtime else f"{st.st_size}:"
+        digest.update(stamp.encode("ascii"))
         digest.update(fh.read(QUICK_EDGE_BYTES))
         if st.st_size > QUICK_EDGE_BYTES:
             fh.seek(max(QUICK_EDGE_BYTES, st.st_size - QUICK_EDGE_BYTES))
@@ -129,12 +133,16 @@ def quick_file_fingerprint(path: str | Path) -> str:
 
 def quick_epoch_component(catalog: Any) -> str:
     """The journal's binding of one epoch's rasters (and sidecars): :func:`quick_file_fingerprint`
-    of each, with the scene ids (see :func:`epoch_component` for the manifest's)."""
+    of each without its modification time, with the scene ids (see :func:`epoch_component` for the manifest's)."""
     parts = []
     for scene in catalog.scenes:
         path = Path(scene.path)
         parts.append(
-            [scene.scene_id, quick_file_fingerprint(path), [quick_file_fingerprint(p) for p in sidecar_paths(path) if p.is_file()]]
+            [
+                scene.scene_id,
+                quick_file_fingerprint(path, with_mtime=False),
+                [quick_file_fingerprint(p, with_mtime=False) for p in sidecar_paths(path) if p.is_file()],
+            ]
         )
     return sha256_text(json.dumps(parts))
 

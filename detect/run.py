@@ -723,9 +723,13 @@ def score_run(
                 bar.update(len(record.rows))
                 recorder.poll(writer)
             recorder.poll(writer, wait=True)
+            try:
+                _check_unchanged(binding)
+            except InputError as exc:  # a rerun scores this invocation's batches again
+                writer.append_note("changed", {"reason": str(exc)})
+                raise
     finally:
         bar.close()
-    _check_unchanged(binding)
     if recorder.identity is None:  # pragma: no cover - poll(wait=True) sets it or raises
         raise RuntimeError("the inputs were not hashed")
     return chip_cache.images(), recorder.identity

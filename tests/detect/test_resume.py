@@ -108,11 +108,11 @@ def test_a_raster_with_other_bytes_but_the_same_size_and_time_stops_the_resumed_
 def test_a_raster_that_changes_while_the_run_reads_it_stops_the_run(tiny_scene, tmp_path, monkeypatch):
     """Issue 12: the after raster is rewritten (new modification time) after the first scored
     batch: the run fails naming the file instead of writing scores that mix two versions, and
-    the run folder is then refused without --overwrite."""
+    the rerun trusts none of that invocation's batches (its journal says the inputs changed)."""
     from detect.config import DetectConfig
     from detect.journal import JournalWriter
     from detect.run import run_detect
-    from sitewatch.errors import InputError, RunFolderError
+    from sitewatch.errors import InputError
 
     scene = _copy_scene(tiny_scene, tmp_path / "scene")
     raster = _raster(scene.after)
@@ -130,7 +130,36 @@ def test_a_raster_that_changes_while_the_run_reads_it_stops_the_run(tiny_scene, 
         run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
     assert not (run / "scores.csv").exists() and not (run / "manifest.json").exists()
     monkeypatch.setattr(JournalWriter, "append", append)
-    with pytest.raises(RunFolderError, match="different after"):
-        run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
-    summary = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False, overwrite=True)
+    summary = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
     assert summary.batches_resumed == 0 and summary.ok > 0
+    clean = run_detect(scene.sites, [scene.before], [scene.after], tmp_path / "clean", detect=detect, progress=False)
+    assert (run / "scores.csv").read_bytes() == (tmp_path / "clean" / "scores.csv").read_bytes()
+    assert clean.batches_total == summary.batches_total
+
+
+def test_a_raster_only_touched_or_copied_between_runs_resumes(tiny_scene, tmp_path):
+    """A raster with the same bytes but a new modification time (touched, or copied without
+    keeping times) resumes: the journal binds size, first and last bytes and verifies the full
+    SHA-256 recorded by the earlier invocation; the outputs are those of an uninterrupted run."""
+    import shutil
+
+    from detect.config import DetectConfig
+    from detect.run import run_detect
+
+    scene = _copy_scene(tiny_scene, tmp_path / "scene")
+    detect = DetectConfig(batch_size=8, chips_top_n=0)
+    run = tmp_path / "run"
+    first = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    scores = (run / "scores.csv").read_bytes()
+    raster = _raster(scene.after)
+    st = raster.stat()
+    os.utime(raster, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
+    touched = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    assert touched.batches_resumed == touched.batches_total == first.batches_total
+    copy = raster.with_name("copy.tmp")
+    shutil.copyfile(raster, copy)  # new inode and times, same bytes
+    os.replace(copy, raster)
+    assert raster.stat().st_mtime_ns != st.st_mtime_ns
+    copied = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
+    assert copied.batches_resumed == copied.batches_total
+    assert (run / "scores.csv").read_bytes() == scores
