@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="finetune", help=f"what a round does with its verdicts: {', '.join(METHODS)} (comma-separated)")
     parser.add_argument("--verdict-sets", help="sets that get the verdict rounds (default: all but reference sets)")
     parser.add_argument("--no-finetune", action="store_true", help="zero-shot and adapted rows only")
-    parser.add_argument("--no-adapted", "--no-adapt", dest="no_adapted", action="store_true", help="leave out the adapted row (run-time adaptation re-scores every pair)")
+    parser.add_argument("--no-adapted", "--no-adapt", dest="no_adapted", action="store_true", help="leave out the adapted row (run-time adaptation re-scores every pair); --no-adapt is an alias")
     parser.add_argument("--finetune-config", type=Path, default=FINETUNE_CONFIG, help="the fine-tuning recipe (default: configs/train-finetune.yaml)")
     parser.add_argument("--epochs", type=int, help="override train.epochs of the fine-tuning recipe")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

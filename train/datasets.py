@@ -376,6 +376,12 @@ def profile_synth_config(
     """
     if profile is None:
         return synth
+    if profile not in profiles and setting != TRAIN_DATA and not profiles:
+        raise UsageError(
+            f"{setting}: {spec}: {setting} takes no synth profiles (they are defined only in train.synth_profiles "
+            f"for training): use synth:N, or generate the world with `sitewatch synth` and give its folder",
+            setting=setting,
+        )
     if profile not in profiles:
         known = ", ".join(sorted(profiles)) or "none defined"
         raise UsageError(f"{setting}: {spec}: no synth profile {profile!r} in train.synth_profiles ({known})", setting=setting)

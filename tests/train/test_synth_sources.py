@@ -82,3 +82,13 @@ def test_cli_names_the_setting(tmp_path, capsys):
     assert main(["train", "--data", "synth:8@city", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "synth:8@city: no synth profile 'city' in train.synth_profiles (none defined)" in err
+
+
+def test_evaluate_data_with_a_profile_names_evaluate_not_train():
+    from tiles.synth.config import SynthConfig  # noqa: PLC0415 - only this test needs it
+
+    with pytest.raises(UsageError) as info:
+        profile_synth_config(SynthConfig(), {}, "city", spec="synth:8@city", setting="evaluate.data")
+    text = str(info.value)
+    assert text.startswith("evaluate.data: synth:8@city: evaluate.data takes no synth profiles")
+    assert "use synth:N" in text and "sitewatch synth" in text
