@@ -328,6 +328,10 @@ def recalibrate_run(
         previous_points={state.operating_point.name: state.operating_point.threshold},
         parent_screening=parent[0] if parent else None, what=what,
     )
+    # thresholds floored to the written precision: a threshold is usually one site's exact
+    # probability, and its written (rounded) score must still reach it (else the site that
+    # defines "screening", or a site the held threshold kept, loses its flag to rounding)
+    fit.points.update({k: dataclasses.replace(v, threshold=floor_to(v.threshold, state.decimals)) for k, v in fit.points.items()})
     name = operating_point or (state.operating_point.name if state.operating_point.name in fit.points else "screening")
     if name not in fit.points:
         raise InputError(f"calibration: no operating point {name!r}; choose one of {', '.join(fit.points)}", setting="detect.operating_point")
@@ -385,6 +389,14 @@ def recalibrate_run(
         flagged_before=flagged_before, flagged_after=flagged_after, operating_point=point,
         logits_recovered=recovered, manifest_sha256=digest,
     )
+
+
+def floor_to(value: float, decimals: int) -> float:
+    """``value`` rounded down to ``decimals`` places (a score written with that many places and
+    at least ``value`` before rounding still reaches it)."""
+    scale = 10.0 ** decimals
+    floored = math.floor(value * scale + 1e-9) / scale
+    return float(min(floored, value))
 
 
 def _finite(obj: Any) -> Any:
