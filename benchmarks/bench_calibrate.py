@@ -9,7 +9,9 @@ Each fit gets the model's own ``screening`` threshold as the parent (what ``site
 holds screening at when the sample has few damaged sites; ``--parent`` replaces it, e.g. to see
 the rule with a model whose screening threshold is below the 0.5 cap).
 Printed per set and policy: the share of draws the policy refused (too few damaged sites drawn),
-the share of accepted draws whose screening was held at the parent's threshold, and over the
+the shares of accepted draws with fewer than ``calibration.trust_positives`` damaged sites among
+those choosing the operating points (``few``) and whose screening was held at the parent's
+threshold (``held``), and over the
 accepted draws the median [10th-90th percentile] recall and intact-flagged share at
 ``screening`` on the rest, the share of draws whose recall on the rest is >= 0.8, and the
 fitted temperature; beside it the model as shipped on the same rest.
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         draws = [np.sort(rng.permutation(y.size)[: args.n]) for _ in range(args.draws)]
         print(f"\n{ls.name}: {y.size} pairs, {int(y.sum())} damaged; {args.draws} draws of {args.n} random verified sites "
               f"(~{args.n * y.mean():.1f} damaged per draw); parent screening p >= {shipped_thr:.3f}", flush=True)
-        print(f"{'policy':<40} {'refused':>7} {'held':>5} | {'recall on the rest [p10-p90]':>28} {'rec>=0.8':>8} "
+        print(f"{'policy':<40} {'refused':>7} {'few':>4} {'held':>5} | {'recall on the rest [p10-p90]':>28} {'rec>=0.8':>8} "
               f"{'intact flagged [p10-p90]':>26} | {'T':>5}   (at screening)")
         set_rows = {}
         shipped = []
@@ -89,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             rest = np.setdiff1d(np.arange(y.size), d)
             shipped.append(bg.flag_figures(y[rest], probs[rest] >= shipped_thr))
         shipped = np.array(shipped)
-        print(f"{'(model as shipped)':<40} {'':>7} {'':>5} | {_q(shipped[:, 1]):>28} {np.mean(shipped[:, 1] >= 0.8):>8.0%} "
+        print(f"{'(model as shipped)':<40} {'':>7} {'':>4} {'':>5} | {_q(shipped[:, 1]):>28} {np.mean(shipped[:, 1] >= 0.8):>8.0%} "
               f"{_q(shipped[:, 0]):>26} |")
         for name, changes in VARIANTS.items():
             policy = dataclasses.replace(CalibrationConfig(bootstrap=0), **changes)
-            figs, temps, refused, held = [], [], 0, 0
+            figs, temps, refused, held, few = [], [], 0, 0, 0
             for d in draws:
                 try:
                     fit = fit_calibration(y[d], logits[d], policy, previous_temperature=meta.temperature,
@@ -106,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                 figs.append(bg.flag_figures(y[rest], p >= fit.points["screening"].threshold))
                 temps.append(fit.temperature)
                 held += fit.screening_rule.rule == "held"
+                few += fit.screening_rule.rule != "fitted"
             f = np.array(figs) if figs else np.zeros((0, 2))
             row = {
                 "refused": refused / len(draws), "accepted": len(figs), "held": held / max(len(figs), 1),
+                "few_positives": few / max(len(figs), 1),
                 "recall_median": float(np.median(f[:, 1])) if len(f) else None,
                 "recall_p10": float(np.quantile(f[:, 1], 0.1)) if len(f) else None,
                 "recall_ge_0.8": float(np.mean(f[:, 1] >= 0.8)) if len(f) else None,
@@ -120,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             set_rows[name] = row
             if not len(f):
-                print(f"{name:<40} {refused / len(draws):>7.0%} {'':>5} | every draw refused")
+                print(f"{name:<40} {refused / len(draws):>7.0%} {'':>4} {'':>5} | every draw refused")
                 continue
-            print(f"{name:<40} {refused / len(draws):>7.0%} {held / len(figs):>5.0%} | {_q(f[:, 1]):>28} {np.mean(f[:, 1] >= 0.8):>8.0%} "
+            print(f"{name:<40} {refused / len(draws):>7.0%} {few / len(figs):>4.0%} {held / len(figs):>5.0%} | {_q(f[:, 1]):>28} {np.mean(f[:, 1] >= 0.8):>8.0%} "
                   f"{_q(f[:, 0]):>26} | {np.median(temps):5.2f}", flush=True)
         payload["sets"][ls.name] = {"n_pairs": int(y.size), "positives": int(y.sum()), "variants": set_rows,
                                     "shipped_recall_median": float(np.median(shipped[:, 1])),
