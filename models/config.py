@@ -58,9 +58,10 @@ class CalibrationConfig:
             reliability, so no figure is judged on the data that fitted it. null = both on all
             labelled sites (only for comparisons: the reliability is then optimistic).
         min_labels: fewest labelled sites a calibration accepts.
-        min_positives: fewest damaged (positive) labelled sites a calibration accepts. 3 is the
-            fewest the split can use (one damaged site on each side, at least two fitting the
-            temperature with the default share); it is safe because of ``trust_positives``.
+        min_positives: fewest damaged (positive) labelled sites a calibration accepts. 3 (with
+            the default share: two fit the temperature, one takes part in choosing the points) is
+            safe because of ``trust_positives``: so few cannot tighten screening. 2 (one on each
+            side) would leave the temperature to a single damaged site.
         trust_positives: fewest damaged sites in the operating-point part for which the fitted
             ``screening`` threshold is trusted to make screening stricter than the threshold the
             scores carried before (the parent's ``screening``, mapped onto the new temperature's
