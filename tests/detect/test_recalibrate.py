@@ -69,6 +69,10 @@ def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_pa
     assert cal["previous_temperature"] == pytest.approx(manifest["model"]["meta"]["temperature"])
     t, thr = cal["temperature"], manifest["operating_point"]["threshold"]
     assert thr == pytest.approx(cal["operating_points"]["screening"]["threshold"])
+    # 22 damaged: 11 chose the operating points, enough to trust the fitted screening threshold
+    assert cal["screening_rule"]["rule"] == "fitted" and cal["screening_rule"]["positives"] == 11
+    assert cal["screening_rule"]["parent_source"] == "the run's operating point (model calibration)"
+    assert cal["screening_note"] in out
     rows = read_scores_csv(run / "scores.csv")
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == n_ok
