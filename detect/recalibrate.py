@@ -229,6 +229,7 @@ class RecalibrationResult:
             f"calibrated on {self.labelled} labelled sites ({self.positives} damaged): temperature {f.temperature:.3f} "
             f"on {len(f.temperature_index)}, operating points on {len(f.points_index)}",
             "operating points: " + ", ".join(f"{k} p >= {v.threshold:.4f}" for k, v in f.points.items()),
+            f.screening_rule.text,
             f"flagged at {self.operating_point.name}: {self.flagged_before} -> {self.flagged_after} sites",
             f"ECE on the held-out labelled sites: {f.reliability_before.ece.text()} before, {f.reliability.ece.text()} after",
         ]
@@ -237,6 +238,25 @@ class RecalibrationResult:
         if self.logits_recovered:
             out.append("note: this run has no logit column; logits were recovered from the written scores")
         return out
+
+
+def parent_screening(state: RunScores) -> tuple[float, str] | None:
+    """The screening threshold the run's scores carried before, on their scale, and whence.
+
+    The run's own operating point when it flagged at ``screening``; else the screening point of
+    the calibration the run carries (an earlier ``sitewatch calibrate``, else the model's). None
+    when there is none (a model without operating points).
+    """
+    if state.operating_point.name == "screening":
+        return float(state.operating_point.threshold), f"the run's operating point ({state.operating_point.source or 'screening'})"
+    previous = state.manifest.calibration or {}
+    points = previous.get("operating_points") if isinstance(previous, Mapping) else None
+    if isinstance(points, Mapping) and isinstance(points.get("screening"), Mapping) and points["screening"].get("threshold") is not None:
+        return float(points["screening"]["threshold"]), "the run's earlier event calibration"
+    model_points = state.manifest.model.meta.get("operating_points") or {}
+    if isinstance(model_points, Mapping) and model_points.get("screening") is not None:
+        return float(model_points["screening"]), "the model's calibration"
+    return None
 
 
 def run_logits(rows: Sequence[Mapping[str, str]], temperature: float) -> tuple[dict[str, float], bool]:
@@ -302,10 +322,16 @@ def recalibrate_run(
     labels_arr = np.asarray(y, dtype=np.int64)
     z = np.asarray([logits[s] for s in ids], dtype=np.float64)
     what = f"{labels.source} {labels.path}" + (f" (after leaving out {sum(left_out.values())} unusable)" if left_out else "")
+    parent = parent_screening(state)
     fit = fit_calibration(
         labels_arr, z, policy, previous_temperature=state.temperature,
-        previous_points={state.operating_point.name: state.operating_point.threshold}, what=what,
+        previous_points={state.operating_point.name: state.operating_point.threshold},
+        parent_screening=parent[0] if parent else None, what=what,
     )
+    # thresholds floored to the written precision: a threshold is usually one site's exact
+    # probability, and its written (rounded) score must still reach it (else the site that
+    # defines "screening", or a site the held threshold kept, loses its flag to rounding)
+    fit.points.update({k: dataclasses.replace(v, threshold=floor_to(v.threshold, state.decimals)) for k, v in fit.points.items()})
     name = operating_point or (state.operating_point.name if state.operating_point.name in fit.points else "screening")
     if name not in fit.points:
         raise InputError(f"calibration: no operating point {name!r}; choose one of {', '.join(fit.points)}", setting="detect.operating_point")
@@ -341,6 +367,8 @@ def recalibrate_run(
         "temperature": fit.temperature,
         "previous_temperature": state.temperature,
         "operating_points": {k: dataclasses.asdict(v) for k, v in fit.points.items()},
+        "screening_rule": {**dataclasses.asdict(fit.screening_rule), "parent_source": parent[1] if parent else None},
+        "screening_note": fit.screening_rule.text,
         "n_temperature": int(len(fit.temperature_index)),
         "n_operating_points": int(len(fit.points_index)),
         "policy": dataclasses.asdict(policy),
@@ -361,6 +389,14 @@ def recalibrate_run(
         flagged_before=flagged_before, flagged_after=flagged_after, operating_point=point,
         logits_recovered=recovered, manifest_sha256=digest,
     )
+
+
+def floor_to(value: float, decimals: int) -> float:
+    """``value`` rounded down to ``decimals`` places (a score written with that many places and
+    at least ``value`` before rounding still reaches it)."""
+    scale = 10.0 ** decimals
+    floored = math.floor(value * scale + 1e-9) / scale
+    return float(min(floored, value))
 
 
 def _finite(obj: Any) -> Any:
@@ -388,6 +424,7 @@ def calibration_text(record: Mapping[str, Any], fit: FittedCalibration) -> str:
     ]
     for name, pt in fit.points.items():
         lines.append(f"  {name:<9} p >= {pt.threshold:.4f}  target {pt.target}: {'met' if pt.met else 'NOT met'} (precision {pt.precision:.3f}, recall {pt.recall:.3f})")
+    lines.append(f"  rule      {fit.screening_rule.text}")
     if record.get("logits_recovered_from_scores"):
         lines.append("note: the run had no logit column; logits were recovered from the written scores")
     lines += ["", "reliability BEFORE (the scores as the run carried them), on the operating-point sites:"]

@@ -360,7 +360,9 @@ def render_report(
         out.append(
             f"<p>Temperature {float(calibration.get('temperature', 1.0)):.3f} (was {float(calibration.get('previous_temperature', 1.0)):.3f}); "
             f"expected calibration error on the held-out labelled sites {_fixed3(calibration.get('ece_before'))} before, "
-            f"{_fixed3(calibration.get('ece'))} after. Reliability with confidence intervals: "
+            f"{_fixed3(calibration.get('ece'))} after. "
+            + (f"Screening threshold: {_e(calibration['screening_note'])}. " if calibration.get("screening_note") else "")
+            + "Reliability with confidence intervals: "
             '<a href="calibration.txt">calibration.txt</a>.</p><img src="reliability.png" alt="reliability diagram" width="420" height="420">'
         )
     out.append("<h2>Score histogram</h2>")

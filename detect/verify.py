@@ -339,7 +339,7 @@ def check_consistency(run_dir: Path, manifest: Mapping[str, Any], checks: _Check
             except (OSError, ValueError) as exc:
                 checks.fail("calibration", f"calibration.json cannot be read ({exc})")
             else:
-                for key in ("operating_points", "temperature", "tag", "labels", "n", "positives"):
+                for key in ("operating_points", "screening_rule", "temperature", "tag", "labels", "n", "positives"):
                     checks.equal(f"calibration.{key}", f"{key} vs calibration.json", on_disk.get(key) if isinstance(on_disk, dict) else None, calibration.get(key))
     elif isinstance(spec, str) and op:
         try:

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit
+from scipy.special import expit, logit
+from scipy.stats import beta
 
 from models.config import CalibrationConfig
 from sitewatch.errors import InputError
@@ -156,11 +157,14 @@ def choose_operating_points(
     screening_recall: float = CalibrationConfig.screening_recall,
     evidence_precision: float = CalibrationConfig.evidence_precision,
     screening_max: float = CalibrationConfig.screening_max_threshold,
+    recall_confidence: float | None = CalibrationConfig.screening_recall_confidence,
 ) -> dict[str, CalibratedPoint]:
     """Choose the "screening" and "evidence" thresholds on calibration data.
 
     * screening: the highest threshold whose recall reaches ``screening_recall`` (fewest
-      false alarms for that recall), but never above ``screening_max`` (0.5 by default,
+      false alarms for that recall) -- with ``recall_confidence``, whose one-sided
+      Clopper-Pearson lower bound on recall at that level reaches it (the lowest positive's
+      score when no threshold does: ``met`` False) --, but never above ``screening_max`` (0.5 by default,
       ``calibration.screening_max_threshold``): a screening pass always flags a site the model
       thinks more likely damaged than not.
     * evidence: the lowest threshold whose precision reaches ``evidence_precision`` (most
@@ -196,8 +200,14 @@ def choose_operating_points(
         }
     precision, recall, thresholds = precision_recall_curve(y, p)
     # thresholds descend, recall non-decreasing
-    ok = np.nonzero(recall >= screening_recall)[0]
-    i = int(ok[0]) if ok.size else len(thresholds) - 1
+    if recall_confidence is None:
+        ok = np.nonzero(recall >= screening_recall)[0]
+        i = int(ok[0]) if ok.size else len(thresholds) - 1
+    else:
+        n_pos = int(y.sum())
+        lower = recall_lower_bound(np.rint(recall * n_pos).astype(np.int64), n_pos, recall_confidence)
+        ok = np.nonzero(lower >= screening_recall)[0]
+        i = int(ok[0]) if ok.size else int(np.nonzero(recall >= 1.0)[0][0])
     screening = CalibratedPoint(
         "screening", float(thresholds[i]), float(precision[i]), float(recall[i]),
         f"recall>={screening_recall}", bool(ok.size),
@@ -231,7 +241,117 @@ def operating_points_for(labels: np.ndarray, probs: np.ndarray, policy: Calibrat
     """:func:`choose_operating_points` with the targets of ``policy``."""
     return choose_operating_points(
         labels, probs, screening_recall=policy.screening_recall, evidence_precision=policy.evidence_precision,
-        screening_max=policy.screening_max_threshold,
+        screening_max=policy.screening_max_threshold, recall_confidence=policy.screening_recall_confidence,
+    )
+
+
+def recall_lower_bound(flagged_positives: np.ndarray | int, positives: int, confidence: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower confidence bound on recall at level ``confidence``.
+
+    ``flagged_positives`` of ``positives`` damaged sites flagged: the bound is the
+    ``1 - confidence`` quantile of Beta(x, n - x + 1) (0 when x = 0). With every one flagged it is
+    ``(1 - confidence) ** (1 / n)``: 0.32 for 2 of 2 at 0.9, 0.79 for 10 of 10.
+    """
+    x = np.asarray(flagged_positives, dtype=np.float64)
+    n = float(positives)
+    if n <= 0:
+        return np.zeros_like(x)
+    with np.errstate(invalid="ignore"):
+        low = beta.ppf(1.0 - confidence, np.maximum(x, 1e-300), n - x + 1.0)
+    return np.where(x > 0, low, 0.0)
+
+
+@dataclass(frozen=True)
+class ScreeningRule:
+    """Which rule set the ``screening`` threshold of a fit (recorded in the run's manifest).
+
+    Attributes:
+        rule: ``"fitted"`` (enough damaged sites: the recall-based threshold), ``"held"`` (too few:
+            the fitted threshold was stricter than the parent's, so the parent's is used),
+            ``"fitted, not stricter"`` (too few, but the fitted threshold flags at least what the
+            parent's did, so it is kept) or ``"fitted, no parent"`` (too few and no earlier
+            screening threshold to hold at).
+        positives: damaged sites in the operating-point part.
+        trust_positives: the policy's ``calibration.trust_positives``.
+        fitted_threshold: the recall-based threshold chosen on the operating-point part.
+        parent_threshold: the parent's screening threshold on the new probability scale (None: none).
+        parent_threshold_before: the same on the scale the scores carried before.
+        recall: recall of the chosen threshold on the operating-point part (``flagged`` of ``positives``).
+        recall_lower_bound: its one-sided Clopper-Pearson lower bound at ``confidence``.
+        confidence: the level of that bound (``calibration.confidence``).
+        text: one sentence for the CLI, the report and the review app.
+    """
+
+    rule: str
+    positives: int
+    trust_positives: int
+    fitted_threshold: float
+    parent_threshold: float | None
+    parent_threshold_before: float | None
+    recall: float
+    recall_lower_bound: float
+    confidence: float
+    text: str
+
+
+def parent_threshold_on(threshold: float, previous_temperature: float, temperature: float) -> float:
+    """A threshold on ``sigmoid(z / previous_temperature)`` as the same logit on ``sigmoid(z / temperature)``."""
+    if threshold <= 0.0 or threshold >= 1.0:
+        return float(threshold)  # flags everything / nothing on any scale
+    return float(sigmoid(previous_temperature * float(logit(float(threshold))) / temperature))
+
+
+def few_positives_screening(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    fitted: CalibratedPoint,
+    policy: CalibrationConfig,
+    *,
+    parent: float | None,
+    parent_before: float | None = None,
+) -> tuple[CalibratedPoint, ScreeningRule]:
+    """Apply ``calibration.trust_positives`` to a fitted ``screening`` point.
+
+    With fewer than ``trust_positives`` damaged sites among ``labels`` (the operating-point
+    part), the recall-based threshold rests on the score of one or two damaged sites; it may not
+    make screening stricter than the parent's threshold ``parent`` (already on the new scale):
+    the threshold becomes ``min(fitted, parent)``, so calibrating on a small random sample of a
+    rare-damage event never drops a site the run flagged before.
+
+    Returns:
+        The screening point to use (precision/recall on ``(labels, probs)``) and the rule record.
+    """
+    y = np.asarray(labels).astype(np.int64).ravel()
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    k = int(y.sum())
+    point, rule = fitted, "fitted"
+    if k < policy.trust_positives:
+        if parent is None:
+            rule = "fitted, no parent"
+        elif fitted.threshold > parent:
+            rule = "held"
+            point = point_at("screening", y, p, parent, fitted.target, lambda pr, rc: rc >= policy.screening_recall)
+        else:
+            rule = "fitted, not stricter"
+    flagged = int(((p >= point.threshold) & (y == 1)).sum())
+    lower = float(recall_lower_bound(flagged, k, policy.confidence)) if k else float("nan")
+    level = f"{100 * policy.confidence:.0f} %"
+    evidence = (f"{flagged} of {k} damaged flagged there, one-sided {level} lower bound on recall {lower:.2f}"
+                if k else "no damaged site there")
+    few = (f"only {k} damaged site{'' if k == 1 else 's'} among the {y.size} that chose the operating points "
+           f"(fewer than calibration.trust_positives {policy.trust_positives})")
+    parent_text = f"p >= {parent:.4f}" + (f" (p >= {parent_before:.4f} before)" if parent_before is not None and parent is not None and abs(parent_before - parent) > 5e-5 else "") if parent is not None else ""
+    text = {
+        "fitted": f"screening p >= {point.threshold:.4f} fitted for recall {policy.screening_recall} on {k} damaged sites ({evidence})",
+        "held": f"screening held at the run's previous threshold {parent_text}: {few}; the fitted p >= {fitted.threshold:.4f} would have been stricter ({evidence})",
+        "fitted, not stricter": f"screening p >= {point.threshold:.4f} fitted on {few}; kept as it flags at least what the previous {parent_text} did ({evidence})",
+        "fitted, no parent": f"screening p >= {point.threshold:.4f} fitted on {few}, with no previous screening threshold to hold at: poorly determined ({evidence})",
+    }[rule]
+    return point, ScreeningRule(
+        rule=rule, positives=k, trust_positives=policy.trust_positives, fitted_threshold=float(fitted.threshold),
+        parent_threshold=None if parent is None else float(parent),
+        parent_threshold_before=None if parent_before is None else float(parent_before),
+        recall=flagged / k if k else float("nan"), recall_lower_bound=lower, confidence=policy.confidence, text=text,
     )
 
 
@@ -491,6 +611,7 @@ class FittedCalibration:
         reliability: the reliability report on ``points_index`` with the fitted temperature.
         reliability_before: the same sites with the probabilities as they were before
             (``sigmoid(logit / previous_temperature)``).
+        screening_rule: which rule set the ``screening`` threshold (:func:`few_positives_screening`).
         policy: the policy used.
     """
 
@@ -500,6 +621,7 @@ class FittedCalibration:
     points_index: np.ndarray
     reliability: ReliabilityReport
     reliability_before: ReliabilityReport
+    screening_rule: ScreeningRule
     policy: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     @property
@@ -515,6 +637,7 @@ def fit_calibration(
     *,
     previous_temperature: float = 1.0,
     previous_points: dict[str, float] | None = None,
+    parent_screening: float | None = None,
     what: str = "labelled sites",
 ) -> FittedCalibration:
     """Fit a temperature on one part of the labelled sites and the operating points on the other.
@@ -525,6 +648,10 @@ def fit_calibration(
         policy: targets, sample sizes, the split, the intervals.
         previous_temperature: the temperature the scores carried before (for the "before" report).
         previous_points: the thresholds the scores were flagged at before (reported "before").
+        parent_screening: the screening threshold the scores carried before, on the
+            ``previous_temperature`` scale; with fewer than ``policy.trust_positives`` damaged
+            sites in the operating-point part, screening is never stricter than it (mapped onto
+            the new scale through its logit). None = nothing to hold at.
         what: how the sites are named in errors ("the labels file x.csv").
 
     Raises:
@@ -537,10 +664,14 @@ def fit_calibration(
     temperature = fit_temperature(y[t_idx], z[t_idx])
     probs = sigmoid(z / temperature)
     points = operating_points_for(y[p_idx], probs[p_idx], policy)
+    parent = None if parent_screening is None else parent_threshold_on(parent_screening, previous_temperature, temperature)
+    points["screening"], rule = few_positives_screening(
+        y[p_idx], probs[p_idx], points["screening"], policy, parent=parent, parent_before=parent_screening,
+    )
     rel = dict(bins=policy.bins, bootstrap=policy.bootstrap, confidence=policy.confidence, seed=policy.seed)
     after = reliability_report(y[p_idx], probs[p_idx], thresholds={k: v.threshold for k, v in points.items()}, **rel)
     before = reliability_report(y[p_idx], sigmoid(z[p_idx] / previous_temperature), thresholds=previous_points or {}, **rel)
     return FittedCalibration(
         temperature=temperature, points=points, temperature_index=t_idx, points_index=p_idx,
-        reliability=after, reliability_before=before, policy=policy,
+        reliability=after, reliability_before=before, screening_rule=rule, policy=policy,
     )

@@ -58,7 +58,25 @@ class CalibrationConfig:
             reliability, so no figure is judged on the data that fitted it. null = both on all
             labelled sites (only for comparisons: the reliability is then optimistic).
         min_labels: fewest labelled sites a calibration accepts.
-        min_positives: fewest damaged (positive) labelled sites a calibration accepts.
+        min_positives: fewest damaged (positive) labelled sites a calibration accepts. 3 (with
+            the default share: two fit the temperature, one takes part in choosing the points) is
+            safe because of ``trust_positives``: so few cannot tighten screening. 2 (one on each
+            side) would leave the temperature to a single damaged site.
+        trust_positives: fewest damaged sites in the operating-point part for which the fitted
+            ``screening`` threshold is trusted to make screening stricter than the threshold the
+            scores carried before (the parent's ``screening``, mapped onto the new temperature's
+            probability scale through its logit). With fewer, screening is held: it never flags
+            fewer sites than before (``min(fitted, parent)``). Why 10: below about 10 damaged
+            sites even a threshold that flags every one of them cannot show recall 0.8 -- the
+            one-sided 90 % Clopper-Pearson lower bound on recall with k of k flagged is
+            ``0.1 ** (1 / k)``: 0.32 at 2, 0.63 at 5, 0.79 at 10 -- so the recall-based threshold is
+            poorly determined and must not tighten screening. 0 = always trust the fit.
+        screening_recall_confidence: null (default) = ``screening`` is the highest threshold
+            whose recall on the operating-point part reaches ``screening_recall``. A level (e.g.
+            0.9) = the highest threshold whose one-sided Clopper-Pearson lower bound on recall at
+            that level reaches it (the lowest damaged score when none does): more conservative,
+            measured in benchmarks/bench_calibrate.py and not the default (it flags more intact
+            sites for little recall, see the README).
         min_negatives: fewest intact (negative) labelled sites a calibration accepts.
         bins: equal-width probability bins of the reliability table and the ECE.
         bootstrap: bootstrap resamples for the confidence intervals of the reliability report.
@@ -71,7 +89,9 @@ class CalibrationConfig:
     screening_max_threshold: float = 0.5
     temperature_share: float | None = 0.5
     min_labels: int = 30
-    min_positives: int = 8
+    min_positives: int = 3
+    trust_positives: int = 10
+    screening_recall_confidence: float | None = None
     min_negatives: int = 8
     bins: int = 10
     bootstrap: int = 1000
@@ -87,6 +107,10 @@ class CalibrationConfig:
         for name in ("min_labels", "min_positives", "min_negatives", "bins"):
             if getattr(self, name) < 1:
                 raise ValueError(f"calibration.{name} must be at least 1")
+        if self.trust_positives < 0:
+            raise ValueError("calibration.trust_positives must be 0 (always trust the fitted screening threshold) or more")
+        if self.screening_recall_confidence is not None and not 0.0 < self.screening_recall_confidence < 1.0:
+            raise ValueError("calibration.screening_recall_confidence must be between 0 and 1 (exclusive), or null")
         if self.bootstrap < 0:
             raise ValueError("calibration.bootstrap must be 0 (no intervals) or more")
         if not 0.0 < self.confidence < 1.0:

@@ -172,7 +172,13 @@ class RunFolder:
         cal = self.manifest.calibration
         if not isinstance(cal, Mapping) or cal.get("kind") != "event":
             return "synthetic (the model's own, not fitted on this event)"
-        return f"this event's verified sample ({cal.get('n', '?')} sites, {cal.get('positives', '?')} damaged, {str(cal.get('created', ''))[:10]})"
+        label = f"this event's verified sample ({cal.get('n', '?')} sites, {cal.get('positives', '?')} damaged, {str(cal.get('created', ''))[:10]})"
+        rule = cal.get("screening_rule")
+        if isinstance(rule, Mapping) and rule.get("rule") == "held":
+            label += f"; screening held at the earlier threshold (only {rule.get('positives', '?')} damaged sites to choose it)"
+        elif isinstance(rule, Mapping) and rule.get("rule") in ("fitted, not stricter", "fitted, no parent"):
+            label += f"; screening fitted on only {rule.get('positives', '?')} damaged sites"
+        return label
 
     def tiles_config(self) -> dict[str, Any]:
         """The run's effective ``tiles`` settings (from ``manifest.json``'s config), or {}."""

@@ -19,7 +19,10 @@ with bootstrap confidence intervals), then rewrite scores.csv / scores.geojson (
 and flagged; the raw logit kept in the 'logit' column), report.html, calibration.txt,
 calibration.json and reliability.png, and record in manifest.json where the calibration came from.
 The policy (targets, minimum sample sizes, the split) is the 'calibration' section of --config
-(configs/calibrate.yaml).
+(configs/calibrate.yaml). With fewer than calibration.trust_positives (10) damaged sites in the
+half that chooses the operating points, screening is never made stricter than the run's previous
+screening threshold (same logit on the new temperature): a small random sample of a rare-damage
+event cannot drop a site the run flagged before. Which rule applied is printed and recorded.
 
 Labels: --labels FILE.csv with site_id and damage columns (e.g. from 'sitewatch review export'),
 or, without --labels, the run's own review store (review.sqlite): the decided verdicts on the

@@ -69,6 +69,10 @@ def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_pa
     assert cal["previous_temperature"] == pytest.approx(manifest["model"]["meta"]["temperature"])
     t, thr = cal["temperature"], manifest["operating_point"]["threshold"]
     assert thr == pytest.approx(cal["operating_points"]["screening"]["threshold"])
+    # 22 damaged: 11 chose the operating points, enough to trust the fitted screening threshold
+    assert cal["screening_rule"]["rule"] == "fitted" and cal["screening_rule"]["positives"] == 11
+    assert cal["screening_rule"]["parent_source"] == "the run's operating point (model calibration)"
+    assert cal["screening_note"] in out
     rows = read_scores_csv(run / "scores.csv")
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == n_ok
@@ -108,10 +112,10 @@ def test_calibrate_names_unknown_sites_and_says_how_many_labels_are_needed(run_c
     assert main(["calibrate", str(run), "--labels", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "'not-a-site'" in err and "not in" in err
-    few = _labels_csv(tmp_path / "few.csv", [r for r in labels if r["damage"] == "no-damage"] + [r for r in labels if r["damage"] == "destroyed"][:3])
+    few = _labels_csv(tmp_path / "few.csv", [r for r in labels if r["damage"] == "no-damage"] + [r for r in labels if r["damage"] == "destroyed"][:2])
     assert main(["calibrate", str(run), "--labels", str(few)]) == 1
     err = capsys.readouterr().err
-    assert "calibration.min_positives" in err and "at least 8 damaged" in err and "label 5 more" in err
+    assert "calibration.min_positives" in err and "at least 3 damaged" in err and "label 1 more" in err
     # nothing was rewritten by the failed calls
     assert "calibration" not in json.loads((run / "manifest.json").read_text())
     assert main(["calibrate", str(run)]) == 1
@@ -131,3 +135,62 @@ def test_calibrate_from_the_runs_verified_random_sample(run_copy, capsys):
     assert cal["labels"]["source"].startswith("review store, random validation sample")
     assert cal["labels"]["sample_sites"] == 50 and cal["n"] == 50
     assert len(cal["labels"]["verdict_chain_head"]) == 64
+
+
+def test_calibrating_on_few_damaged_sites_holds_screening_at_the_runs_threshold(run_copy, tmp_path, capsys):
+    """A rare-damage sample (3 damaged) after a calibration that lowered screening: the fitted
+    threshold would be stricter, so screening is held at the run's (same logit, new temperature)."""
+    from review.runfolder import RunFolder
+
+    scene, run = run_copy
+    truth = _site_labels(scene)
+    scores = {r["site_id"]: float(r["score"]) for r in read_scores_csv(run / "scores.csv") if r["status"] == "ok"}
+    ok = [r for r in truth if r["site_id"] in scores]
+    intact = sorted((r for r in ok if r["damage"] == "no-damage"), key=lambda r: scores[r["site_id"]])
+    # 1) reviewers found damage the model scored low: 8 low-scoring sites verified as destroyed
+    first = [dict(r, damage="destroyed") if r in intact[:8] else r for r in ok]
+    assert main(["calibrate", str(run), "--labels", str(_labels_csv(tmp_path / "first.csv", first)),
+                 "--set", "calibration.bootstrap=0"]) == 0
+    cal1 = json.loads((run / "manifest.json").read_text())["calibration"]
+    assert cal1["screening_rule"]["rule"] == "fitted" and cal1["screening_rule"]["positives"] >= 10
+    parent = cal1["operating_points"]["screening"]["threshold"]
+    assert parent < 0.5  # the low-scoring damaged sites pulled screening down
+    flagged1 = {r["site_id"] for r in read_scores_csv(run / "scores.csv") if r["flagged"] == "true"}
+    capsys.readouterr()
+    # 2) a new random sample: 3 damaged (high scores) among the intact sites
+    destroyed = sorted((r for r in ok if r["damage"] == "destroyed"), key=lambda r: -scores[r["site_id"]])
+    second = intact[8:] + destroyed[:3]
+    assert main(["calibrate", str(run), "--labels", str(_labels_csv(tmp_path / "second.csv", second)),
+                 "--set", "calibration.bootstrap=0"]) == 0
+    out = capsys.readouterr().out
+    manifest = json.loads((run / "manifest.json").read_text())
+    cal = manifest["calibration"]
+    rule = cal["screening_rule"]
+    assert cal["positives"] == 3 and rule["positives"] < rule["trust_positives"] == 10
+    assert rule["rule"] == "held" and rule["parent_threshold_before"] == pytest.approx(parent)
+    assert rule["parent_source"].startswith("the run's operating point")
+    # the parent's threshold, mapped onto the new temperature through its logit
+    z = cal1["temperature"] * math.log(parent / (1 - parent))
+    held = 1 / (1 + math.exp(-z / cal["temperature"]))
+    assert rule["parent_threshold"] == pytest.approx(held)
+    # (floored to the 6 written decimals, so a site scored exactly at it keeps its flag)
+    assert cal["operating_points"]["screening"]["threshold"] == pytest.approx(held, abs=1e-6)
+    assert cal["operating_points"]["screening"]["threshold"] <= held
+    assert manifest["operating_point"]["threshold"] == cal["operating_points"]["screening"]["threshold"]
+    assert rule["fitted_threshold"] > held
+    # nothing the run flagged before is dropped
+    flagged2 = {r["site_id"] for r in read_scores_csv(run / "scores.csv") if r["flagged"] == "true"}
+    assert flagged1 <= flagged2
+    # said in the CLI summary, calibration.txt, calibration.json, report.html and the review app
+    assert "screening held at the run's previous threshold" in out and "only" in out
+    assert cal["screening_note"] == rule["text"] and "trust_positives 10" in rule["text"]
+    assert "screening held at the run" in (run / "calibration.txt").read_text()
+    assert json.loads((run / "calibration.json").read_text())["screening_rule"] == rule
+    report = (run / "report.html").read_text()
+    assert "Screening threshold: screening held at the run" in report.replace("&#x27;", "'")
+    assert "screening held at the earlier threshold" in RunFolder(run).calibration_label()
+    assert main(["verify", str(run)]) == 0
+    # verify notices a screening_rule that does not match calibration.json
+    doctored = dict(manifest, calibration=dict(cal, screening_rule=dict(rule, rule="fitted")))
+    (run / "manifest.json").write_text(json.dumps(doctored, indent=1))
+    assert main(["verify", str(run)]) != 0
