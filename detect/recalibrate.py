@@ -5,9 +5,11 @@ on a new event its probabilities can be far too confident. Given labelled sites 
 (a ``site_id, damage`` CSV such as ``sitewatch review export`` writes, or the verified random
 sample of the run's own review store, which the CLI reads), :func:`recalibrate_run`:
 
-1. takes each site's raw logit (the ``logit`` column; for runs written before it existed, the
-   logit recovered from the score and the model's temperature, which is exact except for
-   scores written as 0 or 1, and says so);
+1. takes each site's raw logit: ``sitewatch detect`` writes calibrated probabilities only, so
+   the first calibration of a run recovers each logit from the written score and the run's
+   temperature (to within about ``5e-7 / (p (1 - p))`` for 6 written decimals, scores written as
+   0 or 1 clipped, and says so) and keeps it in the ``logit`` column, which every later
+   calibration of the run reads as is;
 2. fits a temperature on one stratified part of the labelled sites and chooses the operating
    points on the other (:func:`models.calibration.fit_calibration`, policy
    :class:`models.config.CalibrationConfig`), and measures the reliability on that other part
@@ -236,7 +238,7 @@ class RecalibrationResult:
         if self.left_out:
             out.append("labelled but not used: " + ", ".join(f"{n} {k}" for k, n in sorted(self.left_out.items())))
         if self.logits_recovered:
-            out.append("note: this run has no logit column; logits were recovered from the written scores")
+            out.append("note: raw logits recovered from the written scores and the run's temperature (first calibration of this run); kept in the logit column")
         return out
 
 
