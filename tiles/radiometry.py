@@ -80,16 +80,15 @@ def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndar
     grid = np.linspace(0.0, 1.0, levels)
     c = after.shape[0]
     qa, qb = _quantise(after, top), _quantise(before, top)
-    # every band at once: one bincount over band-offset levels, with a spare bin per band that
-    # collects the pixels outside the mask (no masked gathers; the spare bins are dropped)
-    width = levels + 1
-    offsets = (np.arange(c, dtype=np.intp) * width)[:, None, None]
-    if mask.all():
-        ia, ib = qa + offsets, qb + offsets
-    else:
-        ia, ib = np.where(mask, qa, levels) + offsets, np.where(mask, qb, levels) + offsets
-    count_a = np.bincount(ia.ravel(), minlength=c * width).reshape(c, width)[:, :levels]
-    count_b = np.bincount(ib.ravel(), minlength=c * width).reshape(c, width)[:, :levels]
+    # pixels outside the mask go to a spare bin past the last level (no masked gathers), dropped
+    # after counting; a fully valid pair needs no masking at all
+    full = bool(mask.all())
+    count_a = np.empty((c, levels), np.intp)
+    count_b = np.empty((c, levels), np.intp)
+    for b in range(c):
+        for q, counts in ((qa[b], count_a), (qb[b], count_b)):
+            idx = q if full else np.where(mask, q, levels)
+            counts[b] = np.bincount(idx.ravel(), minlength=levels + 1)[:levels]
     cdf_a = np.cumsum(count_a, axis=1) / n
     cdf_b = np.cumsum(count_b, axis=1) / n
     # centre each level's cumulative frequency within its own bin
