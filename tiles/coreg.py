@@ -153,16 +153,19 @@ def _refine_subpixel(
     dx: float,
     steps: int = 3,
     *,
-    vb_all: bool = False,
-    va_all: bool = False,
+    vb_all: bool | None = None,
+    va_all: bool | None = None,
 ) -> tuple[float, float]:
     """Gauss-Newton refinement of an integer shift; returns the input when it does not converge.
 
-    ``vb_all``/``va_all``: every pixel of ``vb``/``va`` is valid (the common case), so the
-    common valid pixels form a rectangle and are taken by slicing.
+    ``vb_all``/``va_all``: whether every pixel of ``vb``/``va`` is valid (None: look). When both
+    are, the common valid pixels form a rectangle and are taken by slicing; ``vb_all=False``
+    forces the boolean-mask gathers (the same values).
     """
     gy, gx = grad
     start = (dy, dx)
+    vb_all = bool(vb.all()) if vb_all is None else vb_all
+    va_all = bool(va.all()) if va_all is None else va_all
     for _ in range(steps):
         moved, mv, rect = _shift_bilinear(ga, va, dy, dx, all_valid=va_all)
         if vb_all and rect is not None:
@@ -415,8 +418,14 @@ def phase_peak(reference: np.ndarray, moving: np.ndarray) -> tuple[float, float]
 
 def _shifted_correlation(
     gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float,
-    *, vb_all: bool = False, va_all: bool = False,
+    *, vb_all: bool | None = None, va_all: bool | None = None,
 ) -> float:
+    """Correlation of ``gb`` and ``ga`` shifted by ``(dy, dx)`` over their common valid pixels.
+
+    ``vb_all``/``va_all`` as in :func:`_refine_subpixel`.
+    """
+    vb_all = bool(vb.all()) if vb_all is None else vb_all
+    va_all = bool(va.all()) if va_all is None else va_all
     moved, moved_valid, rect = _shift_bilinear(ga, va, dy, dx, all_valid=va_all)
     if vb_all and rect is not None:  # the common valid pixels are the rectangle
         if _rect_size(rect) < 64:

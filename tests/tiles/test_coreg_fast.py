@@ -81,11 +81,14 @@ def test_full_valid_refinement_is_the_masked_one_bit_for_bit(seed):
     ones = np.ones(gb.shape, bool)
     grad = np.gradient(gb.astype(np.float64))
     fast = _FullValid(gb, ga)
+    # vb_all=False: the boolean-mask gathers of the general path (the code before the fast path)
+    masked = dict(vb_all=False, va_all=True)
     for start in ((0.0, 0.0), (-1.0, 1.0), (2.0, -3.0)):
-        slow = _refine_subpixel(gb, ga, ones, ones, grad, *start)
+        slow = _refine_subpixel(gb, ga, ones, ones, grad, *start, **masked)
         assert fast.refine(*start) == slow
-        assert fast.correlation(*slow) == _shifted_correlation(gb, ga, ones, ones, *slow)
-    assert fast.correlation(0.4, -0.7) == _shifted_correlation(gb, ga, ones, ones, 0.4, -0.7)
+        assert fast.correlation(*slow) == _shifted_correlation(gb, ga, ones, ones, *slow, **masked)
+        assert _refine_subpixel(gb, ga, ones, ones, grad, *start) == slow  # flags looked up: same
+    assert fast.correlation(0.4, -0.7) == _shifted_correlation(gb, ga, ones, ones, 0.4, -0.7, **masked)
     # and the estimate finds the shift (moving after by -shift registers it)
     est = estimate_shift(before, after, ones, ones)
     assert abs(est.dy + 0.6) < 0.15 and abs(est.dx - 1.3) < 0.15 and est.confidence > 0.9
