@@ -244,7 +244,8 @@ def compare_trees(before: Path, after: Path, n: int, size: int, baseline: Path, 
             times[name].append((d["wall"] / n * 1e3, d["cpu"] / n * 1e3))
             counts[name] = d["counts"]
             digests[name] = digests.get(name) or d["digest"]
-            print(f"  round {r + 1} {name:9s}: {d['wall'] / n * 1e3:6.2f} ms/pair wall, {d['cpu'] / n * 1e3:6.2f} ms/pair CPU", flush=True)
+            print(f"  round {r + 1} {name:9s}: {d['wall'] / n * 1e3:6.2f} ms/pair wall, "
+                  f"{d['cpu'] / n * 1e3:6.2f} ms/pair CPU", flush=True)
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
     for k in trees:
         print(f"{k:9s} ({trees[k]}): median {med[k][0]:.2f} ms/pair wall, {med[k][1]:.2f} ms/pair CPU  statuses {counts[k]}")
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-sites", default="1000,10000,100000", help="site counts for the peak-memory runs ('' to skip)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/sitewatch-bench-tiles"), help="where the rasters are generated")
     p.add_argument("--gdal-cachemax-mb", type=int, default=256, help="GDAL block cache for every pass")
-    p.add_argument("--baseline-tree", type=Path, help="another checkout: compare its default cutter pass with this tree's (interleaved child processes)")
+    p.add_argument("--baseline-tree", type=Path,
+                   help="another checkout: compare its default cutter pass with this tree's (interleaved child processes)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per tree with --baseline-tree (default 5)")
     p.add_argument("--_pass-child", nargs=5, metavar=("BEFORE", "AFTER", "N", "SIZE", "HASH_N"), help=argparse.SUPPRESS)
     p.add_argument("--_memory-child", nargs=4, metavar=("BEFORE", "AFTER", "N", "SIZE"), help=argparse.SUPPRESS)

@@ -363,7 +363,9 @@ def estimate_shift(
             dy, dx = fast.refine(*start)
             conf = fast.correlation(dy, dx)
         else:
-            dy, dx = _refine_subpixel(gb, ga, valid_before, valid_after, grad, *start, vb_all=vb_all, va_all=va_all)  # type: ignore[arg-type]
+            dy, dx = _refine_subpixel(
+                gb, ga, valid_before, valid_after, grad, *start, vb_all=vb_all, va_all=va_all  # type: ignore[arg-type]
+            )
             conf = _shifted_correlation(gb, ga, valid_before, valid_after, dy, dx, vb_all=vb_all, va_all=va_all)
         if math.isfinite(conf) and conf > best[0]:
             best = (conf, dy, dx)
