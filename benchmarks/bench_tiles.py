@@ -15,10 +15,19 @@ warm-up pass, so both see the same OS page cache. Then, each in a fresh subproce
 resident memory of streaming ``--memory-sites`` sites through ``cut_many`` (pairs are dropped as
 they come, as ``sitewatch tiles`` and ``sitewatch detect`` do).
 
+With ``--baseline-tree DIR`` (another checkout of the project, e.g. ``git archive`` of an older
+commit), the default-config cutter pass instead runs ``--rounds`` times for this tree and for
+DIR, interleaved, each in a fresh child process (``PYTHONPATH`` set to the tree) after a
+warm-up, and the medians of wall and CPU milliseconds per pair are printed with their ratio
+(medians of interleaved rounds, because a shared machine's load drifts); the first round
+also hashes the pairs of the first 300 sites (untimed) in both trees and says whether they are
+byte-identical (exit status 3 when they differ).
+
 Examples::
 
     python benchmarks/bench_tiles.py                                  # 20000 px, 10k sites
     python benchmarks/bench_tiles.py --size 4000 --sites 500 --memory-sites 200,1000,5000
+    python benchmarks/bench_tiles.py --size 4000 --sites 1000 --memory-sites '' --baseline-tree /tmp/base
 """
 
 from __future__ import annotations
@@ -169,6 +178,85 @@ def memory_child(before: str, after: str, n: int, size: int) -> None:
     }))
 
 
+def pairs_digest(before: Path, after: Path, sites) -> str:  # noqa: ANN001
+    """SHA-256 over every pair's image and valid bytes (dtype, shape) and every metadata field."""
+    import hashlib
+
+    from tiles.catalog import RasterCatalog
+    from tiles.config import TilesConfig
+    from tiles.cut import PairCutter
+
+    h = hashlib.sha256()
+    b = RasterCatalog.from_paths(before, epoch="before")
+    a = RasterCatalog.from_paths(after, epoch="after")
+    with PairCutter(b, a, TilesConfig()) as cutter:
+        for pair in cutter.cut_many(sites):
+            for arr in (pair.image, pair.valid):
+                if arr is None:
+                    h.update(b"None")
+                else:
+                    arr = np.ascontiguousarray(arr)
+                    h.update(f"{arr.dtype}{arr.shape}".encode())
+                    h.update(arr.tobytes())
+            h.update(repr(sorted(vars(pair.meta).items())).encode())
+    return h.hexdigest()
+
+
+def pass_child(before: str, after: str, n: int, size: int, hash_n: int) -> None:
+    """Run in a subprocess: one warm-up and one timed default-config pass; print JSON.
+
+    With ``hash_n`` > 0, also (untimed, afterwards) the :func:`pairs_digest` of the first
+    ``hash_n`` sites.
+    """
+    sites = random_sites(n, size)
+    cutter_pass(Path(before), Path(after), sites[: min(50, n)])  # imports, page cache
+    c0 = time.process_time()
+    wall, counts = cutter_pass(Path(before), Path(after), sites)
+    cpu = time.process_time() - c0
+    digest = pairs_digest(Path(before), Path(after), sites[:hash_n]) if hash_n else ""
+    print(json.dumps({"wall": wall, "cpu": cpu, "counts": counts, "digest": digest}))
+
+
+def compare_trees(before: Path, after: Path, n: int, size: int, baseline: Path, rounds: int, gdal_mb: int) -> int:
+    """Interleaved child-process passes of this tree and ``baseline``; print medians and ratios."""
+    import statistics
+
+    here = Path(__file__).resolve().parent.parent
+    trees = {"this tree": here, "baseline": baseline.resolve()}
+    if not (trees["baseline"] / "tiles" / "cut.py").is_file():
+        print(f"--baseline-tree {baseline}: no tiles/cut.py there; give the root of another checkout")
+        return 2
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
+    counts: dict[str, dict] = {}
+    digests: dict[str, str] = {}
+    hash_n = min(n, 300)
+    for r in range(rounds):
+        order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+        for name in order:
+            env = dict(os.environ, PYTHONPATH=str(trees[name]), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+            cmd = [sys.executable, __file__, "--gdal-cachemax-mb", str(gdal_mb), "--_pass-child",
+                   str(before), str(after), str(n), str(size), str(hash_n if r == 0 else 0)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+            if res.returncode != 0:
+                print(f"{name} pass failed:\n{res.stderr[-2000:]}")
+                return 1
+            d = json.loads(res.stdout.strip().splitlines()[-1])
+            times[name].append((d["wall"] / n * 1e3, d["cpu"] / n * 1e3))
+            counts[name] = d["counts"]
+            digests[name] = digests.get(name) or d["digest"]
+            print(f"  round {r + 1} {name:9s}: {d['wall'] / n * 1e3:6.2f} ms/pair wall, "
+                  f"{d['cpu'] / n * 1e3:6.2f} ms/pair CPU", flush=True)
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
+    for k in trees:
+        print(f"{k:9s} ({trees[k]}): median {med[k][0]:.2f} ms/pair wall, {med[k][1]:.2f} ms/pair CPU  statuses {counts[k]}")
+    print(f"ratio this tree / baseline: wall {med['this tree'][0] / med['baseline'][0]:.3f}, "
+          f"CPU {med['this tree'][1] / med['baseline'][1]:.3f}  ({rounds} interleaved rounds of {n} pairs, medians)")
+    same = digests["this tree"] == digests["baseline"]
+    print(f"pairs of the first {hash_n} sites (image, valid, metadata; SHA-256): "
+          + ("byte-identical between the trees" if same else "DIFFER between the trees"))
+    return 0 if same else 3
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=20_000, help="raster side in pixels (default 20000)")
@@ -176,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-sites", default="1000,10000,100000", help="site counts for the peak-memory runs ('' to skip)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/sitewatch-bench-tiles"), help="where the rasters are generated")
     p.add_argument("--gdal-cachemax-mb", type=int, default=256, help="GDAL block cache for every pass")
+    p.add_argument("--baseline-tree", type=Path,
+                   help="another checkout: compare its default cutter pass with this tree's (interleaved child processes)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per tree with --baseline-tree (default 5)")
+    p.add_argument("--_pass-child", nargs=5, metavar=("BEFORE", "AFTER", "N", "SIZE", "HASH_N"), help=argparse.SUPPRESS)
     p.add_argument("--_memory-child", nargs=4, metavar=("BEFORE", "AFTER", "N", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     os.environ["GDAL_CACHEMAX"] = str(args.gdal_cachemax_mb)
@@ -183,8 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         before, after, n, size = args._memory_child
         memory_child(before, after, int(n), int(size))
         return 0
+    if args._pass_child:
+        before, after, n, size, hash_n = args._pass_child
+        pass_child(before, after, int(n), int(size), int(hash_n))
+        return 0
 
     before, after = ensure_rasters(args.workdir, args.size)
+    if args.baseline_tree is not None:
+        print(f"{args.sites} sites, {args.size} x {args.size} px rasters, {os.cpu_count()} CPUs visible, "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        return compare_trees(before, after, args.sites, args.size, args.baseline_tree, args.rounds, args.gdal_cachemax_mb)
     sites = random_sites(args.sites, args.size)
     from tiles.catalog import RasterCatalog
     from tiles.config import TilesConfig

@@ -78,6 +78,18 @@ def shift_bilinear(image: np.ndarray, valid: np.ndarray, dy: float, dx: float) -
         ``(shifted float32 (H, W), valid bool (H, W))``; pixels that needed data from outside
         the image or from invalid pixels are invalid.
     """
+    out, ok, _ = _shift_bilinear(image, valid, dy, dx)
+    return out, ok
+
+
+Rect = tuple[int, int, int, int]
+"""``(r0, r1, c0, c1)``: the pixels ``[r0:r1, c0:c1]`` (empty when ``r0 >= r1`` or ``c0 >= c1``)."""
+
+
+def _shift_bilinear(
+    image: np.ndarray, valid: np.ndarray, dy: float, dx: float, *, all_valid: bool | None = None
+) -> tuple[np.ndarray, np.ndarray, Rect | None]:
+    """:func:`shift_bilinear`, plus the valid rectangle when every input pixel is valid (else None)."""
     sy, sx = -dy, -dx
     iy, ix = int(np.floor(sy)), int(np.floor(sx))
     fy, fx = sy - iy, sx - ix
@@ -91,7 +103,7 @@ def shift_bilinear(image: np.ndarray, valid: np.ndarray, dy: float, dx: float) -
     out = np.zeros(img.shape, np.float32)
     for oy, ox, wt in taps:
         out += np.float32(wt) * _take(img, oy, ox)
-    if valid.all():  # the valid region is the rectangle every tap reaches
+    if valid.all() if all_valid is None else all_valid:  # the valid region is the rectangle every tap reaches
         n0, n1 = img.shape
         ok = np.zeros(img.shape, bool)
         r0 = max(0, -min(t[0] for t in taps))
@@ -100,12 +112,35 @@ def shift_bilinear(image: np.ndarray, valid: np.ndarray, dy: float, dx: float) -
         c1 = min(n1, n1 - max(t[1] for t in taps))
         if r0 < r1 and c0 < c1:
             ok[r0:r1, c0:c1] = True
-        return out, ok
+        return out, ok, (r0, r1, c0, c1)
     vf = valid.astype(np.float32)
     wsum = np.zeros(img.shape, np.float32)
     for oy, ox, wt in taps:
         wsum += np.float32(wt) * _take(vf, oy, ox)
-    return out, wsum > 0.999
+    return out, wsum > 0.999, None
+
+
+def _gather(arrays: tuple[np.ndarray, ...], mask: np.ndarray, rect: Rect | None) -> tuple[np.ndarray, ...]:
+    """``a[mask]`` for each array; from a slice when ``mask`` is known to be exactly ``rect``.
+
+    A C-order slice copy holds the same values in the same order as the boolean gather (so
+    every reduction over it gives the same bits), at a fraction of the cost.
+    """
+    if rect is None:
+        return tuple(a[mask] for a in arrays)
+    r0, r1, c0, c1 = rect
+    return tuple(np.ascontiguousarray(a[r0:r1, c0:c1]).reshape(-1) for a in arrays)
+
+
+def _interior(rect: Rect, shape: tuple[int, int], border: int) -> Rect:
+    """``rect`` without a ``border`` pixels wide frame of the image."""
+    r0, r1, c0, c1 = rect
+    return max(r0, border), min(r1, shape[0] - border), max(c0, border), min(c1, shape[1] - border)
+
+
+def _rect_size(rect: Rect) -> int:
+    r0, r1, c0, c1 = rect
+    return max(0, r1 - r0) * max(0, c1 - c0)
 
 
 def _refine_subpixel(
@@ -117,23 +152,40 @@ def _refine_subpixel(
     dy: float,
     dx: float,
     steps: int = 3,
+    *,
+    vb_all: bool | None = None,
+    va_all: bool | None = None,
 ) -> tuple[float, float]:
-    """Gauss-Newton refinement of an integer shift; returns the input when it does not converge."""
+    """Gauss-Newton refinement of an integer shift; returns the input when it does not converge.
+
+    ``vb_all``/``va_all``: whether every pixel of ``vb``/``va`` is valid (None: look). When both
+    are, the common valid pixels form a rectangle and are taken by slicing; ``vb_all=False``
+    forces the boolean-mask gathers (the same values).
+    """
     gy, gx = grad
     start = (dy, dx)
+    vb_all = bool(vb.all()) if vb_all is None else vb_all
+    va_all = bool(va.all()) if va_all is None else va_all
     for _ in range(steps):
-        moved, mv = shift_bilinear(ga, va, dy, dx)
-        m = vb & mv
-        m[:2] = m[-2:] = False
-        m[:, :2] = m[:, -2:] = False
-        if m.sum() < 64:
-            return start
+        moved, mv, rect = _shift_bilinear(ga, va, dy, dx, all_valid=va_all)
+        if vb_all and rect is not None:
+            rect = _interior(rect, gb.shape, 2)
+            m = None
+            if _rect_size(rect) < 64:
+                return start
+        else:
+            rect = None
+            m = vb & mv
+            m[:2] = m[-2:] = False
+            m[:, :2] = m[:, -2:] = False
+            if m.sum() < 64:
+                return start
         # gain/offset invariant: compare standardised images (each masked sample taken once)
-        gbm, mm = gb[m], moved[m]
+        gbm, mm, gym, gxm = _gather((gb, moved, gy, gx), m, rect)
         sb = gbm.std() + 1e-9
         b = (gbm - gbm.mean()) / sb
         a = (mm - mm.mean()) / (mm.std() + 1e-9)
-        jy, jx = gy[m] / sb, gx[m] / sb
+        jy, jx = gym / sb, gxm / sb
         # 2x2 normal equations written out (no BLAS: its threads contend on small problems)
         r = b - a
         syy, sxx, sxy = float(np.sum(jy * jy)), float(np.sum(jx * jx)), float(np.sum(jy * jx))
@@ -149,6 +201,115 @@ def _refine_subpixel(
         if abs(step).max() < 0.01:
             break
     return dy, dx
+
+
+class _FullValid:
+    """Refinement and shifted correlation when both chips are valid everywhere (the common case).
+
+    The same arithmetic, in the same order, as :func:`_refine_subpixel` and
+    :func:`_shifted_correlation` with all-True masks (so the same bits), but: the common valid
+    pixels are a rectangle, so samples are slices instead of boolean gathers; the shifted after
+    is computed on that rectangle only; and what depends only on the before chip and the
+    rectangle (standardised before, its gradients and their sums) is computed once per
+    rectangle, not once per Gauss-Newton step and start.
+    """
+
+    def __init__(self, gb: np.ndarray, ga: np.ndarray) -> None:
+        self.gb, self.ga = gb, ga.astype(np.float32, copy=False)
+        self.f = gb.astype(np.float64)  # what np.gradient differentiates
+        self._refine: dict[Rect, tuple] = {}
+        self._corr: dict[Rect, tuple] = {}
+
+    @staticmethod
+    def _taps(dy: float, dx: float) -> list[tuple[int, int, float]]:
+        sy, sx = -dy, -dx
+        iy, ix = int(np.floor(sy)), int(np.floor(sx))
+        fy, fx = sy - iy, sx - ix
+        return [
+            (oy, ox, wt)
+            for oy, ox, wt in ((iy, ix, (1 - fy) * (1 - fx)), (iy, ix + 1, (1 - fy) * fx),
+                               (iy + 1, ix, fy * (1 - fx)), (iy + 1, ix + 1, fy * fx))
+            if wt > 1e-9
+        ]
+
+    def _tap_rect(self, taps: list[tuple[int, int, float]]) -> Rect:
+        n0, n1 = self.gb.shape
+        return (
+            max(0, -min(t[0] for t in taps)), min(n0, n0 - max(t[0] for t in taps)),
+            max(0, -min(t[1] for t in taps)), min(n1, n1 - max(t[1] for t in taps)),
+        )
+
+    def _moved(self, taps: list[tuple[int, int, float]], rect: Rect) -> np.ndarray:
+        """The shifted after on ``rect`` (flat, C order): the sum of :func:`shift_bilinear`'s taps."""
+        r0, r1, c0, c1 = rect
+        out = np.zeros((r1 - r0, c1 - c0), np.float32)
+        for oy, ox, wt in taps:
+            out += np.float32(wt) * self.ga[r0 + oy : r1 + oy, c0 + ox : c1 + ox]
+        return out.reshape(-1)
+
+    def _gradient(self, rect: Rect) -> tuple[np.ndarray, np.ndarray]:
+        """``np.gradient(gb.astype(float64))`` on ``rect`` (flat), which lies off the outer 2 pixels.
+
+        There numpy uses central differences ``(f[i+1] - f[i-1]) / 2``: the same bits here.
+        """
+        r0, r1, c0, c1 = rect
+        f = self.f
+        gy = (f[r0 + 1 : r1 + 1, c0:c1] - f[r0 - 1 : r1 - 1, c0:c1]) / 2.0
+        gx = (f[r0:r1, c0 + 1 : c1 + 1] - f[r0:r1, c0 - 1 : c1 - 1]) / 2.0
+        return gy.reshape(-1), gx.reshape(-1)
+
+    def refine(self, dy: float, dx: float, steps: int = 3) -> tuple[float, float]:
+        """:func:`_refine_subpixel` for all-valid chips."""
+        start = (dy, dx)
+        for _ in range(steps):
+            taps = self._taps(dy, dx)
+            rect = _interior(self._tap_rect(taps), self.gb.shape, 2)
+            if rect[0] >= rect[1] or rect[2] >= rect[3] or _rect_size(rect) < 64:
+                return start
+            cached = self._refine.get(rect)
+            if cached is None:
+                (gbm,) = _gather((self.gb,), None, rect)  # type: ignore[arg-type]
+                gym, gxm = self._gradient(rect)
+                sb = gbm.std() + 1e-9
+                b = (gbm - gbm.mean()) / sb
+                jy, jx = gym / sb, gxm / sb
+                sums = (float(np.sum(jy * jy)), float(np.sum(jx * jx)), float(np.sum(jy * jx)))
+                cached = self._refine[rect] = (b, jy, jx, sums)
+            b, jy, jx, (syy, sxx, sxy) = cached
+            mm = self._moved(taps, rect)
+            a = (mm - mm.mean()) / (mm.std() + 1e-9)
+            r = b - a
+            ry, rx = float(np.sum(jy * r)), float(np.sum(jx * r))
+            det = syy * sxx - sxy * sxy
+            if det <= 1e-9 * max(syy * sxx, 1e-30):
+                return start
+            step = np.array([(sxx * ry - sxy * rx) / det, (syy * rx - sxy * ry) / det])
+            dy, dx = dy - float(step[0]), dx - float(step[1])
+            if abs(dy - start[0]) > 1.0 or abs(dx - start[1]) > 1.0:
+                return start
+            if abs(step).max() < 0.01:
+                break
+        return dy, dx
+
+    def correlation(self, dy: float, dx: float) -> float:
+        """:func:`_shifted_correlation` for all-valid chips."""
+        taps = self._taps(dy, dx)
+        rect = self._tap_rect(taps)
+        if rect[0] >= rect[1] or rect[2] >= rect[3] or _rect_size(rect) < 64:
+            return float("nan")
+        cached = self._corr.get(rect)
+        if cached is None:
+            (gbm,) = _gather((self.gb,), None, rect)  # type: ignore[arg-type]
+            x = gbm.astype(np.float64)
+            x -= x.mean()
+            cached = self._corr[rect] = (x, (x * x).sum())
+        x, sxx = cached
+        y = self._moved(taps, rect).astype(np.float64)
+        y -= y.mean()
+        den = np.sqrt(sxx * (y * y).sum())
+        if den < 1e-12:
+            return float("nan")
+        return float((x * y).sum() / den)
 
 
 def estimate_shift(
@@ -172,27 +333,40 @@ def estimate_shift(
     mask = valid_before & valid_after
     if mask.mean() < min_overlap:
         return ShiftEstimate(0.0, 0.0, float("nan"), float("nan"))
+    vb_all, va_all = bool(valid_before.all()), bool(valid_after.all())
     gb = before.mean(axis=0)
     ga = after.mean(axis=0)
-    gbm, gam = gb[mask], ga[mask]
+    full = vb_all and va_all
+    gbm, gam = (gb.reshape(-1), ga.reshape(-1)) if full else (gb[mask], ga[mask])
     if gbm.std() < 1e-3 or gam.std() < 1e-3:
         return ShiftEstimate(0.0, 0.0, float("nan"), float("nan"))
     window = _hann_window(*gb.shape)
-    fb = np.where(mask, gb - gbm.mean(), 0.0) * window
-    fa = np.where(mask, ga - gam.mean(), 0.0) * window
+    if full:  # np.where over an all-True mask is the plain difference
+        fb = (gb - gbm.mean()) * window
+        fa = (ga - gam.mean()) * window
+    else:
+        fb = np.where(mask, gb - gbm.mean(), 0.0) * window
+        fa = np.where(mask, ga - gam.mean(), 0.0) * window
     shift = phase_peak(fb, fa)
     conf0 = _correlation(gbm, gam) if gbm.size >= 64 else float("nan")
     # the phase-correlation peak, and a local refinement from no shift: on real pairs with much
     # change the global peak can be a wrong one while the true residual is small
     best = (float("-inf"), 0.0, 0.0)
-    grad = np.gradient(gb.astype(np.float64))
     peak = (float(shift[0]), float(shift[1]))
     starts = [peak]
     if max(abs(peak[0]), abs(peak[1])) > 1.0:  # else the peak's refinement covers no shift
         starts.append((0.0, 0.0))
+    fast = _FullValid(gb, ga) if full else None
+    grad = None if full else np.gradient(gb.astype(np.float64))
     for start in starts:
-        dy, dx = _refine_subpixel(gb, ga, valid_before, valid_after, grad, *start)
-        conf = _shifted_correlation(gb, ga, valid_before, valid_after, dy, dx)
+        if fast is not None:
+            dy, dx = fast.refine(*start)
+            conf = fast.correlation(dy, dx)
+        else:
+            dy, dx = _refine_subpixel(
+                gb, ga, valid_before, valid_after, grad, *start, vb_all=vb_all, va_all=va_all  # type: ignore[arg-type]
+            )
+            conf = _shifted_correlation(gb, ga, valid_before, valid_after, dy, dx, vb_all=vb_all, va_all=va_all)
         if math.isfinite(conf) and conf > best[0]:
             best = (conf, dy, dx)
         if best[0] >= 0.5:  # a clearly good alignment: no need to try the other start
@@ -224,10 +398,12 @@ def phase_peak(reference: np.ndarray, moving: np.ndarray) -> tuple[float, float]
 
     src_freq = fftn(reference)
     target_freq = fftn(moving)
-    image_product = src_freq * target_freq.conj()
+    # src * conj(target), normalised by its magnitude, in place (the same operations, fewer arrays)
+    image_product = np.multiply(src_freq, np.conjugate(target_freq, out=target_freq), out=src_freq)
     eps = np.finfo(image_product.real.dtype).eps
-    image_product /= np.maximum(np.abs(image_product), 100 * eps)
-    cross_correlation = ifftn(image_product)
+    magnitude = np.abs(image_product)
+    image_product /= np.maximum(magnitude, 100 * eps, out=magnitude)
+    cross_correlation = ifftn(image_product, overwrite_x=True)
     flat = int(np.argmax(np.abs(cross_correlation)))
     maxima = np.unravel_index(flat, cross_correlation.shape)
     if np.isnan(cross_correlation[maxima]) or not (np.isfinite(reference).all() and np.isfinite(moving).all()):
@@ -242,6 +418,19 @@ def phase_peak(reference: np.ndarray, moving: np.ndarray) -> tuple[float, float]
     return out[0], out[1]
 
 
-def _shifted_correlation(gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float) -> float:
-    moved, moved_valid = shift_bilinear(ga, va, dy, dx)
+def _shifted_correlation(
+    gb: np.ndarray, ga: np.ndarray, vb: np.ndarray, va: np.ndarray, dy: float, dx: float,
+    *, vb_all: bool | None = None, va_all: bool | None = None,
+) -> float:
+    """Correlation of ``gb`` and ``ga`` shifted by ``(dy, dx)`` over their common valid pixels.
+
+    ``vb_all``/``va_all`` as in :func:`_refine_subpixel`.
+    """
+    vb_all = bool(vb.all()) if vb_all is None else vb_all
+    va_all = bool(va.all()) if va_all is None else va_all
+    moved, moved_valid, rect = _shift_bilinear(ga, va, dy, dx, all_valid=va_all)
+    if vb_all and rect is not None:  # the common valid pixels are the rectangle
+        if _rect_size(rect) < 64:
+            return float("nan")
+        return _correlation(*_gather((gb, moved), None, rect))  # type: ignore[arg-type]
     return masked_correlation(gb, moved, vb & moved_valid)

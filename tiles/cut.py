@@ -447,16 +447,19 @@ class PairCutter:
                 empty = chip
             if chip is None or not chip.valid.any():
                 continue
+            # the mosaic shares the first part's arrays until a later part fills holes in it
             if image is None or valid is None:
-                parts, image, valid = [chip], chip.image.copy(), chip.valid.copy()
+                parts, image, valid = [chip], chip.image, chip.valid
             elif cfg.mosaic:
                 fill = chip.valid & ~valid
                 if fill.any():
+                    if image is parts[0].image:
+                        image, valid = image.copy(), valid.copy()
                     parts.append(chip)
                     image[:, fill] = chip.image[:, fill]
                     valid |= fill
             elif chip.valid.mean() > valid.mean():
-                parts, image, valid = [chip], chip.image.copy(), chip.valid.copy()
+                parts, image, valid = [chip], chip.image, chip.valid
             if valid.all() or (not cfg.mosaic and valid.mean() >= cfg.min_valid_fraction):
                 break
         if image is None or valid is None:

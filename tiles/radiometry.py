@@ -79,22 +79,35 @@ def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndar
     top = levels - 1
     grid = np.linspace(0.0, 1.0, levels)
     c = after.shape[0]
-    # every band at once: quantised levels, offset per band so one bincount counts them all
-    qa = np.rint(np.clip(after, 0.0, 1.0) * top).astype(np.intp)
-    qb = np.rint(np.clip(before[:, mask], 0.0, 1.0) * top).astype(np.intp)
-    offsets = (np.arange(c, dtype=np.intp) * levels)[:, None]
-    count_a = np.bincount((qa[:, mask] + offsets).ravel(), minlength=c * levels).reshape(c, levels)
-    count_b = np.bincount((qb + offsets).ravel(), minlength=c * levels).reshape(c, levels)
+    qa, qb = _quantise(after, top), _quantise(before, top)
+    # pixels outside the mask go to a spare bin past the last level (no masked gathers), dropped
+    # after counting; a fully valid pair needs no masking at all
+    full = bool(mask.all())
+    count_a = np.empty((c, levels), np.intp)
+    count_b = np.empty((c, levels), np.intp)
+    for b in range(c):
+        for q, counts in ((qa[b], count_a), (qb[b], count_b)):
+            idx = q if full else np.where(mask, q, levels)
+            counts[b] = np.bincount(idx.ravel(), minlength=levels + 1)[:levels]
     cdf_a = np.cumsum(count_a, axis=1) / n
     cdf_b = np.cumsum(count_b, axis=1) / n
     # centre each level's cumulative frequency within its own bin
     ca = cdf_a - 0.5 * np.diff(cdf_a, axis=1, prepend=0.0)
     cb = cdf_b - 0.5 * np.diff(cdf_b, axis=1, prepend=0.0)
-    luts = np.empty((c, levels), np.float32)
+    out = np.empty(after.shape, np.float32)
     for b in range(c):
         keep = np.diff(cb[b], prepend=-1.0) > 0  # strictly increasing support for interp
-        luts[b] = np.interp(ca[b], cb[b][keep], grid[keep])
-    return luts.ravel()[qa + offsets[:, :, None]]
+        lut = np.interp(ca[b], cb[b][keep], grid[keep]).astype(np.float32)
+        np.take(lut, qa[b], out=out[b])
+    return out
+
+
+def _quantise(x: np.ndarray, top: int) -> np.ndarray:
+    """``rint(clip(x, 0, 1) * top)`` as indices, in ``x``'s own precision (float32 for chips)."""
+    q = np.clip(x, 0.0, 1.0)
+    q *= top
+    np.rint(q, out=q)
+    return q.astype(np.intp)
 
 
 def match_mean_std(after: np.ndarray, before: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ falls back to ``scipy.ndimage``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import ndimage
 
@@ -16,7 +18,10 @@ __all__ = ["resample_affine"]
 def _resample_inside(native: np.ndarray, affine: np.ndarray, out_px: int, order: int) -> np.ndarray:
     """Bilinear/nearest resampling with Pillow's affine transform (2-3x faster than ndimage).
 
-    Only for chips whose samples all fall within the native pixel centres.
+    Only for chips whose samples all fall within the native pixel centres. Each band's plane
+    and its output row of ``out`` are handed to Pillow as mapped "F" images (views, no copies);
+    Pillow's own ``Image.frombuffer``/``transform``/``tobytes`` do the same arithmetic with two
+    copies and a fresh image per band (see :func:`_pillow_mapped`).
     """
     from PIL import Image
 
@@ -26,16 +31,51 @@ def _resample_inside(native: np.ndarray, affine: np.ndarray, out_px: int, order:
     c = affine[1, 2] + 0.5 - 0.5 * (a + b)
     d, e = affine[0, 1], affine[0, 0]
     f = affine[0, 2] + 0.5 - 0.5 * (d + e)
+    coeffs = (float(a), float(b), float(c), float(d), float(e), float(f))
     method = Image.Resampling.BILINEAR if order == 1 else Image.Resampling.NEAREST
-    out = np.empty((native.shape[0], out_px, out_px), np.float32)
+    out = np.zeros((native.shape[0], out_px, out_px), np.float32)
     h, w = native.shape[1:]
+    mapped = _pillow_mapped()
     for band in range(native.shape[0]):
         plane = np.ascontiguousarray(native[band], dtype=np.float32)
-        img = Image.frombuffer("F", (w, h), plane, "raw", "F", 0, 1)  # a view, no copy
-        moved = img.transform((out_px, out_px), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=method)
-        out[band] = np.frombuffer(moved.tobytes(), np.float32).reshape(out_px, out_px)
+        if mapped:
+            src = Image.core.map_buffer(plane, (w, h), "raw", 0, ("F", 0, 1))
+            dst = Image.core.map_buffer(out[band], (out_px, out_px), "raw", 0, ("F", 0, 1))
+            # what Image.transform does after making its output image: fill=1 writes every pixel
+            dst.transform((0, 0, out_px, out_px), src, Image.Transform.AFFINE, coeffs, method, 1)
+        else:
+            img = Image.frombuffer("F", (w, h), plane, "raw", "F", 0, 1)
+            moved = img.transform((out_px, out_px), Image.Transform.AFFINE, coeffs, resample=method)
+            out[band] = np.frombuffer(moved.tobytes(), np.float32).reshape(out_px, out_px)
     np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+@lru_cache(maxsize=1)
+def _pillow_mapped() -> bool:
+    """Whether this Pillow can transform between mapped float buffers with the same bytes.
+
+    ``Image.core.map_buffer`` is Pillow's C-level constructor behind ``Image.frombuffer``; if a
+    Pillow release drops it or changes the result, the public (copying) path is used instead.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(12)
+    plane = rng.random((37, 41), dtype=np.float32)
+    coeffs = (0.93, 0.07, 1.3, -0.05, 1.02, 2.1)
+    try:
+        for method in (Image.Resampling.BILINEAR, Image.Resampling.NEAREST):
+            img = Image.frombuffer("F", (41, 37), plane, "raw", "F", 0, 1)
+            ref = img.transform((23, 23), Image.Transform.AFFINE, coeffs, resample=method).tobytes()
+            out = np.full((23, 23), np.nan, np.float32)
+            src = Image.core.map_buffer(plane, (41, 37), "raw", 0, ("F", 0, 1))
+            dst = Image.core.map_buffer(out, (23, 23), "raw", 0, ("F", 0, 1))
+            dst.transform((0, 0, 23, 23), src, Image.Transform.AFFINE, coeffs, method, 1)
+            if out.tobytes() != ref:
+                return False
+    except Exception:  # noqa: BLE001 - any failure: use the public path
+        return False
+    return True
 
 
 def resample_affine(

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from skimage.registration import phase_cross_correlation
 
-from tiles.coreg import phase_peak
+from tiles.coreg import _FullValid, _refine_subpixel, _shifted_correlation, estimate_shift, phase_peak
 from tiles.radiometry import match_histograms_masked
+from tiles.resample import _pillow_mapped, _resample_inside, resample_affine
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -48,14 +49,82 @@ def _per_band_reference(after, before, mask, levels=1024):
     return out
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_histogram_matching_bit_identical_to_per_band_loop(seed):
     rng = np.random.default_rng(seed)
     before = rng.beta(2, 5, (3, 64, 64)).astype(np.float32)
     after = np.clip(before * 0.7 + 0.1 + rng.normal(0, 0.05, before.shape), 0, 1).astype(np.float32)
-    mask = rng.random((64, 64)) > 0.2
+    # a partial mask (the spare-bin path) and a full one (no masking at all)
+    mask = rng.random((64, 64)) > 0.2 if seed % 2 else np.ones((64, 64), bool)
     got = match_histograms_masked(after, before, mask)
     assert got.dtype == np.float32 and got.shape == after.shape
-    assert np.array_equal(got, _per_band_reference(after, before, mask))
+    assert got.tobytes() == _per_band_reference(after, before, mask).tobytes()
     # and it did match: the after band means move towards before's
     assert abs(got[0][mask].mean() - before[0][mask].mean()) < abs(after[0][mask].mean() - before[0][mask].mean())
+
+
+def _textured_pair(seed, shift=(0.6, -1.3)):
+    """A smooth random texture and the same moved by a sub-pixel ``shift`` (rows, cols), 3 bands."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    big = ndimage.gaussian_filter(rng.random((3, 160, 160)), (0, 2, 2)).astype(np.float32)
+    moved = ndimage.shift(big, (0, *shift), order=1)
+    return big[:, 16:144, 16:144], moved[:, 16:144, 16:144]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_full_valid_refinement_is_the_masked_one_bit_for_bit(seed):
+    """The slicing/caching path for all-valid chips gives the boolean-mask path's exact floats."""
+    before, after = _textured_pair(seed)
+    gb, ga = before.mean(axis=0), after.mean(axis=0)
+    ones = np.ones(gb.shape, bool)
+    grad = np.gradient(gb.astype(np.float64))
+    fast = _FullValid(gb, ga)
+    # vb_all=False: the boolean-mask gathers of the general path (the code before the fast path)
+    masked = dict(vb_all=False, va_all=True)
+    for start in ((0.0, 0.0), (-1.0, 1.0), (2.0, -3.0)):
+        slow = _refine_subpixel(gb, ga, ones, ones, grad, *start, **masked)
+        assert fast.refine(*start) == slow
+        assert fast.correlation(*slow) == _shifted_correlation(gb, ga, ones, ones, *slow, **masked)
+        assert _refine_subpixel(gb, ga, ones, ones, grad, *start) == slow  # flags looked up: same
+    assert fast.correlation(0.4, -0.7) == _shifted_correlation(gb, ga, ones, ones, 0.4, -0.7, **masked)
+    # and the estimate finds the shift (moving after by -shift registers it)
+    est = estimate_shift(before, after, ones, ones)
+    assert abs(est.dy + 0.6) < 0.15 and abs(est.dx - 1.3) < 0.15 and est.confidence > 0.9
+
+
+def _public_pillow(native, affine, out_px, order):
+    """Pillow's public frombuffer/transform/tobytes path (the specification of the mapped one)."""
+    from PIL import Image
+
+    a, b = affine[1, 1], affine[1, 0]
+    c = affine[1, 2] + 0.5 - 0.5 * (a + b)
+    d, e = affine[0, 1], affine[0, 0]
+    f = affine[0, 2] + 0.5 - 0.5 * (d + e)
+    method = Image.Resampling.BILINEAR if order == 1 else Image.Resampling.NEAREST
+    out = np.empty((native.shape[0], out_px, out_px), np.float32)
+    h, w = native.shape[1:]
+    for band in range(native.shape[0]):
+        img = Image.frombuffer("F", (w, h), np.ascontiguousarray(native[band]), "raw", "F", 0, 1)
+        moved = img.transform((out_px, out_px), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=method)
+        out[band] = np.frombuffer(moved.tobytes(), np.float32).reshape(out_px, out_px)
+    return np.clip(out, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_mapped_pillow_resampling_is_the_public_path_bit_for_bit(order):
+    assert _pillow_mapped()  # this Pillow supports it (else the public path is used: still correct)
+    rng = np.random.default_rng(order)
+    for k in range(8):
+        native = rng.random((3, 150, 160), dtype=np.float32)
+        angle = 0.0 if k % 2 else rng.uniform(-0.1, 0.1)
+        scale = rng.uniform(0.8, 1.1)
+        affine = np.array([
+            [scale * np.cos(angle), -scale * np.sin(angle), 10.0 + rng.uniform(0, 3)],
+            [scale * np.sin(angle), scale * np.cos(angle), 12.0 + rng.uniform(0, 3)],
+        ])
+        got = _resample_inside(native, affine, 100, order)
+        assert got.tobytes() == _public_pillow(native, affine, 100, order).tobytes()
+        image, valid = resample_affine(native, np.ones((150, 160), np.float32), affine, 100, order=order)
+        assert valid.all() and image.tobytes() == got.tobytes()
