@@ -20,6 +20,7 @@ from torch import nn
 
 from models.assessment import FeatureStats, sharpness_log_ratio
 from models.checkpoint import CheckpointMeta, load_checkpoint
+from models.onednn import fuse_for_bf16_cpu
 from sitewatch.errors import ModelError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -225,10 +226,16 @@ class Scorer:
         )
 
     def _prepare(self, net: nn.Module) -> nn.Module:
-        """Fold batch norms into convolutions and set the memory format (net in eval mode)."""
+        """Fold batch norms into convolutions, set the memory format and, for bfloat16 on a CPU,
+        fuse each activation into its convolution (net in eval mode)."""
         fuse_conv_batchnorm(net)
         if self._channels_last:
             net = net.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16:
+            # each activation inside its convolution (oneDNN post-op): same bytes, checked
+            # layer by layer on this machine first (models/onednn.py)
+            fused = fuse_for_bf16_cpu(net)
+            logger.debug("scorer: %d convolutions fused with their activation (oneDNN bfloat16)", fused)
         return net
 
     def adapt(self, images: np.ndarray, *, scope: Literal["all", "encoder"] = "all") -> "Scorer":
