@@ -258,7 +258,16 @@ def _read_header(path: Path) -> SceneInfo:
     from rasterio.enums import MaskFlags
     from rasterio.warp import transform_bounds
 
-    with rasterio.open(path) as ds:
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        # an ungeoreferenced file is reported below in our words (skipped, with what to do);
+        # rasterio's own warning would print a source line of its internals to the user
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        ds = rasterio.open(path)
+    with ds:
         if ds.crs is None:
             raise ValueError("has no CRS (georeference it, e.g. gdal_edit.py -a_srs)")
         if ds.transform.is_identity:

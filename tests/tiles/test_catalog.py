@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from datetime import datetime, timezone
 
 import pytest
@@ -69,9 +70,15 @@ def test_ungeoreferenced_raster_is_skipped(tmp_path, make_scene):
     plain = tmp_path / "plain.tif"
     with rasterio.open(plain, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as ds:
         ds.write(np.zeros((1, 8, 8), np.uint8))
-    cat = RasterCatalog.from_paths([plain, make_scene("ok.tif")], epoch="before")
+    ok = make_scene("ok.tif")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cat = RasterCatalog.from_paths([plain, ok], epoch="before")
     assert [s.scene_id for s in cat.scenes] == ["ok"]
     assert "no CRS" in cat.skipped[0][1]
+    # the skip is said once, in our words: rasterio's NotGeoreferencedWarning (which prints a line
+    # of rasterio's source to the user) is not passed on
+    assert [w for w in caught if "geotransform" in str(w.message)] == []
 
 
 def test_duplicate_stems_get_unique_ids_and_catalog_pickles(make_scene):
