@@ -973,6 +973,10 @@ def read_manifest_json(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     path = run_dir if run_dir.name == MANIFEST_NAME and run_dir.is_file() else run_dir / MANIFEST_NAME
     if not path.parent.is_dir():
+        if path.parent.exists():
+            raise RunFolderError(
+                f"{path.parent}: is a file, not a run folder; give the folder `sitewatch detect --out` wrote"
+            )
         raise RunFolderError(f"{path.parent}: no such run folder")
     if not path.is_file():
         raise RunFolderError(

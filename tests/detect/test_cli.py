@@ -40,6 +40,11 @@ def test_detect_cli_usage_errors(tiny_scene, tmp_path, capsys):
     assert main(["detect", "--sites", str(missing), "--before", str(tiny_scene.before), "--after", str(tiny_scene.after), "--out", str(tmp_path / "c")]) == 1
     assert "nope.csv" in capsys.readouterr().err
     assert main(["verify", str(tmp_path / "never")]) == 1
+    assert "no such run folder" in capsys.readouterr().err
+    # a file given where a run folder belongs (e.g. the sites file): said as such, for every command
+    for cmd in (["verify"], ["calibrate"], ["review"], ["dossier", "--flagged", "--out", str(tmp_path / "d")]):
+        assert main([cmd[0], str(tiny_scene.sites), *cmd[1:]]) == 1, cmd
+        assert f"{tiny_scene.sites}: is a file, not a run folder" in capsys.readouterr().err, cmd
 
 
 def test_detect_says_why_sites_cannot_be_assessed(tiny_scene, tmp_path, capsys):
