@@ -85,7 +85,7 @@ def configure_logging(verbose: int, quiet: int) -> None:
     elif verbose:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-    for noisy in ("rasterio", "distributed", "asyncio", "PIL", "matplotlib", "urllib3", "httpx", "fontTools", "fpdf"):
+    for noisy in ("rasterio", "pyogrio", "distributed", "asyncio", "PIL", "matplotlib", "urllib3", "httpx", "fontTools", "fpdf"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
