@@ -41,6 +41,12 @@ def test_detect_cli_usage_errors(tiny_scene, tmp_path, capsys):
     assert "nope.csv" in capsys.readouterr().err
     assert main(["verify", str(tmp_path / "never")]) == 1
     assert "no such run folder" in capsys.readouterr().err
+    # --before and --after swapped (the model would read intact -> rubble backwards and flag nothing)
+    assert main(["detect", "--sites", str(tiny_scene.sites), "--before", str(tiny_scene.after), "--after",
+                 str(tiny_scene.before), "--out", str(tmp_path / "swapped")]) == 1
+    err = capsys.readouterr().err
+    assert "are --before and --after swapped?" in err and "2021-09-01" in err
+    assert not (tmp_path / "swapped" / "scores.csv").exists()
     # a file given where a run folder belongs (e.g. the sites file): said as such, for every command
     for cmd in (["verify"], ["calibrate"], ["review"], ["dossier", "--flagged", "--out", str(tmp_path / "d")]):
         assert main([cmd[0], str(tiny_scene.sites), *cmd[1:]]) == 1, cmd

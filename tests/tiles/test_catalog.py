@@ -89,3 +89,25 @@ def test_duplicate_stems_get_unique_ids_and_catalog_pickles(make_scene):
     again = pickle.loads(pickle.dumps(cat))
     assert again.scenes == cat.scenes and again.epoch == "before"
     assert again["one/scene"].path == a
+
+
+def test_swapped_or_identical_epochs_are_refused_naming_the_flags(make_scene):
+    """Swapped --before/--after give a run that flags almost nothing (the model reads change one
+    way), with no other sign of the mistake; the same file for both gives no change at all."""
+    from tiles.catalog import check_epochs
+
+    early = make_scene("early.tif", tags={"ACQUISITION_DATETIME": "2023-01-10T10:00:00Z"})
+    late = make_scene("late.tif", tags={"ACQUISITION_DATETIME": "2023-03-01T10:00:00Z"})
+    undated = make_scene("undated.tif")
+    cat = lambda *paths, epoch: RasterCatalog.from_paths(list(paths), epoch=epoch)  # noqa: E731
+    check_epochs(cat(early, epoch="before"), cat(late, epoch="after"))  # the right way round
+    with pytest.raises(RasterError) as exc:
+        check_epochs(cat(late, epoch="before"), cat(early, epoch="after"))
+    msg = str(exc.value)
+    assert "--before" in msg and "--after" in msg and "swapped" in msg
+    assert "2023-03-01" in msg and "2023-01-10" in msg
+    with pytest.raises(RasterError, match=r"--before and --after both hold .*early\.tif"):
+        check_epochs(cat(early, epoch="before"), cat(early, late, epoch="after"))
+    # not refused: overlapping dates, or a scene whose time is unknown (nothing is certain then)
+    check_epochs(cat(late, epoch="before"), cat(early, undated, epoch="after"))
+    check_epochs(cat(late, undated, epoch="before"), cat(early, epoch="after"))
