@@ -82,6 +82,9 @@ def test_missing_file_and_folder(tmp_path):
         ("nan", "45", "not a finite number"),
         ("15", "123.4", "lat 123.4 out of range [-90, 90]; are the lon and lat columns swapped?"),
         ("181", "45", "lon 181 out of range [-180, 180]"),
+        # UTM easting/northing pasted into lon/lat: say what they look like and what is needed
+        ("500123.5", "4000123.2", "lon 500124 out of range [-180, 180]; lat 4.00012e+06 out of range [-90, 90]; "
+         "these look like projected coordinates (metres, e.g. UTM): give WGS84 longitude and latitude in degrees"),
     ],
 )
 def test_row_level_problems_flow_through(tmp_path, caplog, lon, lat, needle):
@@ -91,6 +94,8 @@ def test_row_level_problems_flow_through(tmp_path, caplog, lon, lat, needle):
     bad = sites[1]
     assert math.isnan(bad.lon) and math.isnan(bad.lat)
     assert needle in bad.problem
+    if abs(float(lon) if lon.replace(".", "").isdigit() else 0) <= 1000:
+        assert "projected" not in bad.problem  # a plain out-of-range degree is not called metres
     assert sites[0].problem is None and sites[2].problem is None
     assert any("row 2" in r.message and "bad" in r.message for r in caplog.records)
 
