@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         raise UsageError("--out is only for `sitewatch review export RUN --out DATASET`")
     job = load_job_config(
-        ReviewJob, args, {"review.host": args.host, "review.port": args.port, "review.behind_tls": ("--tls", args.tls)}
+        ReviewJob, args, {"review.host": ("--host", args.host), "review.port": ("--port", args.port), "review.behind_tls": ("--tls", args.tls)}
     )
     from review.security import check_token
     from review.server import TOKEN_ENV, serve
