@@ -31,7 +31,7 @@ typical session:
   sitewatch review RUN                             # verify sites in the browser (and the
                                                    # 'validation' queue: a random sample)
   sitewatch calibrate RUN                          # refit scores on that verified sample
-  sitewatch verify RUN --digest sha256:...         # the digest detect printed
+  sitewatch verify RUN --digest sha256:...         # the digest detect (or calibrate) printed
   sitewatch dossier RUN --verified --out DOSSIER   # evidence pages of confirmed sites
 
 Every command but verify and keygen takes --config FILE.yaml (see configs/) and
