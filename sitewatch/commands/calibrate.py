@@ -111,4 +111,6 @@ def run(args: argparse.Namespace) -> int:
     for line in result.lines():
         info(line, args)
     info(f"wrote {run_dir}/scores.csv, report.html, calibration.txt, reliability.png; manifest.json sha256 {result.manifest_sha256}", args)
+    # as detect does (also with -q): the run's new digest, to record in place of the old one
+    print(f"run digest: sha256:{result.manifest_sha256}", flush=True)
     return 0

@@ -59,6 +59,9 @@ def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_pa
     out = capsys.readouterr().out
     assert "temperature" in out and "flagged at screening" in out
     manifest = json.loads((run / "manifest.json").read_text())
+    # the new run digest, in the line detect uses, so that it can be recorded and checked
+    digest = hashlib.sha256((run / "manifest.json").read_bytes()).hexdigest()
+    assert f"run digest: sha256:{digest}" in out
     cal = manifest["calibration"]
     assert cal["kind"] == "event" and cal["labels"]["sha256"] == hashlib.sha256(labels.read_bytes()).hexdigest()
     n_ok = sum(1 for r in before.values() if r["status"] == "ok")
