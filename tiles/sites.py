@@ -220,6 +220,11 @@ def read_sites_csv(path: str | Path) -> list[Site]:
     except csv.Error as exc:
         raise InputError(f"sites file {path}: the header row cannot be read as CSV ({exc})") from None
     header = [h.strip() for h in header]
+    if not text.split("\n", 1)[0].strip() and text.strip():
+        raise InputError(
+            f"sites file {path}: line 1 is empty; the header row (site_id,lon,lat,...) must be the "
+            "first line: remove the blank line(s) above it"
+        )
     id_col = _find_column(header, ("site_id",))
     lon_col = _find_column(header, LON_ALIASES)
     lat_col = _find_column(header, LAT_ALIASES)

@@ -282,3 +282,15 @@ def test_nested_property_values_pass_through_as_json_text(tmp_path):
     (s,) = read_sites(f)
     assert s.site_id == "7" and s.extra["tags"] == '{"a": [1, 2]}' and s.extra["n"] == "1.5" and s.extra["none"] == ""
     assert s.extra["deep"].startswith("[[[")
+
+
+def test_blank_lines_above_the_header_are_named(tmp_path):
+    """A spreadsheet export with an empty first line said 'missing site_id, lon, lat; found: (none)'."""
+    f = tmp_path / "s.csv"
+    f.write_text("\n\nsite_id,lon,lat\na,15,45\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"s\.csv: line 1 is empty; the header row .* must be the first line"):
+        read_sites(f)
+    f.write_text(",,\na,15,45\n", encoding="utf-8")  # a header of empty names is not an empty line
+    with pytest.raises(InputError) as exc:
+        read_sites(f)
+    assert "line 1 is empty" not in str(exc.value)
