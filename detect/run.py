@@ -442,7 +442,7 @@ def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> 
         ModelError: the model cannot be loaded or does not fit the tiles settings.
         ConfigError: a bad ``detect.operating_point``.
     """
-    from tiles.catalog import RasterCatalog
+    from tiles.catalog import RasterCatalog, check_epochs
     from tiles.sites import read_sites
 
     sites = read_sites(inputs.sites)
@@ -458,6 +458,7 @@ def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> 
     else:
         before = RasterCatalog.from_paths(list(inputs.before), epoch="before")
         after = RasterCatalog.from_paths(list(inputs.after), epoch="after")
+        check_epochs(before, after)
     from models.backends import make_scorer
 
     scorer = make_scorer(

@@ -434,6 +434,33 @@ def read_scores_csv(path: str | Path) -> list[dict[str, str]]:
         return [{k: restore_formula(v or "") for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
+def unassessed_reasons(path: str | Path) -> dict[str, tuple[int, str, str]]:
+    """``reason -> (sites, first site_id, its detail)`` over the ``cannot_assess`` rows of
+    ``scores.csv``, most frequent first; streamed, so a run of any size costs no memory (what
+    ``sitewatch detect`` prints at the end so that nobody has to open the file to learn why)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SCORES_CSV
+    found: dict[str, list] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None) or []
+        at = {c: header.index(c) for c in ("site_id", "status", "reason", "detail") if c in header}
+        if len(at) < 4:
+            return {}
+        for values in reader:
+            if len(values) != len(header) or values[at["status"]] != "cannot_assess":
+                continue
+            reason = restore_formula(values[at["reason"]]) or "unknown"
+            entry = found.get(reason)
+            if entry is None:
+                found[reason] = [1, restore_formula(values[at["site_id"]]), restore_formula(values[at["detail"]])]
+            else:
+                entry[0] += 1
+    ordered = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return {reason: (n, site, detail) for reason, (n, site, detail) in ordered}
+
+
 # -- embeddings.npz ------------------------------------------------------------------------------
 
 
@@ -946,6 +973,10 @@ def read_manifest_json(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     path = run_dir if run_dir.name == MANIFEST_NAME and run_dir.is_file() else run_dir / MANIFEST_NAME
     if not path.parent.is_dir():
+        if path.parent.exists():
+            raise RunFolderError(
+                f"{path.parent}: is a file, not a run folder; give the folder `sitewatch detect --out` wrote"
+            )
         raise RunFolderError(f"{path.parent}: no such run folder")
     if not path.is_file():
         raise RunFolderError(

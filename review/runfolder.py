@@ -132,7 +132,8 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
         if not self.path.is_dir():
-            raise RunFolderError(f"{path}: no such run folder; give the folder `sitewatch detect --out` wrote")
+            what = "is a file, not a run folder" if self.path.exists() else "no such run folder"
+            raise RunFolderError(f"{path}: {what}; give the folder `sitewatch detect --out` wrote")
         rows = read_scores(self.path)
         seen: set[str] = set()
         for i, row in enumerate(rows):

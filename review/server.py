@@ -70,6 +70,31 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program already listens on, before anything is printed or loaded.
+
+    uvicorn would otherwise print the app's URL, then its own bind error, and exit with status 3.
+
+    Raises:
+        UsageError: ``review.port: ...`` naming the port and what to do.
+    """
+    import socket
+
+    from sitewatch.errors import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"review.port: {port} on {host} is not free ({exc.strerror or exc}; another "
+                "`sitewatch review` running?); pick another port, or 0 for a free one",
+                setting="review.port",
+            ) from None
+
+
 def uvicorn_config(app: Any, config: ReviewConfig, port: int) -> "uvicorn.Config":
     """How uvicorn serves the app: proxy headers believed from ``config.trusted_proxies`` only."""
     import uvicorn
@@ -105,6 +130,8 @@ def serve(
     from review.app import create_app
 
     policy = access_policy(config.host, token)
+    if config.port:
+        check_port_free(config.host, config.port)
     app = create_app(run_dir, config, token=policy.token, allowed_hosts=policy.allowed_hosts)
     port = config.port or free_port(config.host)
     server = uvicorn.Server(uvicorn_config(app, config, port))

@@ -27,11 +27,15 @@ ORDER = ("demo", "tiles", "synth", "train", "evaluate", "detect", "calibrate", "
 EPILOG = """\
 typical session:
   sitewatch demo                                   # synthetic scene, default model, report
-  sitewatch tiles  --sites S.csv --before B/ --after A/ --out TILES
-  sitewatch detect --sites S.csv --before B/ --after A/ --out RUN
-  sitewatch review RUN                             # verify flagged sites in the browser
+  sitewatch detect --sites S.csv --before B/ --after A/ --out RUN   # S.csv: site_id,lon,lat
+  sitewatch review RUN                             # verify sites in the browser (and the
+                                                   # 'validation' queue: a random sample)
+  sitewatch calibrate RUN                          # refit scores on that verified sample
+  sitewatch verify RUN --digest sha256:...         # the digest detect (or calibrate) printed
+  sitewatch dossier RUN --verified --out DOSSIER   # evidence pages of confirmed sites
 
-Every command takes --config FILE.yaml (see configs/) and --set SECTION.KEY=VALUE overrides.
+Every command but verify and keygen takes --config FILE.yaml (see configs/) and
+--set SECTION.KEY=VALUE overrides.
 Exit codes: 0 ok, 1 failure, 2 usage error, 130 interrupted.
 """
 
@@ -85,7 +89,7 @@ def configure_logging(verbose: int, quiet: int) -> None:
     elif verbose:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-    for noisy in ("rasterio", "distributed", "asyncio", "PIL", "matplotlib", "urllib3", "httpx", "fontTools", "fpdf"):
+    for noisy in ("rasterio", "pyogrio", "distributed", "asyncio", "PIL", "matplotlib", "urllib3", "httpx", "fontTools", "fpdf"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -183,6 +183,45 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass ``tp`` is (or ``Optional`` of), else None."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            return _dataclass_of(inner[0])
+    return None
+
+
+def check_set_key(cls: type, key: str) -> None:
+    """Refuse a ``--set`` key that names no setting of ``cls``, naming the flag (not a config file).
+
+    Walks the dotted key through nested config dataclasses; a part below a setting that is not
+    itself a section (a mapping such as ``train.synth_profiles``) is left to :func:`build_config`.
+
+    Raises:
+        ConfigError: ``--set KEY: unknown key 'x' in SECTION (did you mean 'y'?); valid keys are ...``.
+    """
+    import difflib
+
+    node: type | None = cls
+    done: list[str] = []
+    for part in key.split("."):
+        if node is None:
+            return
+        names = [f.name for f in dataclasses.fields(node) if f.init]
+        if part not in names:
+            where = ".".join(done) or "the config"
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+            hint = f" (did you mean {'.'.join([*done, close[0]])}?)" if close else ""
+            raise ConfigError(
+                f"--set {key}: unknown key {part!r} in {where}{hint}; valid keys are: {', '.join(names)}"
+            )
+        done.append(part)
+        node = _dataclass_of(get_type_hints(node)[part])
+
+
 def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
     """Parse ``--set section.key=value`` flags; values are read as YAML scalars or lists."""
     overrides: dict[str, Any] = {}
@@ -238,6 +277,8 @@ def load_config(
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded
     for key, value in (explicit or {}).items():
+        # a typo in --set is the flag's, not the config file's: say so before merging
+        check_set_key(cls, key)
         _set_dotted(data, key, value)
     for key, value in (overrides or {}).items():
         if value is None:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SceneInfo", "RasterCatalog", "parse_acquisition_time", "sidecar_paths", "RASTER_SUFFIXES"]
+__all__ = ["SceneInfo", "RasterCatalog", "check_epochs", "parse_acquisition_time", "sidecar_paths", "RASTER_SUFFIXES"]
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtiff")
 Epoch = Literal["before", "after"]
@@ -258,7 +258,16 @@ def _read_header(path: Path) -> SceneInfo:
     from rasterio.enums import MaskFlags
     from rasterio.warp import transform_bounds
 
-    with rasterio.open(path) as ds:
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        # an ungeoreferenced file is reported below in our words (skipped, with what to do);
+        # rasterio's own warning would print a source line of its internals to the user
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        ds = rasterio.open(path)
+    with ds:
         if ds.crs is None:
             raise ValueError("has no CRS (georeference it, e.g. gdal_edit.py -a_srs)")
         if ds.transform.is_identity:
@@ -479,3 +488,34 @@ class RasterCatalog:
         for s in self.scenes:
             groups.setdefault(s.crs, []).append(s)
         return groups
+
+
+def check_epochs(before: RasterCatalog, after: RasterCatalog) -> None:
+    """Refuse before/after catalogues that are plainly the wrong way round or the same imagery.
+
+    The model reads change in one direction (intact before, damaged after): swapped epochs
+    score destroyed sites as if they had been rebuilt, so nearly nothing is flagged, with no
+    other sign of the mistake. Refused: a file given to both ``--before`` and ``--after``, and
+    every before scene acquired after every after scene (all acquisition times known).
+
+    Raises:
+        RasterError: naming the flags, the file or the dates, and what to do.
+    """
+    shared = sorted({s.path for s in before.scenes} & {s.path for s in after.scenes})
+    if shared:
+        raise RasterError(
+            f"--before and --after both hold {shared[0]}"
+            + (f" (and {len(shared) - 1} more)" if len(shared) > 1 else "")
+            + ": give the imagery from before the event to --before and from after it to --after"
+        )
+    b_times = [s.acquired for s in before.scenes]
+    a_times = [s.acquired for s in after.scenes]
+    if not b_times or not a_times or None in b_times or None in a_times:
+        return
+    if min(b_times) > max(a_times):  # type: ignore[type-var] - no None left
+        fmt = "%Y-%m-%d"
+        raise RasterError(
+            f"every --before scene was acquired after every --after scene (before from "
+            f"{min(b_times).strftime(fmt)}, after until {max(a_times).strftime(fmt)}): "  # type: ignore[type-var]
+            "are --before and --after swapped? Give the imagery from before the event to --before"
+        )

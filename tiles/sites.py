@@ -108,6 +108,14 @@ def _parse_coordinate(text: str | None, field: str, low: float, high: float) -> 
     return _check_coordinate(value, text, field, low, high)
 
 
+def _looks_projected(lon_text: Any, lat_text: Any) -> bool:
+    """Both values numbers and at least one far beyond any degree (easting/northing in metres)."""
+    values = [decimal_number(str(t)) if t is not None else None for t in (lon_text, lat_text)]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return False
+    return max(abs(v) for v in values) > 1000.0  # type: ignore[arg-type] - no None left
+
+
 def _check_coordinate(value: float, text: Any, field: str, low: float, high: float) -> tuple[float, str | None]:
     if not math.isfinite(value):
         return math.nan, f"{field} {text!r} is not a finite number"
@@ -212,6 +220,11 @@ def read_sites_csv(path: str | Path) -> list[Site]:
     except csv.Error as exc:
         raise InputError(f"sites file {path}: the header row cannot be read as CSV ({exc})") from None
     header = [h.strip() for h in header]
+    if not text.split("\n", 1)[0].strip() and text.strip():
+        raise InputError(
+            f"sites file {path}: line 1 is empty; the header row (site_id,lon,lat,...) must be the "
+            "first line: remove the blank line(s) above it"
+        )
     id_col = _find_column(header, ("site_id",))
     lon_col = _find_column(header, LON_ALIASES)
     lat_col = _find_column(header, LAT_ALIASES)
@@ -264,6 +277,8 @@ def read_sites_csv(path: str | Path) -> list[Site]:
         problems = [p for p in (lon_problem, lat_problem) if p]
         if lat_problem and "out of range" in lat_problem and lon_problem is None and abs(lon) <= 90:
             problems.append("are the lon and lat columns swapped?")
+        elif _looks_projected(rec[lon_col], rec[lat_col]):
+            problems.append("these look like projected coordinates (metres, e.g. UTM): give WGS84 longitude and latitude in degrees")
         problem = "; ".join(problems) or None
         if problem:
             log.warning("%s (site %s): %s; reported as cannot_assess/invalid_site", where, site_id, problem)

@@ -196,8 +196,35 @@ def scene_tags(path: Path) -> dict[str, str]:
     return tags
 
 
+def _event_calibration_text(cal: Mapping[str, Any]) -> str:
+    """``sitewatch calibrate``'s record in words: what it was fitted on, when, the temperature and
+    reliability, and how the screening threshold was chosen (not every field of the record)."""
+
+    def num(key: str, fmt: str) -> str | None:
+        v = cal.get(key)
+        return format(float(v), fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    parts = [str(cal.get("description") or f"this event's verified sample: {cal.get('n', '?')} labelled sites")]
+    if cal.get("created"):
+        parts.append(f"fitted {str(cal['created'])[:10]}")
+    t, t0 = num("temperature", ".4g"), num("previous_temperature", ".4g")
+    if t:
+        parts.append(f"temperature {t}" + (f" (was {t0})" if t0 else ""))
+    e, e0 = num("ece", ".3f"), num("ece_before", ".3f")
+    if e and e0:
+        parts.append(f"calibration error (ECE) on the held-out labelled sites {e0} before, {e} after")
+    if cal.get("screening_note"):
+        parts.append(str(cal["screening_note"]))
+    if cal.get("tag"):
+        parts.append(f"tag {cal['tag']}")
+    return "; ".join(parts)
+
+
 def calibration_text(manifest: Mapping[str, Any]) -> str:
     """Which calibration the run's scores carry, from the manifest (run-level, then the model's)."""
+    run_cal = manifest.get("calibration")
+    if isinstance(run_cal, Mapping) and run_cal.get("kind") == "event":
+        return _event_calibration_text(run_cal)
     for holder in (manifest.get("calibration"), (manifest.get("model") or {}).get("calibration")):
         if isinstance(holder, Mapping) and holder:
             parts = [f"{k}: {v}" for k, v in sorted(holder.items()) if not isinstance(v, (Mapping, list))]

@@ -88,13 +88,29 @@ def labels_from_review(run_dir: Path, review_config: Any, *, all_verdicts: bool)
 
 def run(args: argparse.Namespace) -> int:
     from detect.recalibrate import read_labels_csv, recalibrate_run
+    from sitewatch.errors import InputError
     from sitewatch.jobs import CalibrateJob
 
     job = load_job_config(CalibrateJob, args)
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
+        raise InputError(f"{run_dir}: {what}; give the folder `sitewatch detect --out` wrote")
     labels = read_labels_csv(args.labels) if args.labels else labels_from_review(run_dir, job.review, all_verdicts=args.all_verdicts)
-    result = recalibrate_run(run_dir, labels, job.calibration, operating_point=args.operating_point)
+    try:
+        result = recalibrate_run(run_dir, labels, job.calibration, operating_point=args.operating_point)
+    except InputError as exc:
+        if args.labels or not (exc.setting or "").startswith("calibration.min_"):
+            raise
+        # too few verdicts in the store: say where a reviewer gives them
+        where = "any queue" if args.all_verdicts else "the 'validation' queue (http://127.0.0.1:8765/queue?view=validation)"
+        raise InputError(
+            f"{exc}; give verdicts in {where} of 'sitewatch review {run_dir}', or pass --labels LABELS.csv",
+            setting=exc.setting,
+        ) from None
     for line in result.lines():
         info(line, args)
     info(f"wrote {run_dir}/scores.csv, report.html, calibration.txt, reliability.png; manifest.json sha256 {result.manifest_sha256}", args)
+    # as detect does (also with -q): the run's new digest, to record in place of the old one
+    print(f"run digest: sha256:{result.manifest_sha256}", flush=True)
     return 0

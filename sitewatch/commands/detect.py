@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         + (f"; resumed {summary.batches_resumed} of {summary.batches_total} batches" if summary.batches_resumed else ""),
         args,
     )
+    if summary.cannot_assess:
+        _say_why_unassessed(summary, args)
     info(f"ranked list: {summary.scores_csv}", args)
     info(f"report:      {summary.report_html} (open it in a browser)", args)
     info(f"review:      sitewatch review {summary.run_dir}", args)
@@ -138,6 +140,24 @@ def run(args: argparse.Namespace) -> int:
     # always printed (also with -q): the one line to record outside the folder
     print(f"run digest: sha256:{summary.run_digest}", flush=True)
     return 0
+
+
+def _say_why_unassessed(summary, args: argparse.Namespace) -> None:  # noqa: ANN001 - detect.run.RunSummary
+    """Why sites could not be assessed, counted per reason; when none could, the first one's detail
+    (it says what to check: coverage, swapped lon/lat, the incident window, ...)."""
+    from detect.runfolder import unassessed_reasons
+
+    try:
+        reasons = unassessed_reasons(summary.scores_csv)
+    except (OSError, UnicodeDecodeError, ValueError):  # the counts above stand; this is a hint only
+        return
+    if not reasons:
+        return
+    counts = ", ".join(f"{reason} {n}" for reason, (n, _, _) in reasons.items())
+    info(f"cannot be assessed: {counts} (per site: the reason and detail columns of scores.csv)", args)
+    if summary.ok == 0:
+        reason, (_, site, detail) = next(iter(reasons.items()))
+        info(f"no site could be assessed; e.g. {site} ({reason}): {detail}", args)
 
 
 def _signing_key(path: str | None):

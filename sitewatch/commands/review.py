@@ -70,7 +70,15 @@ def _export(run_dir: Path, args: argparse.Namespace) -> int:
         f"left out: {summary.skipped_cannot_assess} cannot_assess, {summary.skipped_undecided} undecided",
         args,
     )
-    info(f"train on it: sitewatch train --data {summary.out_dir} --out MODEL_DIR --from default", args)
+    if summary.exported:
+        info(f"train on it: sitewatch train --data {summary.out_dir} --out MODEL_DIR --from default", args)
+    else:
+        # an empty dataset cannot train anything: say what to do instead of suggesting `train`
+        info(
+            f"nothing to train on yet: no site of {run_dir} has a decided verdict; review sites first "
+            f"(sitewatch review {run_dir}), then export again",
+            args,
+        )
     return 0
 
 
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         raise UsageError("--out is only for `sitewatch review export RUN --out DATASET`")
     job = load_job_config(
-        ReviewJob, args, {"review.host": args.host, "review.port": args.port, "review.behind_tls": ("--tls", args.tls)}
+        ReviewJob, args, {"review.host": ("--host", args.host), "review.port": ("--port", args.port), "review.behind_tls": ("--tls", args.tls)}
     )
     from review.security import check_token
     from review.server import TOKEN_ENV, serve

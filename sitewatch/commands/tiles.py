@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sitewatch.config import write_config
     from sitewatch.jobs import TilesJob
-    from tiles.catalog import RasterCatalog
+    from tiles.catalog import RasterCatalog, check_epochs
     from tiles.output import write_tiles_folder
     from tiles.sites import read_sites
 
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     sites = read_sites(args.sites)
     before = RasterCatalog.from_paths(args.before, epoch="before")
     after = RasterCatalog.from_paths(args.after, epoch="after")
+    check_epochs(before, after)
     info(
         f"{len(sites)} sites; {len(before.scenes)} before and {len(after.scenes)} after scenes"
         + (f" ({len(before.skipped) + len(after.skipped)} inputs skipped, see warnings)" if before.skipped or after.skipped else ""),

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _review_dataset(run: Path, cache_dir: Path) -> tuple[Path, str]:
     """Export a run's verdicts as a labelled dataset; returns ``(folder, the run's model)``."""
     try:
-        from review.export import export_dataset
+        from review.export import export_dataset_summary
     except ImportError as exc:
         raise UsageError(f"--from-review needs the review stage (review.export.export_dataset), which is not available: {exc}") from None
     if not run.is_dir():
@@ -56,7 +56,13 @@ def _review_dataset(run: Path, cache_dir: Path) -> tuple[Path, str]:
     import hashlib
 
     key = hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:16]
-    folder = export_dataset(run, cache_dir / "review-export" / key)
+    summary = export_dataset_summary(run, cache_dir / "review-export" / key)
+    if not summary.exported:
+        raise UsageError(
+            f"--from-review {run}: no site of the run has a decided verdict yet ({summary.skipped_undecided} "
+            f"undecided); review sites first (sitewatch review {run}), then train again"
+        )
+    folder = summary.out_dir
     from detect.runfolder import read_manifest
 
     # export_dataset has read the run folder through the run folder contract: its manifest is readable

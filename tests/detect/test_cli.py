@@ -40,6 +40,47 @@ def test_detect_cli_usage_errors(tiny_scene, tmp_path, capsys):
     assert main(["detect", "--sites", str(missing), "--before", str(tiny_scene.before), "--after", str(tiny_scene.after), "--out", str(tmp_path / "c")]) == 1
     assert "nope.csv" in capsys.readouterr().err
     assert main(["verify", str(tmp_path / "never")]) == 1
+    assert "no such run folder" in capsys.readouterr().err
+    # --before and --after swapped (the model would read intact -> rubble backwards and flag nothing)
+    assert main(["detect", "--sites", str(tiny_scene.sites), "--before", str(tiny_scene.after), "--after",
+                 str(tiny_scene.before), "--out", str(tmp_path / "swapped")]) == 1
+    err = capsys.readouterr().err
+    assert "are --before and --after swapped?" in err and "2021-09-01" in err
+    assert not (tmp_path / "swapped" / "scores.csv").exists()
+    # a file given where a run folder belongs (e.g. the sites file): said as such, for every command
+    for cmd in (["verify"], ["calibrate"], ["review"], ["dossier", "--flagged", "--out", str(tmp_path / "d")]):
+        assert main([cmd[0], str(tiny_scene.sites), *cmd[1:]]) == 1, cmd
+        assert f"{tiny_scene.sites}: is a file, not a run folder" in capsys.readouterr().err, cmd
+
+
+def test_detect_says_why_sites_cannot_be_assessed(tiny_scene, tmp_path, capsys):
+    """A newcomer whose lon/lat columns are swapped learns it from the run's last lines, not only
+    from scores.csv's detail column."""
+    import csv
+
+    with open(tiny_scene.sites, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    swapped = tmp_path / "swapped.csv"
+    with open(swapped, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "lon": r["lat"], "lat": r["lon"]} for r in rows)
+    base = ["--before", str(tiny_scene.before), "--after", str(tiny_scene.after), "--chips", "0"]
+    assert main(["detect", "--sites", str(swapped), *base, "--out", str(tmp_path / "sw")]) == 0
+    text = capsys.readouterr().out
+    assert f"cannot be assessed: outside_before_coverage {len(rows)} (" in text
+    assert "no site could be assessed; e.g. s000 (outside_before_coverage)" in text
+    assert "are the lon and lat columns swapped?" in text
+    # one site off the imagery among good ones: counted, but no "no site could be assessed"
+    off = tmp_path / "one_off.csv"
+    with open(off, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([*rows[:3], {**rows[0], "site_id": "far", "lon": "120.0", "lat": "-30.0"}])
+    assert main(["detect", "--sites", str(off), *base, "--out", str(tmp_path / "off")]) == 0
+    text = capsys.readouterr().out
+    assert "cannot be assessed: outside_before_coverage 1 (" in text
+    assert "no site could be assessed" not in text
 
 
 @pytest.mark.slow

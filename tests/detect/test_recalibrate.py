@@ -59,6 +59,9 @@ def test_calibrate_rewrites_scores_flags_and_records_provenance(run_copy, tmp_pa
     out = capsys.readouterr().out
     assert "temperature" in out and "flagged at screening" in out
     manifest = json.loads((run / "manifest.json").read_text())
+    # the new run digest, in the line detect uses, so that it can be recorded and checked
+    digest = hashlib.sha256((run / "manifest.json").read_bytes()).hexdigest()
+    assert f"run digest: sha256:{digest}" in out
     cal = manifest["calibration"]
     assert cal["kind"] == "event" and cal["labels"]["sha256"] == hashlib.sha256(labels.read_bytes()).hexdigest()
     n_ok = sum(1 for r in before.values() if r["status"] == "ok")
@@ -120,6 +123,17 @@ def test_calibrate_names_unknown_sites_and_says_how_many_labels_are_needed(run_c
     assert "calibration" not in json.loads((run / "manifest.json").read_text())
     assert main(["calibrate", str(run)]) == 1
     assert "no review store" in capsys.readouterr().err
+    # a store with too few verdicts: the error says where reviewers give them (the label-file
+    # error above stays as it was: no review hint there)
+    from review.store import VerdictStore
+
+    VerdictStore.for_run(run).add_verdict(labels[0]["site_id"], "ana", labels[0]["damage"])
+    assert main(["calibrate", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "calibration.min_labels" in err and "label 29 more" in err
+    assert "the 'validation' queue" in err and "/queue?view=validation" in err and f"sitewatch review {run}" in err
+    assert main(["calibrate", str(run), "--labels", str(few)]) == 1
+    assert "sitewatch review" not in capsys.readouterr().err
 
 
 def test_calibrate_from_the_runs_verified_random_sample(run_copy, capsys):

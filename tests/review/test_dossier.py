@@ -176,3 +176,29 @@ def test_cannot_assess_and_any_script_names(tmp_path: Path) -> None:
     assert manifest["sites"][1]["status"] == "cannot_assess" and "not assessed" in unassessed and reason in unassessed
     assert "before" not in manifest["sites"][1]["images"]  # no chip for a site that cannot be assessed
     assert verify_dossier(tmp_path / "d").ok
+
+
+def test_an_event_calibration_is_told_in_words_not_as_a_dump_of_its_record():
+    """After `sitewatch calibrate`, the dossier's calibration line ran to a dozen raw
+    'key: value' pairs (logits_recovered_from_scores: True; n_temperature: 19; ...) and pushed
+    every site onto a second PDF page."""
+    from review.dossier.evidence import calibration_text
+
+    cal = {
+        "kind": "event", "created": "2026-12-03T08:53:06+00:00", "n": 38, "positives": 10,
+        "description": "this event's verified sample: 38 labelled sites (10 damaged), labels file",
+        "temperature": 0.0183157, "previous_temperature": 1.00737, "ece": 0.0, "ece_before": 0.0056237,
+        "n_temperature": 19, "n_operating_points": 19, "logits_recovered_from_scores": True,
+        "screening_note": "screening p >= 0.5000 fitted on only 5 damaged sites", "tag": "event:404671b603b3",
+        "policy": {"min_labels": 30}, "labels": {"path": "x.csv"},
+    }
+    text = calibration_text({"calibration": cal, "model": {"meta": {"temperature": 1.0}}})
+    assert text == (
+        "this event's verified sample: 38 labelled sites (10 damaged), labels file; fitted 2026-12-03; "
+        "temperature 0.01832 (was 1.007); calibration error (ECE) on the held-out labelled sites 0.006 before, "
+        "0.000 after; screening p >= 0.5000 fitted on only 5 damaged sites; tag event:404671b603b3"
+    )
+    assert "n_temperature" not in text and "logits_recovered" not in text
+    # the model's own calibration is still described as before
+    assert calibration_text({"model": {"meta": {"temperature": 1.5, "data_hashes": {"synth:10": "x"}}}}).startswith(
+        "temperature scaling T = 1.5000, fitted on the validation split of synth:10")

@@ -104,3 +104,16 @@ def test_cli_export_and_usage_errors(run_dir: Path, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "sitewatch", "review", str(tmp_path / "nope")],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 1 and "no such run folder" in r.stderr
+
+
+def test_cli_export_without_verdicts_says_to_review_first_not_to_train(run_dir: Path, tmp_path: Path, capsys) -> None:
+    from sitewatch.cli import main
+
+    assert main(["review", "export", str(run_dir), "--out", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr().out
+    assert "exported 0 reviewed site(s)" in out
+    assert "nothing to train on yet" in out and f"sitewatch review {run_dir}" in out
+    assert "sitewatch train" not in out
+    _verdicts(run_dir)
+    assert main(["review", "export", str(run_dir), "--out", str(tmp_path / "full")]) == 0
+    assert "train on it: sitewatch train --data" in capsys.readouterr().out

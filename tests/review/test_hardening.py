@@ -203,6 +203,22 @@ def test_cli_refuses_a_weak_token_naming_the_flag(run_dir: Path) -> None:
     assert r.returncode == 2 and "$SITEWATCH_REVIEW_TOKEN (review.token)" in r.stderr, r.stderr
 
 
+def test_a_port_in_use_is_refused_naming_the_flag_before_anything_is_served(run_dir: Path) -> None:
+    """uvicorn printed the app's URL, then its bind error, and exited with status 3."""
+    import socket
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "sitewatch", "review", str(run_dir), "--port", str(port)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert f"--port (review.port): {port} on 127.0.0.1 is not free" in r.stderr and "0 for a free one" in r.stderr
+    assert "reviewing" not in r.stdout  # no URL announced for an app that cannot be reached
+
+
 def test_token_failures_count_different_tokens_per_client_within_a_window() -> None:
     now = [0.0]
     failures = TokenFailures(3, 60.0, clock=lambda: now[0])

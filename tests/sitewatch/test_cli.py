@@ -51,3 +51,18 @@ def test_library_errors_name_the_flag_that_set_the_setting():
     assert describe_error(exc, given) == "--operating-point (detect.operating_point): 'nope' is not a known operating point"
     other = UsageError("no setting here")
     assert describe_error(other, given) == "no setting here"
+
+
+def test_third_party_info_logs_are_kept_out_of_the_users_output():
+    """`detect` wrote 'INFO pyogrio._io: Created 40 records' between its own lines."""
+    import logging
+
+    from sitewatch.cli import configure_logging
+
+    configure_logging(0, 0)
+    for name in ("pyogrio._io", "rasterio._env"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+    assert logging.getLogger("sitewatch").isEnabledFor(logging.INFO)
+    configure_logging(1, 0)  # -v: our debug lines, still not theirs below WARNING
+    assert logging.getLogger("detect.run").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("pyogrio._io").isEnabledFor(logging.INFO)

@@ -126,3 +126,32 @@ def test_set_null_resets_a_setting_while_absent_flags_change_nothing():
     assert job.train.epochs == TrainJob().train.epochs
     args = argparse.Namespace(set=["train.threads=3"], config=None)
     assert load_job_config(TrainJob, args, {}).train.threads == 3
+
+
+def test_a_set_typo_names_the_flag_and_the_close_key_not_the_config_file(tmp_path):
+    import argparse
+
+    from sitewatch.commands._common import load_job_config
+    from sitewatch.jobs import TrainJob
+
+    f = tmp_path / "c.yaml"
+    f.write_text("tiles:\n  chip_px: 64\n", encoding="utf-8")
+    cases = {
+        "tile.chip_px=64": ("--set tile.chip_px", "'tile' in the config", "tiles?"),
+        "tiles.chip_pxx=64": ("--set tiles.chip_pxx", "'chip_pxx' in tiles", "tiles.chip_px?"),
+        "detect.operating_pont=evidence": ("--set detect.operating_pont", "in detect", "detect.operating_point?"),
+        "tiles.parts.max_part=3": ("--set tiles.parts.max_part", "in tiles.parts", "tiles.parts.max_parts?"),
+    }
+    for item, parts in cases.items():
+        with pytest.raises(ConfigError) as exc:
+            load_job_config(DetectJob, argparse.Namespace(set=[item], config=str(f)), {})
+        msg = str(exc.value)
+        assert all(p in msg for p in parts), msg
+        assert "c.yaml" not in msg, msg  # the file is not to blame
+    # the same typo in the file is still the file's
+    f.write_text("tiles:\n  chip_pxx: 64\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*chip_pxx"):
+        load_job_config(DetectJob, argparse.Namespace(set=[], config=str(f)), {})
+    # keys below a mapping-valued setting (named synthetic worlds) are not sections to check here
+    args = argparse.Namespace(set=["train.synth_profiles.foo.haze=0.1", "train.data=['synth:10@foo']"], config=None)
+    assert load_job_config(TrainJob, args, {}).train.synth_profiles["foo"]["haze"] == 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from datetime import datetime, timezone
 
 import pytest
@@ -69,9 +70,15 @@ def test_ungeoreferenced_raster_is_skipped(tmp_path, make_scene):
     plain = tmp_path / "plain.tif"
     with rasterio.open(plain, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as ds:
         ds.write(np.zeros((1, 8, 8), np.uint8))
-    cat = RasterCatalog.from_paths([plain, make_scene("ok.tif")], epoch="before")
+    ok = make_scene("ok.tif")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cat = RasterCatalog.from_paths([plain, ok], epoch="before")
     assert [s.scene_id for s in cat.scenes] == ["ok"]
     assert "no CRS" in cat.skipped[0][1]
+    # the skip is said once, in our words: rasterio's NotGeoreferencedWarning (which prints a line
+    # of rasterio's source to the user) is not passed on
+    assert [w for w in caught if "geotransform" in str(w.message)] == []
 
 
 def test_duplicate_stems_get_unique_ids_and_catalog_pickles(make_scene):
@@ -82,3 +89,25 @@ def test_duplicate_stems_get_unique_ids_and_catalog_pickles(make_scene):
     again = pickle.loads(pickle.dumps(cat))
     assert again.scenes == cat.scenes and again.epoch == "before"
     assert again["one/scene"].path == a
+
+
+def test_swapped_or_identical_epochs_are_refused_naming_the_flags(make_scene):
+    """Swapped --before/--after give a run that flags almost nothing (the model reads change one
+    way), with no other sign of the mistake; the same file for both gives no change at all."""
+    from tiles.catalog import check_epochs
+
+    early = make_scene("early.tif", tags={"ACQUISITION_DATETIME": "2023-01-10T10:00:00Z"})
+    late = make_scene("late.tif", tags={"ACQUISITION_DATETIME": "2023-03-01T10:00:00Z"})
+    undated = make_scene("undated.tif")
+    cat = lambda *paths, epoch: RasterCatalog.from_paths(list(paths), epoch=epoch)  # noqa: E731
+    check_epochs(cat(early, epoch="before"), cat(late, epoch="after"))  # the right way round
+    with pytest.raises(RasterError) as exc:
+        check_epochs(cat(late, epoch="before"), cat(early, epoch="after"))
+    msg = str(exc.value)
+    assert "--before" in msg and "--after" in msg and "swapped" in msg
+    assert "2023-03-01" in msg and "2023-01-10" in msg
+    with pytest.raises(RasterError, match=r"--before and --after both hold .*early\.tif"):
+        check_epochs(cat(early, epoch="before"), cat(early, late, epoch="after"))
+    # not refused: overlapping dates, or a scene whose time is unknown (nothing is certain then)
+    check_epochs(cat(late, epoch="before"), cat(early, undated, epoch="after"))
+    check_epochs(cat(late, undated, epoch="before"), cat(early, epoch="after"))

@@ -82,6 +82,9 @@ def test_missing_file_and_folder(tmp_path):
         ("nan", "45", "not a finite number"),
         ("15", "123.4", "lat 123.4 out of range [-90, 90]; are the lon and lat columns swapped?"),
         ("181", "45", "lon 181 out of range [-180, 180]"),
+        # UTM easting/northing pasted into lon/lat: say what they look like and what is needed
+        ("500123.5", "4000123.2", "lon 500124 out of range [-180, 180]; lat 4.00012e+06 out of range [-90, 90]; "
+         "these look like projected coordinates (metres, e.g. UTM): give WGS84 longitude and latitude in degrees"),
     ],
 )
 def test_row_level_problems_flow_through(tmp_path, caplog, lon, lat, needle):
@@ -91,6 +94,8 @@ def test_row_level_problems_flow_through(tmp_path, caplog, lon, lat, needle):
     bad = sites[1]
     assert math.isnan(bad.lon) and math.isnan(bad.lat)
     assert needle in bad.problem
+    if abs(float(lon) if lon.replace(".", "").isdigit() else 0) <= 1000:
+        assert "projected" not in bad.problem  # a plain out-of-range degree is not called metres
     assert sites[0].problem is None and sites[2].problem is None
     assert any("row 2" in r.message and "bad" in r.message for r in caplog.records)
 
@@ -277,3 +282,15 @@ def test_nested_property_values_pass_through_as_json_text(tmp_path):
     (s,) = read_sites(f)
     assert s.site_id == "7" and s.extra["tags"] == '{"a": [1, 2]}' and s.extra["n"] == "1.5" and s.extra["none"] == ""
     assert s.extra["deep"].startswith("[[[")
+
+
+def test_blank_lines_above_the_header_are_named(tmp_path):
+    """A spreadsheet export with an empty first line said 'missing site_id, lon, lat; found: (none)'."""
+    f = tmp_path / "s.csv"
+    f.write_text("\n\nsite_id,lon,lat\na,15,45\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"s\.csv: line 1 is empty; the header row .* must be the first line"):
+        read_sites(f)
+    f.write_text(",,\na,15,45\n", encoding="utf-8")  # a header of empty names is not an empty line
+    with pytest.raises(InputError) as exc:
+        read_sites(f)
+    assert "line 1 is empty" not in str(exc.value)

@@ -67,5 +67,14 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys):
     assert "--from" in capsys.readouterr().err
     assert main(["train", "--from-review", str(tmp_path / "no-run"), "--out", str(tmp_path / "m")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+    # a run nobody has reviewed yet: said so, not 'sites file <cache>/sites.csv has no site rows'
+    from tests.review.make_run import write_run
+
+    unreviewed = write_run(tmp_path / "unreviewed", 6)
+    assert main(["train", "--from-review", str(unreviewed), "--out", str(tmp_path / "m"),
+                 "--set", f"train.cache_dir={tmp_path / 'cache'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"--from-review {unreviewed}: no site of the run has a decided verdict yet" in err
+    assert f"sitewatch review {unreviewed}" in err and "no site rows" not in err
     assert main(["evaluate", "--model", str(tmp_path / "none"), "--data", "synth:10"]) == 1
     assert "does not exist" in capsys.readouterr().err
