@@ -26,7 +26,9 @@ the batches that are missing and ends with identical outputs.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -737,6 +739,24 @@ def score_run(
     return chip_cache.images(), recorder.identity
 
 
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    When scoring ends, GDAL's block cache and the cut and inference buffers are freed, but the
+    allocator keeps the pages (much of them in the reader thread's arena, where the writing
+    steps on the main thread never reuse them): about 400 MiB at the end of a 20,000-site run.
+    Trimming them first means the outputs are written from a smaller base.
+    """
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+
+
 class _Spool:
     """Every journal row in plan order, spooled to a temporary file: only sort keys, file offsets
     and the embeddings (a compact float16 array, ``D`` values per site) stay in memory, so ranking
@@ -1021,6 +1041,7 @@ def run_detect(
             scoring_started = time.perf_counter()
             chip_images, identity = score_run(prepared, binding, plan, run_dir, keys, hasher=hasher, client=client, progress=progress)
             scoring_seconds = time.perf_counter() - scoring_started
+            release_free_heap()
             execution = Execution(
                 mode="dask" if client is not None else "local", workers=workers, dask_address=dask_address, batches_resumed=len(plan.done)
             )
