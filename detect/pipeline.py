@@ -73,7 +73,7 @@ def plan_batches(
         Batches covering every site exactly once.
     """
     index_of = {id(site): i for i, site in enumerate(sites)}
-    by_id = {site.site_id: i for i, site in enumerate(sites)}
+    by_id: dict[str, int] | None = None  # only for sites the grouping gave back as copies
     groups: list[tuple[str, list[int]]] = []
     assigned: set[int] = set()
     if group_by_scene and before is not None and after is not None:
@@ -83,7 +83,11 @@ def plan_batches(
         for key in sorted(grouped, key=str):
             members: list[int] = []
             for site in grouped[key]:
-                i = index_of.get(id(site), by_id.get(site.site_id))
+                i = index_of.get(id(site))
+                if i is None:
+                    if by_id is None:
+                        by_id = {s.site_id: k for k, s in enumerate(sites)}
+                    i = by_id.get(site.site_id)
                 if i is None or i in assigned:
                     continue
                 assigned.add(i)
