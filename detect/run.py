@@ -744,8 +744,9 @@ def release_free_heap() -> None:
 
     When scoring ends, GDAL's block cache and the cut and inference buffers are freed, but the
     allocator keeps the pages (much of them in the reader thread's arena, where the writing
-    steps on the main thread never reuse them): about 400 MiB at the end of a 20,000-site run.
-    Trimming them first means the outputs are written from a smaller base.
+    steps on the main thread never reuse them). Trimming them first means the outputs are
+    written from a smaller base: 1,127 -> 847 MiB RSS at the end of scoring 20,000 sites (README,
+    "Peak memory").
     """
     gc.collect()
     try:

@@ -50,8 +50,9 @@ WORKER_THREAD_ENV = {
 
 #: GDAL's raster block cache (MiB) of a detect run, and of each of its cut workers, when the
 #: environment sets no ``GDAL_CACHEMAX``. GDAL's own default is 5 % of the machine's RAM, which
-#: the cache fills as a run touches more of its rasters, so a run's memory grew with its site
-#: count (about 125 MiB more at 20,000 than at 1,000 sites over one 8192 px pair, README).
+#: the cache fills as a run reads more of its rasters' blocks, so a run's memory grew with its
+#: site count (over one 8192 px pair: ~230 MiB of cache after 1,000 sites, 385 MiB, both
+#: rasters whole, after 20,000; README, "Peak memory").
 BLOCK_CACHE_MB = 256
 
 
