@@ -72,25 +72,22 @@ def plan_batches(
     Returns:
         Batches covering every site exactly once.
     """
-    index_of = {id(site): i for i, site in enumerate(sites)}
-    by_id = {site.site_id: i for i, site in enumerate(sites)}
     groups: list[tuple[str, list[int]]] = []
-    assigned: set[int] = set()
+    assigned = bytearray(len(sites))  # one byte per site (a set of ints costs ~40 B per site)
     if group_by_scene and before is not None and after is not None:
-        from tiles.cut import group_sites_by_scene
+        from tiles.cut import group_site_indices_by_scene
 
-        grouped = group_sites_by_scene(list(sites), before, after, config=tiles)
+        grouped = group_site_indices_by_scene(sites, before, after, config=tiles)
         for key in sorted(grouped, key=str):
             members: list[int] = []
-            for site in grouped[key]:
-                i = index_of.get(id(site), by_id.get(site.site_id))
-                if i is None or i in assigned:
+            for i in grouped.pop(key):
+                if assigned[i]:
                     continue
-                assigned.add(i)
+                assigned[i] = 1
                 members.append(i)
             if members:
                 groups.append((str(key), sorted(members)))
-    rest = [i for i in range(len(sites)) if i not in assigned]
+    rest = [i for i in range(len(sites)) if not assigned[i]]
     if rest:
         groups.append(("", rest))
     plan: list[PlannedBatch] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,7 +244,7 @@ class ReportCollector:
         self.max_sites = max_sites
         self._status: Counter[str] = Counter()
         self._reason: Counter[str] = Counter()
-        self._scores: list[float] = []
+        self._scores = array("d")  # 8 bytes per assessed site (the histogram needs only these)
         self._flagged = 0
         self._shown: list[Mapping[str, str]] = []
         self._sites = 0
@@ -274,7 +275,7 @@ class ReportCollector:
             sites=self._sites,
             status_counts=dict(self._status),
             reason_counts=dict(self._reason),
-            scores=tuple(self._scores),
+            scores=array("d", self._scores),
             flagged=self._flagged,
             shown=tuple(self._shown),
             cautioned=self._cautioned,

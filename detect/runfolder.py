@@ -731,6 +731,59 @@ class PerSite:
         return cls(row.site_id, row.status, *(row.pair.get(c, "") for c in PER_SITE_COLUMNS[2:]))
 
 
+class PerSiteSpool(Sequence[PerSite]):
+    """``per_site`` entries spooled to an anonymous temporary file as they are made (one JSON
+    line each), so a run of any size keeps none of them in memory; iterating reads them back in
+    order. A :class:`Manifest` takes it as its ``per_site`` and :func:`write_manifest` streams
+    it into ``manifest.json``. Closed (the file removed) by :meth:`close` or when collected."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._fh = tempfile.TemporaryFile("w+b")
+        self._count = 0
+        self._unflushed = False
+
+    def add(self, entry: PerSite) -> None:
+        line = json.dumps([getattr(entry, c) for c in PER_SITE_COLUMNS], ensure_ascii=False, separators=(",", ":"))
+        self._fh.write(line.encode("utf-8") + b"\n")
+        self._count += 1
+        self._unflushed = True
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Any:
+        if self._unflushed:
+            self._fh.flush()
+            self._unflushed = False
+        fd, offset, rest = self._fh.fileno(), 0, b""
+        while True:  # pread: every iterator keeps its own position in the one file
+            block = os.pread(fd, 1 << 20, offset)
+            if not block:
+                break
+            offset += len(block)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield PerSite(*json.loads(line))
+        if rest:  # pragma: no cover - every line ends with a newline
+            yield PerSite(*json.loads(rest))
+
+    def __getitem__(self, index: Any) -> Any:  # pragma: no cover - reads the file up to ``index``
+        return tuple(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 @dataclass(frozen=True)
 class Manifest:
     """``manifest.json``: everything needed to trace every figure of a run back to its inputs.
@@ -770,7 +823,7 @@ class Manifest:
     software: Mapping[str, str]
     execution: Execution
     counts: Counts
-    per_site: tuple[PerSite, ...]
+    per_site: Sequence[PerSite]  # a tuple, or a :class:`PerSiteSpool` for a run just written
     outputs: Mapping[str, str]
     calibration: Mapping[str, Any] | None = None
     series: Mapping[str, Any] | None = None
@@ -783,6 +836,9 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``manifest.json``."""
+        return self._to_json([[getattr(p, c) for c in PER_SITE_COLUMNS] for p in self.per_site])
+
+    def _to_json(self, per_site: Any) -> dict[str, Any]:
         inputs = self.inputs
         return {
             "format": MANIFEST_FORMAT,
@@ -808,7 +864,7 @@ class Manifest:
             "execution": _plain(self.execution),
             "counts": _plain(self.counts),
             "per_site_columns": list(PER_SITE_COLUMNS),
-            "per_site": [[getattr(p, c) for c in PER_SITE_COLUMNS] for p in self.per_site],
+            "per_site": per_site,
             "outputs": dict(self.outputs),
             **({} if self.calibration is None else {"calibration": dict(self.calibration)}),
             **({} if self.series is None else {"series": dict(self.series)}),
@@ -954,10 +1010,43 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+#: stands for the ``per_site`` rows while the rest of ``manifest.json`` is encoded.
+_PER_SITE_SLOT = "\x00sitewatch per_site rows\x00"
+
+
+def _write_per_site_rows(fh: Any, per_site: Iterable[PerSite]) -> None:
+    """The ``per_site`` array exactly as ``json.dump(..., indent=2)`` writes it at the top
+    level of ``manifest.json`` (one value per line), row by row."""
+    encode = json.encoder.encode_basestring  # what the indenting encoder uses with ensure_ascii=False
+    first = True
+    for p in per_site:
+        values = "".join(("\n      " if k == 0 else ",\n      ") + encode(str(getattr(p, c))) for k, c in enumerate(PER_SITE_COLUMNS))
+        fh.write(("[\n    [" if first else ",\n    [") + values + "\n    ]")
+        first = False
+    fh.write("[]" if first else "\n  ]")
+
+
 def write_manifest(run_dir: str | Path, manifest: Manifest) -> Path:
-    """The one writer of ``manifest.json`` (atomic); returns its path."""
+    """The one writer of ``manifest.json`` (atomic); returns its path.
+
+    The bytes are those of :func:`write_json_atomic` of :meth:`Manifest.to_json`, but the
+    ``per_site`` rows are streamed from ``manifest.per_site`` (a :class:`PerSiteSpool` keeps them
+    on disk) instead of being gathered into one JSON object first.
+    """
     path = Path(run_dir) / MANIFEST_NAME
-    write_json_atomic(path, manifest.to_json())
+    encoder = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    slot = encoder.encode(_PER_SITE_SLOT)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for chunk in encoder.iterencode(manifest._to_json(_PER_SITE_SLOT)):
+            if chunk == slot:
+                _write_per_site_rows(fh, manifest.per_site)
+            else:
+                fh.write(chunk)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
     return path
 
 

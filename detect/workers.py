@@ -48,6 +48,32 @@ WORKER_THREAD_ENV = {
 }
 
 
+#: GDAL's raster block cache (MiB) of a detect run, and of each of its cut workers, when the
+#: environment sets no ``GDAL_CACHEMAX``. GDAL's own default is 5 % of the machine's RAM, which
+#: the cache fills as a run reads more of its rasters' blocks, so a run's memory grew with its
+#: site count (over one 8192 px pair: ~230 MiB of cache after 1,000 sites, 385 MiB, both
+#: rasters whole, after 20,000; README, "Peak memory").
+BLOCK_CACHE_MB = 256
+
+
+def block_cache_env() -> dict[str, str]:
+    """``{"GDAL_CACHEMAX": "<MiB>"}`` when the environment sets none, else ``{}``."""
+    return {} if os.environ.get("GDAL_CACHEMAX") else {"GDAL_CACHEMAX": str(BLOCK_CACHE_MB)}
+
+
+@contextmanager
+def bounded_block_cache() -> Iterator[None]:
+    """Limit GDAL's block cache in this process to :data:`BLOCK_CACHE_MB` while in the block
+    (process-wide, so the reader thread too), unless ``GDAL_CACHEMAX`` is set; restored after."""
+    if not block_cache_env():
+        yield
+        return
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_MB * 2**20):  # rasterio takes bytes here
+        yield
+
+
 def default_cut_workers(scorer_threads: int, cores: int | None = None) -> int:
     """Cut workers when ``detect.cut_workers`` is unset: the cores the scorer does not use (>= 1)."""
     n = cores if cores is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
@@ -128,9 +154,11 @@ def _worker(spec: CutterSpec, tasks: "mp.Queue[Any]", results: "mp.Queue[Any]", 
 
 @contextmanager
 def _thread_env() -> Iterator[None]:
-    """Set :data:`WORKER_THREAD_ENV` while workers start (spawned children copy ``os.environ``)."""
-    saved = {k: os.environ.get(k) for k in WORKER_THREAD_ENV}
-    os.environ.update(WORKER_THREAD_ENV)
+    """Set :data:`WORKER_THREAD_ENV` (and the block cache, :func:`block_cache_env`) while
+    workers start (spawned children copy ``os.environ``)."""
+    env = {**WORKER_THREAD_ENV, **block_cache_env()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:

@@ -34,7 +34,7 @@ from tiles.types import Pair, PairMeta, Site
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PairCutter", "group_sites_by_scene", "REASONS", "Candidate"]
+__all__ = ["PairCutter", "group_sites_by_scene", "group_site_indices_by_scene", "REASONS", "Candidate"]
 
 #: every reason a pair can be ``cannot_assess``, in the order they are checked.
 REASONS = (
@@ -725,14 +725,24 @@ def group_sites_by_scene(
     use ``-`` for it, and invalid sites go under ``"-|-"``. Every site appears in exactly one
     group, in input order within it. Only headers are used (no pixels are read).
     """
+    return {key: [sites[i] for i in members] for key, members in group_site_indices_by_scene(sites, before, after, config=config).items()}
+
+
+def group_site_indices_by_scene(
+    sites: Sequence[Site], before: RasterCatalog, after: RasterCatalog, *, config: TilesConfig | None = None
+) -> dict[str, list[int]]:
+    """:func:`group_sites_by_scene` as positions in ``sites`` (ascending within each group)."""
     planner = _Planner(TilesConfig() if config is None else config)
-    groups: dict[str, list[Site]] = {}
+    groups: dict[str, list[int]] = {}
     step = 4096
     for start in range(0, len(sites), step):
         chunk = list(sites[start : start + step])
         cb, _ = planner.plan(chunk, before)
         ca, _ = planner.plan(chunk, after)
-        for s, b, a in zip(chunk, cb, ca):
+        for i, (b, a) in enumerate(zip(cb, ca), start):
             key = f"{b[0].scene.scene_id if b else '-'}|{a[0].scene.scene_id if a else '-'}"
-            groups.setdefault(key, []).append(s)
+            members = groups.get(key)
+            if members is None:
+                groups[key] = members = []
+            members.append(i)
     return groups

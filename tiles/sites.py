@@ -38,6 +38,11 @@ _BINARY_LABELS = {"1": "destroyed", "0": "no-damage", "true": "destroyed", "fals
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
+#: the ``extra`` of every site without other columns: one empty mapping shared by all (never
+#: written to), not one per site (80 bytes each).
+_NO_EXTRA: dict[str, str] = {}
+
+
 def read_sites(path: str | Path) -> list[Site]:
     """Read sites from a CSV or GeoJSON file (chosen by extension; ``.json``/``.geojson``).
 
@@ -294,7 +299,7 @@ def read_sites_csv(path: str | Path) -> list[Site]:
                 kind=get("kind") or None,
                 radius_m=_parse_radius(get("radius_m"), where),
                 damage=_parse_damage(get("damage"), get("label"), where),
-                extra={h: rec[h] for h in header if h not in named},
+                extra={h: rec[h] for h in header if h not in named} or _NO_EXTRA,
                 problem=problem,
                 incident=_parse_incident(
                     *(rec[incident_cols[k]] if incident_cols[k] else None for k in INCIDENT_COLUMNS), where
@@ -564,7 +569,7 @@ def read_sites_geojson(path: str | Path) -> list[Site]:
                 radius_m=_parse_radius(props.get("radius_m"), where),
                 footprint=footprint,
                 damage=_parse_damage(texts.get("damage") or None, texts.get("label") or None, where),
-                extra={k: v for k, v in texts.items() if k not in known},
+                extra={k: v for k, v in texts.items() if k not in known} or _NO_EXTRA,
                 problem=problem,
                 incident=_parse_incident(texts.get("incident_start"), texts.get("incident_end"), where),
             )

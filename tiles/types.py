@@ -31,7 +31,7 @@ def damage_to_label(damage: str | None) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Site:
     """One site from the input list.
 

@@ -15,9 +15,12 @@ from detect.runfolder import (
     FORMAT_VERSION,
     PAIR_COLUMNS,
     Manifest,
+    PerSite,
+    PerSiteSpool,
     read_manifest,
     read_scores,
     read_scores_csv,
+    write_json_atomic,
     write_manifest,
 )
 from sitewatch.errors import RunFolderError
@@ -52,6 +55,34 @@ def test_manifest_round_trips_and_carries_its_version(run, tmp_path):
     copy.mkdir()
     write_manifest(copy, manifest)
     assert (copy / "manifest.json").read_bytes() == (run / "manifest.json").read_bytes()  # the one writer
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        (),
+        (PerSite("a", "ok", "before", "after", "2021-05-01T10:00:00Z", "2021-09-01T10:00:00Z"),),
+        tuple(PerSite(f'id "{i}" \\ é \u2028 \x01', "cannot_assess", "", "s;t", "", "") for i in range(3)),
+    ],
+    ids=["none", "one", "odd text"],
+)
+def test_streamed_per_site_rows_are_the_bytes_json_dump_writes(run, tmp_path, entries):
+    """write_manifest streams per_site (from a tuple or a PerSiteSpool) byte for byte as
+    json.dump of the whole manifest object writes it."""
+    manifest = replace(read_manifest(run), per_site=entries)
+    write_json_atomic(tmp_path / "whole.json", manifest.to_json())
+    expected = (tmp_path / "whole.json").read_bytes()
+    spool = PerSiteSpool()
+    for entry in entries:
+        spool.add(entry)
+    assert len(spool) == len(entries) and spool == entries and list(spool) == list(entries)
+    assert list(zip(spool, spool)) == [(e, e) for e in entries]  # iterators do not share a position
+    for name, per_site in (("tuple", entries), ("spool", spool)):
+        (tmp_path / name).mkdir()
+        write_manifest(tmp_path / name, replace(manifest, per_site=per_site))
+        assert (tmp_path / name / "manifest.json").read_bytes() == expected
+    assert read_manifest(tmp_path / "spool").per_site == entries
+    spool.close()
 
 
 def test_versions_and_sections_are_checked_naming_the_file(run, tmp_path):

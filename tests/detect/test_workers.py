@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from detect.pipeline import cut_batch, plan_batches
-from detect.workers import CutterSpec, CutWorkerError, cut_batches_in_workers, default_cut_workers, pack_pairs, unpack_pairs
+from detect.workers import (
+    BLOCK_CACHE_MB,
+    CutterSpec,
+    CutWorkerError,
+    block_cache_env,
+    bounded_block_cache,
+    cut_batches_in_workers,
+    default_cut_workers,
+    pack_pairs,
+    unpack_pairs,
+)
 from tiles.catalog import RasterCatalog
 from tiles.config import TilesConfig
 from tiles.cut import PairCutter
@@ -27,6 +37,21 @@ def test_default_workers_are_the_cores_the_scorer_leaves():
     assert default_cut_workers(1, cores=2) == 1
     assert default_cut_workers(1, cores=16) == 15
     assert default_cut_workers(4, cores=2) == 1  # never fewer than one
+
+
+def test_block_cache_is_bounded_unless_gdal_cachemax_is_set(monkeypatch):
+    from rasterio.env import get_gdal_config
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    before = get_gdal_config("GDAL_CACHEMAX")
+    with bounded_block_cache():
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == BLOCK_CACHE_MB * 2**20
+        assert block_cache_env() == {"GDAL_CACHEMAX": str(BLOCK_CACHE_MB)}  # what cut workers start with
+    assert get_gdal_config("GDAL_CACHEMAX") == before
+    monkeypatch.setenv("GDAL_CACHEMAX", "64")
+    assert block_cache_env() == {}
+    with bounded_block_cache():
+        assert get_gdal_config("GDAL_CACHEMAX") == before  # the user's setting stands
 
 
 @pytest.mark.parametrize("workers", [1, 3])
