@@ -468,6 +468,31 @@ def section_dask(args: argparse.Namespace, inp: Inputs) -> None:
     print(compare_runs(inp.work / "dask_local", inp.work / "dask_cluster", settings_differ=True))  # execution differs
 
 
+def section_order(args: argparse.Namespace, inp: Inputs) -> None:
+    """End to end with the plan's spatial order on and off, interleaved, under a block cache
+    smaller than the rasters (``--order-cache-mb``: a real scene is far larger than any cache)."""
+    n, mb = args.order_sites, args.order_cache_mb
+    csv_path = inp.sites(n)
+    print(f"\n== order: {n} sites in random order, detect.spatial_order true vs false, GDAL_CACHEMAX={mb} MiB ==")
+    old = os.environ.get("GDAL_CACHEMAX")
+    os.environ["GDAL_CACHEMAX"] = str(mb)
+    runs: dict[str, list[float]] = {"true": [], "false": []}
+    try:
+        for _ in range(args.rounds):
+            for value in ("false", "true"):
+                res = run_detect_cli(REPO, csv_path, inp.before, inp.after, inp.work / f"order_{value}", {"detect.spatial_order": value})
+                runs[value].append(res["run_s"])
+                print(f"spatial_order={value}: {n / res['run_s']:.1f} sites/s ({res['run_s']:.1f} s)", flush=True)
+    finally:
+        if old is None:
+            os.environ.pop("GDAL_CACHEMAX", None)
+        else:
+            os.environ["GDAL_CACHEMAX"] = old
+    off, on = statistics.median(runs["false"]), statistics.median(runs["true"])
+    print(f"median: off {n / off:.1f} sites/s, on {n / on:.1f} sites/s: ratio {off / on:.2f} (on / off rate)")
+    print(compare_runs(inp.work / "order_false", inp.work / "order_true", settings_differ=True))
+
+
 def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
     counts = [int(s) for s in args.memory_sites.split(",") if s]
     px = args.memory_chip_px
@@ -481,7 +506,7 @@ def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="rates,startup,memory", help="sections to run: rates, startup, dask, memory (comma list)")
+    p.add_argument("--only", default="rates,startup,memory", help="sections to run: rates, startup, dask, order, memory (comma list)")
     p.add_argument("--size-px", type=int, default=4096, help="raster side in pixels at 0.5 m (default 4096)")
     p.add_argument("--compress", default="deflate", choices=("deflate", "lzw", "none"))
     p.add_argument("--sites", type=int, default=1500, help="sites of each end-to-end run (default 1500)")
@@ -494,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--startup-sites", type=int, default=640, help="sites of the startup runs (default 640)")
     p.add_argument("--dask-sites", type=int, default=640, help="dask: sites of the local and LocalCluster runs")
     p.add_argument("--dask-workers", type=int, default=2, help="dask: LocalCluster worker processes")
+    p.add_argument("--order-sites", type=int, default=3000, help="order: sites of each run (default 3000)")
+    p.add_argument("--order-cache-mb", type=int, default=64, help="order: GDAL_CACHEMAX of those runs (default 64)")
     p.add_argument("--memory-sites", default="1000,10000", help="site counts for peak memory (default 1000,10000)")
     p.add_argument("--memory-chip-px", type=int, default=32, help="chip side for the memory runs (small = fast)")
     p.add_argument("--workdir", help="keep inputs and runs here (default: a folder under the system temp dir)")
@@ -502,9 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     args.tiles_workers = [int(s) for s in args.tiles_workers.split(",") if s]
     args.cut_workers = [int(s) for s in args.cut_workers.split(",") if s]
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = sections - {"rates", "startup", "dask", "memory"}
+    unknown = sections - {"rates", "startup", "dask", "order", "memory"}
     if unknown:
-        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: rates, startup, dask, memory")
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: rates, startup, dask, order, memory")
 
     import logging
     import tempfile
@@ -512,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.workdir) if args.workdir else Path(tempfile.gettempdir()) / "sitewatch_bench_detect"
     work.mkdir(parents=True, exist_ok=True)
-    counts = [args.sites, args.component_sites, args.startup_sites, args.dask_sites] + [int(s) for s in args.memory_sites.split(",") if s]
+    counts = [args.sites, args.component_sites, args.startup_sites, args.dask_sites, args.order_sites] + [int(s) for s in args.memory_sites.split(",") if s]
     inp = Inputs(work, size_px=args.size_px, seed=args.seed, compress=args.compress, max_sites=max(counts))
     print(f"command: {' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}")
     if "rates" in sections:
@@ -521,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         section_startup(args, inp)
     if "dask" in sections:
         section_dask(args, inp)
+    if "order" in sections:
+        section_order(args, inp)
     if "memory" in sections:
         section_memory(args, inp)
     return 0

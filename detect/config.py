@@ -41,6 +41,10 @@ class DetectConfig:
         group_by_scene: order batches by the scenes that cover the sites so a worker keeps few
             rasters open (the Dask path always does this; local runs do too so both paths score
             identical batches).
+        spatial_order: within a scene group, batch sites along a space-filling curve (256 m
+            cells) instead of their input order, so neighbouring sites read the same raster
+            blocks while GDAL has them cached (:func:`detect.pipeline.spatial_order`). Scores
+            are the same either way; the batches differ, so a run is resumed with its own value.
         embeddings: write ``embeddings.npz`` (for the review app's quick re-rank).
         run_keys_dir: folder of the secret run keys that authenticate resume journals, kept
             outside run folders so that a hand-edited journal is refused (``detect.journal``);
@@ -102,6 +106,7 @@ class DetectConfig:
     threads: int = 0
     score_decimals: int = 6
     group_by_scene: bool = True
+    spatial_order: bool = True
     embeddings: bool = True
     run_keys_dir: str | None = None
     parts: Literal["auto", "on", "off"] = "auto"

@@ -59,6 +59,7 @@ def plan_batches(
     batch_size: int,
     group_by_scene: bool = True,
     tiles: "TilesConfig | None" = None,
+    spatial: bool = True,
 ) -> list[PlannedBatch]:
     """Split sites into batches, grouped by covering scenes, in a deterministic order.
 
@@ -74,6 +75,8 @@ def plan_batches(
         batch_size: sites per batch.
         group_by_scene: group with :func:`tiles.cut.group_sites_by_scene` first.
         tiles: the tiles settings (window sizes decide which scene covers a site).
+        spatial: order each group's sites with :func:`spatial_order` (else input order;
+            ``detect.spatial_order``).
 
     Returns:
         Batches covering every site exactly once.
@@ -92,7 +95,8 @@ def plan_batches(
                 assigned[i] = 1
                 members.append(i)
             if members:
-                groups.append((str(key), spatial_order(sites, sorted(members))))
+                members.sort()
+                groups.append((str(key), spatial_order(sites, members) if spatial else members))
     rest = [i for i in range(len(sites)) if not assigned[i]]
     if rest:
         groups.append(("", rest))

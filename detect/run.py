@@ -568,7 +568,10 @@ def plan_run(run: PreparedRun, binding: RunBinding | RunIdentity, run_dir: Path,
     check_fingerprint(index.header, binding.components, run_dir)
     cfg = run.detect
     batches = tuple(
-        plan_batches(run.sites, run.before, run.after, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene, tiles=run.tiles)
+        plan_batches(
+            run.sites, run.before, run.after, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene,
+            tiles=run.tiles, spatial=cfg.spatial_order,
+        )
     )
     done = frozenset(b.index for b in batches if b.index in index.batches)
     for b in batches:
