@@ -10,9 +10,11 @@ from sitewatch.errors import ConfigError
 
 #: settings that change only how a run is presented or paced, never a score: a run folder may be
 #: resumed with different values of these (see :func:`detect.run.run_fingerprint`).
+#: ``spatial_order`` only reorders the batches (the journal's batch check names it when a journal
+#: was planned with the other value, e.g. by a version before it existed, in input order).
 PRESENTATION_KEYS = frozenset(
     {"chips_top_n", "report_max_sites", "prefetch_batches", "journal_fsync_every", "threads", "run_keys_dir", "cut_workers",
-     "caution", "caution_gsd_factor", "caution_off_nadir_margin_deg"}
+     "caution", "caution_gsd_factor", "caution_off_nadir_margin_deg", "spatial_order"}
 )
 
 

@@ -574,16 +574,39 @@ def plan_run(run: PreparedRun, binding: RunBinding | RunIdentity, run_dir: Path,
         )
     )
     done = frozenset(b.index for b in batches if b.index in index.batches)
-    for b in batches:
-        if b.index in done and list(index.batches[b.index][2]) != [run.sites[i].site_id for i in b.site_indices]:
-            raise RunFolderError(
-                f"{journal_path}: the journal does not match this run's batches; pick a new --out "
-                "folder, or pass --overwrite"
+    if not _journal_matches(index, batches, run.sites):
+        hint = ""
+        if cfg.group_by_scene and run.before is not None and run.after is not None:
+            # batches differ with detect.spatial_order alone (a journal of a run started with the
+            # other value, e.g. by a version before it existed, where the order was the input's)
+            other = not cfg.spatial_order
+            alt = plan_batches(
+                run.sites, run.before, run.after, batch_size=cfg.batch_size, group_by_scene=cfg.group_by_scene,
+                tiles=run.tiles, spatial=other,
             )
+            if _journal_matches(index, alt, run.sites):
+                hint = (
+                    f" (it was written with detect.spatial_order={str(other).lower()}: pass --set "
+                    f"detect.spatial_order={str(other).lower()} to resume it)"
+                )
+        raise RunFolderError(
+            f"{journal_path}: the journal does not match this run's batches{hint}; pick a new --out "
+            "folder, or pass --overwrite"
+        )
     if done:
         log.info("resuming: %d of %d batches already scored in %s", len(done), len(batches), journal_path)
     started = index.header.get("started") if index.header else _utc_now()
     return RunPlan(batches=batches, done=done, journal=index, started=str(started))
+
+
+def _journal_matches(index: Any, batches: Sequence[PlannedBatch], sites: Sequence[Any]) -> bool:
+    """Whether every batch the journal holds is the same sites, in order, as ``batches``' one."""
+    by_index = {b.index: b for b in batches}
+    for k, entry in index.batches.items():
+        b = by_index.get(k)
+        if b is not None and list(entry[2]) != [sites[i].site_id for i in b.site_indices]:
+            return False
+    return True
 
 
 class _InputsRecorder:

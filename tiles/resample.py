@@ -42,7 +42,7 @@ def _resample_inside(native: np.ndarray, affine: np.ndarray, out_px: int, order:
             src = Image.core.map_buffer(plane, (w, h), "raw", 0, ("F", 0, 1))
             dst = Image.core.map_buffer(out[band], (out_px, out_px), "raw", 0, ("F", 0, 1))
             # what Image.transform does after making its output image: fill=1 writes every pixel
-            dst.transform((0, 0, out_px, out_px), src, Image.Transform.AFFINE, coeffs, method, 1)
+            getattr(dst, mapped)((0, 0, out_px, out_px), src, Image.Transform.AFFINE, coeffs, method, 1)
         else:
             img = Image.frombuffer("F", (w, h), plane, "raw", "F", 0, 1)
             moved = img.transform((out_px, out_px), Image.Transform.AFFINE, coeffs, resample=method)
@@ -52,8 +52,9 @@ def _resample_inside(native: np.ndarray, affine: np.ndarray, out_px: int, order:
 
 
 @lru_cache(maxsize=1)
-def _pillow_mapped() -> bool:
-    """Whether this Pillow can transform between mapped float buffers with the same bytes.
+def _pillow_mapped() -> str | None:
+    """The C-level transform method of this Pillow (``"transform"``; ``"transform2"`` before Pillow
+    renamed it) when it transforms between mapped float buffers with the same bytes, else None.
 
     ``Image.core.map_buffer`` is Pillow's C-level constructor behind ``Image.frombuffer``; if a
     Pillow release drops it or changes the result, the public (copying) path is used instead.
@@ -64,18 +65,19 @@ def _pillow_mapped() -> bool:
     plane = rng.random((37, 41), dtype=np.float32)
     coeffs = (0.93, 0.07, 1.3, -0.05, 1.02, 2.1)
     try:
+        name = "transform" if hasattr(Image.core.map_buffer(plane, (41, 37), "raw", 0, ("F", 0, 1)), "transform") else "transform2"
         for method in (Image.Resampling.BILINEAR, Image.Resampling.NEAREST):
             img = Image.frombuffer("F", (41, 37), plane, "raw", "F", 0, 1)
             ref = img.transform((23, 23), Image.Transform.AFFINE, coeffs, resample=method).tobytes()
             out = np.full((23, 23), np.nan, np.float32)
             src = Image.core.map_buffer(plane, (41, 37), "raw", 0, ("F", 0, 1))
             dst = Image.core.map_buffer(out, (23, 23), "raw", 0, ("F", 0, 1))
-            dst.transform((0, 0, 23, 23), src, Image.Transform.AFFINE, coeffs, method, 1)
+            getattr(dst, name)((0, 0, 23, 23), src, Image.Transform.AFFINE, coeffs, method, 1)
             if out.tobytes() != ref:
-                return False
+                return None
     except Exception:  # noqa: BLE001 - any failure: use the public path
-        return False
-    return True
+        return None
+    return name
 
 
 def resample_affine(

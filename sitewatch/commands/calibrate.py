@@ -86,6 +86,15 @@ def labels_from_review(run_dir: Path, review_config: Any, *, all_verdicts: bool)
     )
 
 
+def _validation_url(review: Any) -> str:
+    """Where ``sitewatch review`` serves the validation queue with these ``review.ReviewConfig`` settings."""
+    path = "/queue?view=validation"
+    if not review.port:  # 0: the app picks a free port and prints its address
+        return f"the address sitewatch review prints, {path}"
+    host = f"[{review.host}]" if ":" in review.host else review.host
+    return f"http://{host}:{review.port}{path}"
+
+
 def run(args: argparse.Namespace) -> int:
     from detect.recalibrate import read_labels_csv, recalibrate_run
     from sitewatch.errors import InputError
@@ -103,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if args.labels or not (exc.setting or "").startswith("calibration.min_"):
             raise
         # too few verdicts in the store: say where a reviewer gives them
-        where = "any queue" if args.all_verdicts else "the 'validation' queue (http://127.0.0.1:8765/queue?view=validation)"
+        where = "any queue" if args.all_verdicts else f"the 'validation' queue ({_validation_url(job.review)})"
         raise InputError(
             f"{exc}; give verdicts in {where} of 'sitewatch review {run_dir}', or pass --labels LABELS.csv",
             setting=exc.setting,

@@ -132,6 +132,10 @@ def test_calibrate_names_unknown_sites_and_says_how_many_labels_are_needed(run_c
     err = capsys.readouterr().err
     assert "calibration.min_labels" in err and "label 29 more" in err
     assert "the 'validation' queue" in err and "/queue?view=validation" in err and f"sitewatch review {run}" in err
+    assert "http://127.0.0.1:8765/queue?view=validation" in err  # the review settings' address
+    # the address follows review.host/review.port (the same --set the review app would take)
+    assert main(["calibrate", str(run), "--set", "review.port=9123"]) == 1
+    assert "http://127.0.0.1:9123/queue?view=validation" in capsys.readouterr().err
     assert main(["calibrate", str(run), "--labels", str(few)]) == 1
     assert "sitewatch review" not in capsys.readouterr().err
 

@@ -163,3 +163,23 @@ def test_a_raster_only_touched_or_copied_between_runs_resumes(tiny_scene, tmp_pa
     copied = run_detect(scene.sites, [scene.before], [scene.after], run, detect=detect, progress=False)
     assert copied.batches_resumed == copied.batches_total
     assert (run / "scores.csv").read_bytes() == scores
+
+
+def test_a_journal_of_the_other_spatial_order_is_refused_naming_the_setting(tiny_scene, tmp_path, monkeypatch):
+    """A run interrupted with ``detect.spatial_order=false`` (or by a version from before the
+    setting, which planned in input order) cannot resume under the default plan; the error names
+    the setting that resumes it, and resuming with it works."""
+    import detect.pipeline as pipeline
+    from detect.config import DetectConfig
+    from detect.run import run_detect
+    from sitewatch.errors import RunFolderError
+
+    monkeypatch.setattr(pipeline, "SPATIAL_CELL_M", 2.0)  # cells small enough that the orders differ
+    run = tmp_path / "run"
+    plain = DetectConfig(batch_size=4, chips_top_n=0, spatial_order=False)
+    first = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, detect=plain, progress=False)
+    with pytest.raises(RunFolderError, match=r"detect\.spatial_order=false to resume"):
+        run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run,
+                   detect=DetectConfig(batch_size=4, chips_top_n=0), progress=False)
+    again = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, detect=plain, progress=False)
+    assert again.batches_resumed == again.batches_total == first.batches_total

@@ -128,3 +128,33 @@ def test_mapped_pillow_resampling_is_the_public_path_bit_for_bit(order):
         assert got.tobytes() == _public_pillow(native, affine, 100, order).tobytes()
         image, valid = resample_affine(native, np.ones((150, 160), np.float32), affine, 100, order=order)
         assert valid.all() and image.tobytes() == got.tobytes()
+
+
+def test_mapped_resampling_also_runs_on_a_pillow_with_the_older_transform2_name(monkeypatch):
+    """Pillow (>= 10.0 is allowed) called the C-level method ``transform2`` before renaming it
+    ``transform``: there the mapped path is used too (not silently the slower copying path)."""
+    from PIL import Image
+
+    real_map_buffer = Image.core.map_buffer
+
+    class OlderCore:  # a core image that only has the older name
+        def __init__(self, core):
+            self._core = core
+
+        def transform2(self, box, src, *args):
+            return self._core.transform(box, src._core if isinstance(src, OlderCore) else src, *args)
+
+    def map_buffer(*args):
+        return OlderCore(real_map_buffer(*args))
+
+    monkeypatch.setattr(Image.core, "map_buffer", map_buffer)
+    _pillow_mapped.cache_clear()
+    try:
+        assert _pillow_mapped() == "transform2"
+        rng = np.random.default_rng(3)
+        native = rng.random((2, 60, 70), dtype=np.float32)
+        affine = np.array([[0.9, 0.05, 5.5], [-0.04, 1.02, 6.25]])
+        got = _resample_inside(native, affine, 40, 1)
+        assert got.tobytes() == _public_pillow(native, affine, 40, 1).tobytes()
+    finally:
+        _pillow_mapped.cache_clear()
