@@ -186,21 +186,37 @@ def _refine_subpixel(
         b = (gbm - gbm.mean()) / sb
         a = (mm - mm.mean()) / (mm.std() + 1e-9)
         jy, jx = gym / sb, gxm / sb
-        # 2x2 normal equations written out (no BLAS: its threads contend on small problems)
         r = b - a
         syy, sxx, sxy = float(np.sum(jy * jy)), float(np.sum(jx * jx)), float(np.sum(jy * jx))
         ry, rx = float(np.sum(jy * r)), float(np.sum(jx * r))
-        det = syy * sxx - sxy * sxy
-        if det <= 1e-9 * max(syy * sxx, 1e-30):
+        dy, dx, stop = _newton_update((syy, sxx, sxy), ry, rx, dy, dx, start)
+        if stop == "fail":
             return start
-        step = np.array([(sxx * ry - sxy * rx) / det, (syy * rx - sxy * ry) / det])
-        # moving after by +s shifts its content by +s; b - a ~ -grad . s  =>  s = -step
-        dy, dx = dy - float(step[0]), dx - float(step[1])
-        if abs(dy - start[0]) > 1.0 or abs(dx - start[1]) > 1.0:
-            return start
-        if abs(step).max() < 0.01:
+        if stop == "done":
             break
     return dy, dx
+
+
+def _newton_update(
+    sums: tuple[float, float, float], ry: float, rx: float, dy: float, dx: float, start: tuple[float, float]
+) -> tuple[float, float, str | None]:
+    """One Gauss-Newton update of the shift from the 2x2 normal equations (written out: no BLAS,
+    whose threads contend on problems this small).
+
+    Returns:
+        the updated ``(dy, dx)`` and ``"fail"`` (singular, or more than a pixel from ``start``:
+        keep the start), ``"done"`` (converged) or None (go on).
+    """
+    syy, sxx, sxy = sums
+    det = syy * sxx - sxy * sxy
+    if det <= 1e-9 * max(syy * sxx, 1e-30):
+        return dy, dx, "fail"
+    step = np.array([(sxx * ry - sxy * rx) / det, (syy * rx - sxy * ry) / det])
+    # moving after by +s shifts its content by +s; b - a ~ -grad . s  =>  s = -step
+    dy, dx = dy - float(step[0]), dx - float(step[1])
+    if abs(dy - start[0]) > 1.0 or abs(dx - start[1]) > 1.0:
+        return dy, dx, "fail"
+    return dy, dx, "done" if abs(step).max() < 0.01 else None
 
 
 class _FullValid:
@@ -275,19 +291,15 @@ class _FullValid:
                 jy, jx = gym / sb, gxm / sb
                 sums = (float(np.sum(jy * jy)), float(np.sum(jx * jx)), float(np.sum(jy * jx)))
                 cached = self._refine[rect] = (b, jy, jx, sums)
-            b, jy, jx, (syy, sxx, sxy) = cached
+            b, jy, jx, sums = cached
             mm = self._moved(taps, rect)
             a = (mm - mm.mean()) / (mm.std() + 1e-9)
             r = b - a
             ry, rx = float(np.sum(jy * r)), float(np.sum(jx * r))
-            det = syy * sxx - sxy * sxy
-            if det <= 1e-9 * max(syy * sxx, 1e-30):
+            dy, dx, stop = _newton_update(sums, ry, rx, dy, dx, start)
+            if stop == "fail":
                 return start
-            step = np.array([(sxx * ry - sxy * rx) / det, (syy * rx - sxy * ry) / det])
-            dy, dx = dy - float(step[0]), dx - float(step[1])
-            if abs(dy - start[0]) > 1.0 or abs(dx - start[1]) > 1.0:
-                return start
-            if abs(step).max() < 0.01:
+            if stop == "done":
                 break
         return dy, dx
 
