@@ -108,6 +108,9 @@ def test_swapped_or_identical_epochs_are_refused_naming_the_flags(make_scene):
     assert "2023-03-01" in msg and "2023-01-10" in msg
     with pytest.raises(RasterError, match=r"--before and --after both hold .*early\.tif"):
         check_epochs(cat(early, epoch="before"), cat(early, late, epoch="after"))
-    # not refused: overlapping dates, or a scene whose time is unknown (nothing is certain then)
+    # not refused: a scene whose time is unknown (nothing is certain then) ...
     check_epochs(cat(late, epoch="before"), cat(early, undated, epoch="after"))
     check_epochs(cat(late, undated, epoch="before"), cat(early, epoch="after"))
+    # ... or epochs whose dates overlap (one before scene earlier than an after scene)
+    mid = make_scene("mid.tif", tags={"ACQUISITION_DATETIME": "2023-02-01T10:00:00Z"})
+    check_epochs(cat(early, late, epoch="before"), cat(mid, epoch="after"))
