@@ -43,7 +43,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -999,11 +999,21 @@ class _Reader:
         return value
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON (sorted keys, indented) via a temporary file and an atomic rename."""
+def write_json_atomic(path: Path, data: Any, *, splice: tuple[str, Callable[[Any], None]] | None = None) -> None:
+    """Write JSON (sorted keys, indented) via a temporary file and an atomic rename.
+
+    ``splice=(placeholder, write)``: where ``data`` holds the string ``placeholder``, ``write(fh)``
+    writes that value's JSON text itself (streamed, e.g. rows kept on disk) instead.
+    """
+    encoder = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    slot = encoder.encode(splice[0]) if splice is not None else None
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        for chunk in encoder.iterencode(data):
+            if splice is not None and chunk == slot:
+                splice[1](fh)
+            else:
+                fh.write(chunk)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -1034,19 +1044,9 @@ def write_manifest(run_dir: str | Path, manifest: Manifest) -> Path:
     on disk) instead of being gathered into one JSON object first.
     """
     path = Path(run_dir) / MANIFEST_NAME
-    encoder = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    slot = encoder.encode(_PER_SITE_SLOT)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for chunk in encoder.iterencode(manifest._to_json(_PER_SITE_SLOT)):
-            if chunk == slot:
-                _write_per_site_rows(fh, manifest.per_site)
-            else:
-                fh.write(chunk)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_json_atomic(
+        path, manifest._to_json(_PER_SITE_SLOT), splice=(_PER_SITE_SLOT, lambda fh: _write_per_site_rows(fh, manifest.per_site))
+    )
     return path
 
 
