@@ -88,15 +88,10 @@ def plan_batches(
 
         grouped = group_site_indices_by_scene(sites, before, after, config=tiles)
         for key in sorted(grouped, key=str):
-            members: list[int] = []
-            for i in grouped.pop(key):
-                if assigned[i]:
-                    continue
+            members = grouped.pop(key)  # ascending positions; the groups partition the sites
+            for i in members:
                 assigned[i] = 1
-                members.append(i)
-            if members:
-                members.sort()
-                groups.append((str(key), spatial_order(sites, members) if spatial else members))
+            groups.append((str(key), spatial_order(sites, members) if spatial else members))
     rest = [i for i in range(len(sites)) if not assigned[i]]
     if rest:
         groups.append(("", rest))
