@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FusedConvBF16", "fuse_for_bf16_cpu"]
 
-#: activation module -> (oneDNN post-op name, its scalars)
 def _post_op(module: nn.Module) -> tuple[str, list[float]] | None:
+    """The oneDNN post-op (name, scalars) that computes ``module``, or None if there is none."""
     if isinstance(module, nn.ReLU6):
         return "hardtanh", [0.0, 6.0]
     if isinstance(module, nn.Hardtanh) and module.min_val == 0.0:
@@ -110,7 +110,7 @@ def fuse_for_bf16_cpu(net: nn.Module) -> int:
     """
     if not hasattr(torch.ops.mkldnn, "_convolution_pointwise") or not torch.backends.mkldnn.is_available():
         return 0
-    plan: list[tuple[nn.Sequential, str, str | None, FusedConvBF16, nn.Module]] = []
+    plan: list[tuple[nn.Sequential, str, str | None, FusedConvBF16]] = []
     try:
         for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
             names = list(seq._modules)
@@ -131,11 +131,11 @@ def fuse_for_bf16_cpu(net: nn.Module) -> int:
                 if not _identical(original, fused, conv.in_channels, int(conv.stride[0])):  # type: ignore[union-attr,arg-type]
                     log.debug("oneDNN fusion: layer %s differs from the autocast path; not fusing", name)
                     return 0
-                plan.append((seq, name, act_name, fused, conv))  # type: ignore[arg-type]
+                plan.append((seq, name, act_name, fused))
     except Exception as exc:  # noqa: BLE001 - any failure of the internal op: keep the plain path
         log.debug("oneDNN fusion unavailable (%s); plain autocast path", exc)
         return 0
-    for seq, name, act_name, fused, _ in plan:
+    for seq, name, act_name, fused in plan:
         seq._modules[name] = fused
         if act_name is not None:
             seq._modules[act_name] = nn.Identity()
