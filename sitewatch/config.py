@@ -138,8 +138,11 @@ def build_config(cls: type[T], data: Mapping[str, Any] | None = None, *, where: 
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(names))
     if unknown:
+        hints_ = [f"{c} for {u}" for u in map(str, unknown) if (c := closest_key(u, names))]
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; valid keys are: {', '.join(names)}"
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}"
+            + (f" (did you mean {', '.join(hints_)}?)" if hints_ else "")
+            + f"; valid keys are: {', '.join(names)}"
         )
     kwargs = {}
     for name in names:
@@ -194,6 +197,14 @@ def _dataclass_of(tp: Any) -> type | None:
     return None
 
 
+def closest_key(name: str, names: list[str]) -> str | None:
+    """The valid key ``name`` most likely misspells, or None."""
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def check_set_key(cls: type, key: str) -> None:
     """Refuse a ``--set`` key that names no setting of ``cls``, naming the flag (not a config file).
 
@@ -203,8 +214,6 @@ def check_set_key(cls: type, key: str) -> None:
     Raises:
         ConfigError: ``--set KEY: unknown key 'x' in SECTION (did you mean 'y'?); valid keys are ...``.
     """
-    import difflib
-
     node: type | None = cls
     done: list[str] = []
     for part in key.split("."):
@@ -213,8 +222,8 @@ def check_set_key(cls: type, key: str) -> None:
         names = [f.name for f in dataclasses.fields(node) if f.init]
         if part not in names:
             where = ".".join(done) or "the config"
-            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
-            hint = f" (did you mean {'.'.join([*done, close[0]])}?)" if close else ""
+            close = closest_key(part, names)
+            hint = f" (did you mean {'.'.join([*done, close])}?)" if close else ""
             raise ConfigError(
                 f"--set {key}: unknown key {part!r} in {where}{hint}; valid keys are: {', '.join(names)}"
             )

@@ -155,3 +155,10 @@ def test_a_set_typo_names_the_flag_and_the_close_key_not_the_config_file(tmp_pat
     # keys below a mapping-valued setting (named synthetic worlds) are not sections to check here
     args = argparse.Namespace(set=["train.synth_profiles.foo.haze=0.1", "train.data=['synth:10@foo']"], config=None)
     assert load_job_config(TrainJob, args, {}).train.synth_profiles["foo"]["haze"] == 0.1
+
+
+def test_a_misspelt_key_in_a_config_file_gets_the_nearest_valid_key():
+    from tiles.config import TilesConfig
+
+    with pytest.raises(ConfigError, match=r"x\.yaml\.tiles: unknown key\(s\) chip_pix \(did you mean chip_px for chip_pix\?\); valid keys are: .*chip_px"):
+        build_config(TilesConfig, {"chip_pix": 64}, where="x.yaml.tiles")
