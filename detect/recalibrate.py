@@ -428,7 +428,7 @@ def calibration_text(record: Mapping[str, Any], fit: FittedCalibration) -> str:
         lines.append(f"  {name:<9} p >= {pt.threshold:.4f}  target {pt.target}: {'met' if pt.met else 'NOT met'} (precision {pt.precision:.3f}, recall {pt.recall:.3f})")
     lines.append(f"  rule      {fit.screening_rule.text}")
     if record.get("logits_recovered_from_scores"):
-        lines.append("note: the run had no logit column; logits were recovered from the written scores")
+        lines.append("note: raw logits recovered from the written scores and the run's temperature (first calibration of this run); kept in the logit column")
     lines += ["", "reliability BEFORE (the scores as the run carried them), on the operating-point sites:"]
     lines += ["  " + x for x in fit.reliability_before.lines()]
     lines += ["", "reliability AFTER (this calibration), on the same sites (not used for the temperature):"]

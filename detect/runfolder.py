@@ -999,6 +999,16 @@ class _Reader:
         return value
 
 
+def require_run_folder(path: str | Path) -> Path:
+    """``path`` as a Path when it is a folder, else a :class:`RunFolderError` that says whether
+    it is missing or a file, and what to give instead."""
+    path = Path(path)
+    if not path.is_dir():
+        what = "is a file, not a run folder" if path.exists() else "no such run folder"
+        raise RunFolderError(f"{path}: {what}; give the folder `sitewatch detect --out` wrote")
+    return path
+
+
 def write_json_atomic(path: Path, data: Any, *, splice: tuple[str, Callable[[Any], None]] | None = None) -> None:
     """Write JSON (sorted keys, indented) via a temporary file and an atomic rename.
 
@@ -1061,12 +1071,7 @@ def read_manifest_json(run_dir: str | Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     path = run_dir if run_dir.name == MANIFEST_NAME and run_dir.is_file() else run_dir / MANIFEST_NAME
-    if not path.parent.is_dir():
-        if path.parent.exists():
-            raise RunFolderError(
-                f"{path.parent}: is a file, not a run folder; give the folder `sitewatch detect --out` wrote"
-            )
-        raise RunFolderError(f"{path.parent}: no such run folder")
+    require_run_folder(path.parent)
     if not path.is_file():
         raise RunFolderError(
             f"{path}: missing; this is not a finished sitewatch run folder (run `sitewatch detect` "

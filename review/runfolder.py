@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from detect.runfolder import (
+    require_run_folder,
     CHIP_COLUMNS,
     PAIR_COLUMNS,
     Manifest,
@@ -130,10 +131,8 @@ class RunFolder:
     """
 
     def __init__(self, path: str | Path) -> None:
+        require_run_folder(path)
         self.path = Path(path).resolve()
-        if not self.path.is_dir():
-            what = "is a file, not a run folder" if self.path.exists() else "no such run folder"
-            raise RunFolderError(f"{path}: {what}; give the folder `sitewatch detect --out` wrote")
         rows = read_scores(self.path)
         seen: set[str] = set()
         for i, row in enumerate(rows):

@@ -97,14 +97,12 @@ def _validation_url(review: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from detect.recalibrate import read_labels_csv, recalibrate_run
+    from detect.runfolder import require_run_folder
     from sitewatch.errors import InputError
     from sitewatch.jobs import CalibrateJob
 
     job = load_job_config(CalibrateJob, args)
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
-        raise InputError(f"{run_dir}: {what}; give the folder `sitewatch detect --out` wrote")
+    run_dir = require_run_folder(args.run_dir)
     labels = read_labels_csv(args.labels) if args.labels else labels_from_review(run_dir, job.review, all_verdicts=args.all_verdicts)
     try:
         result = recalibrate_run(run_dir, labels, job.calibration, operating_point=args.operating_point)
