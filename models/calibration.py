@@ -340,7 +340,11 @@ def few_positives_screening(
                 if k else "no damaged site there")
     few = (f"only {k} damaged site{'' if k == 1 else 's'} among the {y.size} that chose the operating points "
            f"(fewer than calibration.trust_positives {policy.trust_positives})")
-    parent_text = f"p >= {parent:.4f}" + (f" (p >= {parent_before:.4f} before)" if parent_before is not None and parent is not None and abs(parent_before - parent) > 5e-5 else "") if parent is not None else ""
+    parent_text = ""
+    if parent is not None:
+        parent_text = f"p >= {parent:.4f}"
+        if parent_before is not None and abs(parent_before - parent) > 5e-5:  # the scale changed
+            parent_text += f" (p >= {parent_before:.4f} before)"
     text = {
         "fitted": f"screening p >= {point.threshold:.4f} fitted for recall {policy.screening_recall} on {k} damaged sites ({evidence})",
         "held": f"screening held at the run's previous threshold {parent_text}: {few}; the fitted p >= {fitted.threshold:.4f} would have been stricter ({evidence})",
