@@ -20,8 +20,11 @@ commit), the default-config cutter pass instead runs ``--rounds`` times for this
 DIR, interleaved, each in a fresh child process (``PYTHONPATH`` set to the tree) after a
 warm-up, and the medians of wall and CPU milliseconds per pair are printed with their ratio
 (medians of interleaved rounds, because a shared machine's load drifts); the first round
-also hashes the pairs of the first 300 sites (untimed) in both trees and says whether they are
-byte-identical (exit status 3 when they differ).
+also hashes (untimed) the pairs of eight cases in both trees (:func:`identity_cases`: the
+default config on the first 300 sites, chips across the raster edges, an unrelated after,
+nodata holes, uint16, decimated windows, standardise with nearest, cubic without
+co-registration; small extra rasters are generated once in ``--workdir``) and says per case
+whether they are byte-identical (exit status 3 when any differ).
 
 Examples::
 
@@ -49,22 +52,24 @@ ORIGIN = (500_000.0, 5_000_000.0)
 RES = 0.5
 
 
-def make_raster(path: Path, size: int, epoch: int) -> None:
+def make_raster(path: Path, size: int, epoch: int, *, texture_seed: int = 0, dtype: str = "uint8", holes: bool = False) -> None:
     """A tiled deflate GeoTIFF with a cheap texture, written strip by strip.
 
     The after raster (``epoch=1``) shows the same texture moved by about 1 m, darker, with a
-    little noise, so co-registration and normalisation do realistic work.
+    little noise, so co-registration and normalisation do realistic work. Another
+    ``texture_seed`` gives an unrelated texture; ``dtype="uint16"`` stores ``200 * v + 1000``;
+    ``holes`` declares nodata 0 and writes 0 in scattered 24 x 24 px squares.
     """
     import rasterio
     from rasterio.transform import from_origin
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(texture_seed)
     base = rng.integers(0, 255, (3, 512, 512), dtype=np.uint8)
     noise_rng = np.random.default_rng(epoch + 1)
     # smooth the noise a little so deflate and the co-registration have something natural-ish
     base = ((base.astype(np.uint16) + np.roll(base, 1, 1) + np.roll(base, 1, 2) + np.roll(base, (1, 1), (1, 2))) // 4).astype(np.uint8)
     profile = dict(
-        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=CRS,
+        driver="GTiff", width=size, height=size, count=3, dtype=dtype, crs=CRS, nodata=0 if holes else None,
         transform=from_origin(ORIGIN[0], ORIGIN[1], RES, RES), tiled=True, blockxsize=256, blockysize=256,
         compress="deflate", zlevel=1, interleave="pixel", BIGTIFF="IF_SAFER",
     )
@@ -81,7 +86,14 @@ def make_raster(path: Path, size: int, epoch: int) -> None:
                 strip[b] = base[b][r_idx, c_idx]
             if epoch:
                 strip = (strip * 0.8 + noise_rng.integers(0, 12, strip.shape)).astype(np.uint8)
-            ds.write(strip, window=rasterio.windows.Window(0, row, size, h))
+            if holes:
+                strip = np.maximum(strip, 1)
+                rr, cc = np.meshgrid(np.arange(row, row + h), cols, indexing="ij")
+                strip[:, ((rr // 24) * 7 + (cc // 24) * 3 + epoch) % 11 == 0] = 0
+            out = strip.astype(np.uint16) * 200 + 1000 if dtype == "uint16" else strip
+            if dtype == "uint16" and holes:
+                out[:, strip.max(axis=0) == 0] = 0
+            ds.write(out, window=rasterio.windows.Window(0, row, size, h))
     tmp.replace(path)
 
 
@@ -94,6 +106,72 @@ def ensure_rasters(workdir: Path, size: int) -> tuple[Path, Path]:
             make_raster(path, size, epoch)
             print(f"generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s", flush=True)
     return paths
+
+
+#: rasters of the identity cases besides the main pair: name -> (epoch, make_raster keywords); 1024 px
+SMALL = 1024
+EXTRA_RASTERS = {
+    "after_unrelated": (1, {"texture_seed": 7}),
+    "before_holes": (0, {"holes": True}),
+    "after_holes": (1, {"holes": True}),
+    "before_u16": (0, {"dtype": "uint16"}),
+    "after_u16": (1, {"dtype": "uint16"}),
+}
+
+
+def ensure_extra_rasters(workdir: Path) -> dict[str, Path]:
+    """The small rasters of :func:`identity_cases` (generated once in ``workdir``)."""
+    paths = {}
+    for name, (epoch, kw) in EXTRA_RASTERS.items():
+        path = workdir / f"{name}_{SMALL}_v1.tif"
+        if not path.exists():
+            make_raster(path, SMALL, epoch, **kw)
+        paths[name] = path
+    return paths
+
+
+def edge_sites(n: int, size: int, seed: int = 3) -> list:
+    """Sites within 40 m of the raster's edges (chips partly outside: partial valid masks)."""
+    from pyproj import Transformer
+
+    from tiles.types import Site
+
+    rng = np.random.default_rng(seed)
+    extent = size * RES
+    along = rng.uniform(0.0, extent, n)
+    depth = rng.uniform(-40.0, 40.0, n)
+    side = rng.integers(0, 4, n)
+    east = np.where(side == 0, depth, np.where(side == 1, extent - depth, along))
+    south = np.where(side == 2, depth, np.where(side == 3, extent - depth, along))
+    x, y = ORIGIN[0] + east, ORIGIN[1] - south
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(x, y)
+    return [Site(f"e{i}", float(a), float(b)) for i, (a, b) in enumerate(zip(lon, lat))]
+
+
+def identity_cases(before: Path, after: Path, size: int, n: int) -> list[tuple[str, Path, Path, list, dict]]:
+    """``(name, before, after, sites, TilesConfig keywords)`` whose pairs are hashed in both trees.
+
+    Eight cases over the code paths of the tiles stage: the default config on the main pair;
+    chips across the raster edges (partial validity: the masked co-registration, histogram and
+    resampling paths); an after with an unrelated texture (no shift found: both refinement
+    starts, shifts not applied); nodata holes inside chips; uint16 rasters (per-scene
+    stretch); large windows read decimated; standardisation with nearest resampling; cubic
+    resampling without co-registration.
+    """
+    extra = ensure_extra_rasters(before.parent)
+    main = random_sites(n, size)
+    small = random_sites(max(50, n // 2), SMALL, seed=5)
+    m = max(50, n // 2)
+    return [
+        ("default", before, after, main, {}),
+        ("edges", before, after, edge_sites(m, size), {}),
+        ("unrelated after", before, extra["after_unrelated"], small, {}),
+        ("nodata holes", extra["before_holes"], extra["after_holes"], small, {}),
+        ("uint16", extra["before_u16"], extra["after_u16"], small, {}),
+        ("decimated (chip 256 m)", before, after, main[:m], {"chip_size_m": 256.0}),
+        ("standardise, nearest", before, after, main[:m], {"normalisation": "standardise", "resampling": "nearest"}),
+        ("cubic, no co-registration", before, after, main[:m], {"resampling": "cubic", "coregister": False}),
+    ]
 
 
 def random_sites(n: int, size: int, seed: int = 0) -> list:
@@ -178,7 +256,7 @@ def memory_child(before: str, after: str, n: int, size: int) -> None:
     }))
 
 
-def pairs_digest(before: Path, after: Path, sites) -> str:  # noqa: ANN001
+def pairs_digest(before: Path, after: Path, sites, **config) -> str:  # noqa: ANN001
     """SHA-256 over every pair's image and valid bytes (dtype, shape) and every metadata field."""
     import hashlib
 
@@ -187,9 +265,10 @@ def pairs_digest(before: Path, after: Path, sites) -> str:  # noqa: ANN001
     from tiles.cut import PairCutter
 
     h = hashlib.sha256()
+    statuses: dict[str, int] = {}
     b = RasterCatalog.from_paths(before, epoch="before")
     a = RasterCatalog.from_paths(after, epoch="after")
-    with PairCutter(b, a, TilesConfig()) as cutter:
+    with PairCutter(b, a, TilesConfig(**config)) as cutter:
         for pair in cutter.cut_many(sites):
             for arr in (pair.image, pair.valid):
                 if arr is None:
@@ -199,22 +278,26 @@ def pairs_digest(before: Path, after: Path, sites) -> str:  # noqa: ANN001
                     h.update(f"{arr.dtype}{arr.shape}".encode())
                     h.update(arr.tobytes())
             h.update(repr(sorted(vars(pair.meta).items())).encode())
-    return h.hexdigest()
+            statuses[pair.meta.status] = statuses.get(pair.meta.status, 0) + 1
+    return h.hexdigest() + " " + json.dumps(statuses, sort_keys=True)
 
 
 def pass_child(before: str, after: str, n: int, size: int, hash_n: int) -> None:
     """Run in a subprocess: one warm-up and one timed default-config pass; print JSON.
 
-    With ``hash_n`` > 0, also (untimed, afterwards) the :func:`pairs_digest` of the first
-    ``hash_n`` sites.
+    With ``hash_n`` > 0, also (untimed, afterwards) the :func:`pairs_digest` of every
+    :func:`identity_cases` case (``hash_n`` sites on the main pair).
     """
     sites = random_sites(n, size)
     cutter_pass(Path(before), Path(after), sites[: min(50, n)])  # imports, page cache
     c0 = time.process_time()
     wall, counts = cutter_pass(Path(before), Path(after), sites)
     cpu = time.process_time() - c0
-    digest = pairs_digest(Path(before), Path(after), sites[:hash_n]) if hash_n else ""
-    print(json.dumps({"wall": wall, "cpu": cpu, "counts": counts, "digest": digest}))
+    digests = {}
+    if hash_n:
+        for name, b, a, case_sites, config in identity_cases(Path(before), Path(after), size, hash_n):
+            digests[name] = pairs_digest(b, a, case_sites, **config)
+    print(json.dumps({"wall": wall, "cpu": cpu, "counts": counts, "digest": digests}))
 
 
 def compare_trees(before: Path, after: Path, n: int, size: int, baseline: Path, rounds: int, gdal_mb: int) -> int:
@@ -228,7 +311,7 @@ def compare_trees(before: Path, after: Path, n: int, size: int, baseline: Path, 
         return 2
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     counts: dict[str, dict] = {}
-    digests: dict[str, str] = {}
+    digests: dict[str, dict[str, str]] = {}
     hash_n = min(n, 300)
     for r in range(rounds):
         order = list(trees) if r % 2 == 0 else list(trees)[::-1]
@@ -251,8 +334,15 @@ def compare_trees(before: Path, after: Path, n: int, size: int, baseline: Path, 
         print(f"{k:9s} ({trees[k]}): median {med[k][0]:.2f} ms/pair wall, {med[k][1]:.2f} ms/pair CPU  statuses {counts[k]}")
     print(f"ratio this tree / baseline: wall {med['this tree'][0] / med['baseline'][0]:.3f}, "
           f"CPU {med['this tree'][1] / med['baseline'][1]:.3f}  ({rounds} interleaved rounds of {n} pairs, medians)")
-    same = digests["this tree"] == digests["baseline"]
-    print(f"pairs of the first {hash_n} sites (image, valid, metadata; SHA-256): "
+    print("pairs (image, valid, metadata; SHA-256) of each identity case, this tree vs baseline:")
+    same = True
+    for case, digest in digests["this tree"].items():
+        other = digests["baseline"].get(case)
+        ok = digest == other
+        same &= ok
+        print(f"  {case:27s} {'byte-identical' if ok else 'DIFFER'}  statuses {digest.split(' ', 1)[1]}")
+    same &= set(digests["this tree"]) == set(digests["baseline"])
+    print(f"{len(digests['this tree'])} cases ({hash_n} sites on the main pair): "
           + ("byte-identical between the trees" if same else "DIFFER between the trees"))
     return 0 if same else 3
 
@@ -282,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
     before, after = ensure_rasters(args.workdir, args.size)
     if args.baseline_tree is not None:
+        ensure_extra_rasters(args.workdir)
         print(f"{args.sites} sites, {args.size} x {args.size} px rasters, {os.cpu_count()} CPUs visible, "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
         return compare_trees(before, after, args.sites, args.size, args.baseline_tree, args.rounds, args.gdal_cachemax_mb)

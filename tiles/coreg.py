@@ -231,8 +231,12 @@ class _FullValid:
     """
 
     def __init__(self, gb: np.ndarray, ga: np.ndarray) -> None:
-        self.gb, self.ga = gb, ga.astype(np.float32, copy=False)
+        self.gb = gb
+        # + 0.0 turns a negative zero into +0.0, as summing the taps onto zeros did (the moved
+        # after starts from its first tap instead); every other value stays as it is
+        self.ga = ga.astype(np.float32, copy=False) + np.float32(0.0)
         self.f = gb.astype(np.float64)  # what np.gradient differentiates
+        self._grad: tuple[np.ndarray, np.ndarray] | None = None
         self._refine: dict[Rect, tuple] = {}
         self._corr: dict[Rect, tuple] = {}
 
@@ -258,21 +262,31 @@ class _FullValid:
     def _moved(self, taps: list[tuple[int, int, float]], rect: Rect) -> np.ndarray:
         """The shifted after on ``rect`` (flat, C order): the sum of :func:`shift_bilinear`'s taps."""
         r0, r1, c0, c1 = rect
-        out = np.zeros((r1 - r0, c1 - c0), np.float32)
-        for oy, ox, wt in taps:
-            out += np.float32(wt) * self.ga[r0 + oy : r1 + oy, c0 + ox : c1 + ox]
+        ga = self.ga
+        (oy, ox, wt), rest = taps[0], taps[1:]
+        out = np.multiply(ga[r0 + oy : r1 + oy, c0 + ox : c1 + ox], np.float32(wt))
+        tmp = np.empty_like(out) if rest else out
+        for oy, ox, wt in rest:
+            out += np.multiply(ga[r0 + oy : r1 + oy, c0 + ox : c1 + ox], np.float32(wt), out=tmp)
         return out.reshape(-1)
 
     def _gradient(self, rect: Rect) -> tuple[np.ndarray, np.ndarray]:
-        """``np.gradient(gb.astype(float64))`` on ``rect`` (flat), which lies off the outer 2 pixels.
+        """``np.gradient(gb.astype(float64))`` on ``rect`` (2-d views), which lies off the outer 2 pixels.
 
-        There numpy uses central differences ``(f[i+1] - f[i-1]) / 2``: the same bits here.
+        There numpy uses central differences ``(f[i+1] - f[i-1]) / 2``: the same bits here. They
+        are taken once per chip for every pixel off the outer one (each value depends only on
+        its two neighbours), and each rectangle is a slice of them.
         """
+        if self._grad is None:
+            f = self.f
+            gy = np.empty_like(f)
+            gx = np.empty_like(f)
+            gy[1:-1] = (f[2:] - f[:-2]) / 2.0
+            gx[:, 1:-1] = (f[:, 2:] - f[:, :-2]) / 2.0
+            self._grad = gy, gx
         r0, r1, c0, c1 = rect
-        f = self.f
-        gy = (f[r0 + 1 : r1 + 1, c0:c1] - f[r0 - 1 : r1 - 1, c0:c1]) / 2.0
-        gx = (f[r0:r1, c0 + 1 : c1 + 1] - f[r0:r1, c0 - 1 : c1 - 1]) / 2.0
-        return gy.reshape(-1), gx.reshape(-1)
+        gy, gx = self._grad
+        return gy[r0:r1, c0:c1], gx[r0:r1, c0:c1]
 
     def refine(self, dy: float, dx: float, steps: int = 3) -> tuple[float, float]:
         """:func:`_refine_subpixel` for all-valid chips."""
@@ -288,13 +302,14 @@ class _FullValid:
                 gym, gxm = self._gradient(rect)
                 sb = gbm.std() + 1e-9
                 b = (gbm - gbm.mean()) / sb
-                jy, jx = gym / sb, gxm / sb
+                jy, jx = (gym / sb).reshape(-1), (gxm / sb).reshape(-1)
                 sums = (float(np.sum(jy * jy)), float(np.sum(jx * jx)), float(np.sum(jy * jx)))
                 cached = self._refine[rect] = (b, jy, jx, sums)
             b, jy, jx, sums = cached
             mm = self._moved(taps, rect)
             a = (mm - mm.mean()) / (mm.std() + 1e-9)
-            r = b - a
+            # float32 r meets float64 j: numpy casts r to float64 for each product; once here
+            r = (b - a).astype(np.float64)
             ry, rx = float(np.sum(jy * r)), float(np.sum(jx * r))
             dy, dx, stop = _newton_update(sums, ry, rx, dy, dx, start)
             if stop == "fail":
@@ -331,6 +346,7 @@ def estimate_shift(
     valid_after: np.ndarray,
     *,
     min_overlap: float = 0.3,
+    band_means: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ShiftEstimate:
     """Estimate the sub-pixel shift of ``after`` relative to ``before``.
 
@@ -338,6 +354,8 @@ def estimate_shift(
         before, after: float32 ``(C, H, W)`` chips in ``[0, 1]``.
         valid_before, valid_after: bool ``(H, W)``.
         min_overlap: minimum fraction of common valid pixels to try at all.
+        band_means: ``(before.mean(axis=0), after.mean(axis=0))`` when the caller has them
+            (the quality gates use them too); the grey images correlated here.
 
     Returns:
         A :class:`ShiftEstimate` (zeros and NaN confidence when it cannot be estimated).
@@ -346,8 +364,7 @@ def estimate_shift(
     if mask.mean() < min_overlap:
         return ShiftEstimate(0.0, 0.0, float("nan"), float("nan"))
     vb_all, va_all = bool(valid_before.all()), bool(valid_after.all())
-    gb = before.mean(axis=0)
-    ga = after.mean(axis=0)
+    gb, ga = (before.mean(axis=0), after.mean(axis=0)) if band_means is None else band_means
     full = vb_all and va_all
     gbm, gam = (gb.reshape(-1), ga.reshape(-1)) if full else (gb[mask], ga[mask])
     if gbm.std() < 1e-3 or gam.std() < 1e-3:

@@ -652,8 +652,12 @@ class PairCutter:
         shift_fields: dict[str, Any] = {}
         misregistered = ""
         a_image, a_valid = a.image, a.valid
+        # grey (band mean) images: co-registration correlates them, the cloud test looks at them
+        mean_b = b.image.mean(axis=0)
+        mean_a: np.ndarray | None = None
         if cfg.coregister:
-            est = estimate_shift(b.image, a.image, b.valid, a.valid)
+            mean_a = a.image.mean(axis=0)
+            est = estimate_shift(b.image, a.image, b.valid, a.valid, band_means=(mean_b, mean_a))
             shift_m = math.hypot(est.dy, est.dx) * gsd
             conf = est.confidence
             applied = False
@@ -677,7 +681,8 @@ class PairCutter:
         base.update(shift_fields)
         # -- quality (on unnormalised values) -------------------------------------------
         rb, ra = band_range(b.image), band_range(a_image)  # once per epoch
-        cb, ca = cloud_like(b.image, b.valid, cfg, lo_hi=rb), cloud_like(a_image, a_valid, cfg, lo_hi=ra)
+        cb = cloud_like(b.image, b.valid, cfg, lo_hi=rb, mean=mean_b)
+        ca = cloud_like(a_image, a_valid, cfg, lo_hi=ra, mean=mean_a if a_image is a.image else None)
         qb = chip_quality(b.image, b.valid, cfg, cloud=cb, lo_hi=rb)
         qa = chip_quality(a_image, a_valid, cfg, cloud=ca, lo_hi=ra)
         base.update(

@@ -79,7 +79,12 @@ def chip_quality(
 
 
 def cloud_like(
-    chip: np.ndarray, valid: np.ndarray, config: TilesConfig, *, lo_hi: tuple[np.ndarray, np.ndarray] | None = None
+    chip: np.ndarray,
+    valid: np.ndarray,
+    config: TilesConfig,
+    *,
+    lo_hi: tuple[np.ndarray, np.ndarray] | None = None,
+    mean: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bool ``(H, W)``: valid pixels that are bright, grey and smooth (not saturated).
 
@@ -88,9 +93,11 @@ def cloud_like(
         valid: bool ``(H, W)``.
         config: the thresholds (the ``cloud_*`` settings and ``saturated_level``).
         lo_hi: :func:`band_range` of this chip when the caller has it already.
+        mean: ``chip.mean(axis=0)`` when the caller has it already (co-registration takes it).
     """
     lo, hi = band_range(chip) if lo_hi is None else lo_hi
-    mean = chip.mean(axis=0)
+    if mean is None:
+        mean = chip.mean(axis=0)
     cloud = (
         (mean >= config.cloud_min_brightness)
         & ((hi - lo) <= config.cloud_max_band_range)

@@ -11,6 +11,8 @@ Scaling to ``[0, 1]`` (documented in the README):
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 __all__ = ["ScaleStats", "scale_to_unit", "stats_from_sample", "match_histograms_masked", "match_mean_std"]
@@ -77,36 +79,52 @@ def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndar
     if n < 16:
         return after
     top = levels - 1
-    grid = np.linspace(0.0, 1.0, levels)
+    grid = _level_grid(levels)
     c = after.shape[0]
-    qa, qb = _quantise(after, top), _quantise(before, top)
-    # pixels outside the mask go to a spare bin past the last level (no masked gathers), dropped
-    # after counting; a fully valid pair needs no masking at all
-    full = bool(mask.all())
-    count_a = np.empty((c, levels), np.intp)
-    count_b = np.empty((c, levels), np.intp)
-    for b in range(c):
-        for q, counts in ((qa[b], count_a), (qb[b], count_b)):
-            idx = q if full else np.where(mask, q, levels)
-            counts[b] = np.bincount(idx.ravel(), minlength=levels + 1)[:levels]
+    # every band's levels and a spare bin in one index range (band b's level l at b * span + l),
+    # so one bincount counts all bands and one take maps them; pixels outside the mask go to
+    # their band's spare bin (no masked gathers) and are dropped after counting; a fully valid
+    # pair needs no masking at all
+    span = levels + 1
+    qa, qb = _quantise(after, top, span), _quantise(before, top, span)
+    if not mask.all():
+        spare = (np.arange(c) * span + levels)[:, None, None]
+        qa_counted, qb = np.where(mask, qa, spare), np.where(mask, qb, spare)
+    else:
+        qa_counted = qa
+    count_a = np.bincount(qa_counted.reshape(-1), minlength=c * span).reshape(c, span)[:, :levels]
+    count_b = np.bincount(qb.reshape(-1), minlength=c * span).reshape(c, span)[:, :levels]
     cdf_a = np.cumsum(count_a, axis=1) / n
     cdf_b = np.cumsum(count_b, axis=1) / n
     # centre each level's cumulative frequency within its own bin
     ca = cdf_a - 0.5 * np.diff(cdf_a, axis=1, prepend=0.0)
     cb = cdf_b - 0.5 * np.diff(cdf_b, axis=1, prepend=0.0)
-    out = np.empty(after.shape, np.float32)
+    keep = np.diff(cb, axis=1, prepend=-1.0) > 0  # strictly increasing support for interp
+    lut = np.zeros((c, span), np.float32)
     for b in range(c):
-        keep = np.diff(cb[b], prepend=-1.0) > 0  # strictly increasing support for interp
-        lut = np.interp(ca[b], cb[b][keep], grid[keep]).astype(np.float32)
-        np.take(lut, qa[b], out=out[b])
-    return out
+        lut[b, :levels] = np.interp(ca[b], cb[b][keep[b]], grid[keep[b]])
+    return np.take(lut.reshape(-1), qa)
 
 
-def _quantise(x: np.ndarray, top: int) -> np.ndarray:
-    """``rint(clip(x, 0, 1) * top)`` as indices, in ``x``'s own precision (float32 for chips)."""
+@lru_cache(maxsize=4)
+def _level_grid(levels: int) -> np.ndarray:
+    """``np.linspace(0, 1, levels)`` (read-only, shared)."""
+    grid = np.linspace(0.0, 1.0, levels)
+    grid.flags.writeable = False
+    return grid
+
+
+def _quantise(x: np.ndarray, top: int, span: int = 0) -> np.ndarray:
+    """``rint(clip(x, 0, 1) * top)`` as indices, in ``x``'s own precision (float32 for chips).
+
+    With ``span``, band ``b``'s indices are offset by ``b * span`` (added while still float:
+    whole numbers far below 2**24, so exactly).
+    """
     q = np.clip(x, 0.0, 1.0)
     q *= top
     np.rint(q, out=q)
+    if span:
+        q += (np.arange(q.shape[0]) * span).astype(q.dtype)[:, None, None]
     return q.astype(np.intp)
 
 

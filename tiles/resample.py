@@ -33,7 +33,7 @@ def _resample_inside(native: np.ndarray, affine: np.ndarray, out_px: int, order:
     f = affine[0, 2] + 0.5 - 0.5 * (d + e)
     coeffs = (float(a), float(b), float(c), float(d), float(e), float(f))
     method = Image.Resampling.BILINEAR if order == 1 else Image.Resampling.NEAREST
-    out = np.zeros((native.shape[0], out_px, out_px), np.float32)
+    out = np.empty((native.shape[0], out_px, out_px), np.float32)  # every pixel is written below
     h, w = native.shape[1:]
     mapped = _pillow_mapped()
     for band in range(native.shape[0]):

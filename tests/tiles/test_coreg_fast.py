@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.registration import phase_cross_correlation
 
-from tiles.coreg import _FullValid, _refine_subpixel, _shifted_correlation, estimate_shift, phase_peak
+from tiles.coreg import _FullValid, _refine_subpixel, _shifted_correlation, estimate_shift, phase_peak, shift_bilinear
 from tiles.radiometry import match_histograms_masked
 from tiles.resample import _pillow_mapped, _resample_inside, resample_affine
 
@@ -158,3 +158,48 @@ def test_mapped_resampling_also_runs_on_a_pillow_with_the_older_transform2_name(
         assert got.tobytes() == _public_pillow(native, affine, 40, 1).tobytes()
     finally:
         _pillow_mapped.cache_clear()
+
+
+def test_full_valid_path_with_negative_zeros_is_the_masked_one_bit_for_bit():
+    """The moved after starts from its first tap (not from zeros): a -0.0 in the grey after
+    (a float raster's negative zero with nearest resampling) still gives the masked path's floats."""
+    before, after = _textured_pair(5)
+    gb, ga = before.mean(axis=0), after.mean(axis=0)
+    ga[10:40, 20:60] = -0.0
+    gb[70:90, 5:30] = -0.0
+    ones = np.ones(gb.shape, bool)
+    grad = np.gradient(gb.astype(np.float64))
+    fast = _FullValid(gb, ga)
+    masked = dict(vb_all=False, va_all=True)
+    for start in ((0.0, 0.0), (1.0, -2.0)):
+        slow = _refine_subpixel(gb, ga, ones, ones, grad, *start, **masked)
+        assert fast.refine(*start) == slow
+        assert fast.correlation(*slow) == _shifted_correlation(gb, ga, ones, ones, *slow, **masked)
+    for dy, dx in ((0.0, 0.0), (-1.0, 2.0), (0.25, 0.5)):
+        assert fast.correlation(dy, dx) == _shifted_correlation(gb, ga, ones, ones, dy, dx, **masked)
+        # the moved after itself, zero signs included, is shift_bilinear's (taps summed onto zeros)
+        taps = fast._taps(dy, dx)
+        r0, r1, c0, c1 = rect = fast._tap_rect(taps)
+        moved, _ = shift_bilinear(ga, ones, dy, dx)
+        assert fast._moved(taps, rect).tobytes() == np.ascontiguousarray(moved[r0:r1, c0:c1]).tobytes()
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_given_band_means_and_cloud_mean_change_nothing(partial):
+    """The cutter takes each chip's band mean once and hands it to co-registration and the
+    cloud test: the same estimate and the same mask as when each takes its own."""
+    from tiles.config import TilesConfig
+    from tiles.quality import band_range, cloud_like
+
+    before, after = _textured_pair(2)
+    rng = np.random.default_rng(9)
+    vb = rng.random(before.shape[1:]) > 0.1 if partial else np.ones(before.shape[1:], bool)
+    va = np.ones(before.shape[1:], bool)
+    means = (before.mean(axis=0), after.mean(axis=0))
+    assert estimate_shift(before, after, vb, va, band_means=means) == estimate_shift(before, after, vb, va)
+    bright = np.clip(before * 0.2 + 0.78, 0, 1).astype(np.float32)  # bright grey: the texture test runs
+    cfg = TilesConfig()
+    expected = cloud_like(bright, vb, cfg)
+    assert expected.any()
+    got = cloud_like(bright, vb, cfg, lo_hi=band_range(bright), mean=bright.mean(axis=0))
+    assert got.tobytes() == expected.tobytes()
