@@ -97,13 +97,22 @@ def match_histograms_masked(after: np.ndarray, before: np.ndarray, mask: np.ndar
     cdf_a = np.cumsum(count_a, axis=1) / n
     cdf_b = np.cumsum(count_b, axis=1) / n
     # centre each level's cumulative frequency within its own bin
-    ca = cdf_a - 0.5 * np.diff(cdf_a, axis=1, prepend=0.0)
-    cb = cdf_b - 0.5 * np.diff(cdf_b, axis=1, prepend=0.0)
-    keep = np.diff(cb, axis=1, prepend=-1.0) > 0  # strictly increasing support for interp
+    ca = cdf_a - 0.5 * _steps(cdf_a, 0.0)
+    cb = cdf_b - 0.5 * _steps(cdf_b, 0.0)
+    keep = _steps(cb, -1.0) > 0  # strictly increasing support for interp
     lut = np.zeros((c, span), np.float32)
     for b in range(c):
         lut[b, :levels] = np.interp(ca[b], cb[b][keep[b]], grid[keep[b]])
     return np.take(lut.reshape(-1), qa)
+
+
+def _steps(x: np.ndarray, first: float) -> np.ndarray:
+    """``np.diff(x, axis=1, prepend=first)`` for a 2-d ``x``: the same subtractions, without
+    building the prepended copy."""
+    out = np.empty_like(x)
+    np.subtract(x[:, :1], first, out=out[:, :1])
+    np.subtract(x[:, 1:], x[:, :-1], out=out[:, 1:])
+    return out
 
 
 @lru_cache(maxsize=4)

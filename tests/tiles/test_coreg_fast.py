@@ -203,3 +203,12 @@ def test_given_band_means_and_cloud_mean_change_nothing(partial):
     assert expected.any()
     got = cloud_like(bright, vb, cfg, lo_hi=band_range(bright), mean=bright.mean(axis=0))
     assert got.tobytes() == expected.tobytes()
+
+
+def test_steps_are_numpy_diff_with_prepend():
+    from tiles.radiometry import _steps
+
+    rng = np.random.default_rng(4)
+    x = np.cumsum(rng.random((3, 1024)), axis=1) / 700.0
+    for first in (0.0, -1.0):
+        assert _steps(x, first).tobytes() == np.diff(x, axis=1, prepend=first).tobytes()
