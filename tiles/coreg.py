@@ -274,19 +274,17 @@ class _FullValid:
         """``np.gradient(gb.astype(float64))`` on ``rect`` (2-d views), which lies off the outer 2 pixels.
 
         There numpy uses central differences ``(f[i+1] - f[i-1]) / 2``: the same bits here. They
-        are taken once per chip for every pixel off the outer one (each value depends only on
-        its two neighbours), and each rectangle is a slice of them.
+        are taken once per chip, on the largest such rectangle (the chip without its outer 2
+        pixels; each value depends only on its two neighbours), and each rectangle is a slice.
         """
         if self._grad is None:
             f = self.f
-            gy = np.empty_like(f)
-            gx = np.empty_like(f)
-            gy[1:-1] = (f[2:] - f[:-2]) / 2.0
-            gx[:, 1:-1] = (f[:, 2:] - f[:, :-2]) / 2.0
+            gy = (f[3:-1, 2:-2] - f[1:-3, 2:-2]) / 2.0
+            gx = (f[2:-2, 3:-1] - f[2:-2, 1:-3]) / 2.0
             self._grad = gy, gx
         r0, r1, c0, c1 = rect
         gy, gx = self._grad
-        return gy[r0:r1, c0:c1], gx[r0:r1, c0:c1]
+        return gy[r0 - 2 : r1 - 2, c0 - 2 : c1 - 2], gx[r0 - 2 : r1 - 2, c0 - 2 : c1 - 2]
 
     def refine(self, dy: float, dx: float, steps: int = 3) -> tuple[float, float]:
         """:func:`_refine_subpixel` for all-valid chips."""
