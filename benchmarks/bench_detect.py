@@ -23,8 +23,11 @@ ratio of rates taken under the same machine load:
 
 ``startup``:
     ``sitewatch detect`` on large inputs with this tree and with ``--baseline-tree`` (another
-    checkout, e.g. ``git archive`` of main) side by side: start-up latency (process start to
-    the first scored batch in the journal) and end to end.
+    checkout, e.g. ``git archive`` of main; may be repeated) side by side, each tree run once
+    unmeasured first (compiling its modules): start-up latency (process start to the first scored
+    batch in the journal), end to end, and where the time goes: the median time since process
+    start at which each phase ended, from the ``timing:`` lines ``detect`` logs with ``-v``
+    (``detect.run.mark_phase``; a tree without them shows only the process's end).
 
 ``dask`` (not run by default):
     the same run locally and on a ``LocalCluster`` of worker processes (``--workers N``): rates,
