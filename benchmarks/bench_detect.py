@@ -340,6 +340,15 @@ def run_detect_cli(
         peak_t, peak = max(samples, key=lambda s: s[1])
         result["peak_at"] = peak_t / wall
         result["sampled_peak_mb"] = peak
+        # the phase the peak fell in (the first phase that ended after it), and the highest RSS
+        # sampled in each phase
+        ends = sorted(phases.items(), key=lambda kv: kv[1])
+        result["peak_phase"] = next((name for name, at in ends if at >= peak_t), "process exit")
+        by_phase: dict[str, float] = {}
+        for t, rss in samples:
+            name = next((name for name, at in ends if at >= t), "process exit")
+            by_phase[name] = max(by_phase.get(name, 0.0), rss)
+        result["rss_by_phase"] = by_phase
     return result
 
 
@@ -558,8 +567,13 @@ def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
     for n in counts:
         settings = {"tiles.chip_px": str(px), "tiles.chip_size_m": str(px * 0.5)}
         res = run_detect_cli(REPO, inp.sites(n), inp.before, inp.after, inp.work / f"mem_{n}", settings, sample_rss=True)
-        where = f", sampled peak {res['sampled_peak_mb']:.0f} MiB at {res['peak_at']:.0%} of the run" if "peak_at" in res else ""
+        where = (
+            f", sampled peak {res['sampled_peak_mb']:.0f} MiB at {res['peak_at']:.0%} of the run, in the phase ending "
+            f"'{res['peak_phase']}'" if "peak_at" in res else ""
+        )
         print(f"{n:>8} sites: max RSS {res['max_rss_mb']:7.0f} MiB ({res['run_s']:.0f} s, {n / res['run_s']:.0f} sites/s{where})", flush=True)
+        if "rss_by_phase" in res:
+            print("          highest RSS sampled per phase (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in res["rss_by_phase"].items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
