@@ -23,8 +23,11 @@ ratio of rates taken under the same machine load:
 
 ``startup``:
     ``sitewatch detect`` on large inputs with this tree and with ``--baseline-tree`` (another
-    checkout, e.g. ``git archive`` of main) side by side: start-up latency (process start to
-    the first scored batch in the journal) and end to end.
+    checkout, e.g. ``git archive`` of main; may be repeated) side by side, each tree run once
+    unmeasured first (compiling its modules): start-up latency (process start to the first scored
+    batch in the journal), end to end, and where the time goes: the median time since process
+    start at which each phase ended, from the ``timing:`` lines ``detect`` logs with ``-v``
+    (``detect.run.mark_phase``; a tree without them shows only the process's end).
 
 ``dask`` (not run by default):
     the same run locally and on a ``LocalCluster`` of worker processes (``--workers N``): rates,
@@ -57,6 +60,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -274,9 +278,11 @@ def run_detect_cli(
     *,
     sample_rss: bool = False,
     extra: tuple[str, ...] = (),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """``python -m sitewatch detect`` with ``tree``'s code; wall time, the run's own time (its
-    printed summary), start-up latency, and peak RSS of the child."""
+    printed summary), start-up latency, peak RSS of the child, and ``phases``: seconds from the
+    process start to each ``timing:`` line the run logs (``detect.run.mark_phase``; none for a
+    tree older than those lines)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "sitewatch", "detect", "--sites", str(sites_csv), "--before", str(before),
@@ -284,8 +290,9 @@ def run_detect_cli(
     ]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={value}"]
-    cmd += list(extra)
+    cmd += [*extra, "-v"]  # debug log: the run's "timing: PHASE at T" lines (detect.run.mark_phase)
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    epoch0 = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=str(tree), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watch = Watch(out, t0)
@@ -321,7 +328,9 @@ def run_detect_cli(
     if proc.returncode != 0:
         raise SystemExit(f"detect failed ({proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
     m = re.search(r"sites\) in ([0-9.]+) s", output) or re.search(r" in ([0-9.]+) s \(", output)
+    phases = {name: float(at) - epoch0 for name, at in re.findall(r"timing: (.+?) at ([0-9.]+)$", output, flags=re.M)}
     result = {
+        "phases": phases,
         "wall_s": wall,
         "run_s": float(m.group(1)) if m else float("nan"),
         "first_batch_s": watch.first_batch_s if watch.first_batch_s is not None else float("nan"),
@@ -331,6 +340,15 @@ def run_detect_cli(
         peak_t, peak = max(samples, key=lambda s: s[1])
         result["peak_at"] = peak_t / wall
         result["sampled_peak_mb"] = peak
+        # the phase the peak fell in (the first phase that ended after it), and the highest RSS
+        # sampled in each phase
+        ends = sorted(phases.items(), key=lambda kv: kv[1])
+        result["peak_phase"] = next((name for name, at in ends if at >= peak_t), "process exit")
+        by_phase: dict[str, float] = {}
+        for t, rss in samples:
+            name = next((name for name, at in ends if at >= t), "process exit")
+            by_phase[name] = max(by_phase.get(name, 0.0), rss)
+        result["rss_by_phase"] = by_phase
     return result
 
 
@@ -397,28 +415,77 @@ def section_startup(args: argparse.Namespace, inp: Inputs) -> None:
     if not args.baseline_tree:
         print("\n== startup: skipped (give --baseline-tree to compare with another checkout) ==")
         return
-    base = Path(args.baseline_tree).resolve()
+    trees = {f"base {k + 1}" if len(args.baseline_tree) > 1 else "baseline": Path(b).resolve() for k, b in enumerate(args.baseline_tree)}
+    trees["this tree"] = REPO
     n = args.startup_sites
     csv_path = inp.sites(n)
     size_mb = (inp.before.stat().st_size + inp.after.stat().st_size) / 1e6
-    print(f"\n== startup: {n} sites, rasters {size_mb:.0f} MB together; this tree vs {base} ==")
-    rows: dict[str, list[dict[str, float]]] = {"baseline": [], "this tree": []}
+    print(f"\n== startup: {n} sites, rasters {size_mb:.0f} MB together; " + ", ".join(f"{k} = {v}" for k, v in trees.items()) + " ==")
+    warm_csv = inp.sites(64)
+    for name, tree in trees.items():  # a first run compiles the tree's modules and fills the page cache: not measured
+        run_detect_cli(tree, warm_csv, inp.before, inp.after, inp.work / "startup_warmup", {})
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     for _round in range(args.rounds):
-        for name, tree in (("baseline", base), ("this tree", REPO)):
+        for name, tree in trees.items():
             res = run_detect_cli(tree, csv_path, inp.before, inp.after, inp.work / f"startup_{name.replace(' ', '_')}", {})
             rows[name].append(res)
             print(
                 f"{name:>10}: first batch after {res['first_batch_s']:.2f} s, run {res['run_s']:.1f} s, "
-                f"process {res['wall_s']:.1f} s"
+                f"process {res['wall_s']:.1f} s",
+                flush=True,
             )
     med = {k: {f: statistics.median(r[f] for r in v) for f in ("first_batch_s", "run_s", "wall_s")} for k, v in rows.items()}
-    b, t = med["baseline"], med["this tree"]
-    print(
-        f"start-up latency (process start to first scored batch): baseline {b['first_batch_s']:.2f} s, this tree "
-        f"{t['first_batch_s']:.2f} s (ratio {t['first_batch_s'] / b['first_batch_s']:.2f}); end to end: baseline "
-        f"{b['run_s']:.1f} s, this tree {t['run_s']:.1f} s (ratio {t['run_s'] / b['run_s']:.2f})"
-    )
-    print(compare_runs(inp.work / "startup_baseline", inp.work / "startup_this_tree"))
+    t = med["this tree"]
+    for name in list(trees)[:-1]:
+        b = med[name]
+        print(
+            f"start-up latency (process start to first scored batch): {name} {b['first_batch_s']:.2f} s, this tree "
+            f"{t['first_batch_s']:.2f} s (ratio {t['first_batch_s'] / b['first_batch_s']:.2f}); end to end: {name} "
+            f"{b['run_s']:.1f} s, this tree {t['run_s']:.1f} s (ratio {t['run_s'] / b['run_s']:.2f}); process: "
+            f"{b['wall_s']:.1f} s vs {t['wall_s']:.1f} s"
+        )
+        print(f"{name} vs this tree: " + compare_runs(inp.work / f"startup_{name.replace(' ', '_')}", inp.work / "startup_this_tree"))
+    print_phases(rows)
+
+
+#: the phases ``detect`` logs (``detect.run.mark_phase``), in run order, and what ends at each
+PHASES = (
+    ("cli", "python, the CLI and the job config"),
+    ("run_detect", "(run_detect entered)"),
+    ("inputs read", "sites and raster headers"),
+    ("torch imported", "import of torch (models.backends)"),
+    ("scorer ready", "scorer built (checkpoint, torchvision, fusion)"),
+    ("planned", "folder, lock, binding, plan"),
+    ("first batch", "first batch cut and scored"),
+    ("last batch", "every other batch"),
+    ("journal read", "journal read back, rows spooled"),
+    ("chips written", "chips of the top sites"),
+    ("scores written", "scores.csv/.geojson, embeddings"),
+    ("gis written", "GeoPackage, KML"),
+    ("report written", "report.html"),
+    ("manifest written", "manifest.json"),
+)
+
+
+def print_phases(rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Per tree, the median time from process start at which each phase ended, and the median
+    length of each phase (from the previous phase logged); ``-`` where a tree logs no such line."""
+    names = list(rows)
+    print("\nwhere the time goes (median seconds since process start; in brackets: the phase's length)")
+    print(f"{'phase ends':<18} {'what':<48} " + " ".join(f"{n:>17}" for n in names))
+    for phase, what in (*PHASES, ("process end", "process exit")):
+        cells = []
+        for name in names:
+            ends = []
+            for r in rows[name]:
+                t = r["wall_s"] if phase == "process end" else r["phases"].get(phase)
+                if t is not None:
+                    ends.append((t, max((v for v in r["phases"].values() if v < t), default=0.0)))
+            if not ends:
+                cells.append(f"{'-':>17}")
+                continue
+            cells.append(f"{statistics.median(t for t, _ in ends):8.2f} ({statistics.median(t - p for t, p in ends):5.2f})")
+        print(f"{phase:<18} {what:<48} " + " ".join(cells))
 
 
 def compare_runs(a: Path, b: Path, *, settings_differ: bool = False) -> str:
@@ -500,8 +567,13 @@ def section_memory(args: argparse.Namespace, inp: Inputs) -> None:
     for n in counts:
         settings = {"tiles.chip_px": str(px), "tiles.chip_size_m": str(px * 0.5)}
         res = run_detect_cli(REPO, inp.sites(n), inp.before, inp.after, inp.work / f"mem_{n}", settings, sample_rss=True)
-        where = f", sampled peak {res['sampled_peak_mb']:.0f} MiB at {res['peak_at']:.0%} of the run" if "peak_at" in res else ""
+        where = (
+            f", sampled peak {res['sampled_peak_mb']:.0f} MiB at {res['peak_at']:.0%} of the run, in the phase ending "
+            f"'{res['peak_phase']}'" if "peak_at" in res else ""
+        )
         print(f"{n:>8} sites: max RSS {res['max_rss_mb']:7.0f} MiB ({res['run_s']:.0f} s, {n / res['run_s']:.0f} sites/s{where})", flush=True)
+        if "rss_by_phase" in res:
+            print("          highest RSS sampled per phase (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in res["rss_by_phase"].items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -515,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles-workers", default="0,1,2", help="tiles-alone runs: 0 = in-process, N = N worker processes")
     p.add_argument("--cut-workers", default="0,1,2", help="detect.cut_workers values run end to end (default 0,1,2)")
     p.add_argument("--rounds", type=int, default=1, help="end-to-end rounds, interleaved; the median is quoted")
-    p.add_argument("--baseline-tree", help="startup: another checkout to compare with (e.g. git archive of main)")
+    p.add_argument(
+        "--baseline-tree", action="append", help="startup: another checkout to compare with (e.g. git archive of main); may be repeated"
+    )
     p.add_argument("--startup-sites", type=int, default=640, help="sites of the startup runs (default 640)")
     p.add_argument("--dask-sites", type=int, default=640, help="dask: sites of the local and LocalCluster runs")
     p.add_argument("--dask-workers", type=int, default=2, help="dask: LocalCluster worker processes")

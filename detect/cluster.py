@@ -153,12 +153,20 @@ def _client(address: str | None, workers: int | None, *, threads_per_worker: int
         finally:
             client.close()
         return
+    extra: dict[str, Any] = {}
+    if processes:
+        from detect.workers import block_cache_env
+
+        # each worker process gets detect's GDAL block-cache limit (GDAL reads GDAL_CACHEMAX once,
+        # at its first block read); threads in this process share this process's limit
+        extra["env"] = block_cache_env()
     cluster = LocalCluster(
         n_workers=max(1, workers or 1),
         threads_per_worker=threads_per_worker,
         processes=processes,
         dashboard_address=None,
         silence_logs=logging.WARNING,
+        **extra,
     )
     client = Client(cluster)
     try:

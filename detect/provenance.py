@@ -164,7 +164,8 @@ class InputHasher:
     """Hashes every byte of the run's rasters (and sidecars) in a background thread.
 
     ``hashlib`` and file reads release the GIL, so the SHA-256 of large rasters is computed while
-    the scorer works instead of before it. :meth:`result` waits for it.
+    torch is imported and the model loaded (one core otherwise idles then), and while the scorer
+    works, instead of before it. :meth:`result` waits for it.
 
     Args:
         catalogs: ``{epoch: RasterCatalog}``.

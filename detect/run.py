@@ -6,7 +6,9 @@
 2. :func:`bind_run` — hash the sites file, the model and the settings, and take a quick
    fingerprint of the rasters (size, modification time, first and last MiB) that binds the
    resume journal: a :class:`RunBinding`. The SHA-256 of every byte of the rasters
-   (:class:`detect.provenance.InputHasher`) is computed in a thread from here on, while scoring.
+   (:class:`detect.provenance.InputHasher`) is computed in a thread, started by
+   :func:`run_detect` as soon as the raster headers are read (:func:`read_run_inputs`, quick
+   fingerprints first), so it overlaps the import of torch and the model load, then scoring.
 3. :func:`plan_run` — the one batch plan (:func:`detect.pipeline.plan_batches`), checked against
    the journal of an interrupted run: a :class:`RunPlan`.
 4. :func:`score_run` — score the remaining batches (locally or on Dask) into the journal, keeping
@@ -101,6 +103,14 @@ from detect.config import DetectConfig
 from tiles.config import TilesConfig
 
 log = logging.getLogger(__name__)
+
+
+def mark_phase(phase: str) -> None:
+    """Log (at debug level) that the run reached ``phase``, with the wall-clock time: ``timing:
+    PHASE at UNIX-SECONDS``; ``benchmarks/bench_detect.py`` reads these lines (``-v``) to say where
+    a run's time goes."""
+    log.debug("timing: %s at %.3f", phase, time.time())
+
 
 #: everything sitewatch writes into a run folder (``--overwrite`` removes exactly these).
 RUN_FILES = (
@@ -437,14 +447,22 @@ def _site_windows(tiles: TilesConfig, cfg: DetectConfig, operating_point: Operat
     return step if step.active else None
 
 
-def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> PreparedRun:
-    """Step 1: read the sites and raster headers, load the model, choose the operating point.
+@dataclass(frozen=True)
+class ReadInputs:
+    """What :func:`read_run_inputs` read: the sites, the catalogues (headers only) and the series."""
+
+    sites: Sequence[Any]
+    before: Any
+    after: Any
+    series_cat: Any = None
+
+
+def read_run_inputs(inputs: RunInputs) -> ReadInputs:
+    """Read the sites and the raster headers (step 1 without the model).
 
     Raises:
         InputError: the sites file cannot be used or holds no site.
         RasterError: no readable raster in ``before`` or ``after``.
-        ModelError: the model cannot be loaded or does not fit the tiles settings.
-        ConfigError: a bad ``detect.operating_point``.
     """
     from tiles.catalog import RasterCatalog, check_epochs
     from tiles.sites import read_sites
@@ -463,16 +481,35 @@ def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig) -> 
         before = RasterCatalog.from_paths(list(inputs.before), epoch="before")
         after = RasterCatalog.from_paths(list(inputs.after), epoch="after")
         check_epochs(before, after)
+    mark_phase("inputs read")
+    return ReadInputs(sites, before, after, series_cat)
+
+
+def prepare_run(inputs: RunInputs, tiles: TilesConfig, detect: DetectConfig, *, read: ReadInputs | None = None) -> PreparedRun:
+    """Step 1: read the sites and raster headers, load the model, choose the operating point.
+
+    Args:
+        read: the inputs already read (:func:`read_run_inputs`); None: read here.
+
+    Raises:
+        InputError: the sites file cannot be used or holds no site.
+        RasterError: no readable raster in ``before`` or ``after``.
+        ModelError: the model cannot be loaded or does not fit the tiles settings.
+        ConfigError: a bad ``detect.operating_point``.
+    """
+    read = read or read_run_inputs(inputs)
     from models.backends import make_scorer
 
+    mark_phase("torch imported")
     scorer = make_scorer(
         inputs.model, backend=detect.backend, device=detect.device, tta=detect.tta,
         threads=inference_threads(detect.threads), batch_size=detect.batch_size,
     )
+    mark_phase("scorer ready")
     _check_model_fits(scorer.meta, tiles)
     operating_point = resolve_operating_point(detect.operating_point, dict(getattr(scorer.meta, "operating_points", {}) or {}))
     windows = _site_windows(tiles, detect, operating_point)
-    return PreparedRun(inputs, tiles, detect, sites, before, after, scorer, operating_point, windows, series_cat)
+    return PreparedRun(inputs, tiles, detect, read.sites, read.before, read.after, scorer, operating_point, windows, read.series_cat)
 
 
 def _base_components(run: PreparedRun, sites_sha: str) -> dict[str, str]:
@@ -495,11 +532,12 @@ def _catalogs(run: PreparedRun) -> dict[str, Any]:
     return {"before": run.before, "after": run.after}
 
 
-def _quick_files(run: PreparedRun) -> tuple[tuple[str, str], ...]:
+def _quick_files(run: PreparedRun | ReadInputs) -> tuple[tuple[str, str], ...]:
+    """``(path, quick fingerprint)`` of every raster and sidecar of the run."""
     from tiles.catalog import sidecar_paths
 
     files = []
-    for catalog in _catalogs(run).values():
+    for catalog in (run.before, run.after):
         for scene in catalog.scenes:
             path = Path(scene.path)
             for p in (path, *(q for q in sidecar_paths(path) if q.is_file())):
@@ -507,9 +545,14 @@ def _quick_files(run: PreparedRun) -> tuple[tuple[str, str], ...]:
     return tuple(files)
 
 
-def bind_run(run: PreparedRun) -> RunBinding:
+def bind_run(run: PreparedRun, *, quick_files: tuple[tuple[str, str], ...] | None = None) -> RunBinding:
     """Step 2: hash the sites file, the model and the settings, and take the quick fingerprint of
-    every raster (:class:`RunBinding`); the rasters' full SHA-256 follows during scoring."""
+    every raster (:class:`RunBinding`); the rasters' full SHA-256 follows during scoring.
+
+    Args:
+        quick_files: :func:`_quick_files` taken earlier, before the full hashing started
+            (None: taken here).
+    """
     model_dir = _model_folder(run.inputs.model)
     sites_sha = sha256_file(run.inputs.sites)
     components = _base_components(run, sites_sha)
@@ -522,7 +565,7 @@ def bind_run(run: PreparedRun) -> RunBinding:
         components=components,
         fingerprint=sha256_text(json.dumps(components, sort_keys=True)),
         deferred=tuple(quick),
-        quick_files=_quick_files(run),
+        quick_files=quick_files if quick_files is not None else _quick_files(run),
     )
 
 
@@ -749,10 +792,15 @@ def score_run(
                     chip_cache=chip_cache,
                     windows=run.windows,
                 )
+            first = True
             for record in records:
                 writer.append(record)
+                if first:
+                    mark_phase("first batch")
+                    first = False
                 bar.update(len(record.rows))
                 recorder.poll(writer)
+            mark_phase("last batch")
             recorder.poll(writer, wait=True)
             try:
                 _check_unchanged(binding)
@@ -919,6 +967,7 @@ def rank_and_write(
     spool = _Spool(run_dir / "rows.spool.tmp")
     try:
         _read_journal(plan, run_dir, keys, spool, embeddings=cfg.embeddings)
+        mark_phase("journal read")
         ranked = spool.ranked_ok()
         n_ok = len(ranked)
         wanted = [sid for sid, _ in (ranked if cfg.chips_top_n < 0 else ranked[: cfg.chips_top_n])]
@@ -930,8 +979,10 @@ def rank_and_write(
             [by_id[sid] for sid in wanted], run_dir, run.make_chip_source, run.scorer, cached=chip_images, batch_size=min(cfg.batch_size, 32)
         )
         del wanted, by_id
+        mark_phase("chips written")
         collector = _write_ranked(run, run_dir, spool, chips, per_site)
         _write_embeddings(run_dir, ranked, spool, cfg.embeddings)
+        mark_phase("scores written")
         del ranked
     finally:
         spool.close()
@@ -941,6 +992,7 @@ def rank_and_write(
     written = ["scores.csv", "scores.geojson", "config.yaml", "report.html"]
     footprints = {s.site_id: s.footprint for s in run.sites if s.footprint}
     written += write_gis_files(run_dir, threshold=run.operating_point.threshold, footprints=footprints)
+    mark_phase("gis written")
     written += [paths[c] for paths in chips.values() for c in CHIP_COLUMNS]
     if cfg.embeddings:
         written.append("embeddings.npz")
@@ -958,6 +1010,7 @@ def rank_and_write(
             "credits": sorted({e.credit for e in (*identity.before, *identity.after) if e.credit}),
         },
     )
+    mark_phase("report written")
     manifest = Manifest(
         sitewatch_version=__version__,
         run_fingerprint=identity.fingerprint,
@@ -989,6 +1042,7 @@ def rank_and_write(
     )
     (run_dir / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature of an earlier manifest is void
     write_manifest(run_dir, manifest)
+    mark_phase("manifest written")
     run_digest = sha256_file(run_dir / MANIFEST_NAME)
     log.info("run digest: sha256:%s (SHA-256 of %s; record it outside the folder)", run_digest, run_dir / MANIFEST_NAME)
     return manifest, run_digest
@@ -1038,6 +1092,7 @@ def run_detect(
         UsageError: a bad worker count or Dask address.
     """
     started_clock = time.perf_counter()
+    mark_phase("run_detect")
     tiles = tiles or TilesConfig()
     cfg = detect or DetectConfig()
     run_dir = Path(out)
@@ -1048,10 +1103,15 @@ def run_detect(
     if series and (workers or dask_address):
         raise UsageError("--series: image series are scored locally; drop --workers/--dask")
     inputs = RunInputs(Path(sites), tuple(before), tuple(after), model, tuple(series or ()))
-    prepared = prepare_run(inputs, tiles, cfg)
-
     with ExitStack() as stack:
         stack.enter_context(bounded_block_cache())  # GDAL_CACHEMAX unset: a fixed cache, not 5 % of RAM
+        # GIL-free work overlaps the start-up: every raster byte is hashed in a thread from
+        # before torch is imported (cutting batches meanwhile was measured to starve the import
+        # of the GIL: README, "Start-up")
+        read = read_run_inputs(inputs)
+        quick_files = _quick_files(read)  # before the full hash starts: a later change is caught
+        hasher = InputHasher({"before": read.before, "after": read.after})
+        prepared = prepare_run(inputs, tiles, cfg, read=read)
         client = None
         if workers or dask_address:
             from detect.cluster import dask_client
@@ -1063,9 +1123,9 @@ def run_detect(
             if overwrite:
                 _discard_run(run_dir)
             keys = RunKeyStore.from_setting(cfg.run_keys_dir)  # the journal's key lives outside the run folder
-            binding = bind_run(prepared)
-            hasher = InputHasher(_catalogs(prepared))  # every byte of the rasters, while scoring
+            binding = bind_run(prepared, quick_files=quick_files)
             plan = plan_run(prepared, binding, run_dir, keys)
+            mark_phase("planned")
             scoring_started = time.perf_counter()
             chip_images, identity = score_run(prepared, binding, plan, run_dir, keys, hasher=hasher, client=client, progress=progress)
             scoring_seconds = time.perf_counter() - scoring_started

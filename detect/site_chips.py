@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -23,6 +25,9 @@ from tiles.types import Pair, Site
 log = logging.getLogger(__name__)
 
 CHIPS_DIR = "chips"
+
+#: threads that write the chip PNGs at the end of a run (:func:`write_site_chips`)
+CHIP_WRITERS = min(4, os.cpu_count() or 1)
 
 
 def heatmap_overlay(after_rgb: np.ndarray, heatmap: np.ndarray, *, strength: float = 0.65) -> np.ndarray:
@@ -199,6 +204,7 @@ def write_site_chips(
         finally:
             cutter.close()
     written: dict[str, dict[str, str]] = {}
+    jobs: list[tuple[ChipImages, dict[str, str]]] = []
     for site in sites:
         chip = images.get(site.site_id)
         if chip is None:
@@ -209,8 +215,18 @@ def write_site_chips(
             "chip_after": f"{CHIPS_DIR}/{name}_after.png",
             "chip_heatmap": f"{CHIPS_DIR}/{name}_heatmap.png",
         }
+        jobs.append((chip, paths))
+        written[site.site_id] = paths
+
+    def save(job: tuple[ChipImages, dict[str, str]]) -> None:
+        chip, paths = job
         _save_png(chip.before, run_dir / paths["chip_before"])
         _save_png(chip.after, run_dir / paths["chip_after"])
         _save_png(heatmap_overlay(chip.after, chip.heatmap), run_dir / paths["chip_heatmap"])
-        written[site.site_id] = paths
+
+    # PIL encodes (zlib) without holding the GIL: the PNGs are written by a few threads at once
+    # (each file's bytes do not depend on which thread or in what order)
+    with ThreadPoolExecutor(max_workers=max(1, min(CHIP_WRITERS, len(jobs)))) as pool:
+        for _ in pool.map(save, jobs):
+            pass
     return written

@@ -80,7 +80,9 @@ def _chips_flag(value: str | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect.run import run_detect
+    from detect.run import mark_phase, run_detect
+
+    mark_phase("cli")
     from sitewatch.jobs import DetectJob
 
     job = load_job_config(

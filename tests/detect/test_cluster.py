@@ -79,3 +79,24 @@ def test_unreachable_scheduler_is_a_usage_error(tiny_scene, tmp_path):
             tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "x", tiles=JOB.tiles, detect=JOB.detect,
             dask_address="tcp://127.0.0.1:9", progress=False,
         )
+
+
+def _worker_block_cache() -> str | None:
+    import os
+
+    return os.environ.get("GDAL_CACHEMAX")
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_get_the_block_cache_limit(monkeypatch):
+    """Each LocalCluster worker process starts with detect's GDAL_CACHEMAX (GDAL's own default, 5 %
+    of RAM per process, grew a run's memory with its site count); a limit the user set is kept."""
+    from detect.cluster import dask_client
+    from detect.workers import BLOCK_CACHE_MB
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    with dask_client(None, 1) as client:
+        assert set(client.run(_worker_block_cache).values()) == {str(BLOCK_CACHE_MB)}
+    monkeypatch.setenv("GDAL_CACHEMAX", "77")
+    with dask_client(None, 1) as client:
+        assert set(client.run(_worker_block_cache).values()) == {"77"}

@@ -175,3 +175,51 @@ def test_gpkg_without_located_sites_is_still_valid(tmp_path):
     n = write_gpkg(tmp_path / "scores.gpkg", rows, list(rows[0]), threshold=0.5)
     assert n == 0
     assert pyogrio.read_info(tmp_path / "scores.gpkg", layer="sites")["features"] == 0
+
+
+def test_gpkg_written_in_chunks_holds_every_row_in_order_and_is_reproducible(gis_run, tmp_path, monkeypatch):
+    """Issue 12: the layers are written GPKG_CHUNK_ROWS features at a time (bounded memory for any
+    site count); the features, fields, nulls and layer order are those of a single write, and two
+    writes give the same bytes."""
+    import detect.gis as gis
+    from pyogrio.raw import read
+
+    rows, located = _located(gis_run)
+    d = 0.0001
+    footprints = {}
+    for r in located[:5]:  # footprints on several sites: that layer is chunked too
+        lon, lat = float(r["lon"]), float(r["lat"])
+        footprints[r["site_id"]] = {"type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat - d]]]}
+
+    def layers(folder):
+        out = {}
+        for layer in ("sites", "footprints"):
+            meta, _, geometry, fields = read(folder / "scores.gpkg", layer=layer)
+            out[layer] = (list(meta["fields"]), [bytes(g) for g in geometry], [list(f) for f in fields])
+        return out
+
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_gis_files(whole, threshold=0.5, footprints=footprints, scores_csv=gis_run / "scores.csv")
+    monkeypatch.setattr(gis, "GPKG_CHUNK_ROWS", 2)  # 2 features per GDAL call
+    digests = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_gis_files(folder, threshold=0.5, footprints=footprints, scores_csv=gis_run / "scores.csv")
+        digests.append((folder / "scores.gpkg").read_bytes())
+    assert digests[0] == digests[1]
+    chunked, single = layers(tmp_path / "a"), layers(whole)
+    assert len(chunked["sites"][1]) == len(located) > 4 and len(chunked["footprints"][1]) == 5
+    for layer in ("sites", "footprints"):
+        names, geoms, fields = chunked[layer]
+        assert names == single[layer][0] and geoms == single[layer][1]
+        for name, a, b in zip(names, fields, single[layer][2]):
+            assert [str(x) for x in a] == [str(x) for x in b], (layer, name)
+    con = sqlite3.connect(tmp_path / "a" / "scores.gpkg")
+    try:
+        assert [r[0] for r in con.execute("SELECT table_name FROM gpkg_contents WHERE data_type = 'features' ORDER BY rowid")] == ["sites", "footprints"]
+        assert [r[0] for r in con.execute("SELECT f_table_name FROM layer_styles ORDER BY id")] == ["sites", "footprints"]
+    finally:
+        con.close()
+    assert not list((tmp_path / "a").glob("*.tmp"))

@@ -209,3 +209,28 @@ def test_a_detect_that_cannot_take_the_lock_never_deletes_it(tiny_scene, tmp_pat
     assert not lock.exists()  # the holder removed it when done
     summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], run, tiles=JOB.tiles, detect=JOB.detect, progress=False)
     assert summary.ok == tiny_scene.n_sites and not lock.exists()
+
+
+def test_phases_are_logged_in_run_order(tiny_scene, tmp_path, caplog):
+    """The debug log's ``timing: PHASE at T`` lines (benchmarks/bench_detect.py reads them to say
+    where a run's time goes): every step once, in run order, at non-decreasing times; the
+    rasters' SHA-256 is recorded although it now starts before the model is loaded."""
+    import logging
+    import re
+
+    with caplog.at_level(logging.DEBUG, logger="detect.run"):
+        summary = run_detect(tiny_scene.sites, [tiny_scene.before], [tiny_scene.after], tmp_path / "r", tiles=JOB.tiles, detect=JOB.detect, progress=False)
+    marks = [re.fullmatch(r"timing: (.+) at ([0-9.]+)", r.getMessage()) for r in caplog.records if r.name == "detect.run"]
+    marks = [(m.group(1), float(m.group(2))) for m in marks if m]
+    assert [name for name, _ in marks] == [
+        "run_detect", "inputs read", "torch imported", "scorer ready", "planned", "first batch", "last batch",
+        "journal read", "chips written", "scores written", "gis written", "report written", "manifest written",
+    ]
+    times = [t for _, t in marks]
+    assert times == sorted(times)
+    import hashlib
+    from pathlib import Path
+
+    manifest = json.loads((summary.run_dir / "manifest.json").read_text())
+    for entry in manifest["inputs"]["before"] + manifest["inputs"]["after"]:
+        assert entry["sha256"] == hashlib.sha256(Path(entry["path"]).read_bytes()).hexdigest(), entry["path"]
