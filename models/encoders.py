@@ -1,4 +1,5 @@
-"""Multi-scale image encoders built from torchvision backbones, with offline ImageNet weights.
+"""Multi-scale image encoders: MobileNetV2 (``models.mobilenetv2``, torchvision's layout) and
+torchvision's ResNets, with offline ImageNet weights.
 
 An encoder maps images ``(N, C, H, W)`` to a list of feature maps, finest first, each with a
 known output stride and channel count. The Siamese network applies one encoder to before and
@@ -183,11 +184,13 @@ def mobilenetv2_encoder(
         arch: architecture name for the log line.
         log_init: log which initialisation was used.
     """
-    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2  # noqa: PLC0415
+    from models.mobilenetv2 import MobileNetV2  # noqa: PLC0415
 
-    net = mobilenet_v2(weights=None)
+    net = MobileNetV2()  # torchvision's layout and initialisation, without importing torchvision
     loaded, note = False, ""
     if pretrained:
+        from torchvision.models import MobileNet_V2_Weights  # noqa: PLC0415 (training only)
+
         state, note = load_imagenet_state(MobileNet_V2_Weights.IMAGENET1K_V1)
         if state is not None:
             net.load_state_dict(state)
