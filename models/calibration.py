@@ -65,21 +65,36 @@ def binary_nll(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
-def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+def fit_temperature(labels: np.ndarray, logits: np.ndarray, *, fallback: float = 1.0) -> float:
     """The temperature ``T > 0`` minimising the NLL of ``sigmoid(logits / T)``.
+
+    When every positive's logit is at least every negative's (the held-out pairs are perfectly
+    separated, common on an easy synthetic validation split or a small verified sample), the NLL
+    keeps falling as ``T -> 0``: the "fit" would be the search bound (~0.018) and would turn every
+    later score into 0 or 1. No temperature can be fitted from such pairs, so ``fallback`` is kept
+    (with a warning) instead.
 
     Args:
         labels: (N,) 0/1 labels of held-out pairs.
         logits: (N,) raw model logits for the same pairs.
+        fallback: the temperature kept when none can be fitted (too few pairs, one class only,
+            perfectly separated classes); e.g. the temperature the scores carry already.
 
     Returns:
-        T (1.0 when there are too few pairs or only one class to fit on).
+        T, or ``fallback`` when it cannot be fitted.
     """
     y = np.asarray(labels, dtype=np.float64).ravel()
     z = np.asarray(logits, dtype=np.float64).ravel()
     if y.size < 4 or y.min() == y.max():
-        log.warning("calibration: %d pairs with one class only; keeping temperature 1.0", y.size)
-        return 1.0
+        log.warning("calibration: %d pairs with one class only; keeping temperature %.3g", y.size, fallback)
+        return float(fallback)
+    if z[y == 1].min() >= z[y == 0].max():
+        log.warning(
+            "calibration: the %d held-out pairs are perfectly separated by the model (every damaged "
+            "logit >= every intact one), so no temperature can be fitted from them; keeping %.3g",
+            y.size, fallback,
+        )
+        return float(fallback)
     res = minimize_scalar(lambda lt: binary_nll(y, z / np.exp(lt)), bounds=LOG_TEMPERATURE_BOUNDS, method="bounded")
     return float(np.exp(res.x))
 
@@ -665,7 +680,7 @@ def fit_calibration(
     y, z = check_binary(labels, logits)
     check_sample(y, policy, what=what)
     t_idx, p_idx = split_for_calibration(y, policy.temperature_share, policy.seed)
-    temperature = fit_temperature(y[t_idx], z[t_idx])
+    temperature = fit_temperature(y[t_idx], z[t_idx], fallback=previous_temperature)
     probs = sigmoid(z / temperature)
     points = operating_points_for(y[p_idx], probs[p_idx], policy)
     parent = None if parent_screening is None else parent_threshold_on(parent_screening, previous_temperature, temperature)

@@ -203,3 +203,13 @@ def test_policy_rejects_bad_few_positives_settings():
         CalibrationConfig(trust_positives=-1)
     with pytest.raises(ValueError, match="screening_recall_confidence"):
         CalibrationConfig(screening_recall_confidence=1.0)
+
+
+def test_fit_calibration_keeps_the_scores_temperature_when_the_sample_is_separated():
+    # a small verified sample that the model ranks perfectly: no temperature can be fitted from
+    # it, so the run keeps the temperature its scores carry instead of collapsing to ~0.018
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(90, int), np.ones(10, int)]
+    logits = np.r_[rng.uniform(-5.0, 0.0, 90), rng.uniform(0.5, 4.0, 10)]
+    fit = fit_calibration(labels, logits, CalibrationConfig(bootstrap=20), previous_temperature=1.3)
+    assert fit.temperature == pytest.approx(1.3)

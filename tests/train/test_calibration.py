@@ -94,3 +94,18 @@ def test_undefined_metrics_print_as_na():
     line = EpochSummary(epoch=1, train_loss=0.5, val_loss=0.4, val_auc=None, val_ap=None, lr=1e-3,
                         seconds=2.0, pairs_per_s=10.0, best=True).line(3)
     assert "AUC n/a AP n/a" in line
+
+
+def test_perfectly_separated_pairs_keep_the_fallback_temperature(caplog):
+    # every damaged logit above every intact one: the NLL keeps falling as T -> 0, so a "fit"
+    # would return the search bound (~0.018) and saturate every later probability to 0 or 1
+    labels = np.r_[np.zeros(50), np.ones(10)]
+    logits = np.r_[np.linspace(-6.0, 0.5, 50), np.linspace(0.5, 4.0, 10)]
+    with caplog.at_level("WARNING"):
+        assert fit_temperature(labels, logits) == 1.0
+        assert fit_temperature(labels, logits, fallback=1.7) == 1.7
+    assert "perfectly separated" in caplog.text
+    # one intact pair above one damaged pair: fitted again, and inside the search bounds
+    logits[0] = 1.0
+    t = fit_temperature(labels, logits)
+    assert 0.05 < t < 20.0
