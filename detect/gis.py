@@ -190,7 +190,6 @@ class _LayerFields:
         self._chunks: dict[str, list[np.ndarray]] = {c: [] for c in self.columns if _column_kind(c) != "text"}
         self._distinct: dict[str, dict[str, str]] = {c: {} for c in self.columns if _column_kind(c) == "text"}
         self._pending = 0
-        self._held = 0
         self.count = 0
 
     def add(self, row: Mapping[str, str]) -> None:
@@ -205,7 +204,6 @@ class _LayerFields:
         if "flagged" in self._text:
             self._bands.append(self.labels[band_of(_float(row.get("score")), (row.get("status") or "ok"), self.threshold)])
         self._pending += 1
-        self._held += 1
         self.count += 1
         if self._pending >= CHUNK_ROWS:
             self._convert()
@@ -216,16 +214,10 @@ class _LayerFields:
             self._text[column] = []
         self._pending = 0
 
-    @property
-    def pending(self) -> int:
-        """Rows added since the last :meth:`finish`."""
-        return self._held
-
     def finish(self) -> tuple[list[np.ndarray], list[str], list[np.ndarray | None]]:
         """Typed field arrays (and null masks) in column order, plus the ``band`` field, of the
         rows added since the last call (the layer is written chunk by chunk)."""
         self._convert()
-        self._held = 0
         data: list[np.ndarray] = []
         names: list[str] = []
         masks: list[np.ndarray | None] = []
@@ -402,7 +394,7 @@ class _GpkgLayer:
     def add(self, wkb: bytes, row: Mapping[str, str]) -> None:
         self.geometries.append(wkb)
         self.fields.add(row)
-        if self.fields.pending >= GPKG_CHUNK_ROWS:
+        if len(self.geometries) >= GPKG_CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
